@@ -1,0 +1,63 @@
+package protocol
+
+import "errors"
+
+// Error is a protocol error with a stable machine-readable code. The code is
+// what crosses the wire and what spec/vectors/vectors.json names in "error".
+type Error struct {
+	Code string
+	Msg  string
+}
+
+func (e *Error) Error() string { return "opentrack: " + e.Msg }
+
+// Encoding errors: the bytes are not strict DAG-CBOR as the spec defines it.
+var (
+	ErrMalformed    = &Error{Code: "malformed", Msg: "malformed CBOR"}
+	ErrNonCanonical = &Error{Code: "non_canonical", Msg: "non-canonical encoding"}
+	ErrIndefinite   = &Error{Code: "indefinite_length", Msg: "indefinite-length item"}
+	ErrDuplicateKey = &Error{Code: "duplicate_key", Msg: "duplicate map key"}
+	ErrFloat        = &Error{Code: "float", Msg: "floating-point value"}
+	ErrForeignTag   = &Error{Code: "foreign_tag", Msg: "tag other than 42"}
+	ErrTooDeep      = &Error{Code: "too_deep", Msg: "nesting too deep"}
+	ErrTooLarge     = &Error{Code: "too_large", Msg: "item too large"}
+	ErrUnknownField = &Error{Code: "unknown_field", Msg: "unknown field"}
+	ErrInvalid      = &Error{Code: "invalid_record", Msg: "invalid record"}
+	ErrBadCID       = &Error{Code: "bad_cid", Msg: "invalid CID link"}
+)
+
+// Framing errors.
+var (
+	ErrFrameTooLarge = &Error{Code: "frame_too_large", Msg: "frame exceeds the protocol cap"}
+	ErrBadFrame      = &Error{Code: "bad_frame", Msg: "bad frame length prefix"}
+)
+
+// Tracking-number errors.
+var (
+	ErrInvalidNumber = &Error{Code: "invalid_number", Msg: "invalid tracking number"}
+	ErrCheckDigit    = &Error{Code: "bad_check_digit", Msg: "check digit mismatch"}
+)
+
+// Verification errors: the bytes decode, but the record cannot be trusted.
+var (
+	ErrCIDMismatch     = &Error{Code: "cid_mismatch", Msg: "content does not match its CID"}
+	ErrBrokenChain     = &Error{Code: "broken_chain", Msg: "event chain broken"}
+	ErrHeadMismatch    = &Error{Code: "head_mismatch", Msg: "events do not end at the signed head"}
+	ErrBadSignature    = &Error{Code: "bad_signature", Msg: "signature does not verify"}
+	ErrUnknownKey      = &Error{Code: "unknown_key", Msg: "signing key not bound to the carrier"}
+	ErrKeyExpired      = &Error{Code: "key_expired", Msg: "signing key outside its validity window"}
+	ErrWrongContent    = &Error{Code: "wrong_content_type", Msg: "COSE content type is not the one expected"}
+	ErrExpired         = &Error{Code: "expired", Msg: "statement outside its validity window"}
+	ErrWrongCarrier    = &Error{Code: "wrong_carrier", Msg: "record belongs to another carrier"}
+	ErrStaleRegistry   = &Error{Code: "stale_registry", Msg: "registry sequence is not newer"}
+	ErrUntrustedIssuer = &Error{Code: "untrusted_issuer", Msg: "statement not signed by a trust anchor"}
+)
+
+// CodeOf returns the protocol code of err, or "" when err carries none.
+func CodeOf(err error) string {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}

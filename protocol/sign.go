@@ -1,0 +1,143 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/veraison/go-cose"
+)
+
+// KeyIDLen is the length of a key id: the first 16 bytes of SHA-256 over
+// the raw 32-byte Ed25519 public key.
+const KeyIDLen = 16
+
+// Content types carried in the protected header (label 3). They separate
+// the statement kinds, so a signature over one can never pass as another.
+const (
+	ContentHead     = "application/opentrack-head+cbor"
+	ContentRegistry = "application/opentrack-registry+cbor"
+	ContentGrant    = "application/opentrack-grant+cbor"
+)
+
+// MaxSigned bounds the size of a COSE_Sign1 by statement kind.
+var maxSigned = map[string]int{
+	ContentHead:     1024,
+	ContentGrant:    MaxGrantSize,
+	ContentRegistry: MaxRegistrySize,
+}
+
+// KeyID derives the key id of an Ed25519 public key.
+func KeyID(pub ed25519.PublicKey) []byte {
+	sum := sha256.Sum256(pub)
+	return sum[:KeyIDLen]
+}
+
+// KeyIDString is the hex form of a key id, as JSON and logs show it.
+func KeyIDString(pub ed25519.PublicKey) string { return hex.EncodeToString(KeyID(pub)) }
+
+// Signer signs statements with one Ed25519 key.
+type Signer struct {
+	key    ed25519.PrivateKey
+	kid    []byte
+	signer cose.Signer
+}
+
+// NewSigner wraps an Ed25519 private key.
+func NewSigner(key ed25519.PrivateKey) (*Signer, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: Ed25519 private key must be %d bytes", ErrInvalid, ed25519.PrivateKeySize)
+	}
+	s, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	if err != nil {
+		return nil, err
+	}
+	pub := key.Public().(ed25519.PublicKey)
+	return &Signer{key: key, kid: KeyID(pub), signer: s}, nil
+}
+
+// Public returns the signer's public key.
+func (s *Signer) Public() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
+
+// KeyID returns the signer's key id.
+func (s *Signer) KeyID() []byte { return s.kid }
+
+// Sign wraps payload in a tagged COSE_Sign1 with protected header
+// {1: -8 (EdDSA), 3: contentType, 4: kid} and an empty unprotected header.
+// Ed25519 is deterministic, so the same input gives the same bytes.
+func (s *Signer) Sign(contentType string, payload []byte) ([]byte, error) {
+	msg := cose.Sign1Message{
+		Headers: cose.Headers{
+			Protected: cose.ProtectedHeader{
+				cose.HeaderLabelAlgorithm:   cose.AlgorithmEdDSA,
+				cose.HeaderLabelContentType: contentType,
+				cose.HeaderLabelKeyID:       s.kid,
+			},
+			Unprotected: cose.UnprotectedHeader{},
+		},
+		Payload: payload,
+	}
+	if err := msg.Sign(rand.Reader, nil, s.signer); err != nil {
+		return nil, fmt.Errorf("opentrack: sign: %w", err)
+	}
+	return msg.MarshalCBOR()
+}
+
+// Signed is a parsed COSE_Sign1 whose signature has not been checked yet.
+type Signed struct {
+	KeyID   []byte
+	Payload []byte
+	msg     cose.Sign1Message
+}
+
+// ParseSigned parses a tagged COSE_Sign1 and checks its headers: EdDSA,
+// the expected content type, a key id of KeyIDLen bytes, an attached
+// payload, and nothing in the unprotected header.
+func ParseSigned(b []byte, contentType string) (*Signed, error) {
+	if max := maxSigned[contentType]; len(b) > max {
+		return nil, fmt.Errorf("%w: signed statement is %d bytes, limit %d", ErrTooLarge, len(b), max)
+	}
+	var msg cose.Sign1Message
+	if err := msg.UnmarshalCBOR(b); err != nil {
+		return nil, fmt.Errorf("%w: COSE_Sign1: %v", ErrMalformed, err)
+	}
+	alg, err := msg.Headers.Protected.Algorithm()
+	if err != nil || alg != cose.AlgorithmEdDSA {
+		return nil, fmt.Errorf("%w: algorithm must be EdDSA (-8)", ErrBadSignature)
+	}
+	if ct, ok := msg.Headers.Protected[cose.HeaderLabelContentType].(string); !ok || ct != contentType {
+		return nil, fmt.Errorf("%w: got %v, want %q", ErrWrongContent, msg.Headers.Protected[cose.HeaderLabelContentType], contentType)
+	}
+	kid, ok := msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
+	if !ok || len(kid) != KeyIDLen {
+		return nil, fmt.Errorf("%w: protected header needs a %d-byte key id", ErrBadSignature, KeyIDLen)
+	}
+	if len(msg.Headers.Protected) != 3 || len(msg.Headers.Unprotected) != 0 {
+		return nil, fmt.Errorf("%w: unexpected COSE header parameters", ErrBadSignature)
+	}
+	if msg.Payload == nil {
+		return nil, fmt.Errorf("%w: detached payload", ErrMalformed)
+	}
+	return &Signed{KeyID: kid, Payload: msg.Payload, msg: msg}, nil
+}
+
+// Verify checks the signature with pub, which must match the key id.
+func (s *Signed) Verify(pub ed25519.PublicKey) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: public key must be %d bytes", ErrUnknownKey, ed25519.PublicKeySize)
+	}
+	if !bytes.Equal(KeyID(pub), s.KeyID) {
+		return fmt.Errorf("%w: key id %x is not the key offered (%x)", ErrUnknownKey, s.KeyID, KeyID(pub))
+	}
+	v, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnknownKey, err)
+	}
+	if err := s.msg.Verify(nil, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	return nil
+}
