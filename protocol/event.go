@@ -10,18 +10,18 @@ import (
 // Field limits of an Event. They keep one event well under MaxEventSize and
 // make a receiver's memory use predictable.
 const (
-	MaxEventSize       = 4096 // bytes of one encoded event
-	MaxCarrierLen      = 16
-	MaxReasonLen       = 32
-	MaxDescriptionLen  = 512 // bytes of UTF-8
-	MaxLangLen         = 35  // BCP 47
-	MaxCityLen         = 128 // bytes of UTF-8
-	MaxFacilityLen     = 64
-	MaxExtSize         = 2048 // bytes of the encoded ext map
-	MaxExtKeyLen       = 64
-	MaxLatE6           = 90_000_000
-	MaxLonE6           = 180_000_000
-	MinEventTime int64 = 946684800000 // 2000-01-01T00:00:00Z in Unix ms
+	MaxEventSize            = 4096 // bytes of one encoded event
+	MaxCarrierLen           = 16
+	MaxReasonLen            = 32
+	MaxDescriptionLen       = 512 // bytes of UTF-8
+	MaxLangLen              = 35  // BCP 47
+	MaxCityLen              = 128 // bytes of UTF-8
+	MaxFacilityLen          = 64
+	MaxExtSize              = 2048 // bytes of the encoded ext map
+	MaxExtKeyLen            = 64
+	MaxLatE6                = 90_000_000
+	MaxLonE6                = 180_000_000
+	MinEventTime      int64 = 946684800000 // 2000-01-01T00:00:00Z in Unix ms
 )
 
 // Event is one scan event of one parcel. Its CID is the CID of its

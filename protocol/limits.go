@@ -40,17 +40,17 @@ const (
 
 // Result codes of a track result, a track response and a watch error.
 const (
-	CodeOK             = "ok"
-	CodeNotFound       = "not_found"
-	CodeInvalidNumber  = "invalid_number"
-	CodeForbidden      = "forbidden"
-	CodeRateLimited    = "rate_limited"
-	CodeBadRequest     = "bad_request"
-	CodeTooMany        = "too_many"
-	CodeUnknownCursor  = "unknown_cursor"
-	CodeInternal       = "internal"
-	CodeUnavailable    = "unavailable"
-	CodeWrongCarrier   = "wrong_carrier"
+	CodeOK            = "ok"
+	CodeNotFound      = "not_found"
+	CodeInvalidNumber = "invalid_number"
+	CodeForbidden     = "forbidden"
+	CodeRateLimited   = "rate_limited"
+	CodeBadRequest    = "bad_request"
+	CodeTooMany       = "too_many"
+	CodeUnknownCursor = "unknown_cursor"
+	CodeInternal      = "internal"
+	CodeUnavailable   = "unavailable"
+	CodeWrongCarrier  = "wrong_carrier"
 )
 
 // ResultCodes lists every result code, for validation of peer input.

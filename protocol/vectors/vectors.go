@@ -25,22 +25,22 @@ type File struct {
 // Vector is one test case. Which fields are set depends on Type; see
 // spec/opentrack.md, "Test vectors".
 type Vector struct {
-	Name   string `json:"name"`
-	Type   string `json:"type"`
-	Valid  bool   `json:"valid"`
-	CBOR   string `json:"cbor,omitempty"`   // hex: the record or message (for signed things, the payload)
-	COSE   string `json:"cose,omitempty"`   // hex: COSE_Sign1_Tagged
-	PubKey string `json:"public_key,omitempty"` // hex: raw Ed25519 public key to verify with
-	CID    string `json:"cid,omitempty"`    // CID of cbor, for valid records; for invalid events, the CID they claim
-	Input  string `json:"input,omitempty"`  // numbers: the raw input; frames: hex of the framed bytes
-	Output string `json:"output,omitempty"` // numbers: the normalized form
-	Scheme string `json:"scheme,omitempty"` // numbers: the scheme, in the CLI form
-	Events []string `json:"events,omitempty"` // chains: hex of each event block, oldest first
-	KeyNotBefore int64 `json:"key_not_before,omitempty"` // Unix ms window of public_key
-	KeyNotAfter  int64 `json:"key_not_after,omitempty"`
-	Max    int    `json:"max,omitempty"`   // frames: the cap to apply
-	Error  string `json:"error,omitempty"` // expected error code, for invalid vectors
-	Note   string `json:"note"`
+	Name         string   `json:"name"`
+	Type         string   `json:"type"`
+	Valid        bool     `json:"valid"`
+	CBOR         string   `json:"cbor,omitempty"`           // hex: the record or message (for signed things, the payload)
+	COSE         string   `json:"cose,omitempty"`           // hex: COSE_Sign1_Tagged
+	PubKey       string   `json:"public_key,omitempty"`     // hex: raw Ed25519 public key to verify with
+	CID          string   `json:"cid,omitempty"`            // CID of cbor, for valid records; for invalid events, the CID they claim
+	Input        string   `json:"input,omitempty"`          // numbers: the raw input; frames: hex of the framed bytes
+	Output       string   `json:"output,omitempty"`         // numbers: the normalized form
+	Scheme       string   `json:"scheme,omitempty"`         // numbers: the scheme, in the CLI form
+	Events       []string `json:"events,omitempty"`         // chains: hex of each event block, oldest first
+	KeyNotBefore int64    `json:"key_not_before,omitempty"` // Unix ms window of public_key
+	KeyNotAfter  int64    `json:"key_not_after,omitempty"`
+	Max          int      `json:"max,omitempty"`   // frames: the cap to apply
+	Error        string   `json:"error,omitempty"` // expected error code, for invalid vectors
+	Note         string   `json:"note"`
 }
 
 // Encode renders f as the canonical vectors.json bytes: two-space indent

@@ -1,0 +1,130 @@
+package protocol_test
+
+import (
+	"testing"
+
+	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/protocol/vectors"
+)
+
+func benchEvent(b *testing.B) (*protocol.Event, []byte) {
+	f, err := vectors.Generate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, v := range f.Vectors {
+		if v.Name == "event_chained" {
+			raw := vectors.Bytes(v.CBOR)
+			e, err := protocol.DecodeEvent(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return e, raw
+		}
+	}
+	b.Fatal("no event_chained vector")
+	return nil, nil
+}
+
+func BenchmarkEventEncode(b *testing.B) {
+	e, raw := benchEvent(b)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := protocol.Marshal(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEventDecode is the full peer-input path: strict scan, decode,
+// re-encode and compare, and field validation.
+func BenchmarkEventDecode(b *testing.B) {
+	_, raw := benchEvent(b)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := protocol.DecodeEvent(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCID(b *testing.B) {
+	_, raw := benchEvent(b)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = protocol.CIDOf(raw)
+	}
+}
+
+func benchHead(b *testing.B) (*protocol.Signer, *protocol.Head, []byte, [][]byte) {
+	f, err := vectors.Generate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, v := range f.Vectors {
+		if v.Name == "chain_8_events" {
+			cose := vectors.Bytes(v.COSE)
+			sh, err := protocol.ParseSignedHead(cose)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var events [][]byte
+			for _, e := range v.Events {
+				events = append(events, vectors.Bytes(e))
+			}
+			s, err := protocol.NewSigner(vectors.Key(1))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s, &sh.Head, cose, events
+		}
+	}
+	b.Fatal("no chain vector")
+	return nil, nil, nil, nil
+}
+
+func BenchmarkSignHead(b *testing.B) {
+	s, h, _, _ := benchHead(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := protocol.SignHead(s, h); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerifyHead(b *testing.B) {
+	s, _, cose, _ := benchHead(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		sh, err := protocol.ParseSignedHead(cose)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := sh.Verify(s.Public()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerifyChain8 is what a client pays per parcel: one signature
+// and eight events.
+func BenchmarkVerifyChain8(b *testing.B) {
+	s, _, cose, events := benchHead(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		sh, err := protocol.ParseSignedHead(cose)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := sh.Verify(s.Public()); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := protocol.VerifyChain(&sh.Head, events); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
