@@ -1,0 +1,264 @@
+// Package repo manages a node's directory: its libp2p key, the carrier
+// signing key, the admin token, the config file, the store and the
+// node.json that a running node writes. `opentrack init` creates one;
+// `opentrack node` opens it.
+package repo
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// File names inside a repo. They are part of the operator contract.
+const (
+	ConfigFile     = "config.toml"
+	NodeKeyFile    = "node.key"
+	CarrierKeyFile = "carrier.key"
+	TokenFile      = "admin.token"
+	NodeInfoFile   = "node.json"
+)
+
+// Errors.
+var (
+	ErrExists     = errors.New("repo: already initialized")
+	ErrNotRepo    = errors.New("repo: not an OpenTrack repo")
+	ErrBadOptions = errors.New("repo: invalid options")
+)
+
+// Repo is an opened node directory.
+type Repo struct {
+	Dir        string
+	Config     *Config
+	NodeKey    crypto.PrivKey
+	CarrierKey ed25519.PrivateKey // nil on a platform node
+	AdminToken string
+}
+
+// InitOptions say what kind of node to create.
+type InitOptions struct {
+	Carrier  string   // carrier code; exactly one of Carrier and Platform
+	Name     string   // display name; default: the code or platform name
+	Country  string   // ISO 3166-1 alpha-2 of the carrier; default "ZZ"
+	Schemes  []string // number schemes in CLI form; default: protocol.DefaultScheme(code)
+	Listen   []string // multiaddrs; default DefaultListen
+	Platform string   // platform name
+}
+
+// Init creates a repo in dir, which must not hold one already.
+func Init(dir string, o InitOptions) (*Repo, error) {
+	cfg, err := configFor(o)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+		return nil, fmt.Errorf("%w: %s exists; refusing to overwrite", ErrExists, filepath.Join(dir, ConfigFile))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("repo: %w", err)
+	}
+	r := &Repo{Dir: dir, Config: cfg}
+	if r.NodeKey, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
+		return nil, err
+	}
+	raw, err := crypto.MarshalPrivateKey(r.NodeKey)
+	if err != nil {
+		return nil, err
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{{NodeKeyFile, raw}}
+	if cfg.Role == RoleCarrier {
+		if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(r.CarrierKey)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, struct {
+			name string
+			data []byte
+		}{CarrierKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})})
+	}
+	token := make([]byte, 32)
+	if _, err := rand.Read(token); err != nil {
+		return nil, err
+	}
+	r.AdminToken = hex.EncodeToString(token)
+	files = append(files, struct {
+		name string
+		data []byte
+	}{TokenFile, []byte(r.AdminToken + "\n")})
+	text, err := cfg.Render()
+	if err != nil {
+		return nil, err
+	}
+	// The config goes last: its presence is what marks a complete repo.
+	files = append(files, struct {
+		name string
+		data []byte
+	}{ConfigFile, text})
+	for _, f := range files {
+		if err := writeExclusive(filepath.Join(dir, f.name), f.data); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Open loads the repo in dir.
+func Open(dir string) (*Repo, error) {
+	cfg, err := LoadConfig(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s has no %s (run opentrack init)", ErrNotRepo, dir, ConfigFile)
+		}
+		return nil, err
+	}
+	r := &Repo{Dir: dir, Config: cfg}
+	raw, err := os.ReadFile(filepath.Join(dir, NodeKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("repo: %w", err)
+	}
+	if r.NodeKey, err = crypto.UnmarshalPrivateKey(raw); err != nil {
+		return nil, fmt.Errorf("repo: %s: %w", NodeKeyFile, err)
+	}
+	if cfg.Role == RoleCarrier {
+		if r.CarrierKey, err = ReadCarrierKey(r.Path(cfg.Carrier.KeyFile)); err != nil {
+			return nil, err
+		}
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("repo: %w", err)
+	}
+	r.AdminToken = strings.TrimSpace(string(tok))
+	return r, nil
+}
+
+// ReadCarrierKey reads a PKCS#8 PEM Ed25519 private key.
+func ReadCarrierKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("repo: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("repo: %s: not a PEM private key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("repo: %s: %w", path, err)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("repo: %s: not an Ed25519 key", path)
+	}
+	return ek, nil
+}
+
+// Path resolves a path from the config relative to the repo.
+func (r *Repo) Path(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(r.Dir, p)
+}
+
+// PeerID is the node's libp2p identity.
+func (r *Repo) PeerID() peer.ID {
+	id, err := peer.IDFromPrivateKey(r.NodeKey)
+	if err != nil {
+		panic("repo: node key without a peer ID: " + err.Error())
+	}
+	return id
+}
+
+// Signer returns the carrier's signer, or an error on a platform repo.
+func (r *Repo) Signer() (*protocol.Signer, error) {
+	if r.CarrierKey == nil {
+		return nil, fmt.Errorf("repo: %s is a platform repo with no carrier key", r.Dir)
+	}
+	return protocol.NewSigner(r.CarrierKey)
+}
+
+// CheckToken compares a presented admin token in constant time.
+func (r *Repo) CheckToken(tok string) bool {
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(r.AdminToken)) == 1
+}
+
+// NodeInfo is node.json, written by a running node once it listens. Its
+// keys are part of the operator contract.
+type NodeInfo struct {
+	PeerID   string   `json:"peer_id"`
+	Carrier  string   `json:"carrier"`
+	Addrs    []string `json:"addrs"` // full multiaddrs ending in /p2p/<peer_id>
+	AdminURL string   `json:"admin_url"`
+}
+
+// WriteNodeInfo atomically replaces node.json.
+func (r *Repo) WriteNodeInfo(info *NodeInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(r.Dir, NodeInfoFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("repo: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(r.Dir, NodeInfoFile))
+}
+
+// RemoveNodeInfo deletes node.json on a clean exit.
+func (r *Repo) RemoveNodeInfo() error {
+	err := os.Remove(filepath.Join(r.Dir, NodeInfoFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// ReadNodeInfo reads node.json of a running node.
+func ReadNodeInfo(dir string) (*NodeInfo, error) {
+	b, err := os.ReadFile(filepath.Join(dir, NodeInfoFile))
+	if err != nil {
+		return nil, fmt.Errorf("repo: %w (is the node running?)", err)
+	}
+	var info NodeInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("repo: %s: %w", NodeInfoFile, err)
+	}
+	return &info, nil
+}
+
+// writeExclusive creates a new file with mode 0600 and syncs it.
+func writeExclusive(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("repo: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("repo: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("repo: %w", err)
+	}
+	return f.Close()
+}

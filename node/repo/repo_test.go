@@ -1,0 +1,93 @@
+package repo
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestInitOpenCarrier(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sf")
+	r, err := Init(dir, InitOptions{Carrier: "SF", Name: "SF Express", Schemes: []string{`SF\d{10,20}`, `\d{12}:mod10`}})
+	require.NoError(t, err)
+	require.NotNil(t, r.CarrierKey)
+
+	for _, f := range []string{NodeKeyFile, CarrierKeyFile, TokenFile, ConfigFile} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
+	}
+	got, err := Open(dir)
+	require.NoError(t, err)
+	require.Equal(t, r.PeerID(), got.PeerID())
+	require.Equal(t, r.CarrierKey, got.CarrierKey)
+	require.Equal(t, r.AdminToken, got.AdminToken)
+	require.Equal(t, r.Config, got.Config)
+	schemes, err := got.Config.Schemes()
+	require.NoError(t, err)
+	require.Len(t, schemes, 2)
+
+	_, err = Init(dir, InitOptions{Carrier: "SF"})
+	require.ErrorIs(t, err, ErrExists)
+}
+
+func TestInitPlatform(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Init(dir, InitOptions{Platform: "shop"})
+	require.NoError(t, err)
+	require.Nil(t, r.CarrierKey)
+	_, err = os.Stat(filepath.Join(dir, CarrierKeyFile))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	got, err := Open(dir)
+	require.NoError(t, err)
+	_, err = got.Signer()
+	require.Error(t, err)
+}
+
+func TestInitRejects(t *testing.T) {
+	cases := []struct {
+		name string
+		o    InitOptions
+	}{
+		{"neither", InitOptions{}},
+		{"both", InitOptions{Carrier: "SF", Platform: "x"}},
+		{"bad code", InitOptions{Carrier: "s-f"}},
+		{"bad scheme", InitOptions{Carrier: "SF", Schemes: []string{"SF.*"}}},
+		{"bad country", InitOptions{Carrier: "SF", Country: "China"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Init(t.TempDir(), tc.o)
+			require.ErrorIs(t, err, ErrBadOptions)
+		})
+	}
+}
+
+func TestConfigUnknownKey(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Init(dir, InitOptions{Carrier: "SF"})
+	require.NoError(t, err)
+	path := filepath.Join(dir, ConfigFile)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, append(b, []byte("\n[store2]\nx = 1\n")...), 0o600))
+	_, err = Open(dir)
+	require.ErrorIs(t, err, ErrBadOptions)
+	require.Contains(t, err.Error(), "store2")
+}
+
+func TestNodeInfo(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Init(dir, InitOptions{Platform: "p"})
+	require.NoError(t, err)
+	info := &NodeInfo{PeerID: r.PeerID().String(), Addrs: []string{"/ip4/127.0.0.1/tcp/1/p2p/" + r.PeerID().String()}, AdminURL: "http://127.0.0.1:1"}
+	require.NoError(t, r.WriteNodeInfo(info))
+	got, err := ReadNodeInfo(dir)
+	require.NoError(t, err)
+	require.Equal(t, info, got)
+	require.NoError(t, r.RemoveNodeInfo())
+	_, err = ReadNodeInfo(dir)
+	require.Error(t, err)
+}
