@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/opentrack/opentrack/node/repo"
+	"github.com/spf13/cobra"
+)
+
+func initCmd() *cobra.Command {
+	var o repo.InitOptions
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "init --repo DIR (--carrier CODE | --platform NAME)",
+		Short: "Create a node repo: keys, admin token and a documented config",
+		Example: `  opentrack init --repo ./sf --carrier SF --name "SF Express" --scheme 'SF\d{10,20}' --listen /ip4/127.0.0.1/tcp/4001
+  opentrack init --repo ./shop --platform shop`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := repo.Init(dir, o)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "initialized %s repo in %s\n", r.Config.Role, dir)
+			if r.CarrierKey != nil {
+				fmt.Fprintf(out, "carrier %s, schemes %v\n", r.Config.Carrier.Code, r.Config.Carrier.Schemes)
+			}
+			fmt.Fprintln(out, r.PeerID())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "repo", "", "repo directory to create (required)")
+	f.StringVar(&o.Carrier, "carrier", "", "carrier code (A-Z 0-9, 2-16 chars) for a carrier node")
+	f.StringVar(&o.Platform, "platform", "", "platform name for a platform node")
+	f.StringVar(&o.Name, "name", "", "carrier display name (default: the code)")
+	f.StringVar(&o.Country, "country", "", `carrier country, ISO 3166-1 alpha-2 (default "ZZ")`)
+	f.StringArrayVar(&o.Schemes, "scheme", nil, `tracking-number scheme, PATTERN[:ALGO] or s10:CC (repeatable; default: CODE\d{10,20})`)
+	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr (repeatable; default TCP and QUIC on port 4001)")
+	_ = cmd.MarkFlagRequired("repo")
+	return cmd
+}
+
+func idCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "id --repo DIR",
+		Short: "Print the repo's peer ID",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := repo.Open(dir)
+			if err != nil {
+				return err
+			}
+			if r.Config.Role == repo.RoleCarrier {
+				s, err := r.Signer()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "carrier %s, signing key id %x\n", r.Config.Carrier.Code, s.KeyID())
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), r.PeerID())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "repo", "", "repo directory (required)")
+	_ = cmd.MarkFlagRequired("repo")
+	return cmd
+}
