@@ -316,7 +316,7 @@ func (s *scanner) textKey() ([]byte, error) {
 }
 
 // link checks the content of tag 42: a byte string holding 0x00 then a
-// binary CID. The CID itself is parsed by Link.UnmarshalCBOR.
+// binary CIDv1 dag-cbor sha2-256.
 func (s *scanner) link(start int) error {
 	major, n, err := s.head()
 	if err != nil {
@@ -330,6 +330,12 @@ func (s *scanner) link(start int) error {
 	}
 	if n < 2 || s.b[s.off] != 0x00 {
 		return fmt.Errorf("%w: tag 42 content must start with the 0x00 multibase prefix (offset %d)", ErrBadCID, start)
+	}
+	// Every link, in ext too, is a record CID: one fixed prefix and a
+	// 32-byte digest, so a link no IPLD tool can parse never gets in.
+	body := s.b[s.off+1 : s.off+int(n)]
+	if len(body) != len(cidPrefix)+32 || !bytes.Equal(body[:len(cidPrefix)], cidPrefix) {
+		return fmt.Errorf("%w: link at offset %d is not a CIDv1 dag-cbor sha2-256", ErrBadCID, start)
 	}
 	s.off += int(n)
 	return nil

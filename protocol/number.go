@@ -36,14 +36,17 @@ var ErrNoMatch = &Error{Code: "no_match", Msg: "number does not match scheme"}
 // NormalizeNumber returns the canonical form of a tracking number as people
 // type it, so that labels, emails and the wire agree byte for byte.
 //
-// It trims white space, upper-cases ASCII letters and removes the
-// separators ' ', '\t', '-', '.', '/' and '_'. What is left must be
-// MinNumberLen to MaxNumberLen characters of [A-Z0-9].
+// It trims ASCII space, tab, CR and LF at both ends, upper-cases ASCII
+// letters and removes the separators space, tab, '-', '.', '/' and '_'
+// wherever they stand. Any other character, Unicode
+// white space included, is an error: the set is exact so that every
+// implementation normalizes alike. What is left must be MinNumberLen to
+// MaxNumberLen characters of [A-Z0-9].
 func NormalizeNumber(s string) (string, error) {
 	if isNormalizedNumber(s) {
 		return s, nil
 	}
-	s = strings.TrimSpace(s)
+	s = strings.Trim(s, " \t\r\n")
 	out := make([]byte, 0, min(len(s), MaxNumberLen+1))
 	for i := 0; i < len(s); i++ {
 		c := s[i]

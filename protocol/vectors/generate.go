@@ -158,6 +158,8 @@ func (g *gen) events() error {
 	g.invalid("event_duplicate_key", "event", duplicateKey(blocks[0]), protocol.ErrDuplicateKey, "\"seq\" twice")
 	g.invalid("event_float_time", "event", floatTime(blocks[0]), protocol.ErrFloat, "time as a float64")
 	g.invalid("event_foreign_tag", "event", taggedTime(blocks[0]), protocol.ErrForeignTag, "time wrapped in tag 1 (epoch date): only tag 42 is allowed")
+	g.invalid("event_ext_int_range", "event", withField("ext", map[string]any{"x.big": uint64(1) << 63}), protocol.ErrInvalid, "integers in ext must fit a signed 64-bit integer: 2^63 does not")
+	g.invalid("event_ext_bad_link", "event", withField("ext", map[string]any{"x.link": rawTag42([]byte{0x00, 0xff, 0xff, 0xff})}), protocol.ErrBadCID, "a tag-42 link in ext that is not a CIDv1 dag-cbor sha2-256")
 	g.invalid("event_too_deep", "event", withField("ext", deepExt(protocol.MaxDepth)), protocol.ErrTooDeep, "ext nested past 16 levels")
 
 	// A tampered event: the bytes still decode, but they no longer hash to
@@ -323,6 +325,7 @@ func (g *gen) numbers() error {
 		{"number_mod7", `\d{10}:mod7`, "1234567891", "1234567891", "", "mod 7: 123456789 mod 7 = 1"},
 		{"number_mod11", `JD\d{9}:mod11`, "JD123456785", "JD123456785", "", "mod 11 with S10 weights over all data digits"},
 		{"number_luhn_bad", `\d{11}:luhn`, "79927398710", "79927398710", protocol.ErrCheckDigit.Code, "Luhn check digit should be 3"},
+		{"number_unicode_space", `SF\d{10,20}`, "SF1234567890\u00a0", "", protocol.ErrInvalidNumber.Code, "no-break space is not one of the separators, so it is an error, not trimmed"},
 		{"number_bad_chars", `SF\d{10,20}`, "SF12345*7890", "", protocol.ErrInvalidNumber.Code, "'*' is not a separator"},
 	}
 	for _, c := range cases {
@@ -473,6 +476,13 @@ func floatTime(b []byte) []byte {
 
 func taggedTime(b []byte) []byte {
 	return replaceValue(b, "time", append([]byte{0xc1}, enc(t0/1000)...))
+}
+
+// rawTag42 is a tag-42 item around arbitrary bytes, bypassing Link's checks.
+type rawTag42 []byte
+
+func (r rawTag42) MarshalCBOR() ([]byte, error) {
+	return append([]byte{0xd8, 0x2a, 0x40 | byte(len(r))}, r...), nil
 }
 
 func deepExt(depth int) map[string]any {

@@ -1,0 +1,1112 @@
+#!/usr/bin/env node
+// Independent check of OpenTrack's test vectors (spec/vectors/vectors.json).
+//
+// This file shares no code with the Go reference implementation. It uses the
+// standard JavaScript libraries where they exist:
+//   - @ipld/dag-cbor: strict decode and canonical re-encode of records;
+//   - multiformats: CIDs and sha2-256;
+//   - cborg: COSE_Sign1 (tag 18, which DAG-CBOR refuses) and the
+//     Sig_structure, plus its tokenizer to see what a decoded value hides
+//     (float or integer, key order, nesting depth);
+//   - node:crypto: Ed25519.
+// The OpenTrack rules that go beyond DAG-CBOR (no floats, tag 42 only with a
+// CIDv1 dag-cbor sha2-256 link, depth <= 16, no undefined, a light schema of
+// each record and message) are implemented here from the spec's rules.
+//
+// Usage: node verify.mjs [-v] [path/to/vectors.json]
+// Prints `ok <name>` or `FAIL <name>: reason` per vector, then
+// `N passed, M failed`; exits 1 if any failed. With -v, each vector is
+// followed by indented notes: which layer rejected an invalid vector and
+// what @ipld/dag-cbor alone made of the bytes.
+
+import { readFileSync } from 'node:fs'
+import crypto from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import * as dagCbor from '@ipld/dag-cbor'
+import * as cborg from 'cborg'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { base58btc } from 'multiformats/bases/base58'
+import * as Digest from 'multiformats/hashes/digest'
+
+// ---------------------------------------------------------------------------
+// Errors. Every rejection carries an OpenTrack error code (the vocabulary of
+// the vectors' "error" field) and the layer that produced it, so the report
+// can say whether the library or an OpenTrack rule caught it.
+
+class VectorError extends Error {
+  constructor (code, message, layer) {
+    super(message)
+    this.code = code
+    this.layer = layer
+  }
+}
+
+function fail (code, message, layer = 'opentrack') {
+  throw new VectorError(code, message, layer)
+}
+
+// ---------------------------------------------------------------------------
+// Constants from the spec.
+
+const DAG_CBOR = 0x71
+const SHA2_256 = 0x12
+const MAX_DEPTH = 16
+const MAX_ITEMS = 16384
+const MAX_EVENT_SIZE = 4096
+const MIN_EVENT_TIME = 946684800000 // 2000-01-01T00:00:00Z in Unix ms
+const MAX_NUMBERS_PER_REQUEST = 100
+const MAX_WATCH_NUMBERS = 10000
+const MAX_EVENTS_PER_RESULT = 1000
+const MAX_CURSOR_LEN = 128
+const MAX_MESSAGE_LEN = 256
+const MAX_GRANT_SIZE = 16 << 10
+const MAX_REGISTRY_SIZE = 1 << 20
+const MAX_GRANT_NUMBERS = 500
+const KEY_ID_LEN = 16
+
+const CONTENT = {
+  head: 'application/opentrack-head+cbor',
+  registry: 'application/opentrack-registry+cbor',
+  grant: 'application/opentrack-grant+cbor'
+}
+const MAX_SIGNED = { [CONTENT.head]: 1024, [CONTENT.grant]: MAX_GRANT_SIZE, [CONTENT.registry]: MAX_REGISTRY_SIZE }
+
+// Appendix A (spec/status.md): every status and its reason codes.
+const FACILITY = ['sorting_centre', 'delivery_depot', 'office_of_exchange', 'airport']
+const VOCABULARY = {
+  info_received: ['label_created', 'pickup_scheduled'],
+  picked_up: ['collected', 'dropped_off', 'dropped_off_locker'],
+  in_transit: ['by_road', 'by_air', 'by_rail', 'by_sea'],
+  arrived_at_facility: FACILITY,
+  departed_facility: FACILITY,
+  customs_hold: ['duties_unpaid', 'documents_missing', 'inspection', 'prohibited_item'],
+  customs_cleared: ['no_duties_due', 'duties_paid', 'duties_due_on_delivery'],
+  out_for_delivery: ['first_attempt', 'redelivery'],
+  delivery_attempted: ['recipient_absent', 'address_incorrect', 'refused', 'business_closed', 'access_denied', 'rescheduled'],
+  available_for_pickup: ['locker', 'post_office', 'service_point', 'depot'],
+  delivered: ['to_recipient', 'to_neighbour', 'to_safe_place', 'to_locker', 'to_reception', 'signed', 'collected'],
+  returned_to_sender: ['refused', 'unclaimed', 'undeliverable', 'address_incorrect', 'customs_refused'],
+  exception: ['damaged', 'lost', 'delayed', 'weather', 'address_incorrect', 'held_by_carrier', 'security', 'missorted'],
+  cancelled: ['by_sender', 'by_carrier', 'never_received']
+}
+
+const DETAIL_FIELDS = ['pod', 'courier_name', 'courier_phone', 'recipient_name', 'recipient_phone', 'recipient_address']
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+
+const hex = (s) => new Uint8Array(Buffer.from(s, 'hex'))
+const toHex = (b) => Buffer.from(b).toString('hex')
+const bytesEqual = (a, b) => a.length === b.length && Buffer.from(a).equals(Buffer.from(b))
+const utf8Len = (s) => Buffer.byteLength(s, 'utf8')
+const isBytes = (v) => v instanceof Uint8Array
+const isLink = (v) => v !== null && typeof v === 'object' && CID.asCID(v) !== null
+const isPlainMap = (v) => v !== null && typeof v === 'object' && !Array.isArray(v) && !isBytes(v) && !isLink(v)
+const strictUTF8 = new TextDecoder('utf-8', { fatal: true })
+
+async function cidOf (bytes) {
+  return CID.create(1, DAG_CBOR, await sha256.digest(bytes))
+}
+
+function keyId (pub) {
+  return crypto.createHash('sha256').update(pub).digest().subarray(0, KEY_ID_LEN)
+}
+
+// ---------------------------------------------------------------------------
+// Strict decoding.
+//
+// decodeStrict runs three independent layers and records what each said:
+//   1. @ipld/dag-cbor decode (strict: shortest ints, no indefinite lengths,
+//      no duplicate keys, only tag 42, text keys, no trailing bytes);
+//   2. OpenTrack's extra rules over cborg's token stream, for what the
+//      decoded JavaScript value cannot show: floats (1.0 decodes as 1),
+//      undefined (@ipld/dag-cbor coerces it to null), map key order
+//      (the decoder does not check it), nesting depth, tags other than 42,
+//      and links that are not CIDv1 dag-cbor sha2-256;
+//   3. re-encoding with @ipld/dag-cbor and requiring the same bytes.
+
+function libraryCode (message) {
+  if (/more bytes than necessary/.test(message)) return 'non_canonical'
+  if (/indefinite length|unexpected break/.test(message)) return 'indefinite_length'
+  if (/repeat map key/.test(message)) return 'duplicate_key'
+  if (/tag not supported/.test(message)) return 'foreign_tag'
+  if (/CID|multihash|varint/i.test(message)) return 'bad_cid'
+  return 'malformed'
+}
+
+function decodeStrict (bytes, ctx, what = 'cbor') {
+  let value
+  let libError = null
+  try {
+    value = dagCbor.decode(bytes)
+  } catch (e) {
+    libError = e
+  }
+  let ruleError = null
+  try {
+    checkRules(bytes)
+  } catch (e) {
+    ruleError = e instanceof VectorError ? e : new VectorError('malformed', e.message, 'OpenTrack encoding rule')
+  }
+  if (libError) {
+    ctx.note(`${what}: @ipld/dag-cbor decode rejects: ${libError.message}` +
+      (ruleError ? ` (OpenTrack rules also reject: ${ruleError.code})` : ''))
+    throw new VectorError(libraryCode(libError.message), libError.message, '@ipld/dag-cbor decode')
+  }
+  ctx.note(`${what}: @ipld/dag-cbor decode accepts`)
+  if (ruleError) throw ruleError
+  const again = dagCbor.encode(value)
+  if (!bytesEqual(again, bytes)) {
+    fail('non_canonical', `re-encoding with @ipld/dag-cbor gives different bytes (${again.length} vs ${bytes.length})`, '@ipld/dag-cbor round-trip')
+  }
+  return value
+}
+
+const RULE = 'OpenTrack encoding rule'
+
+function checkRules (bytes) {
+  // allowBigInt: DAG-CBOR has the full 64-bit integer range; the tokenizer's
+  // default would refuse anything past Number.MAX_SAFE_INTEGER.
+  const tk = new cborg.Tokenizer(bytes, { retainStringBytes: true, allowBigInt: true })
+  ruleItem(tk, 0)
+  if (!tk.done()) fail('malformed', `${bytes.length - tk.pos()} trailing bytes`, RULE)
+}
+
+function nextToken (tk) {
+  if (tk.done()) fail('malformed', 'unexpected end of input', RULE)
+  return tk.next()
+}
+
+function ruleItem (tk, depth) {
+  const at = tk.pos()
+  const t = nextToken(tk)
+  switch (t.type.name) {
+    case 'uint': case 'negint': case 'bytes': case 'true': case 'false': case 'null':
+      return
+    case 'string':
+      try {
+        strictUTF8.decode(t.byteValue)
+      } catch {
+        fail('malformed', `invalid UTF-8 in text at offset ${at}`, RULE)
+      }
+      return
+    case 'float':
+      fail('float', `floating-point value ${t.value} at offset ${at}: OpenTrack records carry no floats`, RULE)
+      break
+    case 'undefined':
+      fail('malformed', `undefined (0xf7) at offset ${at} is not in the data model`, RULE)
+      break
+    case 'break':
+      fail('indefinite_length', `stray break at offset ${at}`, RULE)
+      break
+    case 'array':
+    case 'map': {
+      if (t.value === Infinity) fail('indefinite_length', `indefinite-length ${t.type.name} at offset ${at}`, RULE)
+      if (depth + 1 > MAX_DEPTH) fail('too_deep', `more than ${MAX_DEPTH} levels of nesting`, RULE)
+      if (t.value > MAX_ITEMS) fail('too_large', `${t.type.name} of ${t.value} items`, RULE)
+      if (t.type.name === 'array') {
+        for (let i = 0; i < t.value; i++) ruleItem(tk, depth + 1)
+        return
+      }
+      let prev = null
+      for (let i = 0; i < t.value; i++) {
+        const kAt = tk.pos()
+        const k = nextToken(tk)
+        if (k.type.name !== 'string') fail('malformed', `map key of type ${k.type.name} at offset ${kAt}: keys must be text`, RULE)
+        const key = k.byteValue
+        try {
+          strictUTF8.decode(key)
+        } catch {
+          fail('malformed', `invalid UTF-8 in map key at offset ${kAt}`, RULE)
+        }
+        if (prev !== null) {
+          const c = compareKeys(prev, key)
+          if (c === 0) fail('duplicate_key', `duplicate map key "${k.value}"`, RULE)
+          if (c > 0) fail('non_canonical', `map key "${k.value}" after "${Buffer.from(prev)}": keys are ordered length-first, then bytewise`, RULE)
+        }
+        prev = key
+        ruleItem(tk, depth + 1)
+      }
+      return
+    }
+    case 'tag': {
+      if (t.value !== 42) fail('foreign_tag', `tag ${t.value} at offset ${at}: only tag 42 is allowed`, RULE)
+      const c = nextToken(tk)
+      if (c.type.name !== 'bytes') fail('bad_cid', 'tag 42 must wrap a byte string', RULE)
+      checkLinkBytes(c.value)
+      return
+    }
+    default:
+      fail('malformed', `unexpected ${t.type.name} at offset ${at}`, RULE)
+  }
+}
+
+function compareKeys (a, b) {
+  if (a.length !== b.length) return a.length < b.length ? -1 : 1
+  return Buffer.compare(Buffer.from(a), Buffer.from(b))
+}
+
+// A record link: 0x00 multibase prefix, then a CIDv1 dag-cbor sha2-256.
+function checkLinkBytes (b) {
+  if (b.length < 2 || b[0] !== 0x00) fail('bad_cid', 'tag 42 content must start with the 0x00 multibase prefix', RULE)
+  let cid
+  try {
+    cid = CID.decode(b.subarray(1))
+  } catch (e) {
+    fail('bad_cid', `tag 42 content is not a CID: ${e.message}`, RULE)
+  }
+  checkRecordCID(cid, RULE)
+}
+
+function checkRecordCID (cid, layer) {
+  if (cid.version !== 1 || cid.code !== DAG_CBOR || cid.multihash.code !== SHA2_256 || cid.multihash.size !== 32) {
+    fail('bad_cid', `link ${cid} is CIDv${cid.version} codec 0x${cid.code.toString(16)} hash 0x${cid.multihash.code.toString(16)}; want CIDv1 dag-cbor sha2-256`, layer)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Schemas: field name -> [type, presence]. Presence is 'req' (always
+// present), 'opt' (omitted when empty: present-but-empty is non-canonical)
+// or 'ptr' (optional, and any present value is fine, zero included).
+
+const arr = (of) => ({ arr: of })
+const mapOf = (of) => ({ map: of })
+const obj = (name, fields) => ({ obj: fields, name })
+
+const HANDOFF = obj('handoff', { carrier: ['str', 'req'], number: ['str', 'req'] })
+const LOCATION = obj('location', {
+  country: ['str', 'req'],
+  locode: ['str', 'opt'],
+  city: ['str', 'opt'],
+  facility: ['str', 'opt'],
+  lat_e6: ['int', 'ptr'],
+  lon_e6: ['int', 'ptr']
+})
+const EVENT = obj('event', {
+  carrier: ['str', 'req'],
+  number: ['str', 'req'],
+  seq: ['uint', 'req'],
+  time: ['int', 'req'],
+  status: ['str', 'req'],
+  reason: ['str', 'opt'],
+  location: [LOCATION, 'req'],
+  description: ['str', 'opt'],
+  lang: ['str', 'opt'],
+  prev: ['link', 'ptr'],
+  eta: ['int', 'opt'],
+  handoff: [HANDOFF, 'ptr'],
+  ext: [mapOf('any'), 'opt']
+})
+const HEAD = obj('head', {
+  carrier: ['str', 'req'],
+  number: ['str', 'req'],
+  seq: ['uint', 'req'],
+  head: ['link', 'req'],
+  time: ['int', 'req']
+})
+const SCHEME = obj('scheme', {
+  kind: ['str', 'req'],
+  pattern: ['str', 'opt'],
+  check: ['str', 'opt'],
+  countries: [arr('str'), 'opt'],
+  products: [arr('str'), 'opt']
+})
+const REGISTRY = obj('registry', {
+  seq: ['uint', 'req'],
+  issued: ['int', 'req'],
+  not_before: ['int', 'req'],
+  not_after: ['int', 'req'],
+  carriers: [arr(obj('carrier', {
+    code: ['str', 'req'],
+    name: ['str', 'req'],
+    country: ['str', 'req'],
+    keys: [arr(obj('key', { key: ['bytes', 'req'], not_before: ['int', 'req'], not_after: ['int', 'req'] })), 'req'],
+    nodes: [arr(obj('node', { peer: ['str', 'req'], addrs: [arr('str'), 'req'] })), 'req'],
+    schemes: [arr(SCHEME), 'req']
+  })), 'req']
+})
+const GRANT = obj('grant', {
+  id: ['str', 'req'],
+  carrier: ['str', 'req'],
+  holder: ['str', 'req'],
+  numbers: [arr('str'), 'opt'],
+  audience: ['bool', 'opt'],
+  fields: [arr('str'), 'req'],
+  issued: ['int', 'req'],
+  expires: ['int', 'req']
+})
+const TRACK_REQUEST = obj('track_request', {
+  queries: [arr(obj('query', { number: ['str', 'req'], known: ['link', 'ptr'] })), 'req'],
+  grant: ['bytes', 'opt']
+})
+const TRACK_RESPONSE = obj('track_response', {
+  results: [arr(obj('result', {
+    number: ['str', 'req'],
+    code: ['str', 'req'],
+    head: ['bytes', 'opt'],
+    events: [arr('bytes'), 'opt'],
+    more: ['bool', 'opt'],
+    details: [mapOf('str'), 'opt'],
+    retry_after: ['uint', 'opt'],
+    message: ['str', 'opt']
+  })), 'req'],
+  error: [obj('error', { code: ['str', 'req'], message: ['str', 'opt'], retry_after: ['uint', 'opt'] }), 'ptr']
+})
+const WATCH_REQUEST = obj('watch_request', {
+  numbers: [arr('str'), 'opt'],
+  audience: ['bool', 'opt'],
+  cursor: ['str', 'opt'],
+  grant: ['bytes', 'opt']
+})
+const WATCH_MESSAGE = obj('watch_message', {
+  type: ['str', 'req'],
+  cursor: ['str', 'opt'],
+  number: ['str', 'opt'],
+  head: ['bytes', 'opt'],
+  events: [arr('bytes'), 'opt'],
+  details: [mapOf('str'), 'opt'],
+  time: ['int', 'opt'],
+  code: ['str', 'opt'],
+  message: ['str', 'opt']
+})
+const INFO = obj('info', {
+  carrier: ['str', 'opt'],
+  version: ['str', 'req'],
+  protocols: [arr('str'), 'req'],
+  limits: [obj('limits', {
+    max_numbers: ['uint', 'req'],
+    max_watch_numbers: ['uint', 'req'],
+    max_request: ['uint', 'req'],
+    max_response: ['uint', 'req']
+  }), 'req'],
+  registry_seq: ['uint', 'req'],
+  keys: [arr('bytes'), 'opt'],
+  registry: ['bytes', 'opt']
+})
+
+const INT64_MIN = -(2n ** 63n)
+const INT64_MAX = 2n ** 63n - 1n
+const UINT64_MAX = 2n ** 64n - 1n
+
+function isInt (v, min, max) {
+  if (typeof v === 'number') return Number.isInteger(v) && BigInt(v) >= min && BigInt(v) <= max
+  if (typeof v === 'bigint') return v >= min && v <= max
+  return false
+}
+
+function isZero (type, v) {
+  if (type === 'str') return v === ''
+  if (type === 'int' || type === 'uint') return v === 0 || v === 0n
+  if (type === 'bool') return v === false
+  if (type === 'bytes') return v.length === 0
+  if (type.arr) return v.length === 0
+  if (type.map) return Object.keys(v).length === 0
+  return false
+}
+
+const SCHEMA = 'OpenTrack schema'
+
+function checkType (type, v, path) {
+  const bad = (want) => fail('invalid_record', `${path}: want ${want}`, SCHEMA)
+  if (type === 'any') return
+  if (type === 'str') { if (typeof v !== 'string') bad('text'); return }
+  if (type === 'uint') { if (!isInt(v, 0n, UINT64_MAX)) bad('an unsigned integer'); return }
+  if (type === 'int') { if (!isInt(v, INT64_MIN, INT64_MAX)) bad('a 64-bit integer'); return }
+  if (type === 'bool') { if (typeof v !== 'boolean') bad('a boolean'); return }
+  if (type === 'bytes') { if (!isBytes(v)) bad('a byte string'); return }
+  if (type === 'link') { if (!isLink(v)) bad('a link (tag 42)'); return }
+  if (type.arr) {
+    if (!Array.isArray(v)) bad('an array')
+    v.forEach((x, i) => checkType(type.arr, x, `${path}[${i}]`))
+    return
+  }
+  if (type.map) {
+    if (!isPlainMap(v)) bad('a map')
+    for (const [k, x] of Object.entries(v)) checkType(type.map, x, `${path}.${k}`)
+    return
+  }
+  if (type.obj) {
+    if (!isPlainMap(v)) bad(`a ${type.name} map`)
+    for (const k of Object.keys(v)) {
+      if (!Object.hasOwn(type.obj, k)) fail('unknown_field', `${path}: field "${k}" is not defined for ${type.name}`, SCHEMA)
+    }
+    for (const [k, [ft, presence]] of Object.entries(type.obj)) {
+      if (!Object.hasOwn(v, k)) {
+        if (presence === 'req') fail('invalid_record', `${path}: required field "${k}" missing`, SCHEMA)
+        continue
+      }
+      checkType(ft, v[k], `${path}.${k}`)
+      if (presence === 'opt' && isZero(ft, v[k])) {
+        fail('non_canonical', `${path}: optional field "${k}" present with its empty value; it must be omitted`, SCHEMA)
+      }
+    }
+    return
+  }
+  throw new Error(`verify.mjs: bad schema type ${JSON.stringify(type)}`)
+}
+
+// ---------------------------------------------------------------------------
+// Field validation (the semantic rules of each record and message).
+
+const VALID = 'OpenTrack validation'
+
+function invalid (msg) {
+  fail('invalid_record', msg, VALID)
+}
+
+function validCarrierCode (c) {
+  return typeof c === 'string' && /^[A-Z][A-Z0-9]{1,15}$/.test(c)
+}
+
+function isNormalized (n) {
+  try {
+    return normalizeNumber(n) === n
+  } catch {
+    return false
+  }
+}
+
+function validLang (s) {
+  if (s.length > 35) return false
+  return s.split('-').every((sub, i) => sub.length >= 1 && sub.length <= 8 &&
+    (i === 0 ? /^[A-Za-z]+$/ : /^[A-Za-z0-9]+$/).test(sub))
+}
+
+function validPeerId (s) {
+  try {
+    if (s.startsWith('1') || s.startsWith('Q')) {
+      const mh = Digest.decode(base58btc.baseDecode(s))
+      return mh.code === 0x00 || mh.code === SHA2_256
+    }
+    return CID.parse(s).code === 0x72 // libp2p-key
+  } catch {
+    return false
+  }
+}
+
+const big = (v) => BigInt(v)
+
+function validateEvent (e) {
+  if (!validCarrierCode(e.carrier)) invalid(`carrier code ${JSON.stringify(e.carrier)}`)
+  if (!isNormalized(e.number)) invalid(`number ${JSON.stringify(e.number)} is not a normalized tracking number`)
+  if (big(e.time) < MIN_EVENT_TIME) invalid(`time ${e.time} is before 2000-01-01 or not in Unix ms`)
+  if (!Object.hasOwn(VOCABULARY, e.status)) invalid(`unknown status ${JSON.stringify(e.status)}`)
+  if (e.reason !== undefined && !VOCABULARY[e.status].includes(e.reason)) invalid(`reason ${JSON.stringify(e.reason)} is not defined for status ${e.status}`)
+  const l = e.location
+  if (!/^[A-Z]{2}$/.test(l.country)) invalid(`country ${JSON.stringify(l.country)}`)
+  if (l.locode !== undefined && (!/^[A-Z]{2}[A-Z2-9]{3}$/.test(l.locode) || !l.locode.startsWith(l.country))) invalid(`locode ${JSON.stringify(l.locode)}`)
+  if (l.city !== undefined && utf8Len(l.city) > 128) invalid('city too long')
+  if (l.facility !== undefined && utf8Len(l.facility) > 64) invalid('facility too long')
+  if ((l.lat_e6 === undefined) !== (l.lon_e6 === undefined)) invalid('lat_e6 and lon_e6 go together')
+  if (l.lat_e6 !== undefined && (big(l.lat_e6) < -90000000n || big(l.lat_e6) > 90000000n)) invalid('lat_e6 out of range')
+  if (l.lon_e6 !== undefined && (big(l.lon_e6) < -180000000n || big(l.lon_e6) > 180000000n)) invalid('lon_e6 out of range')
+  if (e.description !== undefined && utf8Len(e.description) > 512) invalid('description too long')
+  if (e.lang !== undefined && !validLang(e.lang)) invalid(`lang ${JSON.stringify(e.lang)}`)
+  if (e.lang !== undefined && e.description === undefined) invalid('lang without description')
+  if (big(e.seq) === 0n && e.prev !== undefined) invalid('seq 0 must not have prev')
+  if (big(e.seq) > 0n && e.prev === undefined) invalid(`seq ${e.seq} must have prev`)
+  if (e.eta !== undefined && big(e.eta) < MIN_EVENT_TIME) invalid('eta not in Unix ms')
+  if (e.handoff !== undefined) {
+    if (!validCarrierCode(e.handoff.carrier)) invalid('handoff.carrier')
+    if (!isNormalized(e.handoff.number)) invalid('handoff.number')
+  }
+  if (e.ext !== undefined) {
+    for (const k of Object.keys(e.ext)) {
+      const dot = k.indexOf('.')
+      if (dot <= 0 || dot === k.length - 1 || utf8Len(k) > 64 || !/^[a-z0-9_-]+$/.test(k.slice(0, dot))) {
+        invalid(`ext key ${JSON.stringify(k)} must be "<namespace>.<name>"`)
+      }
+    }
+    // Integers anywhere in ext must fit a signed 64-bit integer.
+    const walk = (v) => {
+      if (typeof v === 'bigint' || typeof v === 'number') {
+        if (!Number.isInteger(Number(v)) || BigInt(v) < INT64_MIN || BigInt(v) > INT64_MAX) invalid(`ext integer ${v} outside the int64 range`)
+      } else if (Array.isArray(v)) v.forEach(walk)
+      else if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array) && !CID.asCID(v)) Object.values(v).forEach(walk)
+    }
+    walk(e.ext)
+    const size = dagCbor.encode(e.ext).length
+    if (size > 2048) fail('too_large', `ext is ${size} bytes, limit 2048`, VALID)
+  }
+}
+
+function validateHead (h) {
+  if (!validCarrierCode(h.carrier)) invalid('head carrier code')
+  if (!isNormalized(h.number)) invalid('head number is not normalized')
+  checkRecordCID(CID.asCID(h.head), VALID)
+  if (big(h.time) < MIN_EVENT_TIME) invalid('head time not in Unix ms')
+}
+
+function validateRegistry (r) {
+  if (big(r.not_after) <= big(r.not_before)) invalid('not_after must be after not_before')
+  r.carriers.forEach((c, i) => {
+    if (i > 0 && !(r.carriers[i - 1].code < c.code)) invalid('carriers must be sorted by code without duplicates')
+    if (!validCarrierCode(c.code)) invalid(`carrier code ${JSON.stringify(c.code)}`)
+    if (c.name === '' || utf8Len(c.name) > 128) invalid('carrier name must be 1 to 128 bytes')
+    if (!/^[A-Z]{2}$/.test(c.country)) invalid('carrier country')
+    if (c.keys.length === 0) invalid(`carrier ${c.code} has no signing key`)
+    for (const k of c.keys) {
+      if (k.key.length !== 32) invalid('Ed25519 key must be 32 bytes')
+      if (big(k.not_after) <= big(k.not_before)) invalid('key not_after must be after not_before')
+    }
+    for (const n of c.nodes) {
+      if (!validPeerId(n.peer)) invalid(`node peer ${JSON.stringify(n.peer)}`)
+      for (const a of n.addrs) if (!/^(\/[^/]+)+$/.test(a)) invalid(`node address ${JSON.stringify(a)}`)
+    }
+    for (const s of c.schemes) compileScheme(s)
+  })
+}
+
+function validateGrant (g) {
+  if (!/^[0-9a-f]{32}$/.test(g.id)) invalid('grant id must be 32 lower-case hex characters')
+  if (!validCarrierCode(g.carrier)) invalid('grant carrier')
+  if (!validPeerId(g.holder)) invalid('grant holder is not a peer ID')
+  const numbers = g.numbers ?? []
+  if ((g.audience === true) === (numbers.length > 0)) invalid('scope must be numbers or audience')
+  if (numbers.length > MAX_GRANT_NUMBERS) invalid('too many numbers')
+  for (const n of numbers) if (!isNormalized(n)) invalid(`number ${JSON.stringify(n)} not normalized`)
+  if (g.fields.length === 0) invalid('no fields')
+  for (const f of g.fields) if (!DETAIL_FIELDS.includes(f)) invalid(`unknown detail field ${JSON.stringify(f)}`)
+  if (big(g.expires) <= big(g.issued)) invalid('expires must be after issued')
+}
+
+function validateTrackRequest (m) {
+  if (m.queries.length === 0) invalid('no queries')
+  if (m.queries.length > MAX_NUMBERS_PER_REQUEST) fail('too_large', `${m.queries.length} numbers, limit ${MAX_NUMBERS_PER_REQUEST}`, VALID)
+  if (m.grant !== undefined && m.grant.length > MAX_GRANT_SIZE) fail('too_large', 'grant too large', VALID)
+  for (const q of m.queries) {
+    if (q.number.length === 0 || utf8Len(q.number) > 80) invalid('query number length')
+  }
+}
+
+async function validateTrackResponse (m, ctx) {
+  if (m.error !== undefined) {
+    if (m.error.code === '' || m.error.code === 'ok') invalid('error without a code')
+    if (m.error.message !== undefined && utf8Len(m.error.message) > MAX_MESSAGE_LEN) fail('too_large', 'error message too long', VALID)
+    return
+  }
+  for (const [i, r] of m.results.entries()) {
+    if (r.message !== undefined && utf8Len(r.message) > MAX_MESSAGE_LEN) fail('too_large', 'message too long', VALID)
+    if (r.code === 'ok' && r.head === undefined) invalid(`result ${i} is ok without a head`)
+    if (r.code !== 'ok' && (r.head !== undefined || r.events !== undefined || r.details !== undefined)) invalid(`result ${i} carries data with code ${r.code}`)
+    if ((r.events ?? []).length > MAX_EVENTS_PER_RESULT) fail('too_large', 'too many events', VALID)
+    await checkEmbedded(r, ctx, `results[${i}]`)
+  }
+}
+
+function validateWatchRequest (m) {
+  if ((m.audience === true) === ((m.numbers ?? []).length > 0)) invalid('subscribe to numbers or to the audience')
+  if ((m.numbers ?? []).length > MAX_WATCH_NUMBERS) fail('too_large', 'too many numbers', VALID)
+  if (m.cursor !== undefined && utf8Len(m.cursor) > MAX_CURSOR_LEN) fail('too_large', 'cursor too long', VALID)
+  if (m.grant !== undefined && m.grant.length > MAX_GRANT_SIZE) fail('too_large', 'grant too large', VALID)
+}
+
+async function validateWatchMessage (m, ctx) {
+  if ((m.cursor !== undefined && utf8Len(m.cursor) > MAX_CURSOR_LEN) || (m.message !== undefined && utf8Len(m.message) > MAX_MESSAGE_LEN)) {
+    fail('too_large', 'cursor or message too long', VALID)
+  }
+  switch (m.type) {
+    case 'update':
+      if (!m.cursor || !m.number || !m.head || !m.events) invalid('update needs cursor, number, head and events')
+      if (m.events.length > MAX_EVENTS_PER_RESULT) fail('too_large', 'too many events', VALID)
+      await checkEmbedded(m, ctx, 'update')
+      break
+    case 'catchup':
+      if (!m.cursor) invalid('catchup needs a cursor')
+      break
+    case 'heartbeat':
+      if (m.time === undefined || big(m.time) < MIN_EVENT_TIME) invalid('heartbeat needs a time')
+      break
+    case 'error':
+      if (!m.code) invalid('error needs a code')
+      break
+    default:
+      invalid(`unknown watch message type ${JSON.stringify(m.type)}`)
+  }
+}
+
+function validateInfo (m) {
+  if (m.carrier !== undefined && !validCarrierCode(m.carrier)) invalid('info carrier')
+  if (utf8Len(m.version) > 64 || m.protocols.length > 32 || (m.keys ?? []).length > 16) fail('too_large', 'info fields too long', VALID)
+}
+
+// A message that carries a signed head and event blocks: beyond what the Go
+// vector check does, parse the head's COSE_Sign1 and decode every block as
+// an event, so the embedded records are held to the same rules.
+async function checkEmbedded (m, ctx, where) {
+  if (m.head !== undefined) {
+    const s = parseSigned(m.head, CONTENT.head)
+    const h = decodeStrict(s.payload, ctx, `${where}.head payload`)
+    checkType(HEAD, h, 'head')
+    validateHead(h)
+    if (m.number !== undefined && h.number !== m.number) invalid(`${where}: head is for ${h.number}, not ${m.number}`)
+  }
+  for (const [i, b] of (m.events ?? []).entries()) {
+    await decodeEvent(b, ctx, `${where}.events[${i}]`)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Records.
+
+function decodeEvent (b, ctx, what = 'event') {
+  if (b.length > MAX_EVENT_SIZE) fail('too_large', `event is ${b.length} bytes, limit ${MAX_EVENT_SIZE}`, VALID)
+  const e = decodeStrict(b, ctx, what)
+  checkType(EVENT, e, what)
+  validateEvent(e)
+  return e
+}
+
+async function expectCID (v, bytes) {
+  if (!v.cid) return
+  const got = (await cidOf(bytes)).toString()
+  if (got !== v.cid) fail('cid_mismatch', `bytes hash to ${got}, vector says ${v.cid}`, 'CID')
+}
+
+// ---------------------------------------------------------------------------
+// COSE_Sign1 (RFC 9052), tag 18, parsed with cborg.
+
+const COSE_DECODE = {
+  strict: true,
+  allowIndefinite: false,
+  allowUndefined: false,
+  allowNaN: false,
+  allowInfinity: false,
+  rejectDuplicateMapKeys: true,
+  useMaps: true
+}
+
+const COSE = 'COSE_Sign1'
+
+function parseSigned (bytes, contentType) {
+  const max = MAX_SIGNED[contentType]
+  if (bytes.length > max) fail('too_large', `signed statement is ${bytes.length} bytes, limit ${max}`, COSE)
+  let msg
+  try {
+    msg = cborg.decode(bytes, { ...COSE_DECODE, tags: { 18: (decode) => ({ sign1: decode() }) } })
+  } catch (e) {
+    fail('malformed', `COSE_Sign1: ${e.message}`, COSE)
+  }
+  if (!msg || !Array.isArray(msg.sign1)) fail('malformed', 'not a tagged COSE_Sign1 (tag 18 over an array)', COSE)
+  const parts = msg.sign1
+  if (parts.length !== 4) fail('malformed', `COSE_Sign1 array of ${parts.length} items, want 4`, COSE)
+  const [protectedBytes, unprotected, payload, signature] = parts
+  if (!isBytes(protectedBytes)) fail('malformed', 'protected header is not a byte string', COSE)
+  if (!(unprotected instanceof Map)) fail('malformed', 'unprotected header is not a map', COSE)
+  if (payload === null) fail('malformed', 'detached payload', COSE)
+  if (!isBytes(payload)) fail('malformed', 'payload is not a byte string', COSE)
+  if (!isBytes(signature)) fail('malformed', 'signature is not a byte string', COSE)
+  let prot
+  try {
+    prot = cborg.decode(protectedBytes, COSE_DECODE)
+  } catch (e) {
+    fail('malformed', `protected header: ${e.message}`, COSE)
+  }
+  if (!(prot instanceof Map)) fail('malformed', 'protected header is not a map', COSE)
+  if (prot.get(1) !== -8) fail('bad_signature', `algorithm ${prot.get(1)}, want EdDSA (-8)`, COSE)
+  if (prot.get(3) !== contentType) fail('wrong_content_type', `content type ${JSON.stringify(prot.get(3))}, want ${contentType}`, COSE)
+  const kid = prot.get(4)
+  if (!isBytes(kid) || kid.length !== KEY_ID_LEN) fail('bad_signature', `protected header needs a ${KEY_ID_LEN}-byte key id`, COSE)
+  if (prot.size !== 3 || unprotected.size !== 0) fail('bad_signature', 'unexpected COSE header parameters', COSE)
+  return { protectedBytes, kid, payload, signature, bytes, contentType }
+}
+
+// The COSE_Sign1 rebuilt from its parts with cborg, to show that an
+// independent encoder produces the same bytes as the Go signer.
+function rebuildSigned (s) {
+  const prot = cborg.encode(new Map([[1, -8], [3, s.contentType], [4, s.kid]]))
+  const inner = cborg.encode([prot, new Map(), s.payload, s.signature])
+  return { prot, full: Uint8Array.from([0xd2, ...inner]) } // 0xd2: tag 18
+}
+
+function verifySignature (s, pub) {
+  if (pub.length !== 32) fail('unknown_key', 'public key must be 32 bytes', 'Ed25519')
+  if (!bytesEqual(keyId(pub), s.kid)) fail('unknown_key', `key id ${toHex(s.kid)} is not the key offered (${toHex(keyId(pub))})`, 'Ed25519')
+  const sigStructure = cborg.encode(['Signature1', s.protectedBytes, new Uint8Array(0), s.payload])
+  const key = crypto.createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pub).toString('base64url') }, format: 'jwk' })
+  if (!crypto.verify(null, sigStructure, key, s.signature)) fail('bad_signature', 'Ed25519 signature does not verify', 'Ed25519')
+}
+
+// The key-window rule of a registry key: the statement's signing time must
+// lie in [not_before, not_after]. Without a window in the vector, any time.
+function checkKeyWindow (v, at) {
+  if (!v.key_not_after) return
+  if (big(at) < big(v.key_not_before ?? 0) || big(at) > big(v.key_not_after)) {
+    fail('key_expired', `key valid from ${v.key_not_before} to ${v.key_not_after}, used at ${at}`, 'key window')
+  }
+}
+
+function checkCanonicalCose (s, ctx) {
+  const { prot, full } = rebuildSigned(s)
+  if (!bytesEqual(prot, s.protectedBytes)) fail('non_canonical', 'protected header is not the canonical encoding of {1: -8, 3: ct, 4: kid}', COSE)
+  if (!bytesEqual(full, s.bytes)) fail('non_canonical', 'COSE_Sign1 does not rebuild byte-identically with cborg', COSE)
+  ctx.note('COSE_Sign1 rebuilds byte-identically with cborg')
+}
+
+// Parse and verify a signed head the way a client holding a one-key
+// registry for the carrier does: kid, then window, then signature.
+function openSignedHead (v, ctx) {
+  const s = parseSigned(hex(v.cose), CONTENT.head)
+  const h = decodeStrict(s.payload, ctx, 'head payload')
+  checkType(HEAD, h, 'head')
+  validateHead(h)
+  const pub = hex(v.public_key)
+  if (!bytesEqual(keyId(pub), s.kid)) fail('unknown_key', `head signed with key id ${toHex(s.kid)}; the carrier's key is ${toHex(keyId(pub))}`, 'key lookup')
+  checkKeyWindow(v, h.time)
+  verifySignature(s, pub)
+  if (v.valid) checkCanonicalCose(s, ctx)
+  return { s, h }
+}
+
+// ---------------------------------------------------------------------------
+// Vector types.
+
+const MESSAGE_SCHEMAS = {
+  track_request: [TRACK_REQUEST, validateTrackRequest],
+  track_response: [TRACK_RESPONSE, validateTrackResponse],
+  watch_request: [WATCH_REQUEST, validateWatchRequest],
+  watch_update: [WATCH_MESSAGE, validateWatchMessage],
+  info: [INFO, validateInfo]
+}
+
+async function check (v, ctx) {
+  switch (v.type) {
+    case 'event': {
+      const b = hex(v.cbor)
+      decodeEvent(b, ctx)
+      await expectCID(v, b)
+      return
+    }
+    case 'head': {
+      const b = hex(v.cbor)
+      const h = decodeStrict(b, ctx)
+      checkType(HEAD, h, 'head')
+      validateHead(h)
+      await expectCID(v, b)
+      return
+    }
+    case 'signed_head': {
+      const { s } = openSignedHead(v, ctx)
+      if (!bytesEqual(s.payload, hex(v.cbor))) fail('non_canonical', 'signed payload differs from cbor', COSE)
+      await expectCID(v, hex(v.cbor))
+      return
+    }
+    case 'chain':
+      return checkChain(v, ctx)
+    case 'registry': {
+      const s = parseSigned(hex(v.cose), CONTENT.registry)
+      const anchor = hex(v.public_key)
+      if (!bytesEqual(keyId(anchor), s.kid)) fail('untrusted_issuer', `registry signed by key id ${toHex(s.kid)}, not the trust anchor ${toHex(keyId(anchor))}`, 'trust anchor')
+      verifySignature(s, anchor)
+      const r = decodeStrict(s.payload, ctx, 'registry payload')
+      checkType(REGISTRY, r, 'registry')
+      validateRegistry(r)
+      if (!bytesEqual(s.payload, hex(v.cbor))) fail('non_canonical', 'signed payload differs from cbor', COSE)
+      if (v.valid) checkCanonicalCose(s, ctx)
+      await expectCID(v, s.payload)
+      return
+    }
+    case 'grant': {
+      const s = parseSigned(hex(v.cose), CONTENT.grant)
+      const g = decodeStrict(s.payload, ctx, 'grant payload')
+      checkType(GRANT, g, 'grant')
+      validateGrant(g)
+      const pub = hex(v.public_key)
+      if (!bytesEqual(keyId(pub), s.kid)) fail('unknown_key', `grant signed with key id ${toHex(s.kid)}, not the carrier's`, 'key lookup')
+      verifySignature(s, pub)
+      if (!bytesEqual(s.payload, hex(v.cbor))) fail('non_canonical', 'signed payload differs from cbor', COSE)
+      if (v.valid) checkCanonicalCose(s, ctx)
+      await expectCID(v, s.payload)
+      return
+    }
+    case 'number':
+      return checkNumber(v)
+    case 'frame':
+      return checkFrame(v)
+  }
+  if (Object.hasOwn(MESSAGE_SCHEMAS, v.type)) {
+    const [schema, validate] = MESSAGE_SCHEMAS[v.type]
+    const b = hex(v.cbor)
+    const m = decodeStrict(b, ctx)
+    checkType(schema, m, v.type)
+    await validate(m, ctx)
+    if (v.valid) await expectCID(v, b)
+    return
+  }
+  fail('unknown_type', `unknown vector type ${JSON.stringify(v.type)}`, 'verify.mjs')
+}
+
+async function checkChain (v, ctx) {
+  const { h } = openSignedHead(v, ctx)
+  const CHAIN = 'chain'
+  if (!v.events || v.events.length === 0) fail('head_mismatch', 'no events', CHAIN)
+  let prev = null
+  let last = null
+  let lastSeq = null
+  for (const [i, x] of v.events.entries()) {
+    const b = hex(x)
+    const e = decodeEvent(b, ctx, `events[${i}]`)
+    if (e.carrier !== h.carrier || e.number !== h.number) fail('broken_chain', `event ${i} is ${e.carrier}/${e.number}, head is ${h.carrier}/${h.number}`, CHAIN)
+    if (big(e.seq) !== big(i)) fail('broken_chain', `event ${i} has seq ${e.seq}, want ${i}`, CHAIN)
+    const link = e.prev === undefined ? null : CID.asCID(e.prev)
+    if (prev === null ? link !== null : (link === null || !link.equals(prev))) {
+      fail('broken_chain', `event seq ${e.seq} links prev ${link ?? 'none'}, want ${prev ?? 'none'}`, CHAIN)
+    }
+    last = await cidOf(b)
+    prev = last
+    lastSeq = e.seq
+  }
+  const head = CID.asCID(h.head)
+  if (!last.equals(head) || big(lastSeq) !== big(h.seq)) {
+    fail('head_mismatch', `last event is ${last} at seq ${lastSeq}, head is ${head} at seq ${h.seq}`, CHAIN)
+  }
+  ctx.note(`${v.events.length} events chain to the signed head ${head}`)
+}
+
+// Frames: an unsigned LEB128 varint length (minimal, at most 9 bytes, as
+// multiformats' unsigned-varint spec says), then that many bytes.
+function checkFrame (v) {
+  const FRAME = 'frame'
+  const input = hex(v.input)
+  let n = 0n
+  let k = 0
+  for (;;) {
+    if (k >= input.length) fail('bad_frame', 'input ends inside the length prefix', FRAME)
+    if (k >= 9) fail('bad_frame', 'length prefix longer than 9 bytes', FRAME)
+    const byte = input[k]
+    n |= BigInt(byte & 0x7f) << BigInt(7 * k)
+    k++
+    if ((byte & 0x80) === 0) {
+      if (byte === 0 && k > 1) fail('bad_frame', 'length prefix not minimally encoded', FRAME)
+      break
+    }
+  }
+  if (n > big(v.max)) fail('frame_too_large', `length ${n}, cap ${v.max}`, FRAME)
+  if (n === 0n) fail('bad_frame', 'zero length', FRAME)
+  if (big(input.length - k) < n) fail('bad_frame', `${n}-byte frame truncated to ${input.length - k}`, FRAME)
+  const body = input.subarray(k, k + Number(n))
+  if (k + Number(n) !== input.length) fail('bad_frame', 'bytes after the frame', FRAME)
+  if (!bytesEqual(body, hex(v.cbor))) fail('bad_frame', 'frame body differs from cbor', FRAME)
+}
+
+// ---------------------------------------------------------------------------
+// Tracking numbers.
+
+const NUMBER = 'tracking number'
+const MIN_NUMBER_LEN = 4
+const MAX_NUMBER_LEN = 40
+
+// Only ASCII space, tab, CR and LF are trimmed at the ends (spec: exact set,
+// not Unicode white space, so that every implementation agrees).
+const TRIM = /^[ \t\r\n]+|[ \t\r\n]+$/g
+
+function normalizeNumber (s) {
+  const t = s.replace(TRIM, '')
+  let out = ''
+  for (let i = 0; i < t.length; i++) {
+    let c = t[i]
+    if (/[A-Z0-9]/.test(c)) {
+      // kept
+    } else if (/[a-z]/.test(c)) {
+      c = c.toUpperCase()
+    } else if (' \t-./_'.includes(c)) {
+      continue
+    } else {
+      fail('invalid_number', `character ${JSON.stringify(c)} is not a letter, digit or separator`, NUMBER)
+    }
+    if (out.length === MAX_NUMBER_LEN) fail('invalid_number', `more than ${MAX_NUMBER_LEN} letters and digits`, NUMBER)
+    out += c
+  }
+  if (out.length < MIN_NUMBER_LEN) fail('invalid_number', `${out.length} letters and digits, need at least ${MIN_NUMBER_LEN}`, NUMBER)
+  return out
+}
+
+// Check-digit algorithms, over the decimal digits of data (other characters
+// are skipped). Each returns the check digit as a one-character string.
+const MOD11_WEIGHTS = [8, 6, 4, 2, 3, 5, 9, 7]
+const CHECK = {
+  mod10 (data) {
+    const d = digits(data).reverse()
+    const sum = d.reduce((s, x, k) => s + (k % 2 === 0 ? 3 * x : x), 0)
+    return String((10 - (sum % 10)) % 10)
+  },
+  luhn (data) {
+    const d = digits(data).reverse()
+    const sum = d.reduce((s, x, k) => {
+      if (k % 2 === 0) { x *= 2; if (x > 9) x -= 9 }
+      return s + x
+    }, 0)
+    return String((10 - (sum % 10)) % 10)
+  },
+  mod11 (data) {
+    const sum = digits(data).reduce((s, x, k) => s + x * MOD11_WEIGHTS[k % 8], 0)
+    const c = 11 - (sum % 11)
+    return c === 10 ? '0' : c === 11 ? '5' : String(c)
+  },
+  mod7 (data) {
+    return String(digits(data).reduce((r, x) => (r * 10 + x) % 7, 0))
+  }
+}
+
+function digits (s) {
+  return [...s].filter((c) => c >= '0' && c <= '9').map(Number)
+}
+
+// Scheme, in its command-line form: "s10:GB,FR[:RR,C]" or "PATTERN[:ALGO]".
+function parseScheme (str) {
+  if (str.startsWith('s10:')) {
+    const [countries, products] = str.slice(4).split(/:(.*)/s)
+    return { kind: 's10', countries: countries.split(','), products: products === undefined ? undefined : products.split(',') }
+  }
+  const i = str.lastIndexOf(':')
+  if (i < 0) return { kind: 'pattern', pattern: str }
+  const check = str.slice(i + 1)
+  if (!Object.hasOwn(CHECK, check)) fail('invalid_record', `unknown check algorithm ${JSON.stringify(check)}`, NUMBER)
+  return { kind: 'pattern', pattern: str.slice(0, i), check }
+}
+
+// The pattern language: atoms (a literal in [A-Z0-9], \d, [0-9], [A-Z],
+// [A-Z0-9]), each optionally quantified by {n} or {n,m}, 0 <= n <= m <= 40,
+// m >= 1; at most 128 bytes; anchored. It means the same in every regexp
+// engine, so once the grammar is checked JavaScript's RegExp runs it.
+function parsePattern (p) {
+  const bad = (msg) => fail('invalid_record', `pattern ${JSON.stringify(p)}: ${msg}`, NUMBER)
+  if (p === '') bad('empty')
+  if (utf8Len(p) > 128) bad('longer than 128 bytes')
+  const atoms = []
+  let minLen = 0
+  let maxLen = 0
+  let i = 0
+  while (i < p.length) {
+    const a = { min: 1, max: 1 }
+    const rest = p.slice(i)
+    let m
+    if (/^[A-Z0-9]/.test(rest)) { a.class = 'lit'; a.lit = rest[0]; i += 1 } else if (rest.startsWith('\\d')) { a.class = 'digit'; i += 2 } else if (rest.startsWith('[0-9]')) { a.class = 'digit'; i += 5 } else if (rest.startsWith('[A-Z]')) { a.class = 'letter'; i += 5 } else if (rest.startsWith('[A-Z0-9]')) { a.class = 'alnum'; i += 8 } else bad(`${JSON.stringify(rest[0])} at byte ${i} is not an atom`)
+    if (p[i] === '{') {
+      if (!(m = /^\{(0|[1-9][0-9]?)(?:,(0|[1-9][0-9]?))?\}/.exec(p.slice(i)))) bad(`bad quantifier at byte ${i}`)
+      const lo = Number(m[1])
+      const hi = m[2] === undefined ? lo : Number(m[2])
+      if (lo > 40 || hi > 40 || lo > hi || hi === 0) bad(`quantifier {${m[1]}${m[2] === undefined ? '' : ',' + m[2]}} out of range`)
+      a.min = lo
+      a.max = hi
+      i += m[0].length
+    }
+    minLen += a.min
+    maxLen += a.max
+    atoms.push(a)
+  }
+  if (minLen > MAX_NUMBER_LEN || maxLen < MIN_NUMBER_LEN) bad(`matches ${minLen} to ${maxLen} characters, never a number`)
+  return atoms
+}
+
+function compileScheme (s) {
+  if (s.kind === 's10') {
+    if (s.pattern || s.check) invalid('kind s10 takes no pattern or check')
+    if (!s.countries || s.countries.length === 0) invalid('kind s10 needs a country')
+    s.countries.forEach((c, i) => {
+      if (!/^[A-Z]{2}$/.test(c) || s.countries.indexOf(c) !== i) invalid(`country ${JSON.stringify(c)}`)
+    })
+    ;(s.products ?? []).forEach((p, i) => {
+      if (!/^[A-Z]{1,2}$/.test(p) || s.products.indexOf(p) !== i) invalid(`product ${JSON.stringify(p)}`)
+    })
+    return { ...s, products: s.products ?? [] }
+  }
+  if (s.kind === 'pattern') {
+    const atoms = parsePattern(s.pattern)
+    if (s.check !== undefined && !Object.hasOwn(CHECK, s.check)) invalid(`unknown check algorithm ${JSON.stringify(s.check)}`)
+    const last = atoms[atoms.length - 1]
+    if (s.check && (!(last.class === 'digit' || (last.class === 'lit' && /[0-9]/.test(last.lit))) || last.min === 0)) {
+      invalid('with a check algorithm the pattern must end in a digit atom that is not optional')
+    }
+    if (s.countries || s.products) invalid('kind pattern takes no countries or products')
+    return { ...s, re: new RegExp(`^(?:${s.pattern})$`) }
+  }
+  invalid(`unknown scheme kind ${JSON.stringify(s.kind)}`)
+}
+
+function checkScheme (c, n) {
+  if (c.kind === 's10') {
+    const shape = /^[A-Z]{2}[0-9]{9}[A-Z]{2}$/.test(n)
+    if (!shape || !c.countries.includes(n.slice(11)) || (c.products.length > 0 && !c.products.some((p) => n.startsWith(p)))) {
+      fail('no_match', `${n} is not an S10 identifier of ${c.countries}`, NUMBER)
+    }
+    const want = CHECK.mod11(n.slice(2, 10))
+    if (n[10] !== want) fail('bad_check_digit', `S10 ${n} has check digit ${n[10]}, want ${want}`, NUMBER)
+    return
+  }
+  if (!c.re.test(n)) fail('no_match', `${n} does not match ${c.pattern}`, NUMBER)
+  if (!c.check) return
+  const want = CHECK[c.check](n.slice(0, -1))
+  if (n.at(-1) !== want) fail('bad_check_digit', `${n} has check digit ${n.at(-1)}, ${c.check} wants ${want}`, NUMBER)
+}
+
+function checkNumber (v) {
+  const n = normalizeNumber(v.input)
+  if (n !== v.output) fail('wrong_output', `normalized to ${JSON.stringify(n)}, want ${JSON.stringify(v.output)}`, NUMBER)
+  checkScheme(compileScheme(parseScheme(v.scheme)), n)
+}
+
+// ---------------------------------------------------------------------------
+// Driver.
+
+function libraryVersions () {
+  const out = []
+  for (const name of ['@ipld/dag-cbor', 'cborg', 'multiformats']) {
+    try {
+      const p = JSON.parse(readFileSync(new URL(`./node_modules/${name}/package.json`, import.meta.url), 'utf8'))
+      out.push(`${name} ${p.version}`)
+    } catch {
+      out.push(`${name} ?`)
+    }
+  }
+  return `${out.join(', ')}, node ${process.versions.node}`
+}
+
+async function main () {
+  const args = process.argv.slice(2)
+  const verbose = args.includes('-v')
+  const files = args.filter((a) => a !== '-v')
+  const path = files[0] ?? fileURLToPath(new URL('../vectors/vectors.json', import.meta.url))
+  const file = JSON.parse(readFileSync(path, 'utf8'))
+  if (file.version !== 1) {
+    console.error(`${path}: vectors version ${file.version}, this checker reads version 1`)
+    process.exit(2)
+  }
+  if (verbose) console.log(`# ${libraryVersions()}`)
+  let passed = 0
+  let failed = 0
+  for (const v of file.vectors) {
+    const notes = []
+    const ctx = { note: (s) => notes.push(s) }
+    let err = null
+    try {
+      await check(v, ctx)
+    } catch (e) {
+      err = e instanceof VectorError ? e : new VectorError('internal', `${e.stack}`, 'verify.mjs')
+    }
+    let problem = null
+    if (v.valid && err) {
+      problem = `valid vector rejected: [${err.code}] ${err.message} (${err.layer})`
+    } else if (!v.valid && !err) {
+      problem = `invalid vector accepted (want ${v.error})`
+    } else if (!v.valid && err.code !== v.error) {
+      problem = `want error ${v.error}, got ${err.code}: ${err.message} (${err.layer})`
+    }
+    if (problem) {
+      failed++
+      console.log(`FAIL ${v.name}: ${problem}`)
+    } else {
+      passed++
+      console.log(`ok ${v.name}`)
+    }
+    if (verbose) {
+      if (!v.valid && err) notes.push(`rejected: ${err.code} by ${err.layer}: ${err.message}`)
+      for (const n of notes) console.log(`    ${n}`)
+    }
+  }
+  console.log(`${passed} passed, ${failed} failed`)
+  process.exit(failed > 0 ? 1 : 0)
+}
+
+await main()
