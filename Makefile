@@ -28,7 +28,7 @@ run:
 
 ## test: vet, the whole test suite with the race detector, and the
 ## independent JS check of the test vectors when Node.js is present.
-test: unit interop
+test: interop unit
 
 unit:
 	$(GO) vet ./...
