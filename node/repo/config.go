@@ -9,6 +9,7 @@ import (
 	"text/template"
 
 	"github.com/BurntSushi/toml"
+	"github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -20,25 +21,15 @@ const (
 
 // Defaults of the config file. Every one is written into a new config
 // with a comment, so an operator sees what is in force.
-var (
-	DefaultListen    = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
-	DefaultAdminAddr = "127.0.0.1:7401"
-)
+var DefaultAdminAddr = "127.0.0.1:7401"
 
 const (
-	DefaultCountry     = "ZZ" // ISO 3166 user-assigned: "not stated"
-	DefaultStorePath   = "store"
-	DefaultCacheMB     = 64
-	DefaultMemTableMB  = 64
-	DefaultLogLevel    = "info"
-	DefaultLogFormat   = "text"
-	DefaultConnLow     = 512
-	DefaultConnHigh    = 768
-	DefaultMaxConns    = 1024
-	DefaultMaxStreams  = 8192
-	DefaultPeerStreams = 256
-	DefaultMemoryMB    = 1024
-	DefaultPeerMemMB   = 64
+	DefaultCountry    = "ZZ" // ISO 3166 user-assigned: "not stated"
+	DefaultStorePath  = "store"
+	DefaultCacheMB    = 64
+	DefaultMemTableMB = 64
+	DefaultLogLevel   = "info"
+	DefaultLogFormat  = "text"
 )
 
 // Config is config.toml.
@@ -46,7 +37,7 @@ type Config struct {
 	Role     string         `toml:"role"`
 	Carrier  CarrierConfig  `toml:"carrier"`
 	Platform PlatformConfig `toml:"platform"`
-	Network  NetworkConfig  `toml:"network"`
+	Network  host.Options   `toml:"network"`
 	Admin    AdminConfig    `toml:"admin"`
 	Store    StoreConfig    `toml:"store"`
 	Log      LogConfig      `toml:"log"`
@@ -64,19 +55,6 @@ type CarrierConfig struct {
 // PlatformConfig names a platform node.
 type PlatformConfig struct {
 	Name string `toml:"name"`
-}
-
-// NetworkConfig is the libp2p side.
-type NetworkConfig struct {
-	Listen      []string `toml:"listen"`
-	ConnLow     int      `toml:"conn_low"`       // connection manager low watermark
-	ConnHigh    int      `toml:"conn_high"`      // connection manager high watermark (< max_conns)
-	MaxConns    int      `toml:"max_conns"`      // resource manager: connections, system-wide
-	MaxStreams  int      `toml:"max_streams"`    // resource manager: streams, system-wide
-	PeerStreams int      `toml:"peer_streams"`   // resource manager: streams per peer
-	MemoryMB    int      `toml:"memory_mb"`      // resource manager: memory, system-wide
-	PeerMemMB   int      `toml:"peer_memory_mb"` // resource manager: memory per peer
-	Metrics     bool     `toml:"metrics"`        // libp2p resource-manager metrics (cost 10-14% CPU)
 }
 
 // AdminConfig is the loopback admin HTTP API.
@@ -101,14 +79,10 @@ type LogConfig struct {
 func configFor(o InitOptions) (*Config, error) {
 	var problems []string
 	cfg := &Config{
-		Network: NetworkConfig{Listen: o.Listen, ConnLow: DefaultConnLow, ConnHigh: DefaultConnHigh, MaxConns: DefaultMaxConns,
-			MaxStreams: DefaultMaxStreams, PeerStreams: DefaultPeerStreams, MemoryMB: DefaultMemoryMB, PeerMemMB: DefaultPeerMemMB},
-		Admin: AdminConfig{Addr: DefaultAdminAddr},
-		Store: StoreConfig{Backend: "pebble", Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB},
-		Log:   LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
-	}
-	if len(cfg.Network.Listen) == 0 {
-		cfg.Network.Listen = DefaultListen
+		Network: *(&host.Options{ListenAddrs: o.Listen}).EnsureDefaults(),
+		Admin:   AdminConfig{Addr: DefaultAdminAddr},
+		Store:   StoreConfig{Backend: "pebble", Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB},
+		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
 	switch {
 	case (o.Carrier == "") == (o.Platform == ""):
@@ -162,15 +136,8 @@ func (c *Config) Validate() error {
 	default:
 		p = append(p, fmt.Sprintf("role %q must be %q or %q", c.Role, RoleCarrier, RolePlatform))
 	}
-	if len(c.Network.Listen) == 0 {
-		p = append(p, "network.listen is empty")
-	}
-	n := c.Network
-	if n.ConnLow <= 0 || n.ConnHigh <= n.ConnLow || n.ConnHigh >= n.MaxConns {
-		p = append(p, "network: need 0 < conn_low < conn_high < max_conns, so the connection manager trims before the resource manager refuses")
-	}
-	if n.MaxStreams <= 0 || n.PeerStreams <= 0 || n.PeerStreams > n.MaxStreams || n.MemoryMB <= 0 || n.PeerMemMB <= 0 || n.PeerMemMB > n.MemoryMB {
-		p = append(p, "network: resource limits must be positive, and per-peer limits at most the system limits")
+	if err := c.HostOptions().Validate(); err != nil {
+		p = append(p, "network: "+err.Error())
 	}
 	if c.Store.Backend != "pebble" {
 		p = append(p, fmt.Sprintf("store.backend %q is not supported (pebble)", c.Store.Backend))
@@ -182,6 +149,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrBadOptions, strings.Join(p, "; "))
 	}
 	return nil
+}
+
+// HostOptions returns the libp2p host options with defaults filled in.
+func (c *Config) HostOptions() *host.Options {
+	o := c.Network
+	o.ListenAddrs = append([]string(nil), c.Network.ListenAddrs...)
+	return o.EnsureDefaults()
 }
 
 // Schemes parses the carrier's number schemes.
@@ -228,12 +202,10 @@ func (c *Config) Render() ([]byte, error) {
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, struct {
 		*Config
-		DefListen, DefAdmin string
-		Def                 map[string]any
-	}{c, quoteList(DefaultListen), DefaultAdminAddr, map[string]any{
-		"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "low": DefaultConnLow, "high": DefaultConnHigh,
-		"conns": DefaultMaxConns, "streams": DefaultMaxStreams, "pstreams": DefaultPeerStreams, "mem": DefaultMemoryMB, "pmem": DefaultPeerMemMB,
-	}})
+		Def      *host.Options
+		DefAdmin string
+		DefStore map[string]int
+	}{c, (&host.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB}})
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +227,13 @@ func quoteList(xs []string) string {
 
 var configTemplate = template.Must(template.New("config").Funcs(template.FuncMap{
 	"q": strconv.Quote, "list": quoteList,
+	"dict": func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	},
 }).Parse(`# OpenTrack node configuration. Every option is shown with its default.
 # Paths are relative to this directory. Restart the node to apply changes.
 
@@ -279,22 +258,38 @@ key_file = {{q .Carrier.KeyFile}}
 name = {{q .Platform.Name}}
 {{end}}
 [network]
-# libp2p listen multiaddrs (TCP and QUIC). Default: {{.DefListen}}
-listen = {{list .Network.Listen}}
-# Connection manager watermarks: trim to conn_low when above conn_high.
-# Defaults: {{index .Def "low"}} and {{index .Def "high"}}. Keep conn_high below max_conns.
-conn_low = {{.Network.ConnLow}}
-conn_high = {{.Network.ConnHigh}}
-# Resource manager limits, system-wide and per peer. Defaults: max_conns
-# {{index .Def "conns"}}, max_streams {{index .Def "streams"}}, peer_streams {{index .Def "pstreams"}}, memory_mb {{index .Def "mem"}}, peer_memory_mb {{index .Def "pmem"}}.
-max_conns = {{.Network.MaxConns}}
-max_streams = {{.Network.MaxStreams}}
-peer_streams = {{.Network.PeerStreams}}
-memory_mb = {{.Network.MemoryMB}}
-peer_memory_mb = {{.Network.PeerMemMB}}
-# Resource-manager metrics in /metrics. They cost 10-14% CPU. Default: false.
+# libp2p listen multiaddrs (TCP and QUIC).
+# Default: {{list .Def.ListenAddrs}}
+listen_addrs = {{list .Network.ListenAddrs}}
+# Leave out QUIC (for networks that drop UDP). Default: false.
+disable_quic = {{.Network.DisableQUIC}}
+# Connection manager: trim to conn_mgr_low once above conn_mgr_high; new
+# connections are spared for conn_mgr_grace. Keep conn_mgr_high below
+# limits.system_conns. Defaults: {{.Def.ConnMgrLow}}, {{.Def.ConnMgrHigh}}, {{q .Def.ConnMgrGrace.String}}.
+conn_mgr_low = {{.Network.ConnMgrLow}}
+conn_mgr_high = {{.Network.ConnMgrHigh}}
+conn_mgr_grace = {{q .Network.ConnMgrGrace.String}}
+# libp2p Prometheus metrics, incl. the resource manager's per-stream
+# accounting, which costs 10-14% CPU. Default: false.
 metrics = {{.Network.Metrics}}
 
+# Resource-manager limits, set explicitly. Memory is in bytes.
+[network.limits]
+# Whole host. Defaults: {{.Def.Limits.SystemConns}} connections, {{.Def.Limits.SystemStreams}} streams, {{.Def.Limits.SystemMemory}} bytes.
+system_conns = {{.Network.Limits.SystemConns}}
+system_streams = {{.Network.Limits.SystemStreams}}
+system_memory = {{.Network.Limits.SystemMemory}}
+# Per peer. Defaults: {{.Def.Limits.PeerConns}} connections, {{.Def.Limits.PeerStreams}} streams, {{.Def.Limits.PeerMemory}} bytes.
+peer_conns = {{.Network.Limits.PeerConns}}
+peer_streams = {{.Network.Limits.PeerStreams}}
+peer_memory = {{.Network.Limits.PeerMemory}}
+{{range $name, $l := dict "track" .Network.Limits.Track "watch" .Network.Limits.Watch "info" .Network.Limits.Info}}
+# /opentrack/{{$name}}: streams over all peers, memory, streams per peer.
+[network.limits.{{$name}}]
+streams = {{$l.Streams}}
+memory = {{$l.Memory}}
+peer_streams = {{$l.PeerStreams}}
+{{end}}
 [admin]
 # Admin HTTP API (ingest, /metrics, /debug/pprof). Loopback only; port 0
 # picks a free port (see node.json). Default: {{q .DefAdmin}}
@@ -305,9 +300,9 @@ addr = {{q .Admin.Addr}}
 backend = {{q .Store.Backend}}
 # Store directory. Default: "store".
 path = {{q .Store.Path}}
-# Block cache in MiB, outside the Go heap. Default: {{index .Def "cache"}}.
+# Block cache in MiB, outside the Go heap. Default: {{index .DefStore "cache"}}.
 cache_mb = {{.Store.CacheMB}}
-# Memtable size in MiB. Default: {{index .Def "memtable"}}.
+# Memtable size in MiB. Default: {{index .DefStore "memtable"}}.
 memtable_mb = {{.Store.MemTableMB}}
 
 [log]

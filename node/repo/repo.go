@@ -118,6 +118,10 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 			return nil, err
 		}
 	}
+	// What a later Open sees is the file, so hand back exactly that.
+	if r.Config, err = LoadConfig(filepath.Join(dir, ConfigFile)); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

@@ -1,0 +1,277 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/opentrack/opentrack/node/admin"
+	lphost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/node/service"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/node/store/pebble"
+	"github.com/opentrack/opentrack/node/version"
+)
+
+// Options adjust a node at start, over what its repo's config says.
+type Options struct {
+	// Listen replaces the config's listen multiaddrs when not empty.
+	Listen []string
+	// AdminAddr replaces the config's admin address when not empty.
+	AdminAddr string
+	// Logger receives the node's logs. Default: slog.Default().
+	Logger *slog.Logger
+	// Service tunes the protocol handlers; nil for defaults.
+	Service *service.Options
+}
+
+// Node is a running node: the libp2p host, the protocol services and, on
+// a carrier node, the store, ingest and the admin API.
+type Node struct {
+	Repo     *repo.Repo
+	Host     host.Host
+	Store    store.Store // nil on a platform node
+	Metrics  *metrics.Metrics
+	Ingester *ingest.Ingester // nil on a platform node
+	Log      *slog.Logger
+
+	admin     *admin.Server
+	track     *service.Track
+	info      *service.Info
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the store, starts the host and the services, and listens.
+// On error everything started so far is closed again.
+func Start(r *repo.Repo, o Options) (_ *Node, err error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{Repo: r, Metrics: metrics.New(), Log: log}
+	defer func() {
+		if err != nil {
+			_ = n.Close()
+		}
+	}()
+	cfg := r.Config
+
+	if cfg.Role == repo.RoleCarrier {
+		if err := n.startCarrierStore(); err != nil {
+			return nil, err
+		}
+	}
+
+	hopts := cfg.HostOptions()
+	if len(o.Listen) > 0 {
+		hopts.ListenAddrs = o.Listen
+	}
+	if hopts.Metrics {
+		hopts.Registerer = n.Metrics.Registry
+	}
+	if n.Host, err = lphost.New(r.NodeKey, hopts); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+
+	infoCfg := service.InfoConfig{Version: version.Version, Metrics: n.Metrics, Logger: log}
+	if cfg.Role == repo.RoleCarrier {
+		signer, err := r.Signer()
+		if err != nil {
+			return nil, err
+		}
+		schemes, err := cfg.Schemes()
+		if err != nil {
+			return nil, err
+		}
+		infoCfg.Carrier, infoCfg.Keys = cfg.Carrier.Code, append(infoCfg.Keys, signer.Public())
+		n.track, err = service.NewTrack(service.TrackConfig{Carrier: cfg.Carrier.Code, Schemes: schemes, Store: n.Store, Metrics: n.Metrics, Logger: log}, o.Service)
+		if err != nil {
+			return nil, err
+		}
+		n.track.Register(n.Host)
+		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, nil)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if n.info, err = service.NewInfo(infoCfg, o.Service); err != nil {
+		return nil, err
+	}
+	n.info.Register(n.Host)
+
+	if cfg.Role == repo.RoleCarrier {
+		addr := cfg.Admin.Addr
+		if o.AdminAddr != "" {
+			addr = o.AdminAddr
+		}
+		if err := n.startAdmin(addr); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("node started", "role", cfg.Role, "peer", n.Host.ID(), "carrier", cfg.Carrier.Code, "addrs", n.Addrs(), "admin", n.AdminURL())
+	return n, nil
+}
+
+func (n *Node) startCarrierStore() error {
+	sc := n.Repo.Config.Store
+	st, err := pebble.Open(n.Repo.Path(sc.Path), &pebble.Options{
+		CacheSize:    int64(sc.CacheMB) << 20,
+		MemTableSize: uint64(sc.MemTableMB) << 20,
+	})
+	if err != nil {
+		return fmt.Errorf("node: open store: %w", err)
+	}
+	n.Store = st
+	stats := newStatsCache(st, 5*time.Second)
+	n.Metrics.WatchStore(stats.events, stats.disk)
+	return nil
+}
+
+func (n *Node) startAdmin(addr string) error {
+	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, n.Ingester.Handler(), n.Metrics, n.health)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("node: admin listen: %w", err)
+	}
+	if err := srv.Start(ln); err != nil {
+		ln.Close()
+		return err
+	}
+	n.admin = srv
+	return nil
+}
+
+// health reports whether the store answers.
+func (n *Node) health() error {
+	if n.Store == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := n.Store.FeedTail(ctx)
+	return err
+}
+
+// Addrs returns the node's full multiaddrs, each ending in /p2p/<id>.
+func (n *Node) Addrs() []string {
+	info := peer.AddrInfo{ID: n.Host.ID(), Addrs: n.Host.Addrs()}
+	full, err := peer.AddrInfoToP2pAddrs(&info)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(full))
+	for i, a := range full {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// AddrInfo is the node's peer ID and listen addresses.
+func (n *Node) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: n.Host.ID(), Addrs: append([]ma.Multiaddr(nil), n.Host.Addrs()...)}
+}
+
+// AdminURL is the admin API's base URL, empty on a platform node.
+func (n *Node) AdminURL() string {
+	if n.admin == nil {
+		return ""
+	}
+	return n.admin.URL()
+}
+
+// NodeInfo is what node.json says about this node.
+func (n *Node) NodeInfo() *repo.NodeInfo {
+	return &repo.NodeInfo{PeerID: n.Host.ID().String(), Carrier: n.Repo.Config.Carrier.Code, Addrs: n.Addrs(), AdminURL: n.AdminURL()}
+}
+
+// Close shuts the node down in order: the admin API first, letting
+// in-flight ingest requests finish, then the protocol services and the
+// host, and the store last.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.admin != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			errs = append(errs, n.admin.Shutdown(ctx))
+			cancel()
+		}
+		if n.track != nil {
+			n.track.Unregister()
+		}
+		if n.info != nil {
+			n.info.Unregister()
+		}
+		if n.Host != nil {
+			errs = append(errs, n.Host.Close())
+		}
+		if n.Store != nil {
+			errs = append(errs, n.Store.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// Run starts the node, writes node.json, and serves until ctx ends; then
+// it removes node.json and shuts down gracefully.
+func Run(ctx context.Context, r *repo.Repo, o Options) error {
+	n, err := Start(r, o)
+	if err != nil {
+		return err
+	}
+	if err := r.WriteNodeInfo(n.NodeInfo()); err != nil {
+		_ = n.Close()
+		return err
+	}
+	<-ctx.Done()
+	n.Log.Info("shutting down")
+	err = n.Close()
+	if rerr := r.RemoveNodeInfo(); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
+}
+
+// statsCache keeps store.Stats from being called on every scrape.
+type statsCache struct {
+	st  store.Store
+	ttl time.Duration
+
+	mu    sync.Mutex
+	at    time.Time
+	stats store.Stats
+}
+
+func newStatsCache(st store.Store, ttl time.Duration) *statsCache {
+	return &statsCache{st: st, ttl: ttl}
+}
+
+func (c *statsCache) get() store.Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) > c.ttl {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if s, err := c.st.Stats(ctx); err == nil {
+			c.stats, c.at = s, time.Now()
+		}
+		cancel()
+	}
+	return c.stats
+}
+
+func (c *statsCache) events() float64 { return float64(c.get().Events) }
+func (c *statsCache) disk() float64   { return float64(c.get().DiskBytes) }
