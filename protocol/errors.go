@@ -2,8 +2,9 @@ package protocol
 
 import "errors"
 
-// Error is a protocol error with a stable machine-readable code. The code is
-// what crosses the wire and what spec/vectors/vectors.json names in "error".
+// Error is a protocol error with a stable machine-readable code: the code
+// spec/vectors/vectors.json names in "error". Result codes on the wire are
+// the separate set in limits.go; some spellings are shared.
 type Error struct {
 	Code string
 	Msg  string
@@ -51,6 +52,7 @@ var (
 	ErrWrongCarrier    = &Error{Code: "wrong_carrier", Msg: "record belongs to another carrier"}
 	ErrStaleRegistry   = &Error{Code: "stale_registry", Msg: "registry sequence is not newer"}
 	ErrUntrustedIssuer = &Error{Code: "untrusted_issuer", Msg: "statement not signed by a trust anchor"}
+	ErrForbidden       = &Error{Code: CodeForbidden, Msg: "forbidden"}
 )
 
 // CodeOf returns the protocol code of err, or "" when err carries none.

@@ -21,7 +21,7 @@ const (
 	FieldPOD              = "pod"
 )
 
-// DetailFields lists every detail field in canonical order.
+// DetailFields lists every detail field.
 var DetailFields = []string{FieldPOD, FieldCourierName, FieldCourierPhone, FieldRecipientName, FieldRecipientPhone, FieldRecipientAddress}
 
 // MaxDetailLen bounds one detail field value.
@@ -81,8 +81,8 @@ func (g *Grant) Validate() error {
 		p.add("id must be 32 lower-case hex characters")
 	}
 	p.check(ValidCarrierCode(g.Carrier), "carrier")
-	if _, err := peer.Decode(g.Holder); err != nil {
-		p.add("holder %q is not a peer ID", g.Holder)
+	if id, err := peer.Decode(g.Holder); err != nil || id.String() != g.Holder {
+		p.add("holder %q is not a peer ID in base58btc form", g.Holder)
 	}
 	if g.Audience == (len(g.Numbers) > 0) {
 		p.add("scope must be numbers or audience, not both or neither")
@@ -90,17 +90,23 @@ func (g *Grant) Validate() error {
 	if len(g.Numbers) > MaxGrantNumbers {
 		p.add("%d numbers, limit %d", len(g.Numbers), MaxGrantNumbers)
 	}
-	for _, n := range g.Numbers {
-		if nn, err := NormalizeNumber(n); err != nil || nn != n {
+	for i, n := range g.Numbers {
+		if !isNormalizedNumber(n) {
 			p.add("number %q is not a normalized tracking number", n)
+		}
+		if slices.Contains(g.Numbers[:i], n) {
+			p.add("number %q listed twice", n)
 		}
 	}
 	if len(g.Fields) == 0 {
 		p.add("no fields")
 	}
-	for _, f := range g.Fields {
+	for i, f := range g.Fields {
 		if !slices.Contains(DetailFields, f) {
 			p.add("unknown field %q", f)
+		}
+		if slices.Contains(g.Fields[:i], f) {
+			p.add("field %q listed twice", f)
 		}
 	}
 	if g.Expires <= g.Issued {
@@ -145,14 +151,11 @@ func OpenGrant(b []byte, keys KeyResolver, holder string, now int64) (*Grant, er
 	if now < g.Issued || now > g.Expires {
 		return nil, fmt.Errorf("%w: grant %s is valid from %d to %d, now is %d", ErrExpired, g.ID, g.Issued, g.Expires, now)
 	}
-	if g.Holder != holder {
+	if hid, err := peer.Decode(holder); err != nil || hid.String() != g.Holder {
 		return nil, fmt.Errorf("%w: grant %s was issued to %s, presented by %s", ErrForbidden, g.ID, g.Holder, holder)
 	}
 	return &g, nil
 }
-
-// ErrForbidden is returned when a valid statement does not cover the request.
-var ErrForbidden = &Error{Code: CodeForbidden, Msg: "forbidden"}
 
 // PublicKeyResolver is a KeyResolver for one carrier key with no window,
 // for callers that pinned a key out of band (before a registry exists).

@@ -113,6 +113,37 @@ func VerifySuffix(h *Head, known Link, knownSeq uint64, events [][]byte) ([]*Eve
 		}
 		return nil, fmt.Errorf("%w: no events, but the head is %s at seq %d", ErrHeadMismatch, h.Head, h.Seq)
 	}
+	out, last, err := walkChain(h, known, knownSeq, events)
+	if err != nil {
+		return nil, err
+	}
+	if !last.Equals(h.Head.Cid) || out[len(out)-1].Seq != h.Seq {
+		return nil, fmt.Errorf("%w: last event is %s at seq %d, head is %s at seq %d", ErrHeadMismatch, last, out[len(out)-1].Seq, h.Head, h.Seq)
+	}
+	return out, nil
+}
+
+// VerifyPage checks one page of a paged history (a result with more set):
+// the events chain from known (or from seq 0) like VerifySuffix, but stop
+// short of the head. The events are provisional until a later page ends
+// at a verified head, which then covers them through the prev links.
+func VerifyPage(h *Head, known Link, knownSeq uint64, events [][]byte) ([]*Event, error) {
+	if len(events) == 0 {
+		return nil, fmt.Errorf("%w: empty page", ErrHeadMismatch)
+	}
+	out, _, err := walkChain(h, known, knownSeq, events)
+	if err != nil {
+		return nil, err
+	}
+	if last := out[len(out)-1].Seq; last >= h.Seq {
+		return nil, fmt.Errorf("%w: page ends at seq %d, not below the head's seq %d", ErrHeadMismatch, last, h.Seq)
+	}
+	return out, nil
+}
+
+// walkChain decodes events and checks carrier, number, seq and prev links
+// from known; it returns the events and the CID of the last one.
+func walkChain(h *Head, known Link, knownSeq uint64, events [][]byte) ([]*Event, cid.Cid, error) {
 	out := make([]*Event, len(events))
 	prev, wantSeq := known, uint64(0)
 	if known.Defined() {
@@ -122,25 +153,22 @@ func VerifySuffix(h *Head, known Link, knownSeq uint64, events [][]byte) ([]*Eve
 	for i, b := range events {
 		e, err := DecodeEvent(b)
 		if err != nil {
-			return nil, fmt.Errorf("event %d: %w", i, err)
+			return nil, cid.Undef, fmt.Errorf("event %d: %w", i, err)
 		}
 		if e.Carrier != h.Carrier || e.Number != h.Number {
-			return nil, fmt.Errorf("%w: event %d is %s/%s, head is %s/%s", ErrBrokenChain, i, e.Carrier, e.Number, h.Carrier, h.Number)
+			return nil, cid.Undef, fmt.Errorf("%w: event %d is %s/%s, head is %s/%s", ErrBrokenChain, i, e.Carrier, e.Number, h.Carrier, h.Number)
 		}
 		if e.Seq != wantSeq {
-			return nil, fmt.Errorf("%w: event %d has seq %d, want %d", ErrBrokenChain, i, e.Seq, wantSeq)
+			return nil, cid.Undef, fmt.Errorf("%w: event %d has seq %d, want %d", ErrBrokenChain, i, e.Seq, wantSeq)
 		}
 		if !linkEqual(e.Prev, prev) {
-			return nil, fmt.Errorf("%w: event seq %d links prev %s, want %s", ErrBrokenChain, e.Seq, linkString(e.Prev), linkString(prev))
+			return nil, cid.Undef, fmt.Errorf("%w: event seq %d links prev %s, want %s", ErrBrokenChain, e.Seq, linkString(e.Prev), linkString(prev))
 		}
 		last = CIDOf(b)
 		prev, wantSeq = Link{last}, wantSeq+1
 		out[i] = e
 	}
-	if !last.Equals(h.Head.Cid) || out[len(out)-1].Seq != h.Seq {
-		return nil, fmt.Errorf("%w: last event is %s at seq %d, head is %s at seq %d", ErrHeadMismatch, last, out[len(out)-1].Seq, h.Head, h.Seq)
-	}
-	return out, nil
+	return out, last, nil
 }
 
 func linkEqual(a, b Link) bool {

@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"crypto/ed25519"
 	"fmt"
+	"strings"
 )
 
 // TrackRequest asks a carrier node for up to MaxNumbersPerRequest parcels.
@@ -71,6 +73,9 @@ func (r *TrackRequest) Validate() error {
 // Validate checks a response's shape; the client verifies its content.
 func (r *TrackResponse) Validate(queries int) error {
 	if r.Error != nil {
+		if len(r.Results) > 0 {
+			return fmt.Errorf("%w: a request-level error comes without results", ErrInvalid)
+		}
 		return r.Error.validate()
 	}
 	if len(r.Results) != queries {
@@ -80,6 +85,12 @@ func (r *TrackResponse) Validate(queries int) error {
 		res := &r.Results[i]
 		if len(res.Message) > MaxMessageLen {
 			return fmt.Errorf("%w: message of %d bytes", ErrTooLarge, len(res.Message))
+		}
+		if res.Code == "" {
+			return fmt.Errorf("%w: result %d has no code", ErrInvalid, i)
+		}
+		if err := res.Details.Validate(); len(res.Details) > 0 && err != nil {
+			return fmt.Errorf("result %d details: %w", i, err)
 		}
 		if res.Code == CodeOK && len(res.Head) == 0 {
 			return fmt.Errorf("%w: result %d is ok without a head", ErrInvalid, i)
@@ -127,6 +138,16 @@ func (r *WatchRequest) Validate() error {
 	if len(r.Grant) > MaxGrantSize {
 		return fmt.Errorf("%w: grant of %d bytes", ErrTooLarge, len(r.Grant))
 	}
+	seen := make(map[string]struct{}, len(r.Numbers))
+	for _, n := range r.Numbers {
+		if !isNormalizedNumber(n) {
+			return fmt.Errorf("%w: watch number %q is not a normalized tracking number", ErrInvalid, n)
+		}
+		if _, dup := seen[n]; dup {
+			return fmt.Errorf("%w: watch number %q listed twice", ErrInvalid, n)
+		}
+		seen[n] = struct{}{}
+	}
 	return nil
 }
 
@@ -161,25 +182,34 @@ func (m *WatchMessage) Validate() error {
 	if len(m.Cursor) > MaxCursorLen || len(m.Message) > MaxMessageLen {
 		return fmt.Errorf("%w: cursor or message too long", ErrTooLarge)
 	}
+	data := m.Number != "" || len(m.Head) > 0 || len(m.Events) > 0 || len(m.Details) > 0
 	switch m.Type {
 	case WatchUpdate:
 		if m.Cursor == "" || m.Number == "" || len(m.Head) == 0 || len(m.Events) == 0 {
 			return fmt.Errorf("%w: update needs cursor, number, head and events", ErrInvalid)
 		}
+		if m.Time != 0 || m.Code != "" || m.Message != "" {
+			return fmt.Errorf("%w: update with fields of another message type", ErrInvalid)
+		}
 		if len(m.Events) > MaxEventsPerResult {
 			return fmt.Errorf("%w: %d events in one update", ErrTooLarge, len(m.Events))
 		}
+		if len(m.Details) > 0 {
+			if err := m.Details.Validate(); err != nil {
+				return err
+			}
+		}
 	case WatchCatchUp:
-		if m.Cursor == "" {
-			return fmt.Errorf("%w: catchup needs a cursor", ErrInvalid)
+		if m.Cursor == "" || data || m.Time != 0 || m.Code != "" {
+			return fmt.Errorf("%w: catchup carries a cursor and a message only", ErrInvalid)
 		}
 	case WatchHeartbeat:
-		if m.Time < MinEventTime {
-			return fmt.Errorf("%w: heartbeat needs a time", ErrInvalid)
+		if m.Cursor == "" || m.Time < MinEventTime || data || m.Code != "" || m.Message != "" {
+			return fmt.Errorf("%w: heartbeat carries a cursor and a time only", ErrInvalid)
 		}
 	case WatchError:
-		if m.Code == "" {
-			return fmt.Errorf("%w: error needs a code", ErrInvalid)
+		if m.Code == "" || data || m.Cursor != "" || m.Time != 0 {
+			return fmt.Errorf("%w: error carries a code and a message only", ErrInvalid)
 		}
 	default:
 		return fmt.Errorf("%w: unknown watch message type %q", ErrInvalid, m.Type)
@@ -231,6 +261,19 @@ func (i *Info) Validate() error {
 	}
 	if len(i.Version) > 64 || len(i.Protocols) > 32 || len(i.Keys) > 16 {
 		return fmt.Errorf("%w: info fields too long", ErrTooLarge)
+	}
+	for _, p := range i.Protocols {
+		if len(p) > 128 || !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("%w: protocol ID %q", ErrInvalid, p)
+		}
+	}
+	for _, k := range i.Keys {
+		if len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("%w: key of %d bytes", ErrInvalid, len(k))
+		}
+	}
+	if i.Limits.MaxNumbers == 0 || i.Limits.MaxRequest == 0 || i.Limits.MaxResponse == 0 {
+		return fmt.Errorf("%w: limits must be positive", ErrInvalid)
 	}
 	return nil
 }

@@ -255,8 +255,9 @@ type Scheme struct {
 }
 
 // DefaultScheme is the scheme of a carrier that registers none: its code
-// followed by 10 to 20 digits, which cannot collide with another carrier's
-// default. code must be a valid carrier code.
+// followed by 10 to 20 digits. Two defaults can overlap when one code is a
+// prefix of the other followed by digits (SF and SF1); resolution then
+// asks both carriers. code must be a valid carrier code.
 func DefaultScheme(carrierCode string) Scheme {
 	return Scheme{Kind: SchemePattern, Pattern: carrierCode + `\d{10,20}`}
 }
@@ -430,7 +431,7 @@ func (c *CompiledScheme) s10Product(n string) bool {
 
 // MatchSchemes returns the indices of the schemes that n fully satisfies,
 // check digit included; more than one means the number is ambiguous
-// between carriers and the client must ask the user.
+// between carriers, and a client queries every one of them.
 func MatchSchemes(n string, schemes []*CompiledScheme) []int {
 	var idx []int
 	for i, c := range schemes {

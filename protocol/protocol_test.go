@@ -237,3 +237,112 @@ func TestFrames(t *testing.T) {
 	_, _, err = ReadFrame([]byte{0x05, 0x01}, 10)
 	require.ErrorIs(t, err, ErrBadFrame)
 }
+
+func TestVerifyPage(t *testing.T) {
+	blocks, head := testChain(t, 8)
+	events, err := VerifyPage(head, Link{}, 0, blocks[:3])
+	require.NoError(t, err)
+	require.Len(t, events, 3)
+	next, err := VerifyPage(head, LinkTo(CIDOf(blocks[2])), 2, blocks[3:6])
+	require.NoError(t, err)
+	require.Len(t, next, 3)
+	_, err = VerifySuffix(head, LinkTo(CIDOf(blocks[5])), 5, blocks[6:])
+	require.NoError(t, err)
+
+	_, err = VerifyPage(head, Link{}, 0, blocks) // reaches the head: not a page
+	require.ErrorIs(t, err, ErrHeadMismatch)
+	_, err = VerifyPage(head, LinkTo(CIDOf(blocks[2])), 2, blocks[4:6]) // gap
+	require.ErrorIs(t, err, ErrBrokenChain)
+	_, err = VerifyPage(head, Link{}, 0, nil)
+	require.ErrorIs(t, err, ErrHeadMismatch)
+}
+
+func TestMessageValidate(t *testing.T) {
+	const t0 = 1767225600000
+	cases := []struct {
+		name string
+		msg  interface{ Validate() error }
+		ok   bool
+	}{
+		{"update", &WatchMessage{Type: WatchUpdate, Cursor: "c", Number: "SF1234567890", Head: []byte{1}, Events: [][]byte{{1}}}, true},
+		{"update with code", &WatchMessage{Type: WatchUpdate, Cursor: "c", Number: "SF1234567890", Head: []byte{1}, Events: [][]byte{{1}}, Code: "x"}, false},
+		{"heartbeat", &WatchMessage{Type: WatchHeartbeat, Cursor: "c", Time: t0}, true},
+		{"heartbeat without cursor", &WatchMessage{Type: WatchHeartbeat, Time: t0}, false},
+		{"heartbeat with events", &WatchMessage{Type: WatchHeartbeat, Cursor: "c", Time: t0, Events: [][]byte{{1}}}, false},
+		{"catchup", &WatchMessage{Type: WatchCatchUp, Cursor: "c", Message: "full"}, true},
+		{"error with cursor", &WatchMessage{Type: WatchError, Code: "x", Cursor: "c"}, false},
+		{"unknown type", &WatchMessage{Type: "gossip"}, false},
+		{"watch numbers", &WatchRequest{Numbers: []string{"SF1234567890", "SF1234567891"}}, true},
+		{"watch duplicate number", &WatchRequest{Numbers: []string{"SF1234567890", "SF1234567890"}}, false},
+		{"watch unnormalized number", &WatchRequest{Numbers: []string{"sf 1234567890"}}, false},
+		{"watch both scopes", &WatchRequest{Numbers: []string{"SF1234567890"}, Audience: true}, false},
+		{"info", &Info{Version: "x", Protocols: []string{TrackID}, Limits: DefaultLimits()}, true},
+		{"info short key", &Info{Version: "x", Limits: DefaultLimits(), Keys: [][]byte{{1, 2}}}, false},
+		{"info zero limits", &Info{Version: "x"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.msg.Validate()
+			if tc.ok {
+				require.NoError(t, err)
+			} else {
+				require.Error(t, err)
+			}
+		})
+	}
+	resp := &TrackResponse{Results: []TrackResult{{Number: "SF1234567890"}}}
+	require.ErrorIs(t, resp.Validate(1), ErrInvalid, "empty code")
+	resp = &TrackResponse{Results: []TrackResult{{Number: "SF1234567890", Code: CodeNotFound}}, Error: &ErrorInfo{Code: CodeTooMany}}
+	require.ErrorIs(t, resp.Validate(1), ErrInvalid, "error with results")
+	resp = &TrackResponse{Results: []TrackResult{{Number: "SF1234567890", Code: CodeOK, Head: []byte{1}, Details: Details{"ssn": "x"}}}}
+	require.ErrorIs(t, resp.Validate(1), ErrInvalid, "unknown detail field")
+}
+
+func TestRegistryValidate(t *testing.T) {
+	const t0 = 1767225600000
+	good := func() *Registry {
+		return &Registry{Seq: 1, NotBefore: t0, NotAfter: t0 + 1, Carriers: []CarrierEntry{
+			{Code: "AA", Name: "A", Country: "GB", Keys: []CarrierKey{{Key: testSigner(t, 1).Public(), NotBefore: t0, NotAfter: t0 + 1}},
+				Nodes:   []NodeEntry{{Peer: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", Addrs: []string{"/ip4/127.0.0.1/tcp/1"}}},
+				Schemes: []Scheme{DefaultScheme("AA")}},
+			{Code: "BB", Name: "B", Country: "GB", Keys: []CarrierKey{{Key: testSigner(t, 2).Public(), NotBefore: t0, NotAfter: t0 + 1}},
+				Nodes: []NodeEntry{}, Schemes: []Scheme{}},
+		}}
+	}
+	require.NoError(t, good().Validate())
+	cases := []struct {
+		name string
+		mod  func(r *Registry)
+	}{
+		{"seq 0", func(r *Registry) { r.Seq = 0 }},
+		{"unsorted", func(r *Registry) { r.Carriers[0], r.Carriers[1] = r.Carriers[1], r.Carriers[0] }},
+		{"shared key", func(r *Registry) { r.Carriers[1].Keys = append(r.Carriers[1].Keys, r.Carriers[0].Keys[0]) }},
+		{"addr with p2p", func(r *Registry) {
+			r.Carriers[0].Nodes[0].Addrs = []string{"/ip4/127.0.0.1/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"}
+		}},
+		{"repeated node", func(r *Registry) { r.Carriers[0].Nodes = append(r.Carriers[0].Nodes, r.Carriers[0].Nodes[0]) }},
+		{"bad window", func(r *Registry) { r.Carriers[0].Keys[0].NotAfter = t0 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := good()
+			tc.mod(r)
+			require.ErrorIs(t, r.Validate(), ErrInvalid)
+		})
+	}
+}
+
+func TestGrantValidate(t *testing.T) {
+	g := &Grant{ID: "000102030405060708090a0b0c0d0e0f", Carrier: "SF", Holder: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+		Numbers: []string{"SF1234567890"}, Fields: []string{FieldPOD}, Issued: 1, Expires: 2}
+	require.NoError(t, g.Validate())
+	dupField := *g
+	dupField.Fields = []string{FieldPOD, FieldPOD}
+	require.ErrorIs(t, dupField.Validate(), ErrInvalid)
+	dupNumber := *g
+	dupNumber.Numbers = []string{"SF1234567890", "SF1234567890"}
+	require.ErrorIs(t, dupNumber.Validate(), ErrInvalid)
+	both := *g
+	both.Audience = true
+	require.ErrorIs(t, both.Validate(), ErrInvalid)
+}

@@ -50,8 +50,22 @@ type NodeEntry struct {
 // Validate checks the registry and reports every problem at once.
 func (r *Registry) Validate() error {
 	var p problems
+	if r.Seq == 0 {
+		p.add("seq starts at 1 (0 means no registry)")
+	}
 	if r.NotAfter <= r.NotBefore {
 		p.add("not_after must be after not_before")
+	}
+	// A key bound to two carriers would verify records of both.
+	owner := map[string]string{}
+	for _, c := range r.Carriers {
+		for _, k := range c.Keys {
+			id := string(KeyID(k.Key))
+			if o, dup := owner[id]; dup {
+				p.add("key %x is listed twice (%s and %s)", KeyID(k.Key), o, c.Code)
+			}
+			owner[id] = c.Code
+		}
 	}
 	for i := range r.Carriers {
 		c := &r.Carriers[i]
@@ -83,13 +97,23 @@ func (c *CarrierEntry) validate() error {
 			p.add("key %x: not_after must be after not_before", KeyID(k.Key))
 		}
 	}
+	peers := map[string]bool{}
 	for _, n := range c.Nodes {
-		if _, err := peer.Decode(n.Peer); err != nil {
+		if id, err := peer.Decode(n.Peer); err != nil {
 			p.add("node peer %q: %v", n.Peer, err)
+		} else if id.String() != n.Peer {
+			p.add("node peer %q must be in its base58btc form %s", n.Peer, id)
 		}
+		if peers[n.Peer] {
+			p.add("node peer %s listed twice", n.Peer)
+		}
+		peers[n.Peer] = true
 		for _, a := range n.Addrs {
-			if _, err := ma.NewMultiaddr(a); err != nil {
+			m, err := ma.NewMultiaddr(a)
+			if err != nil {
 				p.add("node address %q: %v", a, err)
+			} else if _, err := m.ValueForProtocol(ma.P_P2P); err == nil {
+				p.add("node address %q must not carry /p2p/ (the peer field does)", a)
 			}
 		}
 	}

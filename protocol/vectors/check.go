@@ -37,13 +37,13 @@ func check(v *Vector) error {
 	case "chain":
 		return checkChain(v)
 	case "registry":
-		r, err := protocol.OpenRegistry(Bytes(v.COSE), []ed25519.PublicKey{pubKey(v)}, t0+hour)
+		r, err := protocol.OpenRegistry(Bytes(v.COSE), []ed25519.PublicKey{pubKey(v)}, v.Time)
 		if err != nil {
 			return err
 		}
 		return samePayload(v, b, r)
 	case "grant":
-		g, err := protocol.OpenGrant(Bytes(v.COSE), protocol.PublicKeyResolver{Carrier: "SF", Key: pubKey(v)}, holderPeer, t0+hour)
+		g, err := protocol.OpenGrant(Bytes(v.COSE), windowKey(v), v.Holder, v.Time)
 		if err != nil {
 			return err
 		}

@@ -250,14 +250,25 @@ func (g *gen) registries() error {
 	if err != nil {
 		return err
 	}
-	g.add(Vector{Name: "registry", Type: "registry", Valid: true, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.auth), CID: protocol.CIDOf(payload).String(),
+	g.add(Vector{Name: "registry", Type: "registry", Valid: true, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.auth), CID: protocol.CIDOf(payload).String(), Time: t0 + hour,
 		Note: "two carriers, one S10 operator; verify with the authority key 0x03 as the trust anchor at any time in [not_before, not_after]"})
 	rogue, err := protocol.SignRegistry(g.rogue, r)
 	if err != nil {
 		return err
 	}
-	g.add(Vector{Name: "registry_untrusted_issuer", Type: "registry", Valid: false, CBOR: hx(payload), COSE: hx(rogue), PubKey: pub(g.auth),
+	g.add(Vector{Name: "registry_untrusted_issuer", Type: "registry", Valid: false, CBOR: hx(payload), COSE: hx(rogue), PubKey: pub(g.auth), Time: t0 + hour,
 		Error: protocol.ErrUntrustedIssuer.Code, Note: "the same registry signed by key 0x04; the anchor is key 0x03"})
+	g.add(Vector{Name: "registry_expired", Type: "registry", Valid: false, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.auth), Time: r.NotAfter + 1,
+		Error: protocol.ErrExpired.Code, Note: "the valid registry, checked one millisecond after its not_after"})
+	shared := g.registry()
+	shared.Carriers[0].Keys = append(shared.Carriers[0].Keys, shared.Carriers[1].Keys[0])
+	sharedPayload := enc(shared)
+	sharedSigned, err := g.auth.Sign(protocol.ContentRegistry, sharedPayload)
+	if err != nil {
+		return err
+	}
+	g.add(Vector{Name: "registry_shared_key", Type: "registry", Valid: false, CBOR: hx(sharedPayload), COSE: hx(sharedSigned), PubKey: pub(g.auth), Time: t0 + hour,
+		Error: protocol.ErrInvalid.Code, Note: "SF's key also listed under ROYALMAIL: a key bound to two carriers would verify records of both"})
 	return nil
 }
 
@@ -273,7 +284,11 @@ func (g *gen) grants() error {
 		return err
 	}
 	g.add(Vector{Name: "grant", Type: "grant", Valid: true, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.carrier), CID: protocol.CIDOf(payload).String(),
-		Note: "a grant of two detail fields of one parcel to one platform peer"})
+		Time: t0 + hour, Holder: holderPeer, Note: "a grant of two detail fields of one parcel to one platform peer (carrier SF, key 0x01)"})
+	g.add(Vector{Name: "grant_other_holder", Type: "grant", Valid: false, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.carrier),
+		Time: t0 + hour, Holder: nodePeer, Error: protocol.ErrForbidden.Code, Note: "the grant presented by a peer it was not issued to"})
+	g.add(Vector{Name: "grant_expired", Type: "grant", Valid: false, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.carrier),
+		Time: gr.Expires + 1, Holder: holderPeer, Error: protocol.ErrExpired.Code, Note: "the grant one millisecond after it expires"})
 	return nil
 }
 
@@ -349,6 +364,10 @@ func (g *gen) frames() error {
 }
 
 func (g *gen) invalidEncodings() error {
+	grantArray := []byte{0xa2, 0x65, 'g', 'r', 'a', 'n', 't', 0x83, 0x01, 0x02, 0x03, 0x67, 'q', 'u', 'e', 'r', 'i', 'e', 's', 0x81, 0xa1, 0x66, 'n', 'u', 'm', 'b', 'e', 'r', 0x6c}
+	grantArray = append(grantArray, []byte("SF1234567890")...)
+	g.invalid("bytes_as_array", "track_request", grantArray, protocol.ErrNonCanonical, "grant given as an array of integers [1, 2, 3] where a byte string belongs")
+	g.invalid("watch_heartbeat_without_cursor", "watch_update", enc(map[string]any{"type": "heartbeat", "time": t0}), protocol.ErrInvalid, "a heartbeat must carry the current cursor")
 	g.invalid("undefined_value", "track_request", []byte{0xa1, 0x67, 'q', 'u', 'e', 'r', 'i', 'e', 's', 0xf7}, protocol.ErrMalformed, "undefined (0xf7) is not in the data model")
 	g.invalid("integer_map_key", "track_request", []byte{0xa1, 0x01, 0x80}, protocol.ErrMalformed, "map keys must be text")
 	cidv0 := append([]byte{0xd8, 0x2a, 0x58, 0x23, 0x00}, append([]byte{0x12, 0x20}, bytes.Repeat([]byte{0xaa}, 32)...)...)

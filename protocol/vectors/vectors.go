@@ -38,8 +38,10 @@ type Vector struct {
 	Events       []string `json:"events,omitempty"`         // chains: hex of each event block, oldest first
 	KeyNotBefore int64    `json:"key_not_before,omitempty"` // Unix ms window of public_key
 	KeyNotAfter  int64    `json:"key_not_after,omitempty"`
-	Max          int      `json:"max,omitempty"`   // frames: the cap to apply
-	Error        string   `json:"error,omitempty"` // expected error code, for invalid vectors
+	Max          int      `json:"max,omitempty"`    // frames: the cap to apply
+	Time         int64    `json:"time,omitempty"`   // registries and grants: verify as of this Unix ms
+	Holder       string   `json:"holder,omitempty"` // grants: the peer ID presenting the grant
+	Error        string   `json:"error,omitempty"`  // expected error code, for invalid vectors
 	Note         string   `json:"note"`
 }
 

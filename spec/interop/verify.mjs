@@ -414,7 +414,13 @@ function checkType (type, v, path) {
   if (type === 'uint') { if (!isInt(v, 0n, UINT64_MAX)) bad('an unsigned integer'); return }
   if (type === 'int') { if (!isInt(v, INT64_MIN, INT64_MAX)) bad('a 64-bit integer'); return }
   if (type === 'bool') { if (typeof v !== 'boolean') bad('a boolean'); return }
-  if (type === 'bytes') { if (!isBytes(v)) bad('a byte string'); return }
+  if (type === 'bytes') {
+    // Spec §2: a value that only coerces to the field's type (an array of
+    // small integers for a byte string) is non_canonical, not invalid_record.
+    if (Array.isArray(v) && v.every((x) => isInt(x, 0n, 255n))) fail('non_canonical', `${path}: an array where a byte string belongs`, SCHEMA)
+    if (!isBytes(v)) bad('a byte string')
+    return
+  }
   if (type === 'link') { if (!isLink(v)) bad('a link (tag 42)'); return }
   if (type.arr) {
     if (!Array.isArray(v)) bad('an array')
@@ -539,7 +545,16 @@ function validateHead (h) {
 }
 
 function validateRegistry (r) {
+  if (big(r.seq) === 0n) invalid('registry seq starts at 1')
   if (big(r.not_after) <= big(r.not_before)) invalid('not_after must be after not_before')
+  const owners = new Map()
+  for (const c of r.carriers) {
+    for (const k of c.keys) {
+      const id = toHex(keyId(k.key))
+      if (owners.has(id)) invalid(`key ${id} bound to ${owners.get(id)} and ${c.code}`)
+      owners.set(id, c.code)
+    }
+  }
   r.carriers.forEach((c, i) => {
     if (i > 0 && !(r.carriers[i - 1].code < c.code)) invalid('carriers must be sorted by code without duplicates')
     if (!validCarrierCode(c.code)) invalid(`carrier code ${JSON.stringify(c.code)}`)
@@ -566,8 +581,10 @@ function validateGrant (g) {
   if ((g.audience === true) === (numbers.length > 0)) invalid('scope must be numbers or audience')
   if (numbers.length > MAX_GRANT_NUMBERS) invalid('too many numbers')
   for (const n of numbers) if (!isNormalized(n)) invalid(`number ${JSON.stringify(n)} not normalized`)
+  if (new Set(numbers).size !== numbers.length) invalid('a number listed twice')
   if (g.fields.length === 0) invalid('no fields')
   for (const f of g.fields) if (!DETAIL_FIELDS.includes(f)) invalid(`unknown detail field ${JSON.stringify(f)}`)
+  if (new Set(g.fields).size !== g.fields.length) invalid('a field listed twice')
   if (big(g.expires) <= big(g.issued)) invalid('expires must be after issued')
 }
 
@@ -616,7 +633,7 @@ async function validateWatchMessage (m, ctx) {
       if (!m.cursor) invalid('catchup needs a cursor')
       break
     case 'heartbeat':
-      if (m.time === undefined || big(m.time) < MIN_EVENT_TIME) invalid('heartbeat needs a time')
+      if (!m.cursor || m.time === undefined || big(m.time) < MIN_EVENT_TIME) invalid('heartbeat needs a cursor and a time')
       break
     case 'error':
       if (!m.code) invalid('error needs a code')
@@ -802,6 +819,7 @@ async function check (v, ctx) {
       const r = decodeStrict(s.payload, ctx, 'registry payload')
       checkType(REGISTRY, r, 'registry')
       validateRegistry(r)
+      if (big(v.time) < big(r.not_before) || big(v.time) > big(r.not_after)) fail('expired', `registry valid from ${r.not_before} to ${r.not_after}, checked at ${v.time}`, 'validity')
       if (!bytesEqual(s.payload, hex(v.cbor))) fail('non_canonical', 'signed payload differs from cbor', COSE)
       if (v.valid) checkCanonicalCose(s, ctx)
       await expectCID(v, s.payload)
@@ -815,6 +833,8 @@ async function check (v, ctx) {
       const pub = hex(v.public_key)
       if (!bytesEqual(keyId(pub), s.kid)) fail('unknown_key', `grant signed with key id ${toHex(s.kid)}, not the carrier's`, 'key lookup')
       verifySignature(s, pub)
+      if (big(v.time) < big(g.issued) || big(v.time) > big(g.expires)) fail('expired', `grant valid from ${g.issued} to ${g.expires}, checked at ${v.time}`, 'validity')
+      if (g.holder !== v.holder) fail('forbidden', `grant issued to ${g.holder}, presented by ${v.holder}`, 'holder')
       if (!bytesEqual(s.payload, hex(v.cbor))) fail('non_canonical', 'signed payload differs from cbor', COSE)
       if (v.valid) checkCanonicalCose(s, ctx)
       await expectCID(v, s.payload)
