@@ -43,7 +43,7 @@ type CarrierKey struct {
 
 // NodeEntry is a node that serves a carrier.
 type NodeEntry struct {
-	Peer  string   `cbor:"peer"`  // libp2p peer ID, base58btc or CIDv1 text form
+	Peer  string   `cbor:"peer"`  // libp2p peer ID in base58btc form
 	Addrs []string `cbor:"addrs"` // multiaddrs without the /p2p part
 }
 
