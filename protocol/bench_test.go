@@ -1,7 +1,10 @@
 package protocol_test
 
 import (
+	"crypto/ed25519"
 	"testing"
+
+	"github.com/fxamacker/cbor/v2"
 
 	"github.com/opentrack/opentrack/protocol"
 	"github.com/opentrack/opentrack/protocol/vectors"
@@ -124,6 +127,52 @@ func BenchmarkVerifyChain8(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, err := protocol.VerifyChain(&sh.Head, events); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Baselines, measured in the same run so the note can give ratios: what
+// COSE adds over raw Ed25519, and what strict decoding adds over a plain
+// fxamacker decode.
+
+func BenchmarkBaselineEd25519Sign(b *testing.B) {
+	_, h, _, _ := benchHead(b)
+	msg, err := protocol.Marshal(h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := vectors.Key(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = ed25519.Sign(key, msg)
+	}
+}
+
+func BenchmarkBaselineEd25519Verify(b *testing.B) {
+	_, h, _, _ := benchHead(b)
+	msg, err := protocol.Marshal(h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := vectors.Key(1)
+	sig := ed25519.Sign(key, msg)
+	pub := key.Public().(ed25519.PublicKey)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatal("verify")
+		}
+	}
+}
+
+func BenchmarkBaselinePlainDecode(b *testing.B) {
+	_, raw := benchEvent(b)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var e protocol.Event
+		if err := cbor.Unmarshal(raw, &e); err != nil {
 			b.Fatal(err)
 		}
 	}
