@@ -1,0 +1,152 @@
+package host
+
+import (
+	"fmt"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/opentrack/opentrack/node/version"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// New builds and starts a libp2p host with identity priv. A nil opts means
+// all defaults; opts itself is not modified.
+func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
+	if priv == nil {
+		return nil, ErrNoIdentity
+	}
+	o := Options{}
+	if opts != nil {
+		o = *opts
+		o.ListenAddrs = append([]string(nil), opts.ListenAddrs...)
+	}
+	o.EnsureDefaults()
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+
+	var rmOpts []rcmgr.Option
+	if !o.Metrics {
+		// libp2p.DisableMetrics does not reach the resource manager, whose
+		// per-stream accounting is the expensive part.
+		rmOpts = append(rmOpts, rcmgr.WithMetricsDisabled())
+	}
+	rm, err := rcmgr.NewResourceManager(newLimiter(&o.Limits), rmOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("host: resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(o.ConnMgrLow, o.ConnMgrHigh, connmgr.WithGracePeriod(o.ConnMgrGrace))
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("host: connection manager: %w", err)
+	}
+
+	lopts := []libp2p.Option{
+		libp2p.Identity(priv),
+		// The host listens below, once it is built: libp2p leaks its swarm
+		// when listening fails inside New, and accepts a partial failure.
+		libp2p.NoListenAddrs,
+		libp2p.Transport(tcp.NewTCPTransport),
+		// Noise first: it is the cheaper handshake; TLS stays for peers
+		// that only speak TLS.
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(tls.ID, tls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.UserAgent(version.Agent),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		// Nodes sit on addresses the registry publishes: no relays, no
+		// hole punching, no NAT port mapping, and no AutoNAT probing.
+		libp2p.DisableRelay(),
+		libp2p.ForceReachabilityPublic(),
+	}
+	if !o.DisableQUIC {
+		lopts = append(lopts, libp2p.Transport(quic.NewTransport))
+	}
+	if o.Metrics {
+		lopts = append(lopts, libp2p.PrometheusRegisterer(o.Registerer))
+	} else {
+		lopts = append(lopts, libp2p.DisableMetrics())
+	}
+	h, err := libp2p.New(lopts...)
+	if err != nil {
+		// libp2p closes these on some error paths and not on others; both
+		// Close methods are idempotent.
+		rm.Close()
+		cm.Close()
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	// Every address must work: a node that silently skips one is not where
+	// the registry says it is.
+	for _, s := range o.ListenAddrs {
+		a, err := ma.NewMultiaddr(s)
+		if err == nil {
+			err = h.Network().Listen(a)
+		}
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("host: listen on %s: %w", s, err)
+		}
+	}
+	return h, nil
+}
+
+// newLimiter turns l into a fixed limiter. The scopes l names are set
+// explicitly; the rest (transient, connection, stream, libp2p's own
+// services) keep libp2p's defaults scaled to the machine.
+func newLimiter(l *Limits) rcmgr.Limiter {
+	scaling := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&scaling)
+
+	peer := both(l.PeerConns, l.PeerStreams, l.PeerMemory)
+	partial := rcmgr.PartialLimitConfig{
+		System:       both(l.SystemConns, l.SystemStreams, l.SystemMemory),
+		PeerDefault:  peer,
+		Service:      map[string]rcmgr.ResourceLimits{},
+		ServicePeer:  map[string]rcmgr.ResourceLimits{},
+		Protocol:     map[libp2pprotocol.ID]rcmgr.ResourceLimits{},
+		ProtocolPeer: map[libp2pprotocol.ID]rcmgr.ResourceLimits{},
+	}
+	for _, s := range []struct {
+		name string
+		id   libp2pprotocol.ID
+		l    ServiceLimits
+	}{
+		{ServiceTrack, protocol.TrackID, l.Track},
+		{ServiceWatch, protocol.WatchID, l.Watch},
+		{ServiceInfo, protocol.InfoID, l.Info},
+	} {
+		// The protocol scope is charged before the handler moves the
+		// stream into its service scope, so it gets the same limits;
+		// otherwise libp2p's default protocol limits would bind first.
+		svc := both(0, s.l.Streams, s.l.Memory)
+		// Per peer, memory is bounded by the peer's own budget: spelling it
+		// out keeps libp2p's smaller default service-peer memory away.
+		svcPeer := both(0, s.l.PeerStreams, l.PeerMemory)
+		partial.Service[s.name], partial.Protocol[s.id] = svc, svc
+		partial.ServicePeer[s.name], partial.ProtocolPeer[s.id] = svcPeer, svcPeer
+	}
+	return rcmgr.NewFixedLimiter(partial.Build(scaling.AutoScale()))
+}
+
+// both returns limits that cap inbound, outbound and the total alike. A
+// zero conns or streams leaves that resource at its default.
+func both(conns, streams int, memory int64) rcmgr.ResourceLimits {
+	c, s := rcmgr.LimitVal(conns), rcmgr.LimitVal(streams)
+	return rcmgr.ResourceLimits{
+		Conns: c, ConnsInbound: c, ConnsOutbound: c,
+		Streams: s, StreamsInbound: s, StreamsOutbound: s,
+		Memory: rcmgr.LimitVal64(memory),
+	}
+}

@@ -1,0 +1,255 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Resource-manager service names. A stream handler or client attaches its
+// stream with s.Scope().SetService(name), and Options.Limits bounds each.
+const (
+	ServiceTrack = "opentrack.track"
+	ServiceWatch = "opentrack.watch"
+	ServiceInfo  = "opentrack.info"
+)
+
+// ErrInvalidOptions is wrapped by Validate with the list of problems.
+var ErrInvalidOptions = errors.New("host: invalid options")
+
+// ErrNoIdentity means New was called without a private key. The node's
+// libp2p key is its identity in the registry, so it is never generated here.
+var ErrNoIdentity = errors.New("host: no identity key")
+
+// Options configure the libp2p host. The zero value of a field means its
+// default; call EnsureDefaults to fill them in and Validate to check them.
+// The node config file embeds Options, hence the TOML tags.
+type Options struct {
+	// ListenAddrs are the multiaddrs the host listens on.
+	// Default: ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"].
+	ListenAddrs []string `toml:"listen_addrs"`
+
+	// DisableQUIC leaves out the QUIC transport, for networks that drop
+	// UDP. A /quic-v1 listen address is then a configuration error.
+	// Default: false (QUIC on).
+	DisableQUIC bool `toml:"disable_quic"`
+
+	// ConnMgrLow is the number of connections the connection manager trims
+	// down to once it passes ConnMgrHigh. Default: 512.
+	ConnMgrLow int `toml:"conn_mgr_low"`
+
+	// ConnMgrHigh is the connection count above which the connection
+	// manager starts trimming. It must stay below Limits.SystemConns, so
+	// that trimming starts before the resource manager refuses
+	// connections. Default: 768.
+	ConnMgrHigh int `toml:"conn_mgr_high"`
+
+	// ConnMgrGrace is how long a new connection is exempt from trimming.
+	// Default: 1m.
+	ConnMgrGrace time.Duration `toml:"conn_mgr_grace"`
+
+	// Limits is the resource-manager budget. Every limit is set
+	// explicitly; libp2p's machine-scaled defaults apply only to the
+	// scopes not named here (transient, per-connection, per-stream, and
+	// libp2p's own services).
+	Limits Limits `toml:"limits"`
+
+	// Metrics turns on libp2p's Prometheus metrics, including the
+	// resource manager's per-stream accounting, which costs 10–14% CPU on
+	// each side of a connection. Default: false.
+	Metrics bool `toml:"metrics"`
+
+	// Registerer receives libp2p's collectors when Metrics is on.
+	// Default: prometheus.DefaultRegisterer. A node passes its own
+	// metrics.Metrics.Registry so that many nodes fit in one process.
+	Registerer prometheus.Registerer `toml:"-"`
+}
+
+// Limits is the resource-manager budget of the host. Memory is accounted,
+// not allocated: it bounds what yamux windows and stream handlers may
+// reserve (yamux reserves 256 KiB per open stream).
+type Limits struct {
+	// SystemConns bounds connections, inbound and outbound together, over
+	// the whole host. Default: 1024.
+	SystemConns int `toml:"system_conns"`
+	// SystemStreams bounds open streams over the whole host. Default: 8192.
+	SystemStreams int `toml:"system_streams"`
+	// SystemMemory bounds reserved memory over the whole host, in bytes.
+	// Default: 1 GiB.
+	SystemMemory int64 `toml:"system_memory"`
+
+	// PeerConns bounds connections to one peer. Default: 8.
+	PeerConns int `toml:"peer_conns"`
+	// PeerStreams bounds open streams with one peer. Default: 256.
+	PeerStreams int `toml:"peer_streams"`
+	// PeerMemory bounds memory reserved for one peer, in bytes.
+	// Default: 64 MiB.
+	PeerMemory int64 `toml:"peer_memory"`
+
+	// Track bounds the /opentrack/track service.
+	// Default: 4096 streams, 256 MiB, 64 streams per peer.
+	Track ServiceLimits `toml:"track"`
+	// Watch bounds the /opentrack/watch service.
+	// Default: 4096 streams, 256 MiB, 16 streams per peer.
+	Watch ServiceLimits `toml:"watch"`
+	// Info bounds the /opentrack/info service.
+	// Default: 256 streams, 16 MiB, 4 streams per peer.
+	Info ServiceLimits `toml:"info"`
+}
+
+// ServiceLimits bound one protocol service. They apply to both the
+// service scope and the protocol scope of its protocol ID, so libp2p's
+// default protocol limits never undercut them.
+type ServiceLimits struct {
+	// Streams bounds open streams of the service over all peers.
+	Streams int `toml:"streams"`
+	// Memory bounds memory the service's handlers reserve, in bytes.
+	Memory int64 `toml:"memory"`
+	// PeerStreams bounds open streams of the service with one peer.
+	PeerStreams int `toml:"peer_streams"`
+}
+
+// Default values, in one place.
+var (
+	defaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+	defaultLimits      = Limits{
+		SystemConns:   1024,
+		SystemStreams: 8192,
+		SystemMemory:  1 << 30,
+		PeerConns:     8,
+		PeerStreams:   256,
+		PeerMemory:    64 << 20,
+		Track:         ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 64},
+		Watch:         ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 16},
+		Info:          ServiceLimits{Streams: 256, Memory: 16 << 20, PeerStreams: 4},
+	}
+)
+
+const (
+	defaultConnMgrLow   = 512
+	defaultConnMgrHigh  = 768
+	defaultConnMgrGrace = time.Minute
+)
+
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
+func (o *Options) EnsureDefaults() *Options {
+	if o == nil {
+		o = &Options{}
+	}
+	if len(o.ListenAddrs) == 0 {
+		o.ListenAddrs = append([]string(nil), defaultListenAddrs...)
+		if o.DisableQUIC {
+			o.ListenAddrs = o.ListenAddrs[:1]
+		}
+	}
+	setDefault(&o.ConnMgrLow, defaultConnMgrLow)
+	setDefault(&o.ConnMgrHigh, defaultConnMgrHigh)
+	setDefault(&o.ConnMgrGrace, defaultConnMgrGrace)
+	l, d := &o.Limits, defaultLimits
+	setDefault(&l.SystemConns, d.SystemConns)
+	setDefault(&l.SystemStreams, d.SystemStreams)
+	setDefault(&l.SystemMemory, d.SystemMemory)
+	setDefault(&l.PeerConns, d.PeerConns)
+	setDefault(&l.PeerStreams, d.PeerStreams)
+	setDefault(&l.PeerMemory, d.PeerMemory)
+	l.Track.ensureDefaults(d.Track)
+	l.Watch.ensureDefaults(d.Watch)
+	l.Info.ensureDefaults(d.Info)
+	if o.Metrics && o.Registerer == nil {
+		o.Registerer = prometheus.DefaultRegisterer
+	}
+	return o
+}
+
+func (s *ServiceLimits) ensureDefaults(d ServiceLimits) {
+	setDefault(&s.Streams, d.Streams)
+	setDefault(&s.Memory, d.Memory)
+	setDefault(&s.PeerStreams, d.PeerStreams)
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// Validate checks o after EnsureDefaults and reports every problem at
+// once, wrapped in ErrInvalidOptions.
+func (o *Options) Validate() error {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	if len(o.ListenAddrs) == 0 {
+		add("listen_addrs is empty")
+	}
+	for _, s := range o.ListenAddrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			add("listen address %q: %v", s, err)
+			continue
+		}
+		if o.DisableQUIC && isQUIC(a) {
+			add("listen address %q needs QUIC, which disable_quic turns off", s)
+		}
+	}
+	l := &o.Limits
+	if o.ConnMgrLow <= 0 || o.ConnMgrHigh <= o.ConnMgrLow {
+		add("conn_mgr_low (%d) must be positive and below conn_mgr_high (%d)", o.ConnMgrLow, o.ConnMgrHigh)
+	}
+	if o.ConnMgrHigh >= l.SystemConns {
+		add("conn_mgr_high (%d) must stay below limits.system_conns (%d), or the resource manager refuses connections before the connection manager trims any", o.ConnMgrHigh, l.SystemConns)
+	}
+	if o.ConnMgrGrace < 0 {
+		add("conn_mgr_grace (%s) is negative", o.ConnMgrGrace)
+	}
+	for _, c := range []struct {
+		name      string
+		v, system int64
+	}{
+		{"system_conns", int64(l.SystemConns), -1},
+		{"system_streams", int64(l.SystemStreams), -1},
+		{"system_memory", l.SystemMemory, -1},
+		{"peer_conns", int64(l.PeerConns), int64(l.SystemConns)},
+		{"peer_streams", int64(l.PeerStreams), int64(l.SystemStreams)},
+		{"peer_memory", l.PeerMemory, l.SystemMemory},
+	} {
+		checkLimit(add, "limits."+c.name, c.v, c.system)
+	}
+	for _, s := range []struct {
+		name string
+		l    ServiceLimits
+	}{{"track", l.Track}, {"watch", l.Watch}, {"info", l.Info}} {
+		prefix := "limits." + s.name + "."
+		checkLimit(add, prefix+"streams", int64(s.l.Streams), int64(l.SystemStreams))
+		checkLimit(add, prefix+"memory", s.l.Memory, l.SystemMemory)
+		checkLimit(add, prefix+"peer_streams", int64(s.l.PeerStreams), int64(min(s.l.Streams, l.PeerStreams)))
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
+	}
+	return nil
+}
+
+// checkLimit reports a limit that is not positive or exceeds its parent
+// scope's (parent < 0: no parent).
+func checkLimit(add func(string, ...any), name string, v, parent int64) {
+	switch {
+	case v <= 0:
+		add("%s (%d) must be positive", name, v)
+	case parent >= 0 && v > parent:
+		add("%s (%d) exceeds the enclosing limit (%d)", name, v, parent)
+	}
+}
+
+func isQUIC(a ma.Multiaddr) bool {
+	for _, c := range a {
+		if c.Code() == ma.P_QUIC_V1 || c.Code() == ma.P_QUIC {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,78 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/opentrack/opentrack/node/admin"
+	"github.com/opentrack/opentrack/node/ingest"
+)
+
+func TestPost(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	srv, err := admin.New(nil, "tok", e.g.Handler(), nil, nil)
+	require.NoError(t, err)
+	url := startAdmin(t, srv)
+
+	var file bytes.Buffer
+	line := func(v any) {
+		if s, ok := v.(string); ok {
+			file.WriteString(s + "\n")
+			return
+		}
+		b, err := json.Marshal(v)
+		require.NoError(t, err)
+		file.Write(append(b, '\n'))
+	}
+	line(event("a", s10(1)))                                                                                                                // 1
+	line("")                                                                                                                                // 2: blank
+	line(`{"id": "broken", `)                                                                                                               // 3: not JSON
+	line(event("b", s10(1)))                                                                                                                // 4
+	line("   ")                                                                                                                             // 5: blank
+	line(with(base("c"), "status", "teleported"))                                                                                           // 6: rejected by the server
+	line(event("d", s10(2)))                                                                                                                // 7
+	line(strings.Repeat("x", 2<<20))                                                                                                        // 8: far too long
+	file.WriteString(`{"id":"e","number":"` + s10(3) + `","time":"2025-06-01T11:00:00Z","status":"picked_up","location":{"country":"GB"}}`) // 9, no newline
+
+	var progress []int
+	sum, err := ingest.Post(context.Background(), url, "tok", bytes.NewReader(file.Bytes()), 2, func(done int) { progress = append(progress, done) })
+	require.NoError(t, err)
+	require.Equal(t, 4, sum.Accepted)
+	require.Equal(t, 0, sum.Duplicates)
+	require.Equal(t, 3, sum.Rejected)
+	require.Len(t, sum.Rejections, 3)
+	require.Equal(t, ingest.Rejection{Line: 3, Reason: "not a JSON value"}, sum.Rejections[0])
+	require.Equal(t, 6, sum.Rejections[1].Line)
+	require.Equal(t, "c", sum.Rejections[1].ID)
+	require.Contains(t, sum.Rejections[1].Reason, `unknown status "teleported"`)
+	require.Equal(t, ingest.Rejection{Line: 8, Reason: "line longer than 1048576 bytes"}, sum.Rejections[2])
+	require.NotEmpty(t, progress)
+	require.Equal(t, 7, progress[len(progress)-1], "every non-blank line counted")
+	require.IsIncreasing(t, progress)
+
+	// Posting the same file again stores nothing new.
+	again, err := ingest.Post(context.Background(), url+"/", "tok", bytes.NewReader(file.Bytes()), 0, nil)
+	require.NoError(t, err)
+	require.Equal(t, 0, again.Accepted)
+	require.Equal(t, 4, again.Duplicates)
+	require.Equal(t, uint64(4), e.eventCount())
+}
+
+func TestPostRefused(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	srv, err := admin.New(nil, "tok", e.g.Handler(), nil, nil)
+	require.NoError(t, err)
+	url := startAdmin(t, srv)
+
+	body := ndjson(t, event("a", s10(1)))
+	sum, err := ingest.Post(context.Background(), url, "wrong", bytes.NewReader(body), 0, nil)
+	require.ErrorIs(t, err, ingest.ErrPost)
+	require.ErrorContains(t, err, "lines 1-1: "+"401 Unauthorized: missing or wrong admin token")
+	require.Equal(t, &ingest.Summary{}, sum)
+	require.Zero(t, e.eventCount())
+}

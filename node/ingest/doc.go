@@ -1,0 +1,16 @@
+// Package ingest is carrier ingest as a library: it turns the carrier's
+// scan events into signed, chained OpenTrack events and commits them to
+// the store before anything is acknowledged (DESIGN §7).
+//
+// Each event of a batch is validated on its own and is accepted, reported
+// as a duplicate of an event stored earlier under the same carrier event
+// id, or rejected with a reason. Accepted events are chained to their
+// parcel's head, each touched head is signed once, and the whole set goes
+// to the store in one durable Append. Concurrent callers are merged into
+// shared store commits (group commit), so one fsync and one signature per
+// parcel serve many requests.
+//
+// Handler serves the admin HTTP API (POST /v1/events, GET
+// /v1/parcels/{number}); node/admin mounts it behind token auth. Post is
+// the carrier-side poster that `opentrack ingest FILE` uses.
+package ingest

@@ -1,0 +1,442 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// Result statuses.
+const (
+	StatusAccepted  = "accepted"
+	StatusDuplicate = "duplicate"
+	StatusRejected  = "rejected"
+)
+
+// Result is the outcome of one input event, in input order.
+type Result struct {
+	// ID is the carrier's event id as posted.
+	ID string `json:"id"`
+	// Number is the normalized tracking number, or the input as posted
+	// when it could not be normalized.
+	Number string `json:"number"`
+	// CID is the stored event's CID: the new one when accepted, the
+	// original one when a duplicate, empty when rejected.
+	CID string `json:"cid,omitempty"`
+	// Seq is the stored event's position in its parcel's chain.
+	Seq uint64 `json:"seq"`
+	// Status is StatusAccepted, StatusDuplicate or StatusRejected.
+	Status string `json:"status"`
+	// Error is the rejection reason.
+	Error string `json:"error,omitempty"`
+}
+
+// Ingester validates, chains, signs and commits carrier events. It is
+// safe for concurrent use.
+type Ingester struct {
+	carrier    string
+	schemes    []*protocol.CompiledScheme
+	schemeList string // for rejections: the schemes a number must match
+	signer     *protocol.Signer
+	st         store.Store
+	m          *metrics.Metrics
+	log        *slog.Logger
+	now        func() time.Time
+	opts       Options
+
+	// mu guards the commit queue. At most one committer goroutine runs;
+	// it merges every request queued while the previous commit ran into
+	// one store batch, so concurrent posters share fsyncs and signatures.
+	mu         sync.Mutex
+	queue      []*request
+	committing bool
+}
+
+// New checks cfg and opts and returns an Ingester. A nil opts means all
+// defaults.
+func New(cfg Config, opts *Options) (*Ingester, error) {
+	o := opts.EnsureDefaults()
+	var p []string
+	if err := o.Validate(); err != nil {
+		p = append(p, err.Error())
+	}
+	if err := protocol.ValidCarrierCode(cfg.Carrier); err != nil {
+		p = append(p, trimProto(err))
+	}
+	if cfg.Signer == nil {
+		p = append(p, "no signer")
+	}
+	if cfg.Store == nil {
+		p = append(p, "no store")
+	}
+	schemes := cfg.Schemes
+	if len(schemes) == 0 && cfg.Carrier != "" {
+		schemes = []protocol.Scheme{protocol.DefaultScheme(cfg.Carrier)}
+	}
+	g := &Ingester{
+		carrier: cfg.Carrier, signer: cfg.Signer, st: cfg.Store, m: cfg.Metrics,
+		log: cfg.Logger, now: cfg.Now, opts: *o,
+	}
+	names := make([]string, 0, len(schemes))
+	for _, s := range schemes {
+		c, err := protocol.CompileScheme(s)
+		if err != nil {
+			p = append(p, fmt.Sprintf("scheme %s: %s", s, trimProto(err)))
+			continue
+		}
+		g.schemes = append(g.schemes, c)
+		names = append(names, s.String())
+	}
+	if len(p) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(p, "; "))
+	}
+	g.schemeList = strings.Join(names, ", ")
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	return g, nil
+}
+
+// Options returns the options in force, defaults filled in.
+func (g *Ingester) Options() Options { return g.opts }
+
+// Ingest validates every event on its own, commits the accepted ones
+// durably and returns one Result per event in input order. It returns an
+// error, and no results, when the batch is too large or the commit fails;
+// then nothing of the batch was acknowledged and posting it again is safe.
+func (g *Ingester) Ingest(ctx context.Context, events []InputEvent) ([]Result, error) {
+	if len(events) > g.opts.MaxBatchEvents {
+		return nil, fmt.Errorf("%w: %d events, limit %d", ErrTooManyEvents, len(events), g.opts.MaxBatchEvents)
+	}
+	start := g.now()
+	results := make([]Result, len(events))
+	items := make([]*item, 0, len(events))
+	for i := range events {
+		if it := g.check(&events[i], &results[i], start); it != nil {
+			items = append(items, it)
+		}
+	}
+	if err := g.commit(ctx, items); err != nil {
+		return nil, err
+	}
+	g.count(results, start)
+	return results, nil
+}
+
+// item is an event that passed validation, waiting to be committed.
+type item struct {
+	ev       *protocol.Event
+	id       string
+	audience []string
+	details  protocol.Details
+	res      *Result // written by the committer before the request is done
+}
+
+// check validates in, filling res with the rejection when it fails. It
+// returns the item to commit, or nil.
+func (g *Ingester) check(in *InputEvent, res *Result, now time.Time) *item {
+	res.ID, res.Number = in.ID, in.Number
+	ev, err := g.prepare(in, now)
+	if err != nil {
+		res.Status, res.Error = StatusRejected, err.Error()
+		return nil
+	}
+	res.Number = ev.Number
+	return &item{ev: ev, id: in.ID, audience: in.Audience, details: in.Details, res: res}
+}
+
+// reject marks res rejected with a reason found before validation, such
+// as an event that does not decode.
+func reject(res *Result, reason string) {
+	res.Status, res.Error = StatusRejected, reason
+}
+
+// count records the outcome of one request in the metrics.
+func (g *Ingester) count(results []Result, start time.Time) {
+	if g.m == nil {
+		return
+	}
+	var n [3]int
+	for i := range results {
+		switch results[i].Status {
+		case StatusAccepted:
+			n[0]++
+		case StatusDuplicate:
+			n[1]++
+		default:
+			n[2]++
+		}
+	}
+	g.m.IngestEvents.WithLabelValues(StatusAccepted).Add(float64(n[0]))
+	g.m.IngestEvents.WithLabelValues(StatusDuplicate).Add(float64(n[1]))
+	g.m.IngestEvents.WithLabelValues(StatusRejected).Add(float64(n[2]))
+	g.m.IngestLatency.Observe(g.now().Sub(start).Seconds())
+}
+
+// request is one caller's share of a group commit.
+type request struct {
+	items []*item
+	done  chan struct{} // closed once err and the items' results are set
+	err   error
+}
+
+// commit queues items for the committer and waits until they are durable.
+// It returns early only when ctx ends, and then acknowledges nothing.
+func (g *Ingester) commit(ctx context.Context, items []*item) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err // not queued: a caller that already gave up commits nothing
+	}
+	r := &request{items: items, done: make(chan struct{})}
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	if !g.committing {
+		g.committing = true
+		go g.run()
+	}
+	g.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run commits queued requests, a group at a time, until the queue is
+// empty. The goroutine exists only while there is work, so an idle
+// Ingester holds no goroutine and needs no Close.
+func (g *Ingester) run() {
+	for {
+		g.mu.Lock()
+		// Whole requests only, so that each caller's events share a fate.
+		n, events := 0, 0
+		for n < len(g.queue) && (n == 0 || events < g.opts.GroupEvents && events+len(g.queue[n].items) <= g.opts.MaxBatchEvents) {
+			events += len(g.queue[n].items)
+			n++
+		}
+		if n == 0 {
+			g.committing = false
+			g.mu.Unlock()
+			return
+		}
+		group := slices.Clone(g.queue[:n])
+		g.queue = slices.Delete(g.queue, 0, n)
+		g.mu.Unlock()
+
+		err := g.commitGroup(group)
+		for _, r := range group {
+			r.err = err
+			close(r.done)
+		}
+	}
+}
+
+// commitGroup commits the items of several requests in one store batch,
+// rebuilding it when another writer appended to one of its parcels first.
+func (g *Ingester) commitGroup(group []*request) error {
+	// The commit serves several callers, so no single caller's context may
+	// cancel it half-way; callers that give up just stop waiting.
+	ctx := context.Background()
+	var items []*item
+	for _, r := range group {
+		items = append(items, r.items...)
+	}
+	for attempt := 0; ; attempt++ {
+		err := g.commitItems(ctx, items)
+		if err == nil {
+			if g.m != nil {
+				g.m.IngestBatches.Inc()
+			}
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt >= g.opts.ConflictRetries {
+			g.log.Error("ingest commit failed", "events", len(items), "attempts", attempt+1, "err", err)
+			return fmt.Errorf("%w: %w", ErrCommit, err)
+		}
+	}
+}
+
+// parcelWork is one parcel's part of a commit: the events chained to it
+// and the update that will write them.
+type parcelWork struct {
+	number string
+	items  []*item
+	update store.ParcelUpdate
+	cids   []cid.Cid
+}
+
+// commitItems runs one attempt: deduplicate, chain, sign, append. Results
+// are written only after the append succeeded, so a failed or conflicting
+// attempt leaves nothing half-reported.
+func (g *Ingester) commitItems(ctx context.Context, items []*item) error {
+	ids := make([]string, 0, len(items))
+	for _, it := range items {
+		ids = append(ids, it.id)
+	}
+	stored, err := g.st.LookupEventIDs(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("look up event ids: %w", err)
+	}
+
+	// first maps an id to the item that will store it, so that a repeat
+	// within the group becomes its duplicate.
+	first := make(map[string]*item, len(items))
+	dups := make(map[*item]*item)
+	byNumber := make(map[string]*parcelWork)
+	var work []*parcelWork
+	for _, it := range items {
+		if _, ok := stored[it.id]; ok {
+			continue
+		}
+		if f, ok := first[it.id]; ok {
+			dups[it] = f
+			continue
+		}
+		first[it.id] = it
+		pw := byNumber[it.ev.Number]
+		if pw == nil {
+			pw = &parcelWork{number: it.ev.Number}
+			byNumber[it.ev.Number] = pw
+			work = append(work, pw)
+		}
+		pw.items = append(pw.items, it)
+	}
+
+	signedAt := g.now().UnixMilli()
+	err = parallel(len(work), g.opts.SignWorkers, func(i int) error {
+		return g.build(ctx, work[i], signedAt)
+	})
+	if err != nil {
+		return err
+	}
+	if len(work) > 0 {
+		b := &store.Batch{Updates: make([]store.ParcelUpdate, len(work))}
+		for i, pw := range work {
+			b.Updates[i] = pw.update
+		}
+		if _, err := g.st.Append(ctx, b); err != nil {
+			return fmt.Errorf("append: %w", err)
+		}
+	}
+
+	for _, it := range items {
+		if ref, ok := stored[it.id]; ok {
+			*it.res = Result{ID: it.id, Number: ref.Number, CID: ref.CID.String(), Seq: ref.Seq, Status: StatusDuplicate}
+		}
+	}
+	for _, pw := range work {
+		for i, it := range pw.items {
+			*it.res = Result{ID: it.id, Number: pw.number, CID: pw.cids[i].String(), Seq: pw.update.Events[i].Seq, Status: StatusAccepted}
+		}
+	}
+	for it, f := range dups {
+		*it.res = *f.res
+		it.res.Status = StatusDuplicate
+	}
+	return nil
+}
+
+// build reads the parcel's head, chains pw's events to it and signs the
+// new head. Parcels are independent, so builds run in parallel.
+func (g *Ingester) build(ctx context.Context, pw *parcelWork, signedAt int64) error {
+	u := store.ParcelUpdate{Number: pw.number, Events: make([]store.NewEvent, len(pw.items))}
+	var prev protocol.Link
+	var seq uint64
+	var audience []string
+	switch p, err := g.st.Parcel(ctx, pw.number); {
+	case errors.Is(err, store.ErrNotFound):
+		u.New = true
+	case err != nil:
+		return fmt.Errorf("read parcel %s: %w", pw.number, err)
+	default:
+		u.ParcelID, u.PrevSeq = p.ID, p.Seq
+		prev, seq = protocol.LinkTo(p.Head), p.Seq+1
+		audience = p.Audience
+	}
+	pw.cids = make([]cid.Cid, len(pw.items))
+	for i, it := range pw.items {
+		it.ev.Seq, it.ev.Prev = seq, prev
+		b, err := protocol.Marshal(it.ev)
+		if err != nil {
+			return fmt.Errorf("encode event %q: %w", it.id, err)
+		}
+		c := protocol.CIDOf(b)
+		u.Events[i] = store.NewEvent{ID: it.id, Seq: seq, CID: c, Bytes: b}
+		pw.cids[i] = c
+		for _, a := range it.audience {
+			if !slices.Contains(audience, a) && !slices.Contains(u.Audience, a) {
+				u.Audience = append(u.Audience, a)
+			}
+		}
+		for k, v := range it.details {
+			if u.Details == nil {
+				u.Details = protocol.Details{}
+			}
+			u.Details[k] = v
+		}
+		prev, seq = protocol.LinkTo(c), seq+1
+	}
+	head := &protocol.Head{Carrier: g.carrier, Number: pw.number, Seq: seq - 1, Head: prev, Time: signedAt}
+	signed, err := protocol.SignHead(g.signer, head)
+	if err != nil {
+		return fmt.Errorf("sign head of %s: %w", pw.number, err)
+	}
+	u.SignedHead = signed
+	pw.update = u
+	return nil
+}
+
+// parallel runs fn(0..n-1) on up to workers goroutines and returns the
+// first error. Small jobs run inline, where a goroutine costs more than
+// it saves.
+func parallel(n, workers int, fn func(i int) error) error {
+	if workers > n {
+		workers = n
+	}
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var next atomic.Int64
+	var once sync.Once
+	var first error
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n)) // stop handing out work
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}

@@ -1,0 +1,151 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// Errors returned by New and Ingest. Callers match them with errors.Is.
+var (
+	// ErrInvalidOptions means Options.Validate found a problem.
+	ErrInvalidOptions = errors.New("ingest: invalid options")
+	// ErrInvalidConfig means a Config given to New is unusable.
+	ErrInvalidConfig = errors.New("ingest: invalid config")
+	// ErrTooManyEvents means a batch holds more than MaxBatchEvents events.
+	ErrTooManyEvents = errors.New("ingest: too many events in one batch")
+	// ErrCommit means the store commit failed, so nothing of the batch is
+	// acknowledged. Posting the batch again is safe: ingest is idempotent
+	// on the carrier's event id.
+	ErrCommit = errors.New("ingest: store commit failed")
+)
+
+// Defaults of Options, in one place.
+const (
+	DefaultMaxBodyBytes    = 32 << 20
+	DefaultMaxBatchEvents  = 10000
+	DefaultFutureSkew      = 5 * time.Minute
+	DefaultConflictRetries = 3
+	DefaultMaxIDLen        = 128
+	DefaultGroupEvents     = 1000
+)
+
+// Options tune ingest. The zero value of every field means its default;
+// EnsureDefaults fills them in and Validate reports every problem at once.
+type Options struct {
+	// MaxBodyBytes bounds one HTTP request body, in bytes. A larger body
+	// is refused with 413 before it is read to the end. Default 32 MiB.
+	MaxBodyBytes int64
+	// MaxBatchEvents bounds the events of one request (413 beyond it), and
+	// so of one store batch. Default 10000.
+	MaxBatchEvents int
+	// FutureSkew is how far an event's time may lie ahead of the node's
+	// clock, to tolerate scanner clocks that run fast. Default 5 minutes.
+	FutureSkew time.Duration
+	// SignWorkers is the number of goroutines that sign parcel heads of
+	// one commit in parallel; Ed25519 signing dominates ingest CPU.
+	// Default runtime.GOMAXPROCS(0).
+	SignWorkers int
+	// ConflictRetries is how many times a commit is rebuilt after the
+	// store reports that another writer appended to one of its parcels
+	// first (store.ErrConflict). Default 3.
+	ConflictRetries int
+	// MaxIDLen bounds a carrier event id, in bytes. Default 128.
+	MaxIDLen int
+	// GroupEvents is the size, in events, at which a group commit stops
+	// merging queued requests into one store batch. Merging amortizes the
+	// fsync and per-commit work over small requests; past about a thousand
+	// events that work is already amortized, and merging more makes every
+	// merged caller wait for the whole group instead of decoding its next
+	// batch while this one commits. Default 1000.
+	GroupEvents int
+}
+
+// EnsureDefaults returns o with every zero field set to its default. A nil
+// o gives all defaults.
+func (o *Options) EnsureDefaults() *Options {
+	var out Options
+	if o != nil {
+		out = *o
+	}
+	if out.MaxBodyBytes == 0 {
+		out.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if out.MaxBatchEvents == 0 {
+		out.MaxBatchEvents = DefaultMaxBatchEvents
+	}
+	if out.FutureSkew == 0 {
+		out.FutureSkew = DefaultFutureSkew
+	}
+	if out.SignWorkers == 0 {
+		out.SignWorkers = runtime.GOMAXPROCS(0)
+	}
+	if out.ConflictRetries == 0 {
+		out.ConflictRetries = DefaultConflictRetries
+	}
+	if out.MaxIDLen == 0 {
+		out.MaxIDLen = DefaultMaxIDLen
+	}
+	if out.GroupEvents == 0 {
+		out.GroupEvents = DefaultGroupEvents
+	}
+	return &out
+}
+
+// Validate reports every out-of-range field together.
+func (o *Options) Validate() error {
+	var p []string
+	if o.MaxBodyBytes < 0 {
+		p = append(p, fmt.Sprintf("MaxBodyBytes %d is negative", o.MaxBodyBytes))
+	}
+	if o.MaxBatchEvents < 0 {
+		p = append(p, fmt.Sprintf("MaxBatchEvents %d is negative", o.MaxBatchEvents))
+	}
+	if o.FutureSkew < 0 {
+		p = append(p, fmt.Sprintf("FutureSkew %v is negative", o.FutureSkew))
+	}
+	if o.SignWorkers < 0 {
+		p = append(p, fmt.Sprintf("SignWorkers %d is negative", o.SignWorkers))
+	}
+	if o.ConflictRetries < 0 {
+		p = append(p, fmt.Sprintf("ConflictRetries %d is negative", o.ConflictRetries))
+	}
+	if o.MaxIDLen < 0 {
+		p = append(p, fmt.Sprintf("MaxIDLen %d is negative", o.MaxIDLen))
+	}
+	if o.GroupEvents < 0 {
+		p = append(p, fmt.Sprintf("GroupEvents %d is negative", o.GroupEvents))
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
+	}
+	return nil
+}
+
+// Config is what an Ingester works with: whose events, how to sign them
+// and where to keep them.
+type Config struct {
+	// Carrier is the carrier code every event is recorded under.
+	Carrier string
+	// Schemes are the carrier's tracking-number schemes from the registry;
+	// a number must match one. Empty means protocol.DefaultScheme.
+	Schemes []protocol.Scheme
+	// Signer signs parcel heads with the carrier key.
+	Signer *protocol.Signer
+	// Store is where events are committed.
+	Store store.Store
+	// Metrics receives ingest counters; nil disables them.
+	Metrics *metrics.Metrics
+	// Logger receives commit failures; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock for the future-time check and head signing times;
+	// nil means time.Now.
+	Now func() time.Time
+}

@@ -1,0 +1,424 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	nodehost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+const (
+	// TrackID is the protocol ID the track service answers.
+	TrackID = protocol.TrackID
+	// TrackServiceName is the resource-manager service of track streams.
+	TrackServiceName = nodehost.ServiceTrack
+
+	// trackResponseAllowance is the response size covered by a stream's
+	// standing memory reservation; a larger response reserves the rest
+	// while it is written.
+	trackResponseAllowance = 64 << 10
+	// trackStreamMemory is reserved for as long as a track stream is open:
+	// the request frame buffer and a typical response.
+	trackStreamMemory = protocol.MaxTrackRequest + trackResponseAllowance
+	// unavailableRetry is the retry_after sent when the node has no memory
+	// left for a large response.
+	unavailableRetry = time.Second
+)
+
+// Upper bounds of parts of an encoded TrackResponse, used to keep a
+// response under protocol.MaxTrackResponse without encoding it twice.
+const (
+	// responseOverhead covers the response map, its keys and the results
+	// array header.
+	responseOverhead = 16
+	// resultOverhead covers one result's map and keys, its number (up to
+	// 2*MaxNumberLen for an unnormalized one), code, more, retry_after, a
+	// full message, and the headers of head and of the events array.
+	resultOverhead = 512
+	// maxSignedHead is the largest head a client accepts (protocol.ParseSigned
+	// caps a head at 1 KiB).
+	maxSignedHead = 1024
+	// eventOverhead is the byte-string header of one event block.
+	eventOverhead = 5
+	// resultReserve is held back for every result not built yet: its
+	// overhead, a head and one event. Early results with long histories
+	// cannot crowd out later ones, and every page holds at least one
+	// event, as the spec requires.
+	resultReserve = resultOverhead + maxSignedHead + protocol.MaxEventSize + eventOverhead
+)
+
+// errBadEvents means the store returned events the service cannot serve:
+// not the consecutive seqs asked for, or one above protocol.MaxEventSize.
+// Either is a backend bug.
+var errBadEvents = errors.New("service: store returned bad events")
+
+// Policy admits track requests; node/policy implements it with per-peer
+// token buckets and allow and deny lists.
+type Policy interface {
+	// AdmitTrack is asked once per request with how many numbers it
+	// carries. When it refuses, every number is answered rate_limited with
+	// retryAfter.
+	AdmitTrack(p peer.ID, numbers int) (ok bool, retryAfter time.Duration)
+}
+
+// TrackConfig is what a Track serves.
+type TrackConfig struct {
+	// Carrier is the code of the carrier whose parcels the store holds.
+	Carrier string
+	// Schemes are the carrier's tracking-number schemes. A number that
+	// matches none is answered wrong_carrier, and one that fails only a
+	// check digit invalid_number, without a store lookup.
+	// Default: protocol.DefaultScheme(Carrier), as for a carrier that
+	// registers none.
+	Schemes []protocol.Scheme
+	// Store holds the parcels. Required.
+	Store store.Store
+	// Metrics receives request, result and reset counts; nil for none.
+	Metrics *metrics.Metrics
+	// Logger receives internal errors and, at debug level, bad peer input;
+	// nil discards.
+	Logger *slog.Logger
+	// Policy admits requests; nil admits all.
+	Policy Policy
+}
+
+// Track serves /opentrack/track/1.0.0: a stream carries requests one after
+// another, each answered by one response frame, until the client closes
+// it or it sits idle past Options.IdleTimeout.
+type Track struct {
+	cfg     TrackConfig
+	opts    Options
+	schemes []*protocol.CompiledScheme
+	codes   map[string]prometheus.Counter // result counters by code, nil without metrics
+	srv     server
+}
+
+// NewTrack checks cfg and opts (nil for defaults) and builds the service.
+func NewTrack(cfg TrackConfig, opts *Options) (*Track, error) {
+	o, err := resolve(opts)
+	var p []string
+	if err != nil {
+		p = append(p, err.Error())
+	}
+	if err := protocol.ValidCarrierCode(cfg.Carrier); err != nil {
+		p = append(p, "carrier: "+err.Error())
+	}
+	if cfg.Store == nil {
+		p = append(p, "no store")
+	}
+	schemes := cfg.Schemes
+	if len(schemes) == 0 && cfg.Carrier != "" {
+		schemes = []protocol.Scheme{protocol.DefaultScheme(cfg.Carrier)}
+	}
+	t := &Track{cfg: cfg, opts: o, srv: newServer(TrackID, "track", cfg.Metrics, cfg.Logger)}
+	for i, s := range schemes {
+		c, err := protocol.CompileScheme(s)
+		if err != nil {
+			p = append(p, fmt.Sprintf("scheme %d (%s): %v", i, s, err))
+			continue
+		}
+		t.schemes = append(t.schemes, c)
+	}
+	if err := problems(p); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics != nil {
+		t.codes = make(map[string]prometheus.Counter)
+		for _, c := range []string{protocol.CodeOK, protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.CodeWrongCarrier,
+			protocol.CodeRateLimited, protocol.CodeInternal, protocol.CodeTooMany, protocol.CodeBadRequest, protocol.CodeUnavailable} {
+			t.codes[c] = cfg.Metrics.TrackRequests.WithLabelValues(c)
+		}
+	}
+	return t, nil
+}
+
+// Register starts serving track streams on h. Register once.
+func (t *Track) Register(h host.Host) { t.srv.register(h, t.handle) }
+
+// Unregister stops serving, resets open streams and waits for their
+// handlers to return.
+func (t *Track) Unregister() { t.srv.unregister() }
+
+func (t *Track) handle(s network.Stream) {
+	ctx, ok := t.srv.begin(s)
+	if !ok {
+		s.Reset()
+		return
+	}
+	defer t.srv.end(s)
+	if err := s.Scope().SetService(TrackServiceName); err != nil {
+		t.srv.reset(s, reasonLimit, err)
+		return
+	}
+	if err := s.Scope().ReserveMemory(trackStreamMemory, network.ReservationPriorityAlways); err != nil {
+		t.srv.reset(s, reasonLimit, err)
+		return
+	}
+	defer s.Scope().ReleaseMemory(trackStreamMemory)
+
+	ts := &trackStream{t: t, s: s, base: ctx}
+	defer ts.close()
+	ts.frames = protocol.NewFrameReader(ts, protocol.MaxTrackRequest)
+	remote := s.Conn().RemotePeer()
+	for {
+		ts.awaitRequest(time.Now())
+		body, err := ts.frames.Next()
+		if err != nil {
+			t.srv.readFailed(s, err)
+			return
+		}
+		start := time.Now()
+		var req protocol.TrackRequest
+		if err := protocol.Unmarshal(body, &req); err != nil {
+			t.srv.reset(s, reasonDecode, err)
+			return
+		}
+		resp := t.serve(ts.requestContext(start), remote, &req)
+		if err := ts.write(resp); err != nil {
+			s.Reset()
+			t.srv.log.Debug("write failed", "peer", remote, "err", err)
+			return
+		}
+		t.observe(resp, start)
+	}
+}
+
+// serve answers one decoded request.
+func (t *Track) serve(ctx context.Context, remote peer.ID, req *protocol.TrackRequest) *protocol.TrackResponse {
+	if n := len(req.Queries); n > protocol.MaxNumbersPerRequest {
+		return requestError(protocol.CodeTooMany, fmt.Sprintf("%d numbers, limit %d", n, protocol.MaxNumbersPerRequest), 0)
+	}
+	if err := req.Validate(); err != nil {
+		return requestError(protocol.CodeBadRequest, err.Error(), 0)
+	}
+	var refusal *protocol.TrackResult // the answer to every valid number when the policy refuses
+	if t.cfg.Policy != nil {
+		if ok, retry := t.cfg.Policy.AdmitTrack(remote, len(req.Queries)); !ok {
+			refusal = &protocol.TrackResult{Code: protocol.CodeRateLimited, RetryAfter: millis(retry)}
+		}
+	}
+	results := make([]protocol.TrackResult, len(req.Queries))
+	left := protocol.MaxTrackResponse - responseOverhead - len(results)*resultReserve
+	for i := range req.Queries {
+		left += resultReserve
+		results[i] = t.lookup(ctx, &req.Queries[i], refusal, left-resultOverhead)
+		left -= resultSize(&results[i])
+	}
+	return &protocol.TrackResponse{Results: results}
+}
+
+// lookup answers one number in the order of spec section 8.4:
+// normalization, rate limit, schemes, store. room is how many bytes the
+// head and events may take.
+func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, refusal *protocol.TrackResult, room int) protocol.TrackResult {
+	n, err := protocol.NormalizeNumber(q.Number)
+	if err != nil {
+		return protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(err.Error())}
+	}
+	if refusal != nil {
+		r := *refusal
+		r.Number = n
+		return r
+	}
+	if code, msg := t.match(n); code != "" {
+		return protocol.TrackResult{Number: n, Code: code, Message: msg}
+	}
+	p, err := t.cfg.Store.Parcel(ctx, n)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return protocol.TrackResult{Number: n, Code: protocol.CodeNotFound}
+	case err != nil:
+		return t.internal(n, err)
+	case len(p.SignedHead) == 0:
+		return t.internal(n, fmt.Errorf("parcel %d has no signed head", p.ID))
+	}
+	events, more, err := t.eventsAfter(ctx, p, q.Known, room-len(p.SignedHead))
+	if err != nil {
+		return t.internal(n, err)
+	}
+	return protocol.TrackResult{Number: n, Code: protocol.CodeOK, Head: p.SignedHead, Events: events, More: more}
+}
+
+// match tests n against the carrier's schemes. It returns no code when one
+// matches; invalid_number when only a check digit is wrong, most likely a
+// typo; and wrong_carrier for a number this carrier does not issue, which
+// tells the client to resolve the number again.
+func (t *Track) match(n string) (code, msg string) {
+	code, msg = protocol.CodeWrongCarrier, "not a number "+t.cfg.Carrier+" issues"
+	for _, s := range t.schemes {
+		switch err := s.Check(n); {
+		case err == nil:
+			return "", ""
+		case errors.Is(err, protocol.ErrCheckDigit):
+			code, msg = protocol.CodeInvalidNumber, truncate(err.Error())
+		}
+	}
+	return code, msg
+}
+
+func (t *Track) internal(number string, err error) protocol.TrackResult {
+	t.srv.log.Warn("track lookup failed", "number", number, "err", err)
+	return protocol.TrackResult{Number: number, Code: protocol.CodeInternal}
+}
+
+// eventsAfter returns the stored event blocks after known, oldest first,
+// as stored: they are canonical already and go out without re-encoding.
+// Without known, or when known is not in this parcel, it starts at seq 0.
+// It stops at MaxEventsPerResult events or room bytes and then reports
+// more.
+func (t *Track) eventsAfter(ctx context.Context, p *store.Parcel, known protocol.Link, room int) ([][]byte, bool, error) {
+	if known.Defined() && known.Equals(p.Head) {
+		return nil, false, nil
+	}
+	var from uint64
+	var evs []store.Event
+	if known.Defined() {
+		var err error
+		if from, evs, err = t.findKnown(ctx, p, known); err != nil {
+			return nil, false, err
+		}
+	}
+	if evs == nil {
+		var err error
+		if evs, err = t.readEvents(ctx, p, from, min(p.Seq+1-from, uint64(t.opts.MaxEventsPerResult))); err != nil {
+			return nil, false, err
+		}
+	}
+	evs = evs[:min(len(evs), t.opts.MaxEventsPerResult)]
+	out := make([][]byte, 0, len(evs))
+	for _, e := range evs {
+		if room -= len(e.Bytes) + eventOverhead; room < 0 {
+			break
+		}
+		out = append(out, e.Bytes)
+	}
+	if len(out) == 0 && len(evs) > 0 {
+		// resultReserve leaves room for one event of MaxEventSize, so only
+		// a stored event above that size gets here.
+		return nil, false, fmt.Errorf("%w: event %d of parcel %d does not fit a page", errBadEvents, evs[0].Seq, p.ID)
+	}
+	return out, from+uint64(len(out)) <= p.Seq, nil
+}
+
+// findKnown looks for the event whose CID is known, reading the chain
+// backwards a window at a time, since a client usually holds a recent
+// head. It returns the seq after that event, or 0 when known is not in
+// this parcel (the number was recycled) so the whole history goes back.
+// When the window it read already holds the events to return, it returns
+// them too.
+func (t *Track) findKnown(ctx context.Context, p *store.Parcel, known protocol.Link) (uint64, []store.Event, error) {
+	window := uint64(t.opts.MaxEventsPerResult)
+	var tail []store.Event
+	for hi := p.Seq + 1; hi > 0; { // hi is one past the window's last seq
+		lo := hi - min(hi, window)
+		evs, err := t.readEvents(ctx, p, lo, hi-lo)
+		if err != nil {
+			return 0, nil, err
+		}
+		last := len(evs) - 1
+		if tail == nil {
+			tail = evs
+			last-- // the head; the caller compared it already
+		}
+		for j := last; j >= 0; j-- {
+			if known.Equals(protocol.CIDOf(evs[j].Bytes)) {
+				if hi == p.Seq+1 {
+					return evs[j].Seq + 1, evs[j+1:], nil
+				}
+				return evs[j].Seq + 1, nil, nil
+			}
+		}
+		hi = lo
+	}
+	if tail[0].Seq == 0 {
+		return 0, tail, nil
+	}
+	return 0, nil, nil
+}
+
+// readEvents reads count events of p from seq from and checks that the
+// store returned exactly those seqs.
+func (t *Track) readEvents(ctx context.Context, p *store.Parcel, from, count uint64) ([]store.Event, error) {
+	evs, err := t.cfg.Store.Events(ctx, p.ID, from, int(count))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(evs)) != count {
+		return nil, fmt.Errorf("%w: %d events from seq %d of parcel %d, want %d", errBadEvents, len(evs), from, p.ID, count)
+	}
+	for i := range evs {
+		if evs[i].Seq != from+uint64(i) {
+			return nil, fmt.Errorf("%w: seq %d at position %d from seq %d of parcel %d", errBadEvents, evs[i].Seq, i, from, p.ID)
+		}
+	}
+	return evs, nil
+}
+
+func (t *Track) observe(resp *protocol.TrackResponse, start time.Time) {
+	if t.codes == nil {
+		return
+	}
+	t.cfg.Metrics.TrackLatency.Observe(time.Since(start).Seconds())
+	if resp.Error != nil {
+		t.count(resp.Error.Code)
+		return
+	}
+	for i := range resp.Results {
+		t.count(resp.Results[i].Code)
+	}
+}
+
+func (t *Track) count(code string) {
+	if c, ok := t.codes[code]; ok {
+		c.Inc()
+		return
+	}
+	t.cfg.Metrics.TrackRequests.WithLabelValues(code).Inc()
+}
+
+// resultSize bounds the encoded size of r.
+func resultSize(r *protocol.TrackResult) int {
+	n := resultOverhead + len(r.Head)
+	for _, e := range r.Events {
+		n += len(e) + eventOverhead
+	}
+	return n
+}
+
+func requestError(code, msg string, retry time.Duration) *protocol.TrackResponse {
+	return &protocol.TrackResponse{Error: &protocol.ErrorInfo{Code: code, Message: truncate(msg), RetryAfter: millis(retry)}}
+}
+
+// millis converts a retry delay to the wire's milliseconds, rounding up so
+// that a client never comes back early.
+func millis(d time.Duration) uint64 {
+	if d <= 0 {
+		return 0
+	}
+	return uint64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// truncate cuts a message to protocol.MaxMessageLen bytes on a rune
+// boundary, since the peer rejects longer messages and invalid UTF-8.
+func truncate(s string) string {
+	if len(s) <= protocol.MaxMessageLen {
+		return s
+	}
+	n := protocol.MaxMessageLen
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,710 @@
+package pebble
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// Store is the embedded store.Store on Pebble. All methods are safe for
+// concurrent use. Writes are serialized: one node, one writer, so that a
+// guard read and the commit that depends on it cannot interleave with
+// another append.
+type Store struct {
+	db *pebbledb.DB
+	id string
+
+	// closeMu lets Close wait for calls in flight: every call holds it
+	// for reading while it uses db.
+	closeMu sync.RWMutex
+	closed  bool
+
+	// writeMu serializes writers and guards ctr, the committed counters.
+	writeMu sync.Mutex
+	ctr     counters
+
+	// signal holds the committed feed tail, which readers use as the end
+	// of the feed, and wakes WaitFeed.
+	signal *store.FeedSignal
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens the store in dir, creating it if dir holds none. nil opts
+// means the defaults.
+func Open(dir string, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.EnsureDefaults()
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := pebbledb.Open(dir, o.pebbleOptions())
+	if err != nil {
+		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
+	}
+	s := &Store{db: db}
+	if err := s.init(); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	s.signal = store.NewFeedSignal(s.ctr.feedTail)
+	return s, nil
+}
+
+// init reads the meta records, or writes them for a new store.
+func (s *Store) init() error {
+	id, err := s.get(keyStoreID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.id = store.NewID()
+		b := s.db.NewBatch()
+		defer b.Close()
+		_ = b.Set(keyStoreID, []byte(s.id), nil)
+		_ = b.Set(keyVersion, binary.AppendUvarint(nil, formatVersion), nil)
+		_ = b.Set(keyCounters, s.ctr.encode(), nil)
+		if err := b.Commit(pebbledb.Sync); err != nil {
+			return fmt.Errorf("pebble: create: %w", err)
+		}
+		return nil
+	case err != nil:
+		return err
+	}
+	s.id = string(id)
+	v, err := s.get(keyVersion)
+	if err != nil {
+		return fmt.Errorf("pebble: open: layout version: %w", err)
+	}
+	if ver, n := binary.Uvarint(v); n <= 0 || ver != formatVersion {
+		return fmt.Errorf("%w: layout version %x, this build reads %d", ErrCorrupt, v, formatVersion)
+	}
+	c, err := s.get(keyCounters)
+	if err != nil {
+		return fmt.Errorf("pebble: open: counters: %w", err)
+	}
+	s.ctr, err = decodeCounters(c)
+	return err
+}
+
+// get returns a copy of the value of key, or store.ErrNotFound.
+func (s *Store) get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: get: %w", err)
+	}
+	out := bytes.Clone(v)
+	return out, closer.Close()
+}
+
+// enter guards a call against Close; leave must follow when it is nil.
+func (s *Store) enter(op string) error {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return fmt.Errorf("pebble: %s: %w", op, store.ErrClosed)
+	}
+	return nil
+}
+
+func (s *Store) leave() { s.closeMu.RUnlock() }
+
+// Append implements store.Store. The whole batch is one pebble batch,
+// committed with fsync.
+func (s *Store) Append(ctx context.Context, b *store.Batch) (*store.AppendResult, error) {
+	return s.append(ctx, b, pebbledb.Sync)
+}
+
+// pending is a parcel's state as the batch being built leaves it.
+type pending struct {
+	p       *store.Parcel
+	details protocol.Details // merged details to write, nil if unchanged
+}
+
+func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOptions) (*store.AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("pebble: %w", err)
+	}
+	if err := s.enter("append"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+
+	ctr := s.ctr
+	res := &store.AppendResult{ParcelIDs: make([]uint64, len(b.Updates))}
+	if len(b.Updates) == 0 {
+		res.FeedTail = ctr.feedTail
+		return res, nil
+	}
+	size := 64
+	for i := range b.Updates {
+		for _, e := range b.Updates[i].Events {
+			size += len(e.Bytes) + 64
+		}
+	}
+	wb := s.db.NewBatchWithSize(size)
+	defer wb.Close()
+	now := time.Now().UnixMilli()
+	// State of the numbers and parcels this batch touches, so that later
+	// updates see earlier ones and each record is written once.
+	byNumber := map[string]*pending{}
+	var order []*pending
+	var ekey [13]byte
+	for i := range b.Updates {
+		u := &b.Updates[i]
+		cur := byNumber[u.Number]
+		if cur == nil {
+			p, err := s.newest(u.Number)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return nil, err
+			}
+			if p != nil {
+				cur = &pending{p: p}
+				order = append(order, cur)
+			}
+		}
+		if u.New {
+			if cur != nil {
+				// Recycled number: the old record moves to its id key.
+				_ = wb.Set(idKey(prefixID, cur.p.ID), encodeParcel([]byte{idValueRecord}, cur.p), nil)
+			}
+			ctr.lastParcel++
+			cur = &pending{p: &store.Parcel{ID: ctr.lastParcel, Number: u.Number, Genesis: u.Events[0].CID, Created: now}}
+			order = append(order, cur)
+			_ = wb.Set(idKey(prefixID, cur.p.ID), append([]byte{idValueNumber}, u.Number...), nil)
+		} else if cur == nil || cur.p.ID != u.ParcelID || cur.p.Seq != u.PrevSeq {
+			return nil, fmt.Errorf("pebble: update %d (%s): %w", i, u.Number, store.ErrConflict)
+		}
+		byNumber[u.Number] = cur
+		p := cur.p
+		for _, e := range u.Events {
+			_ = wb.Set(eventKey(&ekey, p.ID, e.Seq), e.Bytes, nil)
+			if e.ID != "" {
+				_ = wb.Set(eventIDKey(e.ID), encodeEventRef(p.ID, e.Seq), nil)
+			}
+		}
+		last := u.Events[len(u.Events)-1]
+		p.Seq, p.Head, p.SignedHead = last.Seq, last.CID, u.SignedHead
+		p.Audience = store.MergeAudience(p.Audience, u.Audience)
+		if len(u.Details) > 0 {
+			if cur.details == nil && !u.New {
+				d, err := s.details(p.ID)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return nil, err
+				}
+				cur.details = d
+			}
+			if cur.details == nil {
+				cur.details = protocol.Details{}
+			}
+			maps.Copy(cur.details, u.Details)
+		}
+		ctr.events += uint64(len(u.Events))
+		ctr.feedTail++
+		entry := store.FeedEntry{ParcelID: p.ID, Number: p.Number, FromSeq: u.Events[0].Seq, ToSeq: last.Seq}
+		_ = wb.Set(idKey(prefixFeed, ctr.feedTail), encodeFeed(&entry), nil)
+		res.ParcelIDs[i] = p.ID
+	}
+	for _, cur := range order {
+		if byNumber[cur.p.Number] == cur {
+			_ = wb.Set(numberKey(cur.p.Number), encodeParcel(nil, cur.p), nil)
+		}
+		if cur.details != nil {
+			d, err := protocol.Marshal(cur.details)
+			if err != nil {
+				return nil, fmt.Errorf("pebble: details of parcel %d: %w", cur.p.ID, err)
+			}
+			_ = wb.Set(idKey(prefixDetails, cur.p.ID), d, nil)
+		}
+	}
+	_ = wb.Set(keyCounters, ctr.encode(), nil)
+	if err := wb.Commit(wo); err != nil {
+		return nil, fmt.Errorf("pebble: commit: %w", err)
+	}
+	s.ctr = ctr
+	s.signal.Publish(ctr.feedTail)
+	res.FeedTail = ctr.feedTail
+	return res, nil
+}
+
+// newest returns the record under a number key.
+func (s *Store) newest(number string) (*store.Parcel, error) {
+	v, closer, err := s.db.Get(numberKey(number))
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return nil, fmt.Errorf("pebble: parcel %s: %w", number, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: parcel %s: %w", number, err)
+	}
+	defer closer.Close()
+	return decodeParcel(v)
+}
+
+// Parcel implements store.Store: one get.
+func (s *Store) Parcel(_ context.Context, number string) (*store.Parcel, error) {
+	if err := s.enter("parcel"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	return s.newest(number)
+}
+
+// ParcelByID implements store.Store: the id key, then the number key
+// unless the parcel's number was recycled.
+func (s *Store) ParcelByID(_ context.Context, id uint64) (*store.Parcel, error) {
+	if err := s.enter("parcel by id"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	// Two tries: an append that recycles the number between the two reads
+	// moves the record to the id key, where the second try finds it.
+	for range 2 {
+		v, err := s.get(idKey(prefixID, id))
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("pebble: parcel %d: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case len(v) > 0 && v[0] == idValueRecord:
+			return decodeParcel(v[1:])
+		case len(v) == 0 || v[0] != idValueNumber:
+			return nil, fmt.Errorf("%w: id key of parcel %d", ErrCorrupt, id)
+		}
+		p, err := s.newest(string(v[1:]))
+		if err != nil || p.ID == id {
+			return p, err
+		}
+	}
+	return nil, fmt.Errorf("%w: parcel %d is neither archived nor its number's newest", ErrCorrupt, id)
+}
+
+// Events implements store.Store: one range scan over the parcel's keys.
+// The blocks share one allocation, each capped so that appending to one
+// cannot overwrite the next.
+func (s *Store) Events(ctx context.Context, parcelID uint64, from uint64, limit int) ([]store.Event, error) {
+	if err := s.enter("events"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	var lo, hi [13]byte
+	var out []store.Event
+	if from <= store.MaxSeq {
+		it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{
+			LowerBound: eventKey(&lo, parcelID, from),
+			UpperBound: eventKey(&hi, parcelID+1, 0),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pebble: events of parcel %d: %w", parcelID, err)
+		}
+		// Sized for a typical history (8 events of about 200 bytes) so
+		// that most lookups allocate each slice once.
+		buf := make([]byte, 0, 2048)
+		ends := make([]int, 0, 16)
+		out = make([]store.Event, 0, 16)
+		for ok := it.First(); ok && (limit <= 0 || len(ends) < limit); ok = it.Next() {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return nil, errors.Join(fmt.Errorf("pebble: events of parcel %d: %w", parcelID, err), it.Close())
+			}
+			out = append(out, store.Event{Seq: uint64(binary.BigEndian.Uint32(it.Key()[9:]))})
+			buf = append(buf, v...)
+			ends = append(ends, len(buf))
+		}
+		if err := it.Close(); err != nil {
+			return nil, fmt.Errorf("pebble: events of parcel %d: %w", parcelID, err)
+		}
+		start := 0
+		for i, end := range ends {
+			out[i].Bytes = buf[start:end:end]
+			start = end
+		}
+	}
+	if len(out) == 0 {
+		// An empty range is fine for a known parcel past its head.
+		if _, err := s.get(idKey(prefixID, parcelID)); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, fmt.Errorf("pebble: events of parcel %d: %w", parcelID, err)
+			}
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// LookupEventIDs implements store.Store.
+func (s *Store) LookupEventIDs(_ context.Context, ids []string) (map[string]store.EventRef, error) {
+	if err := s.enter("lookup event ids"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	out := make(map[string]store.EventRef, len(ids))
+	numbers := map[uint64]string{}
+	var ekey [13]byte
+	for _, id := range ids {
+		if id == "" {
+			continue
+		}
+		v, err := s.get(eventIDKey(id))
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		parcelID, seq, err := decodeEventRef(v)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := s.get(eventKey(&ekey, parcelID, seq))
+		if err != nil {
+			return nil, fmt.Errorf("pebble: event %s at %d/%d: %w", id, parcelID, seq, err)
+		}
+		number, ok := numbers[parcelID]
+		if !ok {
+			if number, err = s.number(parcelID); err != nil {
+				return nil, err
+			}
+			numbers[parcelID] = number
+		}
+		out[id] = store.EventRef{ParcelID: parcelID, Number: number, Seq: seq, CID: protocol.CIDOf(ev)}
+	}
+	return out, nil
+}
+
+// number returns the number of a parcel from its id key.
+func (s *Store) number(id uint64) (string, error) {
+	v, err := s.get(idKey(prefixID, id))
+	if err != nil {
+		return "", fmt.Errorf("pebble: parcel %d: %w", id, err)
+	}
+	switch {
+	case len(v) > 0 && v[0] == idValueNumber:
+		return string(v[1:]), nil
+	case len(v) > 0 && v[0] == idValueRecord:
+		p, err := decodeParcel(v[1:])
+		if err != nil {
+			return "", err
+		}
+		return p.Number, nil
+	}
+	return "", fmt.Errorf("%w: id key of parcel %d", ErrCorrupt, id)
+}
+
+// Feed implements store.Store.
+func (s *Store) Feed(ctx context.Context, after uint64, limit int) ([]store.FeedEntry, error) {
+	if err := s.enter("feed"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	// Positions up to the published tail are committed; reading no
+	// further keeps a concurrent append from showing half-way.
+	tail := s.signal.Tail()
+	if after > tail {
+		return nil, fmt.Errorf("pebble: feed after %d (tail %d): %w", after, tail, store.ErrUnknownCursor)
+	}
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{
+		LowerBound: idKey(prefixFeed, after+1),
+		UpperBound: idKey(prefixFeed, tail+1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pebble: feed: %w", err)
+	}
+	var out []store.FeedEntry
+	for ok := it.First(); ok && (limit <= 0 || len(out) < limit); ok = it.Next() {
+		e, err := decodeFeed(binary.BigEndian.Uint64(it.Key()[1:]), it.Value())
+		if err != nil {
+			return nil, errors.Join(err, it.Close())
+		}
+		out = append(out, e)
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("pebble: feed: %w", err)
+	}
+	return out, nil
+}
+
+// FeedTail implements store.Store.
+func (s *Store) FeedTail(context.Context) (uint64, error) {
+	if err := s.enter("feed tail"); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	return s.signal.Tail(), nil
+}
+
+// WaitFeed implements store.Store.
+func (s *Store) WaitFeed(ctx context.Context, after uint64) error {
+	if err := s.signal.Wait(ctx, after); err != nil {
+		return fmt.Errorf("pebble: %w", err)
+	}
+	return nil
+}
+
+// ID implements store.Store.
+func (s *Store) ID() string { return s.id }
+
+// Details implements store.Store.
+func (s *Store) Details(_ context.Context, parcelID uint64) (protocol.Details, error) {
+	if err := s.enter("details"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	return s.details(parcelID)
+}
+
+func (s *Store) details(parcelID uint64) (protocol.Details, error) {
+	v, err := s.get(idKey(prefixDetails, parcelID))
+	if err != nil {
+		return nil, fmt.Errorf("pebble: details of parcel %d: %w", parcelID, err)
+	}
+	var d protocol.Details
+	if err := protocol.Unmarshal(v, &d); err != nil {
+		return nil, fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, parcelID, err)
+	}
+	return d, nil
+}
+
+// grantRecord is a GrantRecord on disk, CBOR with short keys.
+type grantRecord struct {
+	Grant   protocol.Grant `cbor:"g"`
+	Signed  []byte         `cbor:"s"`
+	Revoked int64          `cbor:"r,omitempty"`
+}
+
+// PutGrant implements store.Store.
+func (s *Store) PutGrant(_ context.Context, g *store.GrantRecord) error {
+	if err := s.enter("put grant"); err != nil {
+		return err
+	}
+	defer s.leave()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	return s.putGrant(g)
+}
+
+// putGrant writes g; the caller holds writeMu.
+func (s *Store) putGrant(g *store.GrantRecord) error {
+	v, err := protocol.Marshal(grantRecord{Grant: g.Grant, Signed: g.Signed, Revoked: g.Revoked})
+	if err != nil {
+		return fmt.Errorf("pebble: grant %s: %w", g.Grant.ID, err)
+	}
+	if err := s.db.Set(grantKey(g.Grant.ID), v, pebbledb.Sync); err != nil {
+		return fmt.Errorf("pebble: grant %s: %w", g.Grant.ID, err)
+	}
+	return nil
+}
+
+func grantKey(id string) []byte { return append([]byte{prefixGrant}, id...) }
+
+func decodeGrant(v []byte) (*store.GrantRecord, error) {
+	var r grantRecord
+	if err := protocol.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("%w: grant: %v", ErrCorrupt, err)
+	}
+	return &store.GrantRecord{Grant: r.Grant, Signed: r.Signed, Revoked: r.Revoked}, nil
+}
+
+// Grant implements store.Store.
+func (s *Store) Grant(_ context.Context, id string) (*store.GrantRecord, error) {
+	if err := s.enter("grant"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	return s.grant(id)
+}
+
+func (s *Store) grant(id string) (*store.GrantRecord, error) {
+	v, err := s.get(grantKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("pebble: grant %s: %w", id, err)
+	}
+	return decodeGrant(v)
+}
+
+// RevokeGrant implements store.Store.
+func (s *Store) RevokeGrant(_ context.Context, id string, at int64) error {
+	if err := s.enter("revoke grant"); err != nil {
+		return err
+	}
+	defer s.leave()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	g, err := s.grant(id)
+	if err != nil {
+		return err
+	}
+	g.Revoked = at
+	return s.putGrant(g)
+}
+
+// Grants implements store.Store: earliest issued first, ties by id, the
+// order every backend uses. Grants are few, so they are sorted in memory.
+func (s *Store) Grants(ctx context.Context) ([]*store.GrantRecord, error) {
+	if err := s.enter("grants"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	var out []*store.GrantRecord
+	err := s.scan(ctx, prefixGrant, func(_, v []byte) (bool, error) {
+		g, err := decodeGrant(v)
+		if err != nil {
+			return false, err
+		}
+		out = append(out, g)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *store.GrantRecord) int {
+		return cmp.Or(cmp.Compare(a.Grant.Issued, b.Grant.Issued), cmp.Compare(a.Grant.ID, b.Grant.ID))
+	})
+	return out, nil
+}
+
+// scan calls fn for each key under prefix p in order until fn returns
+// false or an error.
+func (s *Store) scan(ctx context.Context, p byte, fn func(k, v []byte) (bool, error)) error {
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+	if err != nil {
+		return fmt.Errorf("pebble: scan %q: %w", p, err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return errors.Join(fmt.Errorf("pebble: scan %q: %w", p, err), it.Close())
+		}
+		more, err := fn(it.Key(), v)
+		if err != nil {
+			return errors.Join(err, it.Close())
+		}
+		if !more {
+			break
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("pebble: scan %q: %w", p, err)
+	}
+	return nil
+}
+
+// auditRecord is an AuditEntry on disk without its Seq (the key), CBOR
+// with short keys.
+type auditRecord struct {
+	Time    int64    `cbor:"t"`
+	Peer    string   `cbor:"p,omitempty"`
+	GrantID string   `cbor:"g,omitempty"`
+	Number  string   `cbor:"n,omitempty"`
+	Fields  []string `cbor:"f,omitempty"`
+	Allowed bool     `cbor:"a,omitempty"`
+	Reason  string   `cbor:"r,omitempty"`
+}
+
+// AppendAudit implements store.Store.
+func (s *Store) AppendAudit(_ context.Context, entries []store.AuditEntry) error {
+	if err := s.enter("append audit"); err != nil {
+		return err
+	}
+	defer s.leave()
+	if len(entries) == 0 {
+		return nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	ctr := s.ctr
+	wb := s.db.NewBatch()
+	defer wb.Close()
+	for _, e := range entries {
+		v, err := protocol.Marshal(auditRecord{
+			Time: e.Time, Peer: e.Peer, GrantID: e.GrantID, Number: e.Number,
+			Fields: e.Fields, Allowed: e.Allowed, Reason: e.Reason,
+		})
+		if err != nil {
+			return fmt.Errorf("pebble: audit entry: %w", err)
+		}
+		ctr.auditSeq++
+		_ = wb.Set(idKey(prefixAudit, ctr.auditSeq), v, nil)
+	}
+	_ = wb.Set(keyCounters, ctr.encode(), nil)
+	if err := wb.Commit(pebbledb.Sync); err != nil {
+		return fmt.Errorf("pebble: audit: %w", err)
+	}
+	s.ctr = ctr
+	return nil
+}
+
+// Audit implements store.Store. It scans the log in seq order: queries
+// are rare and made by the carrier, so no time or peer index is kept.
+func (s *Store) Audit(ctx context.Context, q store.AuditQuery) ([]store.AuditEntry, error) {
+	if err := s.enter("audit"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	var out []store.AuditEntry
+	err := s.scan(ctx, prefixAudit, func(k, v []byte) (bool, error) {
+		var r auditRecord
+		if err := protocol.Unmarshal(v, &r); err != nil {
+			return false, fmt.Errorf("%w: audit entry: %v", ErrCorrupt, err)
+		}
+		if r.Time >= q.Since && (q.Peer == "" || r.Peer == q.Peer) {
+			out = append(out, store.AuditEntry{
+				Seq: binary.BigEndian.Uint64(k[1:]), Time: r.Time, Peer: r.Peer, GrantID: r.GrantID,
+				Number: r.Number, Fields: r.Fields, Allowed: r.Allowed, Reason: r.Reason,
+			})
+		}
+		return q.Limit <= 0 || len(out) < q.Limit, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Stats implements store.Store.
+func (s *Store) Stats(context.Context) (store.Stats, error) {
+	if err := s.enter("stats"); err != nil {
+		return store.Stats{}, err
+	}
+	defer s.leave()
+	s.writeMu.Lock()
+	c := s.ctr
+	s.writeMu.Unlock()
+	return store.Stats{Parcels: c.lastParcel, Events: c.events, DiskBytes: s.db.Metrics().DiskSpaceUsage()}, nil
+}
+
+// Close implements store.Store. It waits for calls in flight, wakes feed
+// waiters and closes the database.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return fmt.Errorf("pebble: close: %w", store.ErrClosed)
+	}
+	s.closed = true
+	s.signal.Close()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("pebble: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,836 @@
+// Package storetest is the conformance suite every store.Store backend
+// must pass, and the event builders its tests and benchmarks share.
+//
+// A backend's test calls Run with a function that opens a new, empty
+// store, and RunDurable with one that opens (or reopens) a store in a
+// directory. The suite closes every store it opens.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/protocol"
+	"github.com/stretchr/testify/require"
+)
+
+// Run runs the conformance suite. open must return a new, empty store
+// each time it is called.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"AppendNewParcel", testAppendNewParcel},
+		{"AppendExisting", testAppendExisting},
+		{"EmptyBatch", testEmptyBatch},
+		{"InvalidBatch", testInvalidBatch},
+		{"Conflict", testConflict},
+		{"ConflictWritesNothing", testConflictWritesNothing},
+		{"UpdatesApplyInOrder", testUpdatesApplyInOrder},
+		{"CanceledAppend", testCanceledAppend},
+		{"RecycledNumber", testRecycledNumber},
+		{"NotFound", testNotFound},
+		{"Events", testEvents},
+		{"LookupEventIDs", testLookupEventIDs},
+		{"Feed", testFeed},
+		{"WaitFeed", testWaitFeed},
+		{"ID", func(t *testing.T, s store.Store) { testID(t, s, open(t)) }},
+		{"Details", testDetails},
+		{"Audience", testAudience},
+		{"ReturnsCopies", testReturnsCopies},
+		{"Grants", testGrants},
+		{"Audit", testAudit},
+		{"Stats", testStats},
+		{"Close", testClose},
+		{"ConcurrentDistinctParcels", testConcurrentDistinct},
+		{"ConcurrentSameParcel", testConcurrentSame},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, closeAtEnd(t, open(t)))
+		})
+	}
+}
+
+// closeAtEnd closes s when the test ends; a test may have closed it.
+func closeAtEnd(t *testing.T, s store.Store) store.Store {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return s
+}
+
+// parcel is a test's view of one stored parcel.
+type parcel struct {
+	id    uint64
+	chain Chain
+}
+
+// create appends a new parcel with n events and returns it.
+func create(t *testing.T, s store.Store, number string, n int) parcel {
+	t.Helper()
+	u, c := NewChain(number).Update(t, 0, n)
+	res := commit(t, s, u)
+	return parcel{id: res.ParcelIDs[0], chain: c}
+}
+
+// grow appends n events to p and returns its new state.
+func grow(t *testing.T, s store.Store, p parcel, n int) parcel {
+	t.Helper()
+	u, c := p.chain.Update(t, p.id, n)
+	commit(t, s, u)
+	return parcel{id: p.id, chain: c}
+}
+
+// commit appends one batch of updates and requires success.
+func commit(t *testing.T, s store.Store, updates ...store.ParcelUpdate) *store.AppendResult {
+	t.Helper()
+	res, err := s.Append(t.Context(), &store.Batch{Updates: updates})
+	require.NoError(t, err)
+	require.Len(t, res.ParcelIDs, len(updates))
+	return res
+}
+
+func testAppendNewParcel(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	before := time.Now().UnixMilli()
+	u, c := NewChain(Number(1)).Update(t, 0, 3)
+	u.Audience = []string{"peerB", "peerA"}
+	u.Details = protocol.Details{protocol.FieldRecipientName: "R. Cipient"}
+	res := commit(t, s, u)
+	after := time.Now().UnixMilli()
+	require.NotZero(t, res.ParcelIDs[0])
+	require.Equal(t, uint64(1), res.FeedTail)
+
+	p, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	require.Equal(t, res.ParcelIDs[0], p.ID)
+	require.Equal(t, Number(1), p.Number)
+	require.Equal(t, u.Events[0].CID, p.Genesis)
+	require.Equal(t, uint64(2), p.Seq)
+	require.Equal(t, c.Head, p.Head)
+	require.Equal(t, u.SignedHead, p.SignedHead)
+	require.Equal(t, []string{"peerA", "peerB"}, p.Audience)
+	require.GreaterOrEqual(t, p.Created, before)
+	require.LessOrEqual(t, p.Created, after)
+
+	byID, err := s.ParcelByID(ctx, p.ID)
+	require.NoError(t, err)
+	require.Equal(t, p, byID)
+
+	requireEvents(t, s, p.ID, u.Events)
+}
+
+func testAppendExisting(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u1, c := NewChain(Number(1)).Update(t, 0, 2)
+	res := commit(t, s, u1)
+	id := res.ParcelIDs[0]
+
+	u2, c := c.Update(t, id, 3)
+	res = commit(t, s, u2)
+	require.Equal(t, []uint64{id}, res.ParcelIDs)
+	require.Equal(t, uint64(2), res.FeedTail)
+
+	p, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	require.Equal(t, id, p.ID)
+	require.Equal(t, uint64(4), p.Seq)
+	require.Equal(t, c.Head, p.Head)
+	require.Equal(t, u1.Events[0].CID, p.Genesis)
+	require.Equal(t, u2.SignedHead, p.SignedHead)
+	requireEvents(t, s, id, append(u1.Events, u2.Events...))
+}
+
+func testEmptyBatch(t *testing.T, s store.Store) {
+	create(t, s, Number(1), 1)
+	res, err := s.Append(t.Context(), &store.Batch{})
+	require.NoError(t, err)
+	require.Empty(t, res.ParcelIDs)
+	require.Equal(t, uint64(1), res.FeedTail)
+}
+
+func testInvalidBatch(t *testing.T, s store.Store) {
+	p := create(t, s, Number(1), 2)
+	snap := snapshot(t, s, p.id)
+	good, _ := NewChain(Number(2)).Update(t, 0, 1)
+	cases := []struct {
+		name string
+		mod  func(u *store.ParcelUpdate)
+	}{
+		{"no number", func(u *store.ParcelUpdate) { u.Number = "" }},
+		{"no events", func(u *store.ParcelUpdate) { u.Events = nil }},
+		{"new not at seq 0", func(u *store.ParcelUpdate) { u.New = true }},
+		{"gap after guard", func(u *store.ParcelUpdate) { u.PrevSeq = 0 }},
+		{"gap inside", func(u *store.ParcelUpdate) { u.Events[1].Seq++ }},
+		{"no CID", func(u *store.ParcelUpdate) { u.Events[0].CID = cid.Undef }},
+		{"no bytes", func(u *store.ParcelUpdate) { u.Events[0].Bytes = nil }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, _ := p.chain.Update(t, p.id, 2)
+			tc.mod(&u)
+			_, err := s.Append(t.Context(), &store.Batch{Updates: []store.ParcelUpdate{good, u}})
+			require.ErrorIs(t, err, store.ErrInvalid)
+			require.Equal(t, snap, snapshot(t, s, p.id))
+			_, err = s.Parcel(t.Context(), Number(2))
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+	}
+}
+
+func testConflict(t *testing.T, s store.Store) {
+	p := create(t, s, Number(1), 2)
+	other := create(t, s, Number(2), 1)
+	cases := []struct {
+		name string
+		mod  func(u *store.ParcelUpdate)
+	}{
+		{"stale seq", func(u *store.ParcelUpdate) {
+			// A writer that saw seq 0 appends seq 1, which exists.
+			evs, _ := Chain{Number: p.chain.Number, Next: 1, Head: u.Events[0].CID}.Grow(t, 1)
+			u.PrevSeq, u.Events = 0, evs
+		}},
+		{"seq ahead", func(u *store.ParcelUpdate) {
+			evs, _ := Chain{Number: p.chain.Number, Next: 5, Head: u.Events[0].CID}.Grow(t, 1)
+			u.PrevSeq, u.Events = 4, evs
+		}},
+		{"other parcel's id", func(u *store.ParcelUpdate) { u.ParcelID = other.id }},
+		{"unknown id", func(u *store.ParcelUpdate) { u.ParcelID = other.id + 1000 }},
+		{"unknown number", func(u *store.ParcelUpdate) {
+			evs, _ := Chain{Number: Number(9), Next: 2, Head: u.Events[0].CID}.Grow(t, 1)
+			u.Number, u.Events = Number(9), evs
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, _ := p.chain.Update(t, p.id, 1)
+			tc.mod(&u)
+			_, err := s.Append(t.Context(), &store.Batch{Updates: []store.ParcelUpdate{u}})
+			require.ErrorIs(t, err, store.ErrConflict)
+		})
+	}
+	// The right guard still works.
+	grow(t, s, p, 1)
+}
+
+// testConflictWritesNothing appends a batch whose last update is stale:
+// the good updates before it (a new parcel, an append with audience and
+// details, event ids) must leave no trace.
+func testConflictWritesNothing(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := create(t, s, Number(1), 2)
+	q := create(t, s, Number(2), 1)
+	snapP, snapQ := snapshot(t, s, p.id), snapshot(t, s, q.id)
+
+	fresh, _ := NewChain(Number(3)).Update(t, 0, 2)
+	fresh.Details = protocol.Details{protocol.FieldRecipientPhone: "+44 20 7946 0000"}
+	appendP, _ := p.chain.Update(t, p.id, 2)
+	appendP.Audience = []string{"peerX"}
+	appendP.Details = protocol.Details{protocol.FieldPOD: "signed"}
+	stale, _ := q.chain.Update(t, q.id, 1)
+	stale.PrevSeq, stale.Events = 5, mustGrowAt(t, q.chain.Number, 6, 1)
+
+	_, err := s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{fresh, appendP, stale}})
+	require.ErrorIs(t, err, store.ErrConflict)
+
+	require.Equal(t, snapP, snapshot(t, s, p.id))
+	require.Equal(t, snapQ, snapshot(t, s, q.id))
+	_, err = s.Parcel(ctx, Number(3))
+	require.ErrorIs(t, err, store.ErrNotFound)
+	refs, err := s.LookupEventIDs(ctx, eventIDs(fresh, appendP))
+	require.NoError(t, err)
+	require.Empty(t, refs)
+
+	// The good part alone commits.
+	res := commit(t, s, fresh, appendP)
+	require.Equal(t, snapQ.tail+2, res.FeedTail)
+	require.NotContains(t, []uint64{p.id, q.id}, res.ParcelIDs[0])
+}
+
+// mustGrowAt builds n events of number from seq on, linked to a made-up
+// predecessor: enough for a guard that must fail before anything is read.
+func mustGrowAt(t *testing.T, number string, seq uint64, n int) []store.NewEvent {
+	t.Helper()
+	seed, _ := NewChain(number).Grow(t, 1)
+	evs, _ := Chain{Number: number, Next: seq, Head: seed[0].CID}.Grow(t, n)
+	return evs
+}
+
+func testUpdatesApplyInOrder(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := create(t, s, Number(1), 1)
+	first, c := p.chain.Update(t, p.id, 2)
+	second, c := c.Update(t, p.id, 1)
+	res := commit(t, s, first, second)
+	require.Equal(t, []uint64{p.id, p.id}, res.ParcelIDs)
+	got, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), got.Seq)
+	require.Equal(t, c.Head, got.Head)
+	require.Equal(t, second.SignedHead, got.SignedHead)
+
+	// Two updates with the same guard: the second is stale once the first
+	// applied.
+	a, _ := c.Update(t, p.id, 1)
+	b, _ := c.Update(t, p.id, 2)
+	_, err = s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{a, b}})
+	require.ErrorIs(t, err, store.ErrConflict)
+
+	// Two new parcels with one number: the second is the newest.
+	n1, _ := NewChain(Number(2)).Update(t, 0, 1)
+	n2, _ := NewChain(Number(2)).Update(t, 0, 2)
+	res = commit(t, s, n1, n2)
+	require.NotEqual(t, res.ParcelIDs[0], res.ParcelIDs[1])
+	got, err = s.Parcel(ctx, Number(2))
+	require.NoError(t, err)
+	require.Equal(t, res.ParcelIDs[1], got.ID)
+	require.Equal(t, uint64(1), got.Seq)
+}
+
+func testCanceledAppend(t *testing.T, s store.Store) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	u, _ := NewChain(Number(1)).Update(t, 0, 1)
+	_, err := s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{u}})
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = s.Parcel(t.Context(), Number(1))
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func testRecycledNumber(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	old := create(t, s, Number(1), 3)
+	oldParcel, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+
+	u, c := NewChain(Number(1)).Update(t, 0, 1)
+	res := commit(t, s, u)
+	fresh := parcel{id: res.ParcelIDs[0], chain: c}
+	require.NotEqual(t, old.id, fresh.id)
+
+	got, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	require.Equal(t, fresh.id, got.ID)
+	require.Equal(t, uint64(0), got.Seq)
+	require.Equal(t, u.Events[0].CID, got.Genesis)
+
+	// The old parcel stays readable by id, unchanged.
+	byID, err := s.ParcelByID(ctx, old.id)
+	require.NoError(t, err)
+	require.Equal(t, oldParcel, byID)
+	evs, err := s.Events(ctx, old.id, 0, 0)
+	require.NoError(t, err)
+	require.Len(t, evs, 3)
+	refs, err := s.LookupEventIDs(ctx, []string{EventID(Number(1), 2)})
+	require.NoError(t, err)
+	require.Equal(t, old.id, refs[EventID(Number(1), 2)].ParcelID)
+
+	// Appends go to the newest parcel only.
+	stale, _ := old.chain.Update(t, old.id, 1)
+	_, err = s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{stale}})
+	require.ErrorIs(t, err, store.ErrConflict)
+	u2, _ := fresh.chain.Update(t, fresh.id, 2)
+	commit(t, s, u2)
+	requireEvents(t, s, fresh.id, append(u.Events, u2.Events...))
+	byID, err = s.ParcelByID(ctx, old.id)
+	require.NoError(t, err)
+	require.Equal(t, oldParcel, byID)
+}
+
+func testNotFound(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	_, err := s.Parcel(ctx, Number(1))
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = s.ParcelByID(ctx, 1)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = s.Events(ctx, 1, 0, 0)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = s.Details(ctx, 1)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = s.Grant(ctx, "00000000000000000000000000000000")
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.ErrorIs(t, s.RevokeGrant(ctx, "00000000000000000000000000000000", 1), store.ErrNotFound)
+}
+
+func testEvents(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, _ := NewChain(Number(1)).Update(t, 0, 8)
+	id := commit(t, s, u).ParcelIDs[0]
+	create(t, s, Number(2), 3) // a neighbour whose events must not leak in
+	cases := []struct {
+		from  uint64
+		limit int
+		want  []uint64
+	}{
+		{0, 0, []uint64{0, 1, 2, 3, 4, 5, 6, 7}},
+		{0, 3, []uint64{0, 1, 2}},
+		{3, 2, []uint64{3, 4}},
+		{6, 10, []uint64{6, 7}},
+		{7, 0, []uint64{7}},
+		{8, 0, nil},
+		{100, 5, nil},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("from%d_limit%d", tc.from, tc.limit), func(t *testing.T) {
+			evs, err := s.Events(ctx, id, tc.from, tc.limit)
+			require.NoError(t, err)
+			require.Len(t, evs, len(tc.want))
+			for i, seq := range tc.want {
+				require.Equal(t, seq, evs[i].Seq)
+				require.Equal(t, u.Events[seq].Bytes, evs[i].Bytes)
+			}
+		})
+	}
+}
+
+func testLookupEventIDs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u1, _ := NewChain(Number(1)).Update(t, 0, 3)
+	u2, _ := NewChain(Number(2)).Update(t, 0, 2)
+	u2.Events[1].ID = "" // an event without a carrier id is not indexed
+	res := commit(t, s, u1, u2)
+
+	ids := []string{EventID(Number(1), 0), EventID(Number(1), 2), EventID(Number(2), 0), EventID(Number(2), 1), "never-stored", ""}
+	refs, err := s.LookupEventIDs(ctx, ids)
+	require.NoError(t, err)
+	require.Equal(t, map[string]store.EventRef{
+		EventID(Number(1), 0): {ParcelID: res.ParcelIDs[0], Number: Number(1), Seq: 0, CID: u1.Events[0].CID},
+		EventID(Number(1), 2): {ParcelID: res.ParcelIDs[0], Number: Number(1), Seq: 2, CID: u1.Events[2].CID},
+		EventID(Number(2), 0): {ParcelID: res.ParcelIDs[1], Number: Number(2), Seq: 0, CID: u2.Events[0].CID},
+	}, refs)
+
+	refs, err = s.LookupEventIDs(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, refs)
+}
+
+func testFeed(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tail, err := s.FeedTail(ctx)
+	require.NoError(t, err)
+	require.Zero(t, tail)
+	entries, err := s.Feed(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Empty(t, entries)
+
+	a, ca := NewChain(Number(1)).Update(t, 0, 2)
+	b, cb := NewChain(Number(2)).Update(t, 0, 1)
+	c, _ := NewChain(Number(3)).Update(t, 0, 3)
+	res := commit(t, s, a, b, c)
+	require.Equal(t, uint64(3), res.FeedTail)
+	ida, idb, idc := res.ParcelIDs[0], res.ParcelIDs[1], res.ParcelIDs[2]
+	a2, _ := ca.Update(t, ida, 3)
+	b2, _ := cb.Update(t, idb, 1)
+	res = commit(t, s, b2, a2)
+	require.Equal(t, uint64(5), res.FeedTail)
+
+	all := []store.FeedEntry{
+		{Pos: 1, ParcelID: ida, Number: Number(1), FromSeq: 0, ToSeq: 1},
+		{Pos: 2, ParcelID: idb, Number: Number(2), FromSeq: 0, ToSeq: 0},
+		{Pos: 3, ParcelID: idc, Number: Number(3), FromSeq: 0, ToSeq: 2},
+		{Pos: 4, ParcelID: idb, Number: Number(2), FromSeq: 1, ToSeq: 1},
+		{Pos: 5, ParcelID: ida, Number: Number(1), FromSeq: 2, ToSeq: 4},
+	}
+	cases := []struct {
+		after uint64
+		limit int
+		want  []store.FeedEntry
+	}{
+		{0, 0, all},
+		{0, 2, all[:2]},
+		{2, 0, all[2:]},
+		{3, 1, all[3:4]},
+		{4, 10, all[4:]},
+		{5, 10, nil},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("after%d_limit%d", tc.after, tc.limit), func(t *testing.T) {
+			got, err := s.Feed(ctx, tc.after, tc.limit)
+			require.NoError(t, err)
+			if tc.want == nil {
+				require.Empty(t, got)
+				return
+			}
+			require.Equal(t, tc.want, got)
+		})
+	}
+	tail, err = s.FeedTail(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), tail)
+	_, err = s.Feed(ctx, 6, 10)
+	require.ErrorIs(t, err, store.ErrUnknownCursor)
+}
+
+func testWaitFeed(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := create(t, s, Number(1), 1)
+
+	// Already beyond: returns at once.
+	require.NoError(t, s.WaitFeed(ctx, 0))
+	require.ErrorIs(t, s.WaitFeed(ctx, 2), store.ErrUnknownCursor)
+
+	// Blocks until an append, then wakes.
+	woke := make(chan error, 1)
+	go func() { woke <- s.WaitFeed(ctx, 1) }()
+	select {
+	case err := <-woke:
+		t.Fatalf("WaitFeed returned before an append: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	grow(t, s, p, 1)
+	select {
+	case err := <-woke:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitFeed did not wake on append")
+	}
+
+	// Honours its context.
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, s.WaitFeed(cctx, 2), context.DeadlineExceeded)
+
+	// Close wakes a waiter.
+	go func() { woke <- s.WaitFeed(ctx, 2) }()
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, s.Close())
+	select {
+	case err := <-woke:
+		require.ErrorIs(t, err, store.ErrClosed)
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitFeed did not wake on Close")
+	}
+}
+
+func testID(t *testing.T, s, other store.Store) {
+	closeAtEnd(t, other)
+	require.NotEmpty(t, s.ID())
+	require.Equal(t, s.ID(), s.ID())
+	require.NotEqual(t, s.ID(), other.ID(), "two stores share a feed id")
+}
+
+func testDetails(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	secret := "Ms Unique-Recipient-7f3a"
+	address := "12 Secret Lane, Hidden Town"
+	u, c := NewChain(Number(1)).Update(t, 0, 2)
+	u.Details = protocol.Details{protocol.FieldRecipientName: secret, protocol.FieldRecipientAddress: "old address"}
+	id := commit(t, s, u).ParcelIDs[0]
+	plain := create(t, s, Number(2), 1)
+
+	d, err := s.Details(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, u.Details, d)
+	_, err = s.Details(ctx, plain.id)
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// A later update merges field by field; one without details keeps them.
+	u2, c := c.Update(t, id, 1)
+	u2.Details = protocol.Details{protocol.FieldRecipientAddress: address, protocol.FieldPOD: "photo:abc"}
+	commit(t, s, u2)
+	u3, _ := c.Update(t, id, 1)
+	commit(t, s, u3)
+	d, err = s.Details(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, protocol.Details{
+		protocol.FieldRecipientName:    secret,
+		protocol.FieldRecipientAddress: address,
+		protocol.FieldPOD:              "photo:abc",
+	}, d)
+
+	// Never part of the public view.
+	p, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	evs, err := s.Events(ctx, id, 0, 0)
+	require.NoError(t, err)
+	feed, err := s.Feed(ctx, 0, 0)
+	require.NoError(t, err)
+	public := [][]byte{p.SignedHead, []byte(p.Number), []byte(fmt.Sprint(p.Audience))}
+	for _, e := range evs {
+		public = append(public, e.Bytes)
+	}
+	public = append(public, []byte(fmt.Sprint(feed)))
+	for _, b := range public {
+		for _, v := range []string{secret, address, "photo:abc"} {
+			require.False(t, bytes.Contains(b, []byte(v)), "detail %q readable in public data", v)
+		}
+	}
+}
+
+func testAudience(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, c := NewChain(Number(1)).Update(t, 0, 1)
+	u.Audience = []string{"peerC", "peerA"}
+	id := commit(t, s, u).ParcelIDs[0]
+	steps := []struct {
+		add  []string
+		want []string
+	}{
+		{[]string{"peerB", "peerA"}, []string{"peerA", "peerB", "peerC"}},
+		{nil, []string{"peerA", "peerB", "peerC"}},
+		{[]string{"peerD", "peerD"}, []string{"peerA", "peerB", "peerC", "peerD"}},
+	}
+	for _, st := range steps {
+		var u store.ParcelUpdate
+		u, c = c.Update(t, id, 1)
+		u.Audience = st.add
+		commit(t, s, u)
+		p, err := s.Parcel(ctx, Number(1))
+		require.NoError(t, err)
+		require.Equal(t, st.want, p.Audience)
+	}
+}
+
+// testReturnsCopies checks that callers cannot change stored data through
+// slices they passed in or got back.
+func testReturnsCopies(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, _ := NewChain(Number(1)).Update(t, 0, 2)
+	u.Audience = []string{"peerA"}
+	want := append([]byte(nil), u.Events[0].Bytes...)
+	id := commit(t, s, u).ParcelIDs[0]
+	u.Events[0].Bytes[0] ^= 0xff
+	u.Audience[0] = "peerZ"
+
+	evs, err := s.Events(ctx, id, 0, 1)
+	require.NoError(t, err)
+	require.Equal(t, want, evs[0].Bytes)
+	evs[0].Bytes[0] ^= 0xff
+	p, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	require.Equal(t, []string{"peerA"}, p.Audience)
+	p.Audience[0] = "peerY"
+	p.SignedHead[0] ^= 0xff
+
+	evs, err = s.Events(ctx, id, 0, 1)
+	require.NoError(t, err)
+	require.Equal(t, want, evs[0].Bytes)
+	again, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	require.Equal(t, []string{"peerA"}, again.Audience)
+	require.Equal(t, u.SignedHead, again.SignedHead)
+}
+
+// testGrant returns a grant record; the store does not validate grants.
+func testGrant(id string, issued int64) *store.GrantRecord {
+	return &store.GrantRecord{
+		Grant: protocol.Grant{
+			ID: id, Carrier: Carrier, Holder: "12D3KooWGRUVh2QFt8gKPjTwmmf4TvmgmUvbwwvdJQTczH6ZuQmb",
+			Audience: true, Fields: []string{protocol.FieldPOD, protocol.FieldRecipientName},
+			Issued: issued, Expires: issued + 86_400_000,
+		},
+		Signed: []byte("cose-" + id),
+	}
+}
+
+func testGrants(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	g1 := testGrant("11111111111111111111111111111111", baseTime+2000)
+	g2 := testGrant("22222222222222222222222222222222", baseTime+1000)
+	g3 := testGrant("33333333333333333333333333333333", baseTime+3000)
+	g3.Grant.Audience, g3.Grant.Numbers = false, []string{Number(1), Number(2)}
+	list, err := s.Grants(ctx)
+	require.NoError(t, err)
+	require.Empty(t, list)
+	for _, g := range []*store.GrantRecord{g1, g2, g3} {
+		require.NoError(t, s.PutGrant(ctx, g))
+	}
+	got, err := s.Grant(ctx, g3.Grant.ID)
+	require.NoError(t, err)
+	require.Equal(t, g3, got)
+
+	require.NoError(t, s.RevokeGrant(ctx, g1.Grant.ID, baseTime+5000))
+	got, err = s.Grant(ctx, g1.Grant.ID)
+	require.NoError(t, err)
+	require.Equal(t, baseTime+5000, got.Revoked)
+	require.Equal(t, g1.Grant, got.Grant)
+
+	list, err = s.Grants(ctx)
+	require.NoError(t, err)
+	revoked := *g1
+	revoked.Revoked = baseTime + 5000
+	require.Equal(t, []*store.GrantRecord{g2, &revoked, g3}, list, "oldest issued first")
+
+	// Put replaces a grant of the same id.
+	g2.Signed = []byte("reissued")
+	require.NoError(t, s.PutGrant(ctx, g2))
+	got, err = s.Grant(ctx, g2.Grant.ID)
+	require.NoError(t, err)
+	require.Equal(t, []byte("reissued"), got.Signed)
+	list, err = s.Grants(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 3)
+}
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	entry := func(time int64, peer string, allowed bool) store.AuditEntry {
+		return store.AuditEntry{
+			Time: time, Peer: peer, GrantID: "11111111111111111111111111111111", Number: Number(1),
+			Fields: []string{protocol.FieldPOD}, Allowed: allowed, Reason: fmt.Sprintf("r%d", time),
+		}
+	}
+	in := []store.AuditEntry{entry(100, "peerA", true), entry(200, "peerB", false), entry(300, "peerA", true)}
+	require.NoError(t, s.AppendAudit(ctx, in[:2]))
+	require.NoError(t, s.AppendAudit(ctx, nil))
+	require.NoError(t, s.AppendAudit(ctx, in[2:]))
+	in = append(in, entry(250, "peerB", true)) // clocks may step back
+	require.NoError(t, s.AppendAudit(ctx, in[3:]))
+
+	all, err := s.Audit(ctx, store.AuditQuery{})
+	require.NoError(t, err)
+	require.Len(t, all, 4)
+	for i := range all {
+		require.NotZero(t, all[i].Seq)
+		if i > 0 {
+			require.Greater(t, all[i].Seq, all[i-1].Seq)
+		}
+		want := in[i]
+		want.Seq = all[i].Seq
+		require.Equal(t, want, all[i])
+	}
+	times := func(es []store.AuditEntry) []int64 {
+		var out []int64
+		for _, e := range es {
+			out = append(out, e.Time)
+		}
+		return out
+	}
+	cases := []struct {
+		name string
+		q    store.AuditQuery
+		want []int64 // entry times, which are distinct here
+	}{
+		{"since", store.AuditQuery{Since: 200}, []int64{200, 300, 250}},
+		{"peer", store.AuditQuery{Peer: "peerA"}, []int64{100, 300}},
+		{"limit", store.AuditQuery{Limit: 2}, []int64{100, 200}},
+		{"since and peer", store.AuditQuery{Since: 150, Peer: "peerB"}, []int64{200, 250}},
+		{"all filters", store.AuditQuery{Since: 150, Peer: "peerB", Limit: 1}, []int64{200}},
+		{"none match", store.AuditQuery{Peer: "peerZ"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Audit(ctx, tc.q)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, times(got))
+		})
+	}
+}
+
+func testStats(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	st, err := s.Stats(ctx)
+	require.NoError(t, err)
+	require.Zero(t, st.Parcels)
+	require.Zero(t, st.Events)
+	p := create(t, s, Number(1), 3)
+	create(t, s, Number(2), 2)
+	grow(t, s, p, 4)
+	create(t, s, Number(1), 1) // a recycled number is another parcel
+	st, err = s.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), st.Parcels)
+	require.Equal(t, uint64(10), st.Events)
+}
+
+func testClose(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := create(t, s, Number(1), 1)
+	id := s.ID()
+	require.NoError(t, s.Close())
+	require.ErrorIs(t, s.Close(), store.ErrClosed)
+	require.Equal(t, id, s.ID())
+
+	u, _ := p.chain.Update(t, p.id, 1)
+	calls := map[string]func() error{
+		"Append": func() error {
+			_, err := s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{u}})
+			return err
+		},
+		"Parcel":         func() error { _, err := s.Parcel(ctx, Number(1)); return err },
+		"ParcelByID":     func() error { _, err := s.ParcelByID(ctx, p.id); return err },
+		"Events":         func() error { _, err := s.Events(ctx, p.id, 0, 0); return err },
+		"LookupEventIDs": func() error { _, err := s.LookupEventIDs(ctx, []string{"x"}); return err },
+		"Feed":           func() error { _, err := s.Feed(ctx, 0, 0); return err },
+		"FeedTail":       func() error { _, err := s.FeedTail(ctx); return err },
+		"WaitFeed":       func() error { return s.WaitFeed(ctx, 1) },
+		"Details":        func() error { _, err := s.Details(ctx, p.id); return err },
+		"PutGrant":       func() error { return s.PutGrant(ctx, testGrant("11111111111111111111111111111111", baseTime)) },
+		"Grant":          func() error { _, err := s.Grant(ctx, "11111111111111111111111111111111"); return err },
+		"RevokeGrant":    func() error { return s.RevokeGrant(ctx, "11111111111111111111111111111111", 1) },
+		"Grants":         func() error { _, err := s.Grants(ctx); return err },
+		"AppendAudit":    func() error { return s.AppendAudit(ctx, []store.AuditEntry{{Time: 1}}) },
+		"Audit":          func() error { _, err := s.Audit(ctx, store.AuditQuery{}); return err },
+		"Stats":          func() error { _, err := s.Stats(ctx); return err },
+	}
+	for name, call := range calls {
+		require.ErrorIs(t, call(), store.ErrClosed, name)
+	}
+}
+
+// snap is what a failed Append must leave untouched.
+type snap struct {
+	parcel  *store.Parcel
+	events  []store.Event
+	details protocol.Details
+	tail    uint64
+	feed    []store.FeedEntry
+	stats   store.Stats
+}
+
+func snapshot(t *testing.T, s store.Store, id uint64) snap {
+	t.Helper()
+	ctx := t.Context()
+	var sn snap
+	var err error
+	sn.parcel, err = s.ParcelByID(ctx, id)
+	require.NoError(t, err)
+	sn.events, err = s.Events(ctx, id, 0, 0)
+	require.NoError(t, err)
+	sn.details, err = s.Details(ctx, id)
+	if !errors.Is(err, store.ErrNotFound) {
+		require.NoError(t, err)
+	}
+	sn.tail, err = s.FeedTail(ctx)
+	require.NoError(t, err)
+	sn.feed, err = s.Feed(ctx, 0, 0)
+	require.NoError(t, err)
+	sn.stats, err = s.Stats(ctx)
+	require.NoError(t, err)
+	sn.stats.DiskBytes = 0 // compactions change it
+	return sn
+}
+
+// requireEvents checks that parcel id holds exactly want, from seq 0.
+func requireEvents(t *testing.T, s store.Store, id uint64, want []store.NewEvent) {
+	t.Helper()
+	got, err := s.Events(t.Context(), id, 0, 0)
+	require.NoError(t, err)
+	require.Len(t, got, len(want))
+	for i := range want {
+		require.Equal(t, uint64(i), got[i].Seq)
+		require.Equal(t, want[i].Bytes, got[i].Bytes, "seq %d", i)
+		require.Equal(t, want[i].CID, protocol.CIDOf(got[i].Bytes), "seq %d", i)
+	}
+}
+
+func eventIDs(updates ...store.ParcelUpdate) []string {
+	var ids []string
+	for _, u := range updates {
+		for _, e := range u.Events {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
+}
