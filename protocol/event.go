@@ -46,18 +46,18 @@ type Event struct {
 // Location is where a scan happened. Coordinates are coarse and integer
 // (micro-degrees) because floats are not allowed in records.
 type Location struct {
-	Country  string `cbor:"country"` // ISO 3166-1 alpha-2
-	Locode   string `cbor:"locode,omitempty"`
-	City     string `cbor:"city,omitempty"`
-	Facility string `cbor:"facility,omitempty"`
-	LatE6    *int64 `cbor:"lat_e6,omitempty"`
-	LonE6    *int64 `cbor:"lon_e6,omitempty"`
+	Country  string `cbor:"country" json:"country"` // ISO 3166-1 alpha-2
+	Locode   string `cbor:"locode,omitempty" json:"locode,omitempty"`
+	City     string `cbor:"city,omitempty" json:"city,omitempty"`
+	Facility string `cbor:"facility,omitempty" json:"facility,omitempty"`
+	LatE6    *int64 `cbor:"lat_e6,omitempty" json:"lat_e6,omitempty"`
+	LonE6    *int64 `cbor:"lon_e6,omitempty" json:"lon_e6,omitempty"`
 }
 
 // Handoff names the parcel's next leg at another carrier.
 type Handoff struct {
-	Carrier string `cbor:"carrier"`
-	Number  string `cbor:"number"`
+	Carrier string `cbor:"carrier" json:"carrier"`
+	Number  string `cbor:"number" json:"number"`
 }
 
 // EncodeEvent validates e and returns its canonical bytes and CID.

@@ -1,0 +1,130 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// ParcelView is one tracked parcel as `opentrack track --json` prints it
+// and the gateway serves it. Its JSON keys are a contract for scripts.
+type ParcelView struct {
+	Number     string           `json:"number"`
+	Carrier    string           `json:"carrier"`
+	Found      bool             `json:"found"`
+	Verified   bool             `json:"verified"`
+	Head       string           `json:"head,omitempty"`   // CID of the newest event
+	KeyID      string           `json:"key_id,omitempty"` // hex id of the key that signed the head
+	Events     []EventView      `json:"events"`
+	Details    protocol.Details `json:"details,omitempty"`
+	Error      string           `json:"error,omitempty"`   // protocol code: not_found, rate_limited, bad_signature...
+	Message    string           `json:"message,omitempty"` // human-readable detail of Error
+	RetryAfter uint64           `json:"retry_after_ms,omitempty"`
+}
+
+// EventView is one verified event.
+type EventView struct {
+	Seq         uint64            `json:"seq"`
+	Time        string            `json:"time"` // RFC 3339, UTC
+	Status      protocol.Status   `json:"status"`
+	Reason      string            `json:"reason,omitempty"`
+	Location    protocol.Location `json:"location"`
+	Description string            `json:"description,omitempty"`
+	Lang        string            `json:"lang,omitempty"`
+	ETA         string            `json:"eta,omitempty"`
+	Handoff     *protocol.Handoff `json:"handoff,omitempty"`
+	CID         string            `json:"cid"`
+}
+
+// View turns a track result and its verification into a ParcelView.
+// verr is the verification error, nil when v is set.
+func View(number, carrier string, res *protocol.TrackResult, v *Verified, verr error) ParcelView {
+	pv := ParcelView{Number: number, Carrier: carrier, Events: []EventView{}}
+	if res != nil {
+		pv.RetryAfter = res.RetryAfter
+	}
+	if verr != nil {
+		pv.Error, pv.Message = protocol.CodeOf(verr), verr.Error()
+		if pv.Error == "" {
+			pv.Error = protocol.CodeInternal
+		}
+		return pv
+	}
+	pv.Found, pv.Verified = true, true
+	pv.Head, pv.KeyID = v.Head.Head.Head.String(), hex.EncodeToString(v.KeyID)
+	pv.Details = res.Details
+	for i, e := range v.Events {
+		ev := EventView{
+			Seq: e.Seq, Time: formatMillis(e.Time), Status: e.Status, Reason: e.Reason, Location: e.Location,
+			Description: e.Description, Lang: e.Lang, Handoff: e.Handoff, CID: v.CIDs[i].String(),
+		}
+		if e.ETA != 0 {
+			ev.ETA = formatMillis(e.ETA)
+		}
+		pv.Events = append(pv.Events, ev)
+	}
+	return pv
+}
+
+func formatMillis(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
+
+// Lookup asks p for numbers (any count; sent in requests of at most
+// protocol.MaxNumbersPerRequest), verifies every result against keys, and
+// returns one view per number in order. A number that fails to verify has
+// Verified false and Error set; err is only for a failed exchange.
+func (c *Client) Lookup(ctx context.Context, p peer.ID, carrier string, numbers []string, keys protocol.KeyResolver, grant []byte) ([]ParcelView, error) {
+	out := make([]ParcelView, 0, len(numbers))
+	for start := 0; start < len(numbers); start += protocol.MaxNumbersPerRequest {
+		chunk := numbers[start:min(start+protocol.MaxNumbersPerRequest, len(numbers))]
+		queries := make([]protocol.TrackQuery, len(chunk))
+		for i, n := range chunk {
+			queries[i] = protocol.TrackQuery{Number: n}
+		}
+		resp, err := c.Track(ctx, p, queries, grant)
+		if err != nil {
+			return out, err
+		}
+		if resp.Error != nil {
+			e := &protocol.Error{Code: resp.Error.Code, Msg: resp.Error.Message}
+			for _, n := range chunk {
+				pv := View(n, carrier, nil, nil, e)
+				pv.RetryAfter = resp.Error.RetryAfter
+				out = append(out, pv)
+			}
+			continue
+		}
+		for i := range resp.Results {
+			res := &resp.Results[i]
+			v, err := VerifyResult(res, carrier, keys, protocol.Link{}, 0)
+			out = append(out, View(chunk[i], carrier, res, v, err))
+		}
+	}
+	return out, nil
+}
+
+// InfoKeys resolves keys from a node's own info answer. It pins whatever
+// the node presents, so it only protects against tampering in transit and
+// within the chain; the registry is what binds keys to carriers.
+type InfoKeys struct {
+	Carrier string
+	Keys    [][]byte
+}
+
+// CarrierKey implements protocol.KeyResolver.
+func (k InfoKeys) CarrierKey(carrier string, kid []byte, _ int64) (ed25519.PublicKey, error) {
+	if carrier != k.Carrier {
+		return nil, fmt.Errorf("%w: the node serves %s, the record is for %s", protocol.ErrWrongCarrier, k.Carrier, carrier)
+	}
+	for _, key := range k.Keys {
+		if bytes.Equal(protocol.KeyID(key), kid) {
+			return ed25519.PublicKey(key), nil
+		}
+	}
+	return nil, fmt.Errorf("%w: key %x is not one the node presents", protocol.ErrUnknownKey, kid)
+}
