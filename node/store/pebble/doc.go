@@ -36,4 +36,35 @@
 // A parcel record is laid out by hand (version, id, seq, created, genesis
 // and head CIDs, signed head, audience, number): it is rewritten on every
 // append to its parcel, so its size matters more than its flexibility.
+//
+// # Measurements
+//
+// go test -bench . in this package with the default Options, on the
+// 2-core development machine. It is shared with other work, so figures
+// vary up to twofold between runs; the ranges are three runs.
+//
+//	durable ingest, one fsynced batch of 1000 events per Append:
+//	  125 new parcels × 8 events        250k–450k events/s, p99 6–21 ms
+//	  1000 new parcels × 1 event         64k–124k events/s, p99 16–72 ms
+//	  1000 existing parcels × 1 event    70k–100k events/s, p99 20–54 ms
+//	lookups, Parcel then Events, 100k parcels × 8 events, 2 goroutines:
+//	  64 MiB cache (working set ~230 MB)  39k–77k lookups/s
+//	  256 MiB cache (all of it cached)   132k–167k lookups/s
+//	disk after a full compaction, 200k events of 192 bytes, written one
+//	event per parcel per batch:
+//	  zstd 110.6, minlz 125.0, snappy 128.6, none 290.9 bytes/event
+//
+// The appends to existing parcels, steady ingest, are bound by the get of
+// each parcel's record (the guard, and the record is rewritten) and by
+// memtable inserts; new parcels in whole histories are bound by the fsync.
+//
+// What was tried: CockroachDB's 32 KiB blocks gave 29k–47k lookups/s with
+// the 64 MiB cache, since every miss decompresses a whole block; 16 KiB
+// gave 59k–60k at 109 bytes/event and 4 KiB 57k at 137, so 16 KiB it is.
+// MinLZ instead of zstd gained about 7% on those lookups for 13% more
+// disk. zstd on index blocks (pebble's plain ZSTD profile) made ingest of
+// new parcels 54k events/s against 124k with MinLZ index blocks, at the
+// same size. 32 KiB index blocks instead of 256 KiB changed nothing
+// measurable. L6 bloom filters are not written: point gets never read
+// them.
 package pebble

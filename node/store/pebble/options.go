@@ -85,9 +85,10 @@ type Options struct {
 	BloomBitsPerKey int
 
 	// Compression is the block compression: "zstd", "snappy", "minlz" or
-	// "none". Default "zstd": it stores realistic events in well under the
-	// DESIGN §8 budget of 200 bytes each, which snappy does not (see
-	// doc.go for the measurements).
+	// "none". Default "zstd" (level 3 on data blocks, MinLZ on index and
+	// filter blocks): 111 bytes per stored event against 125 for MinLZ,
+	// 129 for snappy and 291 uncompressed, for lookups within 10% of
+	// MinLZ's (doc.go has the measurements).
 	Compression string
 
 	// BytesPerSync makes sstable writes sync every so many bytes, so the
