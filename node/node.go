@@ -84,7 +84,7 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 
-	infoCfg := service.InfoConfig{Version: version.Version, Metrics: n.Metrics, Logger: log}
+	infoCfg := service.InfoConfig{Version: version.Agent, Metrics: n.Metrics, Logger: log}
 	if cfg.Role == repo.RoleCarrier {
 		signer, err := r.Signer()
 		if err != nil {

@@ -27,8 +27,10 @@ func trackCmd() *cobra.Command {
 		Short: "Query a carrier node, verify the signature and the chain, and print the timeline",
 		Long: `Query a carrier node for tracking numbers, verify each signed head and event
 chain, and print a readable timeline (or, with --json, a JSON array with one
-object per number). The key checked is the one the node presents through the
-info protocol. Exit status is 1 if any record fails verification.`,
+object per number). Without a registry, the key checked is the one the node
+presents through the info protocol ("key_source": "node"): that proves the
+chain and catches tampering in transit, but not who the node is. Exit
+status is 1 if any record fails verification.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
@@ -112,6 +114,9 @@ func lookup(ctx context.Context, cl *client.Client, p peer.ID, info *protocol.In
 		return nil, err
 	}
 	for j, v := range got {
+		if v.Verified {
+			v.KeySource = "node"
+		}
 		views[at[j]] = v
 	}
 	return views, nil
@@ -143,7 +148,7 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			fmt.Fprintf(w, "%s  %s: %s\n", v.Number, v.Error, v.Message)
 			continue
 		}
-		fmt.Fprintf(w, "%s  carrier %s  verified (key %s)  head %s\n", v.Number, v.Carrier, v.KeyID, v.Head)
+		fmt.Fprintf(w, "%s  carrier %s  verified against the %s key %s  head %s\n", v.Number, v.Carrier, v.KeySource, v.KeyID, v.Head)
 		for _, e := range v.Events {
 			place := strings.Join(nonEmpty(e.Location.Facility, e.Location.City, e.Location.Country), ", ")
 			status := string(e.Status)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -143,10 +144,13 @@ func (c *Client) Track(ctx context.Context, p peer.ID, queries []protocol.TrackQ
 			return resp, nil
 		}
 		st.s.Reset()
-		// A pooled stream can die while idle (the server's idle timeout, a
-		// restart). Track only reads, so one more try on a fresh stream is
-		// safe; the peer's other idle streams are likely dead too.
-		if !reused || protocol.CodeOf(err) != "" || ctx.Err() != nil {
+		// A pooled stream can end while idle (the server's idle timeout, a
+		// restart): the request then meets a reset or the end of the
+		// stream. Track only reads, so one more try on a fresh stream is
+		// safe; the peer's other idle streams are likely gone too. A
+		// timeout or a bad response is not retried.
+		stale := errors.Is(err, network.ErrReset) || errors.Is(err, io.EOF)
+		if !reused || !stale || ctx.Err() != nil {
 			return nil, err
 		}
 		c.dropPeer(p)

@@ -42,7 +42,9 @@ func TestVerifyResult(t *testing.T) {
 		{name: "middle page", edit: func(r *protocol.TrackResult) { r.Events, r.More = r.Events[3:6], true }, known: protocol.LinkTo(p.CIDs[2]), knownSeq: 2, wantSeqs: []uint64{3, 4, 5}},
 		{name: "head just within the clock skew", now: headTime.Add(-MaxClockSkew), wantSeqs: []uint64{0, 1, 2, 3, 4, 5, 6, 7}, full: true},
 
-		{name: "error result", edit: func(r *protocol.TrackResult) { *r = protocol.TrackResult{Number: r.Number, Code: protocol.CodeNotFound} }, want: protocol.CodeNotFound},
+		{name: "error result", edit: func(r *protocol.TrackResult) {
+			*r = protocol.TrackResult{Number: r.Number, Code: protocol.CodeNotFound}
+		}, want: protocol.CodeNotFound},
 		{name: "unknown result code", edit: func(r *protocol.TrackResult) { *r = protocol.TrackResult{Number: r.Number, Code: "on_fire"} }, want: "on_fire"},
 		{name: "no code", edit: func(r *protocol.TrackResult) { r.Code = "" }, want: "invalid_record"},
 		{name: "garbage head", edit: func(r *protocol.TrackResult) { r.Head = []byte{0x01, 0x02} }, want: "malformed"},

@@ -15,12 +15,15 @@ import (
 // ParcelView is one tracked parcel as `opentrack track --json` prints it
 // and the gateway serves it. Its JSON keys are a contract for scripts.
 type ParcelView struct {
-	Number     string           `json:"number"`
-	Carrier    string           `json:"carrier"`
-	Found      bool             `json:"found"`
-	Verified   bool             `json:"verified"`
-	Head       string           `json:"head,omitempty"`   // CID of the newest event
-	KeyID      string           `json:"key_id,omitempty"` // hex id of the key that signed the head
+	Number   string `json:"number"`
+	Carrier  string `json:"carrier"`
+	Found    bool   `json:"found"`
+	Verified bool   `json:"verified"`
+	Head     string `json:"head,omitempty"`   // CID of the newest event
+	KeyID    string `json:"key_id,omitempty"` // hex id of the key that signed the head
+	// KeySource says where the verifying key came from: "registry", or
+	// "node" when it is only what the node itself presented (spec §8.6).
+	KeySource  string           `json:"key_source,omitempty"`
 	Events     []EventView      `json:"events"`
 	Details    protocol.Details `json:"details,omitempty"`
 	Error      string           `json:"error,omitempty"`   // protocol code: not_found, rate_limited, bad_signature...

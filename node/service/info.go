@@ -113,20 +113,11 @@ func (i *Info) Register(h host.Host) { i.srv.register(h, i.handle) }
 func (i *Info) Unregister() { i.srv.unregister() }
 
 func (i *Info) handle(s network.Stream) {
-	if _, ok := i.srv.begin(s); !ok {
-		s.Reset()
+	_, done, ok := i.srv.open(s, InfoServiceName, infoStreamMemory)
+	if !ok {
 		return
 	}
-	defer i.srv.end(s)
-	if err := s.Scope().SetService(InfoServiceName); err != nil {
-		i.srv.reset(s, reasonLimit, err)
-		return
-	}
-	if err := s.Scope().ReserveMemory(infoStreamMemory, network.ReservationPriorityAlways); err != nil {
-		i.srv.reset(s, reasonLimit, err)
-		return
-	}
-	defer s.Scope().ReleaseMemory(infoStreamMemory)
+	defer done()
 	if err := s.SetDeadline(time.Now().Add(i.opts.RequestTimeout)); err != nil {
 		s.Reset()
 		return

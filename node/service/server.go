@@ -78,6 +78,32 @@ func (s *server) unregister() {
 	s.wg.Wait()
 }
 
+// open does what every handler does first, in the order the spec gives:
+// it records the stream, charges it to its resource-manager service and
+// reserves memory for it. It returns the server's context and done, which
+// undoes all three; on failure it has reset the stream.
+func (s *server) open(st network.Stream, service string, memory int) (ctx context.Context, done func(), ok bool) {
+	ctx, ok = s.begin(st)
+	if !ok {
+		st.Reset()
+		return nil, nil, false
+	}
+	if err := st.Scope().SetService(service); err != nil {
+		s.reset(st, reasonLimit, err)
+		s.end(st)
+		return nil, nil, false
+	}
+	if err := st.Scope().ReserveMemory(memory, network.ReservationPriorityAlways); err != nil {
+		s.reset(st, reasonLimit, err)
+		s.end(st)
+		return nil, nil, false
+	}
+	return ctx, func() {
+		st.Scope().ReleaseMemory(memory)
+		s.end(st)
+	}, true
+}
+
 // begin records an open stream. It returns the server's context, and false
 // when the server is no longer registered (a stream that raced unregister).
 func (s *server) begin(st network.Stream) (context.Context, bool) {

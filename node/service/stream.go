@@ -34,6 +34,9 @@ type trackStream struct {
 // awaitRequest prepares the wait for the next request under the idle
 // deadline.
 func (ts *trackStream) awaitRequest(now time.Time) {
+	if ts.strict {
+		ts.readAt = time.Time{} // a request deadline, however far, is not an idle one
+	}
 	ts.reading, ts.strict = false, false
 	if nodehost.RenewDeadline(&ts.readAt, now, ts.t.opts.IdleTimeout) {
 		ts.s.SetReadDeadline(ts.readAt)

@@ -64,12 +64,13 @@ const (
 // Either is a backend bug.
 var errBadEvents = errors.New("service: store returned bad events")
 
-// Policy admits track requests; node/policy implements it with per-peer
-// token buckets and allow and deny lists.
+// Policy admits track requests. It is the hook for the access policy of
+// DESIGN section 5 (per-peer token buckets, allow and deny lists).
 type Policy interface {
-	// AdmitTrack is asked once per request with how many numbers it
-	// carries. When it refuses, every number is answered rate_limited with
-	// retryAfter.
+	// AdmitTrack is asked once per valid request with how many numbers it
+	// carries. When it refuses, every number that normalizes is answered
+	// rate_limited with retryAfter (others invalid_number, as the spec
+	// orders the checks).
 	AdmitTrack(p peer.ID, numbers int) (ok bool, retryAfter time.Duration)
 }
 
@@ -152,21 +153,11 @@ func (t *Track) Register(h host.Host) { t.srv.register(h, t.handle) }
 func (t *Track) Unregister() { t.srv.unregister() }
 
 func (t *Track) handle(s network.Stream) {
-	ctx, ok := t.srv.begin(s)
+	ctx, done, ok := t.srv.open(s, TrackServiceName, trackStreamMemory)
 	if !ok {
-		s.Reset()
 		return
 	}
-	defer t.srv.end(s)
-	if err := s.Scope().SetService(TrackServiceName); err != nil {
-		t.srv.reset(s, reasonLimit, err)
-		return
-	}
-	if err := s.Scope().ReserveMemory(trackStreamMemory, network.ReservationPriorityAlways); err != nil {
-		t.srv.reset(s, reasonLimit, err)
-		return
-	}
-	defer s.Scope().ReleaseMemory(trackStreamMemory)
+	defer done()
 
 	ts := &trackStream{t: t, s: s, base: ctx}
 	defer ts.close()
@@ -256,7 +247,7 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, refusal *pro
 // typo; and wrong_carrier for a number this carrier does not issue, which
 // tells the client to resolve the number again.
 func (t *Track) match(n string) (code, msg string) {
-	code, msg = protocol.CodeWrongCarrier, "not a number "+t.cfg.Carrier+" issues"
+	code = protocol.CodeWrongCarrier
 	for _, s := range t.schemes {
 		switch err := s.Check(n); {
 		case err == nil:
@@ -264,6 +255,9 @@ func (t *Track) match(n string) (code, msg string) {
 		case errors.Is(err, protocol.ErrCheckDigit):
 			code, msg = protocol.CodeInvalidNumber, truncate(err.Error())
 		}
+	}
+	if code == protocol.CodeWrongCarrier {
+		msg = "not a number " + t.cfg.Carrier + " issues"
 	}
 	return code, msg
 }
@@ -282,16 +276,17 @@ func (t *Track) eventsAfter(ctx context.Context, p *store.Parcel, known protocol
 	if known.Defined() && known.Equals(p.Head) {
 		return nil, false, nil
 	}
-	var from uint64
-	var evs []store.Event
+	var (
+		from uint64
+		evs  []store.Event
+		err  error
+	)
 	if known.Defined() {
-		var err error
 		if from, evs, err = t.findKnown(ctx, p, known); err != nil {
 			return nil, false, err
 		}
 	}
 	if evs == nil {
-		var err error
 		if evs, err = t.readEvents(ctx, p, from, min(p.Seq+1-from, uint64(t.opts.MaxEventsPerResult))); err != nil {
 			return nil, false, err
 		}
@@ -309,7 +304,8 @@ func (t *Track) eventsAfter(ctx context.Context, p *store.Parcel, known protocol
 		// a stored event above that size gets here.
 		return nil, false, fmt.Errorf("%w: event %d of parcel %d does not fit a page", errBadEvents, evs[0].Seq, p.ID)
 	}
-	return out, from+uint64(len(out)) <= p.Seq, nil
+	more := from+uint64(len(out)) <= p.Seq // the last event sent is below the head
+	return out, more, nil
 }
 
 // findKnown looks for the event whose CID is known, reading the chain

@@ -19,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	nodehost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
@@ -211,6 +212,25 @@ func TestTrackResponseCap(t *testing.T) {
 	require.Equal(t, protocol.CodeOK, raw.track(protocol.TrackQuery{Number: big[1].Number, Known: protocol.LinkTo(big[1].CIDs[998])}).Results[0].Code)
 }
 
+// TestTrackUnavailable gives the track service too little memory for a
+// large response: the peer is told to come back, and the stream goes on.
+func TestTrackUnavailable(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	srv := servicetest.StartServer(t, servicetest.ServerConfig{
+		Parcels: 1, Events: 1000,
+		Host: &nodehost.Options{Limits: nodehost.Limits{Track: nodehost.ServiceLimits{Memory: 200 << 10}}},
+	})
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	resp := raw.track(protocol.TrackQuery{Number: srv.Parcels[0].Number})
+	require.NotNil(t, resp.Error)
+	require.Equal(t, protocol.CodeUnavailable, resp.Error.Code)
+	require.Equal(t, uint64(1000), resp.Error.RetryAfter)
+	require.NoError(t, resp.Validate(1))
+
+	small := raw.track(protocol.TrackQuery{Number: srv.Parcels[0].Number, Known: protocol.LinkTo(srv.Parcels[0].CIDs[990])})
+	require.Equal(t, srv.Parcels[0].Events[991:], small.Results[0].Events)
+}
+
 func TestTrackManyRequestsOneStream(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 50, Events: 4})
@@ -313,6 +333,9 @@ func TestTrackBadInput(t *testing.T) {
 			}
 			took := raw.expectReset(tc.max)
 			require.GreaterOrEqual(t, took, tc.min-50*time.Millisecond)
+			if tc.reason != "timeout" {
+				require.Less(t, took, idle, "rejected at once, not when a deadline passed")
+			}
 			require.Eventually(t, func() bool { return counter(t, resets) == before+1 }, time.Second, 10*time.Millisecond)
 
 			// The node goes on serving another client.
@@ -391,8 +414,11 @@ func TestTrackInternalError(t *testing.T) {
 	require.Equal(t, protocol.CodeInternal, resp.Results[1].Code)
 	require.Empty(t, resp.Results[1].Message, "internal errors stay inside the node")
 	require.Equal(t, protocol.CodeOK, raw.track(numbers(servicetest.Number(0))...).Results[0].Code)
-	require.Equal(t, 2.0, counter(t, m.TrackRequests.WithLabelValues(protocol.CodeOK)))
-	require.Equal(t, 1.0, counter(t, m.TrackRequests.WithLabelValues(protocol.CodeInternal)))
+	// The server counts after it has written the response.
+	require.Eventually(t, func() bool {
+		return counter(t, m.TrackRequests.WithLabelValues(protocol.CodeOK)) == 2 &&
+			counter(t, m.TrackRequests.WithLabelValues(protocol.CodeInternal)) == 1
+	}, time.Second, 10*time.Millisecond)
 }
 
 func TestUnregister(t *testing.T) {

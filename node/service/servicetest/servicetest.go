@@ -176,12 +176,15 @@ type ServerConfig struct {
 	Track func(*service.TrackConfig)
 	// Registry is handed to the info service.
 	Registry service.RegistryProvider
+	// Host tunes the server's host (its resource limits); nil for
+	// defaults.
+	Host *nodehost.Options
 }
 
 // StartServer builds and registers a Server; it stops at cleanup.
 func StartServer(tb testing.TB, cfg ServerConfig) *Server {
 	tb.Helper()
-	s := &Server{Host: NewHost(tb, nil), Store: memstore.New()}
+	s := &Server{Host: NewHost(tb, cfg.Host), Store: memstore.New()}
 	for i := range cfg.Parcels {
 		s.Parcels = append(s.Parcels, NewParcel(tb, Number(i), cfg.Events))
 	}
@@ -208,9 +211,6 @@ func StartServer(tb testing.TB, cfg ServerConfig) *Server {
 	})
 	return s
 }
-
-// AddrInfo is how a client reaches the server.
-func (s *Server) AddrInfo() peer.AddrInfo { return peer.AddrInfo{ID: s.Host.ID(), Addrs: s.Host.Addrs()} }
 
 // CheckLeaks fails t if goroutines that were not running when it was
 // called are still running after t's other cleanups. Call it first in a
