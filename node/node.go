@@ -77,9 +77,7 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 	if len(o.Listen) > 0 {
 		hopts.ListenAddrs = o.Listen
 	}
-	if hopts.Metrics {
-		hopts.Registerer = n.Metrics.Registry
-	}
+	hopts.Registerer = n.Metrics.Registry
 	if n.Host, err = lphost.New(r.NodeKey, hopts); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

@@ -74,7 +74,10 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 	if !o.DisableQUIC {
 		lopts = append(lopts, libp2p.Transport(quic.NewTransport))
 	}
-	if o.Metrics {
+	// libp2p's own collectors (swarm, identify, event bus) count per
+	// connection and are cheap; only the resource manager's per-stream
+	// accounting, switched by Metrics above, is costly.
+	if o.Registerer != nil {
 		lopts = append(lopts, libp2p.PrometheusRegisterer(o.Registerer))
 	} else {
 		lopts = append(lopts, libp2p.DisableMetrics())

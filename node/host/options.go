@@ -58,14 +58,16 @@ type Options struct {
 	// libp2p's own services).
 	Limits Limits `toml:"limits"`
 
-	// Metrics turns on libp2p's Prometheus metrics, including the
-	// resource manager's per-stream accounting, which costs 10–14% CPU on
-	// each side of a connection. Default: false.
+	// Metrics turns on the resource manager's Prometheus metrics, whose
+	// per-stream accounting costs 10–14% CPU on each side of a
+	// connection. Default: false.
 	Metrics bool `toml:"metrics"`
 
-	// Registerer receives libp2p's collectors when Metrics is on.
-	// Default: prometheus.DefaultRegisterer. A node passes its own
-	// metrics.Metrics.Registry so that many nodes fit in one process.
+	// Registerer receives libp2p's collectors (swarm, identify, and the
+	// resource manager's when Metrics is on). Default: nil, no libp2p
+	// metrics, or prometheus.DefaultRegisterer when Metrics is on. A node
+	// passes its own metrics.Metrics.Registry so that many nodes fit in
+	// one process.
 	Registerer prometheus.Registerer `toml:"-"`
 }
 
