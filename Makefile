@@ -13,7 +13,8 @@ FUZZ_TARGETS := \
 	./protocol:FuzzMessages \
 	./protocol:FuzzSigned \
 	./protocol:FuzzFrames \
-	./protocol:FuzzNormalizeAndMatch
+	./protocol:FuzzNormalizeAndMatch \
+	./node/ingest:FuzzPostEvents
 
 .PHONY: all run test unit interop bench fuzz lint vectors build clean
 

@@ -6,9 +6,14 @@
 // as a duplicate of an event stored earlier under the same carrier event
 // id, or rejected with a reason. Accepted events are chained to their
 // parcel's head, each touched head is signed once, and the whole set goes
-// to the store in one durable Append. Concurrent callers are merged into
-// shared store commits (group commit), so one fsync and one signature per
-// parcel serve many requests.
+// to the store in one durable Append.
+//
+// Commits go through one committer. It merges small concurrent requests
+// into one store batch (group commit), so they share an fsync and a
+// signature per parcel, and it plans the next group (id lookups, head
+// reads, chaining, signing) while the previous group's Append runs. A
+// group that touches a parcel or an event id of the appending one waits
+// for that append, so the pipeline never reorders a parcel's chain.
 //
 // Handler serves the admin HTTP API (POST /v1/events, GET
 // /v1/parcels/{number}); node/admin mounts it behind token auth. Post is

@@ -93,8 +93,7 @@ func (g *Ingester) serveEvents(w http.ResponseWriter, r *http.Request) {
 	for i, raw := range raws {
 		var in InputEvent
 		if err := decodeEvent(mt, raw, &in); err != nil {
-			results[i].ID, results[i].Number = in.ID, in.Number
-			reject(&results[i], err.Error())
+			results[i] = Result{ID: in.ID, Number: in.Number, Status: StatusRejected, Error: err.Error()}
 			continue
 		}
 		if it := g.check(&in, &results[i], start); it != nil {
@@ -112,16 +111,7 @@ func (g *Ingester) serveEvents(w http.ResponseWriter, r *http.Request) {
 	g.count(results, start)
 
 	resp := Response{Results: results}
-	for i := range results {
-		switch results[i].Status {
-		case StatusAccepted:
-			resp.Accepted++
-		case StatusDuplicate:
-			resp.Duplicates++
-		default:
-			resp.Rejected++
-		}
-	}
+	resp.Accepted, resp.Duplicates, resp.Rejected = tally(results)
 	writeJSON(w, http.StatusOK, &resp)
 }
 

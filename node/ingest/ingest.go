@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -55,9 +56,10 @@ type Ingester struct {
 	now        func() time.Time
 	opts       Options
 
-	// mu guards the commit queue. At most one committer goroutine runs;
-	// it merges every request queued while the previous commit ran into
-	// one store batch, so concurrent posters share fsyncs and signatures.
+	// mu guards the commit queue. At most one committer goroutine (run)
+	// drains it, merging requests queued while the previous group
+	// committed into one store batch, so that concurrent small posters
+	// share an fsync and a signature per parcel.
 	mu         sync.Mutex
 	queue      []*request
 	committing bool
@@ -67,10 +69,8 @@ type Ingester struct {
 // defaults.
 func New(cfg Config, opts *Options) (*Ingester, error) {
 	o := opts.EnsureDefaults()
+	optErr := o.Validate()
 	var p []string
-	if err := o.Validate(); err != nil {
-		p = append(p, err.Error())
-	}
 	if err := protocol.ValidCarrierCode(cfg.Carrier); err != nil {
 		p = append(p, trimProto(err))
 	}
@@ -98,8 +98,13 @@ func New(cfg Config, opts *Options) (*Ingester, error) {
 		g.schemes = append(g.schemes, c)
 		names = append(names, s.String())
 	}
-	if len(p) > 0 {
+	switch {
+	case len(p) > 0 && optErr != nil:
+		return nil, fmt.Errorf("%w: %s; %w", ErrInvalidConfig, strings.Join(p, "; "), optErr)
+	case len(p) > 0:
 		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(p, "; "))
+	case optErr != nil:
+		return nil, optErr
 	}
 	g.schemeList = strings.Join(names, ", ")
 	if g.log == nil {
@@ -110,9 +115,6 @@ func New(cfg Config, opts *Options) (*Ingester, error) {
 	}
 	return g, nil
 }
-
-// Options returns the options in force, defaults filled in.
-func (g *Ingester) Options() Options { return g.opts }
 
 // Ingest validates every event on its own, commits the accepted ones
 // durably and returns one Result per event in input order. It returns an
@@ -159,32 +161,31 @@ func (g *Ingester) check(in *InputEvent, res *Result, now time.Time) *item {
 	return &item{ev: ev, id: in.ID, audience: in.Audience, details: in.Details, res: res}
 }
 
-// reject marks res rejected with a reason found before validation, such
-// as an event that does not decode.
-func reject(res *Result, reason string) {
-	res.Status, res.Error = StatusRejected, reason
-}
-
 // count records the outcome of one request in the metrics.
 func (g *Ingester) count(results []Result, start time.Time) {
 	if g.m == nil {
 		return
 	}
-	var n [3]int
+	a, d, r := tally(results)
+	g.m.IngestEvents.WithLabelValues(StatusAccepted).Add(float64(a))
+	g.m.IngestEvents.WithLabelValues(StatusDuplicate).Add(float64(d))
+	g.m.IngestEvents.WithLabelValues(StatusRejected).Add(float64(r))
+	g.m.IngestLatency.Observe(g.now().Sub(start).Seconds())
+}
+
+// tally counts results by status.
+func tally(results []Result) (accepted, duplicates, rejected int) {
 	for i := range results {
 		switch results[i].Status {
 		case StatusAccepted:
-			n[0]++
+			accepted++
 		case StatusDuplicate:
-			n[1]++
+			duplicates++
 		default:
-			n[2]++
+			rejected++
 		}
 	}
-	g.m.IngestEvents.WithLabelValues(StatusAccepted).Add(float64(n[0]))
-	g.m.IngestEvents.WithLabelValues(StatusDuplicate).Add(float64(n[1]))
-	g.m.IngestEvents.WithLabelValues(StatusRejected).Add(float64(n[2]))
-	g.m.IngestLatency.Observe(g.now().Sub(start).Seconds())
+	return accepted, duplicates, rejected
 }
 
 // request is one caller's share of a group commit.
@@ -220,152 +221,257 @@ func (g *Ingester) commit(ctx context.Context, items []*item) error {
 }
 
 // run commits queued requests, a group at a time, until the queue is
-// empty. The goroutine exists only while there is work, so an idle
-// Ingester holds no goroutine and needs no Close.
+// empty. It is a two-stage pipeline: while one group's Append (and its
+// fsync) runs in the background, the next group is planned, that is its
+// ids looked up and its parcels chained and signed. The goroutine exists
+// only while there is work, so an idle Ingester holds no goroutine and
+// needs no Close.
 func (g *Ingester) run() {
-	for {
-		g.mu.Lock()
-		// Whole requests only, so that each caller's events share a fate.
-		n, events := 0, 0
-		for n < len(g.queue) && (n == 0 || events < g.opts.GroupEvents && events+len(g.queue[n].items) <= g.opts.MaxBatchEvents) {
-			events += len(g.queue[n].items)
-			n++
-		}
-		if n == 0 {
-			g.committing = false
-			g.mu.Unlock()
-			return
-		}
-		group := slices.Clone(g.queue[:n])
-		g.queue = slices.Delete(g.queue, 0, n)
-		g.mu.Unlock()
-
-		err := g.commitGroup(group)
-		for _, r := range group {
-			r.err = err
-			close(r.done)
-		}
-	}
-}
-
-// commitGroup commits the items of several requests in one store batch,
-// rebuilding it when another writer appended to one of its parcels first.
-func (g *Ingester) commitGroup(group []*request) error {
 	// The commit serves several callers, so no single caller's context may
 	// cancel it half-way; callers that give up just stop waiting.
 	ctx := context.Background()
-	var items []*item
-	for _, r := range group {
-		items = append(items, r.items...)
-	}
-	for attempt := 0; ; attempt++ {
-		err := g.commitItems(ctx, items)
-		if err == nil {
-			if g.m != nil {
-				g.m.IngestBatches.Inc()
+	var prev *job // the group whose append may still be running
+	for {
+		group := g.take(prev == nil)
+		if group == nil {
+			if prev == nil {
+				return
 			}
-			return nil
+			<-prev.done
+			prev = nil
+			continue
 		}
-		if !errors.Is(err, store.ErrConflict) || attempt >= g.opts.ConflictRetries {
-			g.log.Error("ingest commit failed", "events", len(items), "attempts", attempt+1, "err", err)
-			return fmt.Errorf("%w: %w", ErrCommit, err)
+		j := newJob(group)
+		// A group that shares a parcel or an event id with the one still
+		// appending must see that append's outcome, so it waits for it.
+		if prev != nil && prev.overlaps(j) {
+			<-prev.done
+			prev = nil
 		}
+		p, err := g.plan(ctx, j.items)
+		if prev != nil {
+			<-prev.done // one append at a time keeps the feed in commit order
+		}
+		prev = j
+		go g.finish(ctx, j, p, err)
 	}
 }
 
-// parcelWork is one parcel's part of a commit: the events chained to it
-// and the update that will write them.
+// take removes the next group from the queue: whole requests, so that
+// each caller's events share a fate, until the group holds GroupEvents
+// events. On an empty queue it returns nil, and with last set it also
+// marks the committer stopped, under the same lock, so that a request
+// queued meanwhile starts a new one.
+func (g *Ingester) take(last bool) []*request {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n, events := 0, 0
+	for n < len(g.queue) && (n == 0 || events < g.opts.GroupEvents && events+len(g.queue[n].items) <= g.opts.MaxBatchEvents) {
+		events += len(g.queue[n].items)
+		n++
+	}
+	if n == 0 {
+		if last {
+			g.committing = false
+		}
+		return nil
+	}
+	group := slices.Clone(g.queue[:n])
+	g.queue = slices.Delete(g.queue, 0, n)
+	return group
+}
+
+// job is one group of requests on its way through the pipeline.
+type job struct {
+	group   []*request
+	items   []*item
+	numbers map[string]bool // the parcels it touches
+	ids     map[string]bool
+	done    chan struct{} // closed when its append has finished
+}
+
+func newJob(group []*request) *job {
+	j := &job{group: group, numbers: map[string]bool{}, ids: map[string]bool{}, done: make(chan struct{})}
+	for _, r := range group {
+		j.items = append(j.items, r.items...)
+	}
+	for _, it := range j.items {
+		j.numbers[it.ev.Number] = true
+		j.ids[it.id] = true
+	}
+	return j
+}
+
+// overlaps reports whether next touches a parcel or an event id of j.
+func (j *job) overlaps(next *job) bool {
+	for _, it := range next.items {
+		if j.numbers[it.ev.Number] || j.ids[it.id] {
+			return true
+		}
+	}
+	return false
+}
+
+// finish appends j's planned batch, replanning it when another writer
+// appended to one of its parcels first, then answers j's requests.
+func (g *Ingester) finish(ctx context.Context, j *job, p *plan, err error) {
+	for attempt := 0; ; attempt++ {
+		if err == nil {
+			if err = g.apply(ctx, p); err == nil {
+				if g.m != nil {
+					g.m.IngestBatches.Inc()
+				}
+				break
+			}
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt >= g.opts.ConflictRetries {
+			g.log.Error("ingest commit failed", "events", len(j.items), "attempts", attempt+1, "err", err)
+			err = fmt.Errorf("%w: %w", ErrCommit, err)
+			break
+		}
+		p, err = g.plan(ctx, j.items)
+	}
+	for _, r := range j.group {
+		r.err = err
+		close(r.done)
+	}
+	close(j.done)
+}
+
+// parcelWork is one parcel's part of a commit: its head before the
+// commit, the events chained to it and the update that will write them.
 type parcelWork struct {
 	number string
+	head   *store.Parcel // nil for a parcel the store does not have yet
 	items  []*item
 	update store.ParcelUpdate
 	cids   []cid.Cid
 }
 
-// commitItems runs one attempt: deduplicate, chain, sign, append. Results
-// are written only after the append succeeded, so a failed or conflicting
-// attempt leaves nothing half-reported.
-func (g *Ingester) commitItems(ctx context.Context, items []*item) error {
+// plan is a group ready to append: which items are duplicates of stored
+// events or of each other, and the signed update of every parcel.
+type plan struct {
+	items  []*item
+	stored map[string]store.EventRef
+	dups   map[*item]*item // a repeated id's item → the item that stores it
+	work   []*parcelWork
+}
+
+// lookupChunk is how many event ids one LookupEventIDs call carries, so
+// that the lookup of a large group spreads over the workers.
+const lookupChunk = 256
+
+// plan deduplicates items, reads the heads they continue, chains them and
+// signs the new heads. It writes nothing, so it can be redone.
+func (g *Ingester) plan(ctx context.Context, items []*item) (*plan, error) {
 	ids := make([]string, 0, len(items))
+	byNumber := make(map[string]*parcelWork)
+	var work []*parcelWork
 	for _, it := range items {
 		ids = append(ids, it.id)
+		if byNumber[it.ev.Number] == nil {
+			pw := &parcelWork{number: it.ev.Number}
+			byNumber[it.ev.Number] = pw
+			work = append(work, pw)
+		}
 	}
-	stored, err := g.st.LookupEventIDs(ctx, ids)
+
+	// The id lookup and the head reads do not depend on each other, so
+	// they run together on the workers. A head read for a parcel whose
+	// events all turn out to be duplicates is wasted, but reposts are rare.
+	chunks := (len(ids) + lookupChunk - 1) / lookupChunk
+	found := make([]map[string]store.EventRef, chunks)
+	err := parallel(chunks+len(work), g.opts.SignWorkers, func(i int) error {
+		if i < chunks {
+			refs, err := g.st.LookupEventIDs(ctx, ids[i*lookupChunk:min(len(ids), (i+1)*lookupChunk)])
+			if err != nil {
+				return fmt.Errorf("look up event ids: %w", err)
+			}
+			found[i] = refs
+			return nil
+		}
+		pw := work[i-chunks]
+		p, err := g.st.Parcel(ctx, pw.number)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("read parcel %s: %w", pw.number, err)
+		}
+		pw.head = p
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("look up event ids: %w", err)
+		return nil, err
+	}
+	p := &plan{items: items, stored: make(map[string]store.EventRef), dups: make(map[*item]*item)}
+	for _, refs := range found {
+		maps.Copy(p.stored, refs)
 	}
 
 	// first maps an id to the item that will store it, so that a repeat
 	// within the group becomes its duplicate.
 	first := make(map[string]*item, len(items))
-	dups := make(map[*item]*item)
-	byNumber := make(map[string]*parcelWork)
-	var work []*parcelWork
 	for _, it := range items {
-		if _, ok := stored[it.id]; ok {
+		if _, ok := p.stored[it.id]; ok {
 			continue
 		}
 		if f, ok := first[it.id]; ok {
-			dups[it] = f
+			p.dups[it] = f
 			continue
 		}
 		first[it.id] = it
 		pw := byNumber[it.ev.Number]
-		if pw == nil {
-			pw = &parcelWork{number: it.ev.Number}
-			byNumber[it.ev.Number] = pw
-			work = append(work, pw)
-		}
 		pw.items = append(pw.items, it)
 	}
+	p.work = slices.DeleteFunc(work, func(pw *parcelWork) bool { return len(pw.items) == 0 })
 
 	signedAt := g.now().UnixMilli()
-	err = parallel(len(work), g.opts.SignWorkers, func(i int) error {
-		return g.build(ctx, work[i], signedAt)
+	err = parallel(len(p.work), g.opts.SignWorkers, func(i int) error {
+		return g.build(p.work[i], signedAt)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if len(work) > 0 {
-		b := &store.Batch{Updates: make([]store.ParcelUpdate, len(work))}
-		for i, pw := range work {
+	return p, nil
+}
+
+// apply appends p in one store batch and, once it is durable, writes the
+// items' results. A failed append leaves every result untouched.
+func (g *Ingester) apply(ctx context.Context, p *plan) error {
+	if len(p.work) > 0 {
+		b := &store.Batch{Updates: make([]store.ParcelUpdate, len(p.work))}
+		for i, pw := range p.work {
 			b.Updates[i] = pw.update
 		}
 		if _, err := g.st.Append(ctx, b); err != nil {
 			return fmt.Errorf("append: %w", err)
 		}
 	}
-
-	for _, it := range items {
-		if ref, ok := stored[it.id]; ok {
+	for _, it := range p.items {
+		if ref, ok := p.stored[it.id]; ok {
 			*it.res = Result{ID: it.id, Number: ref.Number, CID: ref.CID.String(), Seq: ref.Seq, Status: StatusDuplicate}
 		}
 	}
-	for _, pw := range work {
+	for _, pw := range p.work {
 		for i, it := range pw.items {
 			*it.res = Result{ID: it.id, Number: pw.number, CID: pw.cids[i].String(), Seq: pw.update.Events[i].Seq, Status: StatusAccepted}
 		}
 	}
-	for it, f := range dups {
+	for it, f := range p.dups {
 		*it.res = *f.res
 		it.res.Status = StatusDuplicate
 	}
 	return nil
 }
 
-// build reads the parcel's head, chains pw's events to it and signs the
-// new head. Parcels are independent, so builds run in parallel.
-func (g *Ingester) build(ctx context.Context, pw *parcelWork, signedAt int64) error {
+// build chains pw's events to the parcel's head and signs the new head.
+// Parcels are independent, so builds run in parallel.
+func (g *Ingester) build(pw *parcelWork, signedAt int64) error {
 	u := store.ParcelUpdate{Number: pw.number, Events: make([]store.NewEvent, len(pw.items))}
 	var prev protocol.Link
 	var seq uint64
 	var audience []string
-	switch p, err := g.st.Parcel(ctx, pw.number); {
-	case errors.Is(err, store.ErrNotFound):
+	if p := pw.head; p == nil {
 		u.New = true
-	case err != nil:
-		return fmt.Errorf("read parcel %s: %w", pw.number, err)
-	default:
+	} else {
 		u.ParcelID, u.PrevSeq = p.ID, p.Seq
 		prev, seq = protocol.LinkTo(p.Head), p.Seq+1
 		audience = p.Audience

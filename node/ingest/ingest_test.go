@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,7 +361,87 @@ func TestOptions(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	_, err := ingest.New(ingest.Config{Carrier: "x", Schemes: []protocol.Scheme{{Kind: "nope"}}}, &ingest.Options{MaxIDLen: -1})
 	require.ErrorIs(t, err, ingest.ErrInvalidConfig)
+	require.ErrorIs(t, err, ingest.ErrInvalidOptions)
 	for _, want := range []string{"MaxIDLen -1", `carrier code "x"`, "no signer", "no store", `unknown scheme kind "nope"`} {
 		require.ErrorContains(t, err, want)
 	}
+}
+
+// TestConcurrentSameIDs posts the same events from many goroutines at
+// once: each id is stored once, and every answer for it names that event.
+func TestConcurrentSameIDs(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	var batch []ingest.InputEvent
+	for i := range 50 {
+		batch = append(batch, event(fmt.Sprint("id-", i), s10(i%10)))
+	}
+	const posters = 8
+	results := make([][]ingest.Result, posters)
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			res, err := e.g.Ingest(context.Background(), batch)
+			if assertNoError(t, err) {
+				results[p] = res
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, uint64(len(batch)), e.eventCount())
+	for i := range batch {
+		accepted := 0
+		for p := range posters {
+			r := results[p][i]
+			require.Equal(t, results[0][i].CID, r.CID, "id %s", r.ID)
+			require.Equal(t, results[0][i].Seq, r.Seq)
+			if r.Status == ingest.StatusAccepted {
+				accepted++
+			}
+		}
+		require.Equal(t, 1, accepted, "id %s accepted once", batch[i].ID)
+	}
+	for n := range 10 {
+		require.Len(t, e.verifyParcel(s10(n)), 5)
+	}
+}
+
+// appendOverlap fails the test if two Appends run at once: the pipeline
+// plans a group while the previous one appends, but appends one at a time.
+type appendOverlap struct {
+	store.Store
+	t       *testing.T
+	running atomic.Int32
+	calls   atomic.Int32
+}
+
+func (a *appendOverlap) Append(ctx context.Context, b *store.Batch) (*store.AppendResult, error) {
+	if a.running.Add(1) != 1 {
+		a.t.Error("two appends at once")
+	}
+	defer a.running.Add(-1)
+	a.calls.Add(1)
+	time.Sleep(time.Millisecond) // an fsync, so that plans overlap appends
+	return a.Store.Append(ctx, b)
+}
+
+func TestPipelinedDisjointParcels(t *testing.T) {
+	spy := &appendOverlap{t: t}
+	e := newEnv(t, nil, func(s store.Store) store.Store { spy.Store = s; return spy })
+	const posters, rounds = 8, 10
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			for r := range rounds {
+				n := s10(1000 + p)
+				_, err := e.g.Ingest(context.Background(), []ingest.InputEvent{event(fmt.Sprintf("%d-%d", p, r), n)})
+				assertNoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, uint64(posters*rounds), e.eventCount())
+	for p := range posters {
+		require.Len(t, e.verifyParcel(s10(1000+p)), rounds)
+	}
+	require.Less(t, spy.calls.Load(), int32(posters*rounds), "small concurrent requests share appends")
 }

@@ -75,53 +75,43 @@ func (o *Options) EnsureDefaults() *Options {
 	if o != nil {
 		out = *o
 	}
-	if out.MaxBodyBytes == 0 {
-		out.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if out.MaxBatchEvents == 0 {
-		out.MaxBatchEvents = DefaultMaxBatchEvents
-	}
-	if out.FutureSkew == 0 {
-		out.FutureSkew = DefaultFutureSkew
-	}
-	if out.SignWorkers == 0 {
-		out.SignWorkers = runtime.GOMAXPROCS(0)
-	}
-	if out.ConflictRetries == 0 {
-		out.ConflictRetries = DefaultConflictRetries
-	}
-	if out.MaxIDLen == 0 {
-		out.MaxIDLen = DefaultMaxIDLen
-	}
-	if out.GroupEvents == 0 {
-		out.GroupEvents = DefaultGroupEvents
-	}
+	orDefault(&out.MaxBodyBytes, DefaultMaxBodyBytes)
+	orDefault(&out.MaxBatchEvents, DefaultMaxBatchEvents)
+	orDefault(&out.FutureSkew, DefaultFutureSkew)
+	orDefault(&out.SignWorkers, runtime.GOMAXPROCS(0))
+	orDefault(&out.ConflictRetries, DefaultConflictRetries)
+	orDefault(&out.MaxIDLen, DefaultMaxIDLen)
+	orDefault(&out.GroupEvents, DefaultGroupEvents)
 	return &out
+}
+
+// orDefault sets *v to def when it holds its zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // Validate reports every out-of-range field together.
 func (o *Options) Validate() error {
 	var p []string
-	if o.MaxBodyBytes < 0 {
-		p = append(p, fmt.Sprintf("MaxBodyBytes %d is negative", o.MaxBodyBytes))
-	}
-	if o.MaxBatchEvents < 0 {
-		p = append(p, fmt.Sprintf("MaxBatchEvents %d is negative", o.MaxBatchEvents))
-	}
-	if o.FutureSkew < 0 {
-		p = append(p, fmt.Sprintf("FutureSkew %v is negative", o.FutureSkew))
-	}
-	if o.SignWorkers < 0 {
-		p = append(p, fmt.Sprintf("SignWorkers %d is negative", o.SignWorkers))
-	}
-	if o.ConflictRetries < 0 {
-		p = append(p, fmt.Sprintf("ConflictRetries %d is negative", o.ConflictRetries))
-	}
-	if o.MaxIDLen < 0 {
-		p = append(p, fmt.Sprintf("MaxIDLen %d is negative", o.MaxIDLen))
-	}
-	if o.GroupEvents < 0 {
-		p = append(p, fmt.Sprintf("GroupEvents %d is negative", o.GroupEvents))
+	for _, f := range []struct {
+		name     string
+		value    any
+		negative bool
+	}{
+		{"MaxBodyBytes", o.MaxBodyBytes, o.MaxBodyBytes < 0},
+		{"MaxBatchEvents", o.MaxBatchEvents, o.MaxBatchEvents < 0},
+		{"FutureSkew", o.FutureSkew, o.FutureSkew < 0},
+		{"SignWorkers", o.SignWorkers, o.SignWorkers < 0},
+		{"ConflictRetries", o.ConflictRetries, o.ConflictRetries < 0},
+		{"MaxIDLen", o.MaxIDLen, o.MaxIDLen < 0},
+		{"GroupEvents", o.GroupEvents, o.GroupEvents < 0},
+	} {
+		if f.negative {
+			p = append(p, fmt.Sprintf("%s %v is negative", f.name, f.value))
+		}
 	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
