@@ -116,16 +116,7 @@ func (g *Grant) Validate() error {
 }
 
 // SignGrant encodes g canonically and signs it with the carrier key.
-func SignGrant(s *Signer, g *Grant) ([]byte, error) {
-	if err := g.Validate(); err != nil {
-		return nil, err
-	}
-	payload, err := Marshal(g)
-	if err != nil {
-		return nil, err
-	}
-	return s.Sign(ContentGrant, payload)
-}
+func SignGrant(s *Signer, g *Grant) ([]byte, error) { return s.signStatement(ContentGrant, g) }
 
 // OpenGrant parses a signed grant and checks the signature with the
 // carrier's keys, the expiry against now, and that holder presents it.

@@ -37,16 +37,7 @@ func (h *Head) Validate() error {
 }
 
 // SignHead encodes h canonically and signs it.
-func SignHead(s *Signer, h *Head) ([]byte, error) {
-	if err := h.Validate(); err != nil {
-		return nil, err
-	}
-	payload, err := Marshal(h)
-	if err != nil {
-		return nil, err
-	}
-	return s.Sign(ContentHead, payload)
-}
+func SignHead(s *Signer, h *Head) ([]byte, error) { return s.signStatement(ContentHead, h) }
 
 // SignedHead is a parsed signed head. Its signature is checked by Verify
 // or VerifyWith, never implicitly.

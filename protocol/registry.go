@@ -159,16 +159,7 @@ func (r *Registry) CarrierKey(carrier string, kid []byte, at int64) (ed25519.Pub
 }
 
 // SignRegistry encodes r canonically and signs it with the authority key.
-func SignRegistry(s *Signer, r *Registry) ([]byte, error) {
-	if err := r.Validate(); err != nil {
-		return nil, err
-	}
-	payload, err := Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	return s.Sign(ContentRegistry, payload)
-}
+func SignRegistry(s *Signer, r *Registry) ([]byte, error) { return s.signStatement(ContentRegistry, r) }
 
 // OpenRegistry parses a signed registry and accepts it only if one of the
 // anchors signed it and now (Unix ms) lies in its validity window.

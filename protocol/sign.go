@@ -86,6 +86,18 @@ func (s *Signer) Sign(contentType string, payload []byte) ([]byte, error) {
 	return msg.MarshalCBOR()
 }
 
+// signStatement validates a statement, encodes it canonically and signs it.
+func (s *Signer) signStatement(contentType string, v interface{ Validate() error }) ([]byte, error) {
+	if err := v.Validate(); err != nil {
+		return nil, err
+	}
+	payload, err := Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return s.Sign(contentType, payload)
+}
+
 // Signed is a parsed COSE_Sign1 whose signature has not been checked yet.
 type Signed struct {
 	KeyID   []byte

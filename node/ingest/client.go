@@ -3,12 +3,14 @@ package ingest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -105,7 +107,11 @@ func Post(ctx context.Context, url, token string, r io.Reader, batchSize int, pr
 			}
 		}
 		if err == io.EOF {
-			return sum, flush()
+			err := flush()
+			// Lines that never left are rejected as they are read, ahead
+			// of their batch's server answers: report in file order.
+			slices.SortStableFunc(sum.Rejections, func(a, b Rejection) int { return cmp.Compare(a.Line, b.Line) })
+			return sum, err
 		}
 	}
 }
