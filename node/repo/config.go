@@ -24,12 +24,13 @@ const (
 var DefaultAdminAddr = "127.0.0.1:7401"
 
 const (
-	DefaultCountry    = "ZZ" // ISO 3166 user-assigned: "not stated"
-	DefaultStorePath  = "store"
-	DefaultCacheMB    = 64
-	DefaultMemTableMB = 64
-	DefaultLogLevel   = "info"
-	DefaultLogFormat  = "text"
+	DefaultCountry      = "ZZ" // ISO 3166 user-assigned: "not stated"
+	DefaultStorePath    = "store"
+	DefaultCacheMB      = 64
+	DefaultMemTableMB   = 64
+	DefaultLogLevel     = "info"
+	DefaultLogFormat    = "text"
+	DefaultRegistryFile = "registry.cose"
 )
 
 // Config is config.toml.
@@ -41,6 +42,14 @@ type Config struct {
 	Admin    AdminConfig    `toml:"admin"`
 	Store    StoreConfig    `toml:"store"`
 	Log      LogConfig      `toml:"log"`
+	Trust    TrustConfig    `toml:"trust"`
+}
+
+// TrustConfig names the trust anchors and where the accepted registry is
+// kept.
+type TrustConfig struct {
+	Anchors  []string `toml:"anchors"`  // PEM public keys of registry authorities
+	Registry string   `toml:"registry"` // the newest accepted signed registry
 }
 
 // CarrierConfig identifies the carrier a node serves.
@@ -83,6 +92,7 @@ func configFor(o InitOptions) (*Config, error) {
 		Admin:   AdminConfig{Addr: DefaultAdminAddr},
 		Store:   StoreConfig{Backend: "pebble", Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB},
 		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Trust:   TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
 	}
 	switch {
 	case (o.Carrier == "") == (o.Platform == ""):
@@ -304,6 +314,15 @@ path = {{q .Store.Path}}
 cache_mb = {{.Store.CacheMB}}
 # Memtable size in MiB. Default: {{index .DefStore "memtable"}}.
 memtable_mb = {{.Store.MemTableMB}}
+
+[trust]
+# Registry authority public keys (PEM) whose signed registry this node
+# accepts. Without anchors, the node verifies nothing against a registry.
+# Default: none.
+anchors = {{list .Trust.Anchors}}
+# Where the newest accepted signed registry is kept; nodes exchange newer
+# ones and replace it. Default: "registry.cose".
+registry = {{q .Trust.Registry}}
 
 [log]
 # debug, info, warn or error. Default: "info".

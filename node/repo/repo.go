@@ -20,6 +20,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -54,8 +55,10 @@ type InitOptions struct {
 	Name     string   // display name; default: the code or platform name
 	Country  string   // ISO 3166-1 alpha-2 of the carrier; default "ZZ"
 	Schemes  []string // number schemes in CLI form; default: protocol.DefaultScheme(code)
-	Listen   []string // multiaddrs; default DefaultListen
+	Listen   []string // multiaddrs; default: host.Options defaults
 	Platform string   // platform name
+	Trust    []string // PEM public key files of registry authorities, copied into the repo
+	Registry string   // a signed registry file; it must verify against Trust
 }
 
 // Init creates a repo in dir, which must not hold one already.
@@ -67,7 +70,11 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
 		return nil, fmt.Errorf("%w: %s exists; refusing to overwrite", ErrExists, filepath.Join(dir, ConfigFile))
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	anchors, registry, err := readTrust(o, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, TrustDir), 0o700); err != nil {
 		return nil, fmt.Errorf("repo: %w", err)
 	}
 	r := &Repo{Dir: dir, Config: cfg}
@@ -104,6 +111,18 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		name string
 		data []byte
 	}{TokenFile, []byte(r.AdminToken + "\n")})
+	for i, a := range anchors {
+		files = append(files, struct {
+			name string
+			data []byte
+		}{cfg.Trust.Anchors[i], a})
+	}
+	if registry != nil {
+		files = append(files, struct {
+			name string
+			data []byte
+		}{cfg.Trust.Registry, registry})
+	}
 	text, err := cfg.Render()
 	if err != nil {
 		return nil, err
@@ -153,6 +172,58 @@ func Open(dir string) (*Repo, error) {
 	}
 	r.AdminToken = strings.TrimSpace(string(tok))
 	return r, nil
+}
+
+// TrustDir holds copies of the trust anchors.
+const TrustDir = "trust"
+
+// readTrust reads the anchors and the registry named in o, checks that the
+// registry verifies against them now, and records their repo paths in cfg.
+func readTrust(o InitOptions, cfg *Config) (anchors [][]byte, registry []byte, err error) {
+	if o.Registry != "" && len(o.Trust) == 0 {
+		return nil, nil, fmt.Errorf("%w: --registry needs --trust: a registry is only as good as the key that signed it", ErrBadOptions)
+	}
+	var keys []ed25519.PublicKey
+	for i, path := range o.Trust {
+		pub, err := discovery.ReadPublicKey(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: trust anchor: %w", ErrBadOptions, err)
+		}
+		pem, err := discovery.EncodePublicKey(pub)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys, anchors = append(keys, pub), append(anchors, pem)
+		cfg.Trust.Anchors = append(cfg.Trust.Anchors, filepath.Join(TrustDir, fmt.Sprintf("anchor-%d.pub", i+1)))
+	}
+	if o.Registry == "" {
+		return anchors, nil, nil
+	}
+	if registry, err = os.ReadFile(o.Registry); err != nil {
+		return nil, nil, fmt.Errorf("repo: %w", err)
+	}
+	t, err := discovery.NewTrust(keys, "", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := t.Install(registry); err != nil {
+		return nil, nil, fmt.Errorf("%w: registry %s not accepted: %w", ErrBadOptions, o.Registry, err)
+	}
+	return anchors, registry, nil
+}
+
+// Trust opens the node's trust state: its anchors and the registry it
+// holds. It returns discovery.ErrNoAnchors when the repo has none.
+func (r *Repo) Trust() (*discovery.Trust, error) {
+	var anchors []ed25519.PublicKey
+	for _, a := range r.Config.Trust.Anchors {
+		pub, err := discovery.ReadPublicKey(r.Path(a))
+		if err != nil {
+			return nil, err
+		}
+		anchors = append(anchors, pub)
+	}
+	return discovery.NewTrust(anchors, r.Path(r.Config.Trust.Registry), nil)
 }
 
 // ReadCarrierKey reads a PKCS#8 PEM Ed25519 private key.
