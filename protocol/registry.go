@@ -164,6 +164,20 @@ func SignRegistry(s *Signer, r *Registry) ([]byte, error) { return s.signStateme
 // OpenRegistry parses a signed registry and accepts it only if one of the
 // anchors signed it and now (Unix ms) lies in its validity window.
 func OpenRegistry(b []byte, anchors []ed25519.PublicKey, now int64) (*Registry, error) {
+	r, err := VerifyRegistry(b, anchors)
+	if err != nil {
+		return nil, err
+	}
+	if now < r.NotBefore || now > r.NotAfter {
+		return nil, fmt.Errorf("%w: registry seq %d is valid from %d to %d, now is %d", ErrExpired, r.Seq, r.NotBefore, r.NotAfter, now)
+	}
+	return r, nil
+}
+
+// VerifyRegistry is OpenRegistry without the validity window: for a node
+// reloading the edition it accepted earlier, which it may keep using after
+// it expires (spec §11.3) but must never accept anew from a peer.
+func VerifyRegistry(b []byte, anchors []ed25519.PublicKey) (*Registry, error) {
 	s, err := ParseSigned(b, ContentRegistry)
 	if err != nil {
 		return nil, err
@@ -187,9 +201,6 @@ func OpenRegistry(b []byte, anchors []ed25519.PublicKey, now int64) (*Registry, 
 	}
 	if err := r.Validate(); err != nil {
 		return nil, err
-	}
-	if now < r.NotBefore || now > r.NotAfter {
-		return nil, fmt.Errorf("%w: registry seq %d is valid from %d to %d, now is %d", ErrExpired, r.Seq, r.NotBefore, r.NotAfter, now)
 	}
 	return &r, nil
 }

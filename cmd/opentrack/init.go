@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/protocol"
 	"github.com/spf13/cobra"
 )
 
@@ -14,17 +16,24 @@ func initCmd() *cobra.Command {
 		Use:   "init --repo DIR (--carrier CODE | --platform NAME)",
 		Short: "Create a node repo: keys, admin token and a documented config",
 		Example: `  opentrack init --repo ./sf --carrier SF --name "SF Express" --scheme 'SF\d{10,20}' --listen /ip4/127.0.0.1/tcp/4001
-  opentrack init --repo ./shop --platform shop`,
+  opentrack init --repo ./shop --platform shop --trust ./auth/authority.pub --registry registry.cose`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := repo.Init(dir, o)
 			if err != nil {
-				return err
+				return withRegistryHint(err)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "initialized %s repo in %s\n", r.Config.Role, dir)
 			if r.CarrierKey != nil {
 				fmt.Fprintf(out, "carrier %s, schemes %v\n", r.Config.Carrier.Code, r.Config.Carrier.Schemes)
+			}
+			if n := len(r.Config.Trust.Anchors); n > 0 {
+				fmt.Fprintf(out, "trust anchors: %d", n)
+				if o.Registry != "" {
+					fmt.Fprintf(out, ", registry from %s", o.Registry)
+				}
+				fmt.Fprintln(out)
 			}
 			fmt.Fprintln(out, r.PeerID())
 			return nil
@@ -38,8 +47,27 @@ func initCmd() *cobra.Command {
 	f.StringVar(&o.Country, "country", "", `carrier country, ISO 3166-1 alpha-2 (default "ZZ")`)
 	f.StringArrayVar(&o.Schemes, "scheme", nil, `tracking-number scheme, PATTERN[:ALGO] or s10:CC (repeatable; default: CODE\d{10,20})`)
 	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr (repeatable; default TCP and QUIC on port 4001)")
+	f.StringArrayVar(&o.Trust, "trust", nil, "registry authority public key (PEM) to trust as an anchor; copied into the repo (repeatable)")
+	f.StringVar(&o.Registry, "registry", "", "signed registry to start with; it must verify against a --trust key and be in force")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
+}
+
+// withRegistryHint adds what to do about a registry that was not
+// accepted, keyed by the protocol's reason.
+func withRegistryHint(err error) error {
+	var hint string
+	switch {
+	case errors.Is(err, protocol.ErrUntrustedIssuer):
+		hint = "its signing key (opentrack registry show FILE prints it) is not a trust anchor; get an edition signed by the authority you trust, or trust that authority's .pub"
+	case errors.Is(err, protocol.ErrExpired):
+		hint = "the registry is outside its validity window; ask the authority for a current edition (or check this machine's clock)"
+	case errors.Is(err, protocol.ErrBadSignature):
+		hint = "the registry file was altered or is corrupt; fetch it again"
+	default:
+		return err
+	}
+	return fmt.Errorf("%w\nhint: %s", err, hint)
 }
 
 func idCmd() *cobra.Command {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -9,12 +11,14 @@ import (
 	"syscall"
 
 	"github.com/opentrack/opentrack/node"
+	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/protocol"
 	"github.com/spf13/cobra"
 )
 
 func nodeCmd() *cobra.Command {
-	var dir string
+	var dir, registry string
 	var o node.Options
 	cmd := &cobra.Command{
 		Use:   "node --repo DIR",
@@ -22,7 +26,12 @@ func nodeCmd() *cobra.Command {
 		Long: `Run a node in the foreground. Once it listens it writes DIR/node.json
 ({"peer_id", "carrier", "addrs", "admin_url"}) and removes it on a clean exit.
 SIGINT and SIGTERM shut it down gracefully: in-flight ingest finishes, then
-the store closes.`,
+the store closes.
+
+--registry installs a signed registry before the node starts, if it is
+newer than the one the repo holds; an older or equal edition is ignored.
+One that no trust anchor signed, or that is out of its window, stops the
+node from starting.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := repo.Open(dir)
@@ -30,6 +39,11 @@ the store closes.`,
 				return err
 			}
 			o.Logger = newLogger(r.Config.Log)
+			if registry != "" {
+				if err := installRegistry(r, registry, o.Logger); err != nil {
+					return err
+				}
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return node.Run(ctx, r, o)
@@ -39,8 +53,37 @@ the store closes.`,
 	f.StringVar(&dir, "repo", "", "repo directory (required)")
 	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr, replacing the config's (repeatable)")
 	f.StringVar(&o.AdminAddr, "admin", "", "admin API address on loopback, replacing the config's (port 0 picks one)")
+	f.StringVar(&registry, "registry", "", "signed registry file to install before starting, if newer than the repo's")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
+}
+
+// installRegistry offers a registry file to the repo's trust state, which
+// keeps it if it is newer. A stale edition is only logged: handing a node
+// the file it already has must not stop it.
+func installRegistry(r *repo.Repo, path string, log *slog.Logger) error {
+	t, err := r.Trust()
+	if errors.Is(err, discovery.ErrNoAnchors) {
+		return fmt.Errorf("--registry: repo %s has no trust anchors to check it against; set [trust] anchors in %s: %w",
+			r.Dir, r.Path(repo.ConfigFile), err)
+	}
+	if err != nil {
+		return fmt.Errorf("repo %s trust: %w", r.Dir, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--registry: %w", err)
+	}
+	held := t.Seq()
+	switch _, err := t.Install(b); {
+	case errors.Is(err, protocol.ErrStaleRegistry):
+		log.Warn("registry file ignored: not newer than the one held", "file", path, "held_seq", held, "err", err)
+	case err != nil:
+		return withRegistryHint(fmt.Errorf("--registry %s not accepted: %w", path, err))
+	default:
+		log.Info("registry installed", "file", path, "seq", t.Seq(), "previous_seq", held)
+	}
+	return nil
 }
 
 // newLogger builds the structured logger the config asks for, on stderr.

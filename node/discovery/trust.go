@@ -65,7 +65,13 @@ func NewTrust(anchors []ed25519.PublicKey, path string, now func() time.Time) (*
 	case err != nil:
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
-	if _, err := t.Install(b); err != nil {
+	// The stored edition was accepted once; it stays usable after it
+	// expires, until a newer one arrives.
+	r, err := protocol.VerifyRegistry(b, anchors)
+	if err == nil {
+		_, err = t.install(r, b, false)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("discovery: registry in %s: %w", path, err)
 	}
 	return t, nil
@@ -81,11 +87,19 @@ func (t *Trust) Install(signed []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return t.install(r, signed, true)
+}
+
+func (t *Trust) install(r *protocol.Registry, signed []byte, persist bool) (bool, error) {
 	carriers := make([]resolver, len(r.Carriers))
 	for i := range r.Carriers {
 		c := &r.Carriers[i]
 		carriers[i].entry = c
-		for _, s := range c.Schemes {
+		schemes := c.Schemes
+		if len(schemes) == 0 { // spec §10.5: no schemes means the default one
+			schemes = []protocol.Scheme{protocol.DefaultScheme(c.Code)}
+		}
+		for _, s := range schemes {
 			cs, err := protocol.CompileScheme(s)
 			if err != nil {
 				return false, fmt.Errorf("carrier %s: %w", c.Code, err)
@@ -98,7 +112,7 @@ func (t *Trust) Install(signed []byte) (bool, error) {
 	if t.reg != nil && r.Seq <= t.reg.Seq {
 		return false, fmt.Errorf("%w: have seq %d, offered %d", protocol.ErrStaleRegistry, t.reg.Seq, r.Seq)
 	}
-	if t.path != "" {
+	if persist && t.path != "" {
 		if err := writeAtomic(t.path, signed); err != nil {
 			return false, err
 		}

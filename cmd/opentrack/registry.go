@@ -1,0 +1,279 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opentrack/opentrack/node/authority"
+	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/protocol"
+	"github.com/spf13/cobra"
+)
+
+func registryCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "registry",
+		Short: "Registry authority: keep a draft of carriers, sign editions, inspect registry files",
+		Long: `The registry says which keys sign for which carrier, where its nodes are and
+which tracking numbers are its. The authority keeps its key and a draft in
+a directory (init), edits the draft (add, remove), and signs editions
+(sign) that nodes install (opentrack init --registry, opentrack node
+--registry). Keep the directory offline.`,
+	}
+	cmd.AddCommand(registryInitCmd(), registryAddCmd(), registryRemoveCmd(), registrySignCmd(), registryShowCmd())
+	return cmd
+}
+
+func registryInitCmd() *cobra.Command {
+	var dir, name string
+	cmd := &cobra.Command{
+		Use:   "init --dir AUTHDIR [--name NAME]",
+		Short: "Create the authority key and an empty draft",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w, err := authority.Init(dir, name)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "authority key id %s\n", protocol.KeyIDString(w.Public()))
+			fmt.Fprintln(out, filepath.Join(dir, w.PubPath()))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "authority directory to create (required)")
+	cmd.Flags().StringVar(&name, "name", authority.DefaultName, "base name of the key files, NAME.key and NAME.pub")
+	_ = cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func registryAddCmd() *cobra.Command {
+	var dir, repoDir, key, peerID, notBefore, notAfter string
+	var in authority.CarrierInput
+	var addrs, schemes []string
+	cmd := &cobra.Command{
+		Use:   "add --dir AUTHDIR (--carrier-repo DIR | --code C --key PUBHEX|PEMFILE ...)",
+		Short: "Add a carrier to the draft, or update one; a new key is added next to the old",
+		Long: `Add a carrier to the draft, or update the one with the same code. With
+--carrier-repo, everything is read from the carrier's node repo (from its
+running node's node.json for the addresses, if there is one); the other
+flags override what was read. For a carrier already in the draft, the
+fields given replace the draft's, and a key it does not have yet is added
+next to its others: that is how keys rotate. Give a key it has with
+--not-before or --not-after to move its window, for example to end the
+old key's window after a rotation.`,
+		Example: `  opentrack registry add --dir ./auth --carrier-repo ./sf
+  opentrack registry add --dir ./auth --code RM --name "Royal Mail" --country GB \
+      --key rm.pub --peer 12D3KooW... --addr /dns4/rm.example/tcp/4001 --scheme s10:GB`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w, err := authority.Open(dir)
+			if err != nil {
+				return err
+			}
+			var warnings []string
+			var base authority.CarrierInput
+			if repoDir != "" {
+				if base, warnings, err = authority.CarrierFromRepo(repoDir); err != nil {
+					return err
+				}
+			}
+			if key != "" {
+				if in.Key, err = authority.ParsePublicKey(key); err != nil {
+					return err
+				}
+			}
+			if in.NotBefore, err = parseTime("--not-before", notBefore); err != nil {
+				return err
+			}
+			if in.NotAfter, err = parseTime("--not-after", notAfter); err != nil {
+				return err
+			}
+			for _, s := range schemes {
+				sc, err := protocol.ParseScheme(s)
+				if err != nil {
+					return fmt.Errorf("--scheme: %w", err)
+				}
+				in.Schemes = append(in.Schemes, sc)
+			}
+			if peerID != "" || len(addrs) > 0 {
+				if peerID == "" && len(base.Nodes) == 1 {
+					peerID = base.Nodes[0].Peer // --addr alone moves the repo's node
+				}
+				node, w, err := authority.NewNodeEntry(peerID, addrs)
+				if err != nil {
+					return err
+				}
+				in.Nodes, warnings = append(in.Nodes, node), append(warnings, w...)
+			}
+			base.Update(in)
+			for _, s := range warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", s)
+			}
+			c, err := w.AddCarrier(base)
+			if err != nil {
+				return err
+			}
+			printDraftCarrier(cmd.OutOrStdout(), c)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "", "authority directory (required)")
+	f.StringVar(&repoDir, "carrier-repo", "", "read the carrier from this carrier node repo")
+	f.StringVar(&in.Code, "code", "", "carrier code")
+	f.StringVar(&in.Name, "name", "", "carrier display name (default for a new carrier: the code)")
+	f.StringVar(&in.Country, "country", "", `carrier home country, ISO 3166-1 alpha-2 (default for a new carrier "ZZ")`)
+	f.StringVar(&key, "key", "", "carrier signing public key: 64 hex digits or a PEM public key file")
+	f.StringVar(&notBefore, "not-before", "", "start of the key's window, RFC 3339 (default for a new key: now)")
+	f.StringVar(&notAfter, "not-after", "", "end of the key's window, RFC 3339 (default for a new key: 2 years after its start)")
+	f.StringVar(&peerID, "peer", "", "peer ID of the carrier's node (replaces the carrier's nodes)")
+	f.StringArrayVar(&addrs, "addr", nil, "dialable multiaddr of that node (repeatable)")
+	f.StringArrayVar(&schemes, "scheme", nil, `number scheme, PATTERN[:ALGO] or s10:CC[,CC][:PRODUCTS] (repeatable; replaces the carrier's; default for a new carrier: CODE\d{10,20})`)
+	_ = cmd.MarkFlagRequired("dir")
+	cmd.MarkFlagsOneRequired("carrier-repo", "code")
+	return cmd
+}
+
+func registryRemoveCmd() *cobra.Command {
+	var dir, code, keyID string
+	cmd := &cobra.Command{
+		Use:   "remove --dir AUTHDIR --code C [--key-id KEYID]",
+		Short: "Remove a key from a carrier (revocation), or the whole carrier, from the draft",
+		Long: `Remove a key from a carrier, which revokes it from the next edition on:
+everything it signed, earlier records included, stops verifying. Without
+--key-id, remove the carrier.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w, err := authority.Open(dir)
+			if err != nil {
+				return err
+			}
+			if keyID == "" {
+				if err := w.RemoveCarrier(code); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed carrier %s from the draft\n", code)
+				return nil
+			}
+			if err := w.RemoveKey(code, keyID); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed key %s from carrier %s in the draft\n", keyID, code)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "authority directory (required)")
+	cmd.Flags().StringVar(&code, "code", "", "carrier code (required)")
+	cmd.Flags().StringVar(&keyID, "key-id", "", "key id (hex, as registry show prints it) to remove")
+	_ = cmd.MarkFlagRequired("dir")
+	_ = cmd.MarkFlagRequired("code")
+	return cmd
+}
+
+func registrySignCmd() *cobra.Command {
+	var dir, out string
+	var valid time.Duration
+	cmd := &cobra.Command{
+		Use:   "sign --dir AUTHDIR --out FILE [--valid 720h]",
+		Short: "Sign the draft as the next edition, with the next sequence number",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w, err := authority.Open(dir)
+			if err != nil {
+				return err
+			}
+			r, err := w.Sign(out, valid)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signed %s: seq %d, %d carriers, valid until %s\n",
+				out, r.Seq, len(r.Carriers), time.UnixMilli(r.NotAfter).UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "authority directory (required)")
+	cmd.Flags().StringVar(&out, "out", "", "signed registry file to write (required)")
+	cmd.Flags().DurationVar(&valid, "valid", 0, `how long nodes accept the edition (default: the draft's "validity", 720h)`)
+	_ = cmd.MarkFlagRequired("dir")
+	_ = cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func registryShowCmd() *cobra.Command {
+	var asJSON bool
+	var trust []string
+	cmd := &cobra.Command{
+		Use:   "show FILE [--json] [--trust PUBFILE]",
+		Short: "Print a signed registry; with --trust, verify it as a node would",
+		Long: `Print a signed registry: its sequence and window, and for every carrier its
+keys (key id and window), nodes and number schemes. Without --trust the
+signature is not checked. With --trust, the edition is verified as a node
+would verify it now, and the exit status is 1 if a node would reject it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var anchors []ed25519.PublicKey
+			for _, p := range trust {
+				pub, err := discovery.ReadPublicKey(p)
+				if err != nil {
+					return fmt.Errorf("--trust: %w", err)
+				}
+				anchors = append(anchors, pub)
+			}
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			v, err := authority.Show(b, anchors, time.Now())
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				err = enc.Encode(v)
+			} else {
+				err = v.WriteText(out)
+			}
+			if err != nil {
+				return err
+			}
+			if v.Signature == authority.SignatureRejected {
+				return fmt.Errorf("%s would be rejected by a node trusting %v", args[0], trust)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON document")
+	cmd.Flags().StringArrayVar(&trust, "trust", nil, "authority public key (PEM) to verify against (repeatable)")
+	return cmd
+}
+
+// parseTime reads an optional RFC 3339 flag value.
+func parseTime(flag, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339, such as 2026-01-02T15:04:05Z: %w", flag, s, err)
+	}
+	return t, nil
+}
+
+func printDraftCarrier(w io.Writer, c *authority.DraftCarrier) {
+	fmt.Fprintf(w, "carrier %s (%s, %s) in the draft; sign to publish\n", c.Code, c.Name, c.Country)
+	for _, k := range c.Keys {
+		fmt.Fprintf(w, "  key %s  %s to %s\n", k.KeyID, k.NotBefore.Format(time.RFC3339), k.NotAfter.Format(time.RFC3339))
+	}
+	for _, n := range c.Nodes {
+		fmt.Fprintf(w, "  node %s %v\n", n.Peer, n.Addrs)
+	}
+	fmt.Fprintf(w, "  schemes %v\n", c.Schemes)
+}
