@@ -13,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/opentrack/opentrack/node/admin"
+	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/discovery"
 	lphost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/metrics"
@@ -33,6 +35,17 @@ type Options struct {
 	Logger *slog.Logger
 	// Service tunes the protocol handlers; nil for defaults.
 	Service *service.Options
+	// MDNS turns on mDNS discovery of peers on the LAN, for testnets: it
+	// remembers every node it hears and connects to registry nodes.
+	// Default: false.
+	MDNS bool
+	// Router tunes peer routing (the private DHT and the connections to
+	// registry nodes); nil for defaults. Only a node with trust anchors
+	// routes.
+	Router *discovery.RouterOptions
+	// Exchange tunes registry exchange; nil for defaults. Only a node
+	// with trust anchors exchanges.
+	Exchange *discovery.ExchangeOptions
 }
 
 // Node is a running node: the libp2p host, the protocol services and, on
@@ -43,11 +56,19 @@ type Node struct {
 	Store    store.Store // nil on a platform node
 	Metrics  *metrics.Metrics
 	Ingester *ingest.Ingester // nil on a platform node
-	Log      *slog.Logger
+	// Trust holds the anchors and the newest registry; nil on a node
+	// whose repo has no trust anchors, which then neither routes nor
+	// exchanges registries.
+	Trust *discovery.Trust
+	Log   *slog.Logger
 
 	admin     *admin.Server
 	track     *service.Track
 	info      *service.Info
+	router    *discovery.Router
+	exchange  *discovery.Exchange
+	infoAsker *client.Client // the exchange's
+	mdns      *discovery.MDNS
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -67,6 +88,13 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 	}()
 	cfg := r.Config
 
+	switch t, err := r.Trust(); {
+	case err == nil:
+		n.Trust = t
+	case !errors.Is(err, discovery.ErrNoAnchors):
+		return nil, err
+	}
+
 	if cfg.Role == repo.RoleCarrier {
 		if err := n.startCarrierStore(); err != nil {
 			return nil, err
@@ -83,6 +111,9 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 	}
 
 	infoCfg := service.InfoConfig{Version: version.Agent, Metrics: n.Metrics, Logger: log}
+	if n.Trust != nil {
+		infoCfg.Registry = n.Trust
+	}
 	if cfg.Role == repo.RoleCarrier {
 		signer, err := r.Signer()
 		if err != nil {
@@ -107,6 +138,9 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.info.Register(n.Host)
+	if err := n.startDiscovery(o); err != nil {
+		return nil, err
+	}
 
 	if cfg.Role == repo.RoleCarrier {
 		addr := cfg.Admin.Addr
@@ -120,6 +154,34 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 	log.Info("node started", "role", cfg.Role, "peer", n.Host.ID(), "carrier", cfg.Carrier.Code, "addrs", n.Addrs(), "admin", n.AdminURL())
 	return n, nil
 }
+
+// startDiscovery starts peer routing and registry exchange on a node with
+// trust anchors, and mDNS when asked. The router dials registry nodes in
+// the background, so Start does not wait on the network.
+func (n *Node) startDiscovery(o Options) error {
+	if n.Trust != nil {
+		var err error
+		if n.router, err = discovery.NewRouter(n.Host, n.Trust, o.Router, n.Log); err != nil {
+			return err
+		}
+		if n.infoAsker, err = client.New(n.Host, nil); err != nil {
+			return err
+		}
+		if n.exchange, err = discovery.NewExchange(n.Host, n.Trust, n.infoAsker, o.Exchange, n.Log); err != nil {
+			return err
+		}
+	}
+	if o.MDNS {
+		var err error
+		if n.mdns, err = discovery.StartMDNS(n.Host, n.Trust, n.Log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Router is the node's peer routing; nil on a node without trust anchors.
+func (n *Node) Router() *discovery.Router { return n.router }
 
 func (n *Node) startCarrierStore() error {
 	sc := n.Repo.Config.Store
@@ -197,8 +259,9 @@ func (n *Node) NodeInfo() *repo.NodeInfo {
 }
 
 // Close shuts the node down in order: the admin API first, letting
-// in-flight ingest requests finish, then the protocol services and the
-// host, and the store last.
+// in-flight ingest requests finish; then registry exchange, mDNS and peer
+// routing, which use the host; then the protocol services and the host,
+// and the store last.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
@@ -206,6 +269,18 @@ func (n *Node) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			errs = append(errs, n.admin.Shutdown(ctx))
 			cancel()
+		}
+		if n.exchange != nil {
+			errs = append(errs, n.exchange.Close())
+		}
+		if n.infoAsker != nil {
+			errs = append(errs, n.infoAsker.Close())
+		}
+		if n.mdns != nil {
+			errs = append(errs, n.mdns.Close())
+		}
+		if n.router != nil {
+			errs = append(errs, n.router.Close())
 		}
 		if n.track != nil {
 			n.track.Unregister()

@@ -4,51 +4,66 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	lphost "github.com/opentrack/opentrack/node/host"
+	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/discovery"
+	lphost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/spf13/cobra"
 )
 
 func trackCmd() *cobra.Command {
-	var peerAddr string
+	var peerAddr, repoDir string
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "track --peer MULTIADDR [--json] NUMBER...",
-		Short: "Query a carrier node, verify the signature and the chain, and print the timeline",
-		Long: `Query a carrier node for tracking numbers, verify each signed head and event
-chain, and print a readable timeline (or, with --json, a JSON array with one
-object per number). Without a registry, the key checked is the one the node
-presents through the info protocol ("key_source": "node"): that proves the
-chain and catches tampering in transit, but not who the node is. Exit
-status is 1 if any record fails verification.`,
+		Use:   "track (--repo PLATFORMDIR | --peer MULTIADDR) [--json] NUMBER...",
+		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
+		Long: `Look up tracking numbers, verify each signed head and event chain, and print
+a readable timeline (or, with --json, a JSON array with one object per parcel,
+with its "carrier", "key_id" and "key_source").
+
+With --repo, the platform repo's registry resolves each number to its
+carriers, every candidate carrier is asked at once through its registry nodes
+(found again through the DHT if they moved), and each record must be signed
+by a key the registry binds to that carrier ("key_source": "registry"). A
+number that several carriers hold prints once per carrier.
+
+With --peer, only that node is asked. If --repo is given too, its records are
+still checked against the registry, so a node that is not the carrier's
+fails. Without a registry, the key checked is the one the node presents
+through the info protocol ("key_source": "node"): that proves the chain and
+catches tampering in transit, but not who the node is.
+
+Exit status is 1 if any record fails verification.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if peerAddr == "" && repoDir == "" {
+				return fmt.Errorf("give --repo PLATFORMDIR to resolve numbers through its registry, or --peer MULTIADDR to ask one node")
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			ai, err := peer.AddrInfoFromString(peerAddr)
-			if err != nil {
-				return fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", peerAddr, err)
-			}
-			cl, closeAll, err := dial(ctx, *ai)
+			p, err := openTrackPlatform(repoDir)
 			if err != nil {
 				return err
 			}
-			defer closeAll()
-			info, err := cl.Info(ctx, ai.ID, 0)
-			if err != nil {
-				return fmt.Errorf("info from %s: %w", ai.ID, err)
+			defer p.close()
+			var views []client.ParcelView
+			if peerAddr != "" {
+				views, err = p.trackPeer(ctx, peerAddr, args)
+			} else {
+				views, err = p.cl.TrackNumbers(ctx, p.trust, p.router, args, nil)
 			}
-			views, err := lookup(ctx, cl, ai.ID, info, args)
 			if err != nil {
 				return err
 			}
@@ -66,60 +81,102 @@ status is 1 if any record fails verification.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&peerAddr, "peer", "", "carrier node multiaddr ending in /p2p/<peer id> (required)")
-	f.BoolVar(&asJSON, "json", false, "print a JSON array, one object per number")
+	f.StringVar(&repoDir, "repo", "", "platform repo whose trust anchors and registry resolve and verify (its node key is the client's identity)")
+	f.StringVar(&peerAddr, "peer", "", "ask only this node: a multiaddr ending in /p2p/<peer id>")
+	f.BoolVar(&asJSON, "json", false, "print a JSON array, one object per parcel")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
-	_ = cmd.MarkFlagRequired("peer")
 	return cmd
 }
 
-// dial starts a throwaway client host and connects it to ai.
-func dial(ctx context.Context, ai peer.AddrInfo) (*client.Client, func(), error) {
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	h, err := lphost.New(key, &lphost.Options{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := h.Connect(ctx, ai); err != nil {
-		h.Close()
-		return nil, nil, fmt.Errorf("connect to %s: %w", ai.ID, err)
-	}
-	cl, err := client.New(h, nil)
-	if err != nil {
-		h.Close()
-		return nil, nil, err
-	}
-	return cl, func() { cl.Close(); h.Close() }, nil
+// trackPlatform is what `track` runs on: a client host, and with a repo
+// its trust state and a router to reach registry nodes.
+type trackPlatform struct {
+	h      host.Host
+	cl     *client.Client
+	trust  *discovery.Trust // nil without --repo
+	router *discovery.Router
 }
 
-// lookup normalizes the numbers, asks the node for the valid ones and
-// keeps the order of args.
-func lookup(ctx context.Context, cl *client.Client, p peer.ID, info *protocol.Info, args []string) ([]client.ParcelView, error) {
-	views := make([]client.ParcelView, len(args))
-	var ask []string
-	var at []int
-	for i, a := range args {
-		n, err := protocol.NormalizeNumber(a)
+// openTrackPlatform starts the client host. With a repo, the host has the
+// repo's node key, so that carriers see the platform's registered
+// identity (grants name it), and listens on loopback ports of its own so
+// as not to collide with the repo's running node.
+func openTrackPlatform(repoDir string) (_ *trackPlatform, err error) {
+	p := &trackPlatform{}
+	defer func() {
 		if err != nil {
-			views[i] = client.View(a, info.Carrier, nil, nil, err)
-			continue
+			p.close()
 		}
-		ask, at = append(ask, n), append(at, i)
+	}()
+	opts := &lphost.Options{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}
+	var key crypto.PrivKey
+	if repoDir == "" {
+		if key, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
+			return nil, err
+		}
+	} else {
+		r, err := repo.Open(repoDir)
+		if err != nil {
+			return nil, err
+		}
+		if p.trust, err = r.Trust(); err != nil {
+			if errors.Is(err, discovery.ErrNoAnchors) {
+				return nil, fmt.Errorf("--repo %s has no trust anchors: create it with opentrack init --trust PUBFILE --registry FILE", repoDir)
+			}
+			return nil, fmt.Errorf("--repo %s: %w", repoDir, err)
+		}
+		if p.trust.Registry() == nil {
+			return nil, fmt.Errorf("--repo %s holds no registry: give one with opentrack init --registry FILE or opentrack node --registry FILE", repoDir)
+		}
+		key = r.NodeKey
+		if !r.Config.Network.DisableQUIC {
+			opts.ListenAddrs = append(opts.ListenAddrs, "/ip4/127.0.0.1/udp/0/quic-v1")
+		} else {
+			opts.DisableQUIC = true
+		}
 	}
-	got, err := cl.Lookup(ctx, p, info.Carrier, ask, client.InfoKeys{Carrier: info.Carrier, Keys: info.Keys}, nil)
-	if err != nil {
+	if p.h, err = lphost.New(key, opts); err != nil {
 		return nil, err
 	}
-	for j, v := range got {
-		if v.Verified {
-			v.KeySource = "node"
-		}
-		views[at[j]] = v
+	if p.cl, err = client.New(p.h, nil); err != nil {
+		return nil, err
 	}
-	return views, nil
+	if p.trust != nil {
+		if p.router, err = discovery.NewRouter(p.h, p.trust, nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// trackPeer asks the one node at addr, verifying against the registry
+// when there is one.
+func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []string) ([]client.ParcelView, error) {
+	ai, err := peer.AddrInfoFromString(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
+	}
+	if err := p.h.Connect(ctx, *ai); err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", ai.ID, err)
+	}
+	// A nil *discovery.Trust must stay a nil client.Trust.
+	var trust client.Trust
+	if p.trust != nil {
+		trust = p.trust
+	}
+	return p.cl.TrackPeer(ctx, ai.ID, trust, numbers, nil)
+}
+
+func (p *trackPlatform) close() {
+	if p.router != nil {
+		p.router.Close()
+	}
+	if p.cl != nil {
+		p.cl.Close()
+	}
+	if p.h != nil {
+		p.h.Close()
+	}
 }
 
 // verificationStatus fails when a record came back but did not verify;
@@ -145,7 +202,11 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			fmt.Fprintln(w)
 		}
 		if v.Error != "" {
-			fmt.Fprintf(w, "%s  %s: %s\n", v.Number, v.Error, v.Message)
+			if v.Carrier != "" {
+				fmt.Fprintf(w, "%s  carrier %s  %s: %s\n", v.Number, v.Carrier, v.Error, v.Message)
+			} else {
+				fmt.Fprintf(w, "%s  %s: %s\n", v.Number, v.Error, v.Message)
+			}
 			continue
 		}
 		fmt.Fprintf(w, "%s  carrier %s  verified against the %s key %s  head %s\n", v.Number, v.Carrier, v.KeySource, v.KeyID, v.Head)

@@ -43,6 +43,16 @@ type Options struct {
 	// RequestTimeout bounds one request and its response when ctx has no
 	// earlier deadline. Default: 5s, half the server's.
 	RequestTimeout time.Duration
+	// ConnectTimeout bounds connecting to one of a carrier's registry
+	// nodes in TrackNumbers before the next node is tried. It leaves room
+	// for a dial at the registry's addresses that times out and a peer
+	// routing lookup after it. Default: 20s.
+	ConnectTimeout time.Duration
+	// TamperResponse is a test hook: when set, Track calls it on every
+	// decoded response before checking it, as if the bytes had been
+	// altered in transit, so that tests can show verification catches it.
+	// Default: nil. Production code leaves it nil.
+	TamperResponse func(p peer.ID, resp *protocol.TrackResponse)
 }
 
 // EnsureDefaults fills every zero field with its default and returns o. A
@@ -60,6 +70,9 @@ func (o *Options) EnsureDefaults() *Options {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = 5 * time.Second
 	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 20 * time.Second
+	}
 	return o
 }
 
@@ -74,6 +87,9 @@ func (o *Options) Validate() error {
 	}
 	if o.RequestTimeout <= 0 {
 		p = append(p, fmt.Sprintf("RequestTimeout (%s) must be positive", o.RequestTimeout))
+	}
+	if o.ConnectTimeout <= 0 {
+		p = append(p, fmt.Sprintf("ConnectTimeout (%s) must be positive", o.ConnectTimeout))
 	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
@@ -138,7 +154,7 @@ func (c *Client) Track(ctx context.Context, p peer.ID, queries []protocol.TrackQ
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.roundTrip(ctx, st, msg, queries)
+		resp, err := c.roundTrip(ctx, p, st, msg, queries)
 		if err == nil {
 			c.put(p, st)
 			return resp, nil
@@ -158,19 +174,19 @@ func (c *Client) Track(ctx context.Context, p peer.ID, queries []protocol.TrackQ
 }
 
 // roundTrip writes one request frame and reads one response frame.
-func (c *Client) roundTrip(ctx context.Context, st *trackStream, msg []byte, queries []protocol.TrackQuery) (*protocol.TrackResponse, error) {
+func (c *Client) roundTrip(ctx context.Context, p peer.ID, st *trackStream, msg []byte, queries []protocol.TrackQuery) (*protocol.TrackResponse, error) {
 	if err := c.arm(ctx, st); err != nil {
 		return nil, err
 	}
 	stop := watch(ctx, st.s)
-	resp, err := c.exchange(st, msg, queries)
+	resp, err := c.exchange(p, st, msg, queries)
 	if !stop() {
 		return nil, fmt.Errorf("client: track: %w", ctx.Err())
 	}
 	return resp, err
 }
 
-func (c *Client) exchange(st *trackStream, msg []byte, queries []protocol.TrackQuery) (*protocol.TrackResponse, error) {
+func (c *Client) exchange(p peer.ID, st *trackStream, msg []byte, queries []protocol.TrackQuery) (*protocol.TrackResponse, error) {
 	var err error
 	if st.buf, err = protocol.AppendFrame(st.buf[:0], msg, protocol.MaxTrackRequest); err != nil {
 		return nil, fmt.Errorf("client: track request: %w", err)
@@ -190,6 +206,9 @@ func (c *Client) exchange(st *trackStream, msg []byte, queries []protocol.TrackQ
 		// The response was read whole and the server sends nothing
 		// unasked, so a fresh reader loses no bytes and frees the buffer.
 		st.frames = protocol.NewFrameReader(st.s, protocol.MaxTrackResponse)
+	}
+	if c.opts.TamperResponse != nil {
+		c.opts.TamperResponse(p, &resp)
 	}
 	if err := resp.Validate(len(queries)); err != nil {
 		return nil, fmt.Errorf("client: track response: %w", err)

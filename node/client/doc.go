@@ -8,4 +8,11 @@
 // pays nothing for it. VerifyResult is the trust step: the carrier's
 // signature over the head, the head's freshness and number, and the hash
 // chain of the events up to that head.
+//
+// TrackNumbers is the platform's lookup with no hub in between: the
+// registry (Trust) resolves each number to its candidate carriers, every
+// candidate is asked at once through its registry nodes (a Connector,
+// discovery.Router in a node, finds them), and every record must be
+// signed by a key the registry binds to that carrier. TrackPeer asks one
+// node, as `opentrack track --peer` does.
 package client
