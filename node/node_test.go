@@ -71,10 +71,13 @@ func TestNodeFoundAfterMove(t *testing.T) {
 	require.Eventually(t, func() bool { return !connected(p.node, xid) }, 10*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return knowsAddrs(ca.node, cx.node) && knowsAddrs(cb.node, cx.node) }, 10*time.Second, 20*time.Millisecond,
 		"the moved node reconnects to the registry nodes, which learn its new address through identify")
-	require.False(t, connected(p.node, xid), "the platform is no registry node: the moved node does not dial it")
-	for _, known := range p.node.Host.Peerstore().Addrs(xid) {
-		require.NotContains(t, cx.node.Host.Addrs(), known, "the platform does not know the new address yet")
+	// Under load the platform can hear of the new address early (the
+	// moved node may dial it, or identify may pass it on). Forget every
+	// address, so Connect has only the registry's stale one and the DHT.
+	if p.node.Host.Network().Connectedness(xid) == network.Connected {
+		require.NoError(t, p.node.Host.Network().ClosePeer(xid))
 	}
+	p.node.Host.Peerstore().ClearAddrs(xid)
 
 	// The registry's address refuses; the DHT has the new one.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
