@@ -53,6 +53,7 @@ node from starting.`,
 	f.StringVar(&dir, "repo", "", "repo directory (required)")
 	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr, replacing the config's (repeatable)")
 	f.StringVar(&o.AdminAddr, "admin", "", "admin API address on loopback, replacing the config's (port 0 picks one)")
+	f.BoolVar(&o.MDNS, "mdns", false, "find peers on the local network with mDNS (for LAN testnets)")
 	f.StringVar(&registry, "registry", "", "signed registry file to install before starting, if newer than the repo's")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd

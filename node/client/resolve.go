@@ -412,3 +412,16 @@ func listedFor(r *protocol.Registry, carrier string, p peer.ID) bool {
 	}
 	return false
 }
+
+// Resolve maps a tracking number as a person typed it to the carriers
+// that may hold it, using only the registry: it normalizes the number and
+// matches every carrier's schemes, S10 country and product, patterns and
+// check digits. More than one carrier means the number is ambiguous, and
+// TrackNumbers asks them all at once.
+func Resolve(t Trust, number string) ([]*protocol.CarrierEntry, error) {
+	n, err := protocol.NormalizeNumber(number)
+	if err != nil {
+		return nil, err
+	}
+	return t.Resolve(n)
+}

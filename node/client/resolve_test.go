@@ -211,3 +211,25 @@ func TestTrackNumbersWithoutRegistry(t *testing.T) {
 	_, err = c.TrackNumbers(context.Background(), trust, &hostConnector{h: c.h, trust: trust}, []string{servicetest.Number(1)}, nil)
 	require.ErrorIs(t, err, discovery.ErrNoRegistry)
 }
+
+func TestResolveNormalizes(t *testing.T) {
+	tr := staticTrust{carriers: map[string][]*protocol.CarrierEntry{"SF1234567890": {{Code: "SF"}}}}
+	got, err := Resolve(tr, " sf-1234 567890 ")
+	require.NoError(t, err)
+	require.Equal(t, "SF", got[0].Code)
+	_, err = Resolve(tr, "S*F")
+	require.ErrorIs(t, err, protocol.ErrInvalidNumber)
+}
+
+// staticTrust resolves from a fixed table.
+type staticTrust struct {
+	Trust
+	carriers map[string][]*protocol.CarrierEntry
+}
+
+func (s staticTrust) Resolve(n string) ([]*protocol.CarrierEntry, error) {
+	if c, ok := s.carriers[n]; ok {
+		return c, nil
+	}
+	return nil, protocol.ErrInvalidNumber
+}
