@@ -64,6 +64,7 @@ type Node struct {
 
 	admin     *admin.Server
 	track     *service.Track
+	watch     *service.Watch
 	info      *service.Info
 	router    *discovery.Router
 	exchange  *discovery.Exchange
@@ -129,6 +130,11 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 			return nil, err
 		}
 		n.track.Register(n.Host)
+		n.watch, err = service.NewWatch(service.WatchConfig{Store: n.Store, Metrics: n.Metrics, Logger: log}, o.Service)
+		if err != nil {
+			return nil, err
+		}
+		n.watch.Register(n.Host)
 		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, nil)
 		if err != nil {
 			return nil, err
@@ -284,6 +290,9 @@ func (n *Node) Close() error {
 		}
 		if n.track != nil {
 			n.track.Unregister()
+		}
+		if n.watch != nil {
+			n.watch.Unregister()
 		}
 		if n.info != nil {
 			n.info.Unregister()

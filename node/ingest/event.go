@@ -151,10 +151,14 @@ func (g *Ingester) prepare(in *InputEvent, now time.Time) (*protocol.Event, erro
 	if len(in.Audience) > MaxAudience {
 		add("audience: %d peer IDs, limit %d", len(in.Audience), MaxAudience)
 	}
-	for _, a := range in.Audience {
-		if _, err := peer.Decode(a); err != nil {
+	for i, a := range in.Audience {
+		id, err := peer.Decode(a)
+		if err != nil {
 			add("audience: %q is not a peer ID", a)
+			continue
 		}
+		// Stored in canonical text: watch matches the subscriber's ID as text.
+		in.Audience[i] = id.String()
 	}
 	if err := protocol.Details(in.Details).Validate(); err != nil {
 		add("details: %v", trimProto(err))

@@ -30,13 +30,44 @@ type Options struct {
 	// reading cannot hold a handler. Default: 10s.
 	WriteTimeout time.Duration `toml:"write_timeout"`
 
-	// MaxEventsPerResult caps the events of one track result; a longer
-	// history is paged with more=true. At most, and by default,
+	// MaxEventsPerResult caps the events of one track result, where a
+	// longer history is paged with more=true, and of one watch update,
+	// which then keeps the newest. At most, and by default,
 	// protocol.MaxEventsPerResult (1000).
 	MaxEventsPerResult int `toml:"max_events_per_result"`
+
+	// WatchBuffer is how many update frames a watch subscription queues
+	// for its subscriber. Default: 256 frames.
+	WatchBuffer int `toml:"watch_buffer"`
+
+	// WatchStall is how long a full watch queue may go without the
+	// subscriber taking a frame before the server gives up on it: it
+	// sends catchup and ends the stream, and the subscriber resumes from
+	// the durable feed. A queue that is full but draining (a burst, a
+	// replay) is waited on. It must be below WriteTimeout, so that a
+	// subscriber that reads again still gets the catchup. Default: 2s.
+	WatchStall time.Duration `toml:"watch_stall"`
+
+	// Heartbeat is how long a watch stream may go without a frame before
+	// the server sends a heartbeat. At most, and by default,
+	// protocol.HeartbeatInterval (15s), which the spec makes a MUST.
+	Heartbeat time.Duration `toml:"heartbeat"`
+
+	// FeedBatch is how many change-feed entries a watch subscription
+	// reads from the store at a time. Default: 256 entries.
+	FeedBatch int `toml:"feed_batch"`
 }
 
-const defaultWriteTimeout = 10 * time.Second
+// Defaults without a protocol constant behind them.
+const (
+	defaultWriteTimeout = 10 * time.Second
+	defaultWatchBuffer  = 256
+	defaultWatchStall   = 2 * time.Second
+	defaultFeedBatch    = 256
+	// maxWatchBuffer and maxFeedBatch keep a typo from costing memory.
+	maxWatchBuffer = 1 << 16
+	maxFeedBatch   = 1 << 14
+)
 
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new Options with all defaults.
@@ -44,19 +75,21 @@ func (o *Options) EnsureDefaults() *Options {
 	if o == nil {
 		o = &Options{}
 	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = protocol.StreamIdleTimeout
-	}
-	if o.RequestTimeout == 0 {
-		o.RequestTimeout = protocol.RequestTimeout
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = defaultWriteTimeout
-	}
-	if o.MaxEventsPerResult == 0 {
-		o.MaxEventsPerResult = protocol.MaxEventsPerResult
-	}
+	setDefault(&o.IdleTimeout, protocol.StreamIdleTimeout)
+	setDefault(&o.RequestTimeout, protocol.RequestTimeout)
+	setDefault(&o.WriteTimeout, defaultWriteTimeout)
+	setDefault(&o.MaxEventsPerResult, protocol.MaxEventsPerResult)
+	setDefault(&o.WatchBuffer, defaultWatchBuffer)
+	setDefault(&o.WatchStall, defaultWatchStall)
+	setDefault(&o.Heartbeat, protocol.HeartbeatInterval)
+	setDefault(&o.FeedBatch, defaultFeedBatch)
 	return o
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
 }
 
 // Validate checks o after EnsureDefaults and reports every problem at once.
@@ -65,13 +98,26 @@ func (o *Options) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"idle_timeout", o.IdleTimeout}, {"request_timeout", o.RequestTimeout}, {"write_timeout", o.WriteTimeout}} {
+	}{{"idle_timeout", o.IdleTimeout}, {"request_timeout", o.RequestTimeout}, {"write_timeout", o.WriteTimeout},
+		{"watch_stall", o.WatchStall}, {"heartbeat", o.Heartbeat}} {
 		if d.v <= 0 {
 			p = append(p, fmt.Sprintf("%s (%s) must be positive", d.name, d.v))
 		}
 	}
 	if o.MaxEventsPerResult <= 0 || o.MaxEventsPerResult > protocol.MaxEventsPerResult {
 		p = append(p, fmt.Sprintf("max_events_per_result (%d) must be 1 to %d", o.MaxEventsPerResult, protocol.MaxEventsPerResult))
+	}
+	if o.WatchBuffer <= 0 || o.WatchBuffer > maxWatchBuffer {
+		p = append(p, fmt.Sprintf("watch_buffer (%d) must be 1 to %d", o.WatchBuffer, maxWatchBuffer))
+	}
+	if o.WatchStall >= o.WriteTimeout && o.WriteTimeout > 0 {
+		p = append(p, fmt.Sprintf("watch_stall (%s) must be below write_timeout (%s)", o.WatchStall, o.WriteTimeout))
+	}
+	if o.Heartbeat > protocol.HeartbeatInterval {
+		p = append(p, fmt.Sprintf("heartbeat (%s) must be at most %s", o.Heartbeat, protocol.HeartbeatInterval))
+	}
+	if o.FeedBatch <= 0 || o.FeedBatch > maxFeedBatch {
+		p = append(p, fmt.Sprintf("feed_batch (%d) must be 1 to %d", o.FeedBatch, maxFeedBatch))
 	}
 	return problems(p)
 }

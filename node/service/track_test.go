@@ -470,5 +470,6 @@ func TestOptionsDefaults(t *testing.T) {
 	require.Equal(t, service.Options{
 		IdleTimeout: protocol.StreamIdleTimeout, RequestTimeout: protocol.RequestTimeout,
 		WriteTimeout: 10 * time.Second, MaxEventsPerResult: protocol.MaxEventsPerResult,
+		WatchBuffer: 256, WatchStall: 2 * time.Second, Heartbeat: protocol.HeartbeatInterval, FeedBatch: 256,
 	}, *o)
 }

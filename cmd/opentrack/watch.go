@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/spf13/cobra"
+
+	"github.com/opentrack/opentrack/node/client"
+)
+
+func watchCmd() *cobra.Command {
+	var peerAddr, repoDir, cursorFile string
+	var asJSON, audience bool
+	cmd := &cobra.Command{
+		Use:   "watch [--repo DIR] [--peer MULTIADDR] [--cursor-file FILE] [--json] (NUMBER... | --audience)",
+		Short: "Subscribe to parcels and print each verified update as the carrier pushes it",
+		Long: `Subscribe to tracking numbers, or with --audience to every parcel whose
+ingest named this platform, and print each update as it arrives, verified
+against the signed head and the event chain: a readable line per event, or
+with --json one JSON object per line, {"number", "carrier", "verified",
+"head", "cursor", "events": [...]} and "error" when it did not verify.
+
+With --repo, the platform repo's registry resolves the numbers to their
+carrier, which must be the same for all of them, and the subscription goes
+to that carrier's registry nodes; every head must be signed by a key the
+registry binds to the carrier. Numbers of several carriers take one watch
+each. With --peer, the subscription goes to that node, for the carrier it
+serves; without --repo its own keys are checked, which proves the chain but
+not who signed it. --audience needs --peer, and --repo too, since the repo's
+node key is the client's identity, the peer ID that ingest names.
+
+When the stream ends or the node restarts, watch subscribes again by itself,
+backing off, and resumes where it was. With --cursor-file it resumes from the
+cursor in the file and keeps the file current, so that stopping and starting
+watch loses no update; some may print twice, and the event CID tells them
+apart. It runs until interrupted.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case peerAddr == "" && repoDir == "":
+				return fmt.Errorf("give --repo PLATFORMDIR to find the carrier through its registry, or --peer MULTIADDR to subscribe at one node")
+			case audience == (len(args) > 0):
+				return fmt.Errorf("give tracking numbers or --audience, not both or neither")
+			case audience && (peerAddr == "" || repoDir == ""):
+				return fmt.Errorf("--audience needs --repo, the platform whose peer ID ingest names, and --peer, the carrier's node")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			p, err := openTrackPlatform(repoDir)
+			if err != nil {
+				return err
+			}
+			defer p.close()
+			var opts client.WatchOptions
+			if peerAddr != "" {
+				opts, err = p.watchPeer(ctx, peerAddr, args, audience)
+			} else {
+				opts, err = client.WatchTarget(p.trust, args)
+				opts.Connector = p.router
+			}
+			if errors.Is(err, client.ErrSeveralCarriers) {
+				return fmt.Errorf("%w; run one opentrack watch per carrier, or give --peer", err)
+			}
+			if err != nil {
+				return err
+			}
+			opts.CursorFile = cursorFile
+			w, err := p.cl.Watch(ctx, opts)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			enc := json.NewEncoder(out)
+			for u := range w.Updates() {
+				if asJSON {
+					err = enc.Encode(u)
+				} else {
+					err = printUpdate(out, u)
+				}
+				if err != nil {
+					w.Close()
+					return err
+				}
+			}
+			return w.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&repoDir, "repo", "", "platform repo whose registry resolves and verifies (its node key is the client's identity)")
+	f.StringVar(&peerAddr, "peer", "", "subscribe at this node: a multiaddr ending in /p2p/<peer id>")
+	f.StringVar(&cursorFile, "cursor-file", "", "resume from the cursor in this file, and keep it current")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object per update and line")
+	f.BoolVar(&audience, "audience", false, "watch every parcel whose ingest named this platform's peer ID")
+	return cmd
+}
+
+// watchPeer asks the node at addr what it serves and returns options to
+// watch numbers (or the audience) there: the carrier it serves, verified
+// against the registry when there is one, otherwise against the keys the
+// node presents.
+func (p *trackPlatform) watchPeer(ctx context.Context, addr string, numbers []string, audience bool) (client.WatchOptions, error) {
+	ai, err := peer.AddrInfoFromString(addr)
+	if err != nil {
+		return client.WatchOptions{}, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
+	}
+	// Kept for good, so that after the node restarts on its address the
+	// watcher dials it however long it was gone.
+	p.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := p.cl.Info(cctx, ai.ID, 0)
+	if err != nil {
+		return client.WatchOptions{}, fmt.Errorf("ask %s what it serves: %w", ai.ID, err)
+	}
+	if info.Carrier == "" {
+		return client.WatchOptions{}, fmt.Errorf("%w: %s", client.ErrNoCarrier, ai.ID)
+	}
+	o := client.WatchOptions{
+		Carrier: info.Carrier, Peers: []peer.ID{ai.ID}, Keys: client.InfoKeys{Carrier: info.Carrier, Keys: info.Keys},
+		Numbers: numbers, Audience: audience,
+	}
+	if p.trust != nil {
+		o.Keys = p.trust
+	}
+	return o, nil
+}
+
+// printUpdate prints a line per event of u, or why u did not verify.
+func printUpdate(w io.Writer, u client.WatchUpdate) error {
+	if !u.Verified {
+		_, err := fmt.Fprintf(w, "%s  carrier %s  NOT VERIFIED  %s: %s\n", u.Number, u.Carrier, u.Error, u.Message)
+		return err
+	}
+	for _, e := range u.Events {
+		status := string(e.Status)
+		if e.Reason != "" {
+			status += " (" + e.Reason + ")"
+		}
+		place := strings.Join(nonEmpty(e.Location.Facility, e.Location.City, e.Location.Country), ", ")
+		when := strings.Replace(strings.TrimSuffix(e.Time, "Z"), "T", " ", 1)
+		if _, err := fmt.Fprintf(w, "%s  %s  %3d  %s  %-38s %s  %s\n", u.Number, u.Carrier, e.Seq, when, status, place, e.CID); err != nil {
+			return err
+		}
+	}
+	return nil
+}

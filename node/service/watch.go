@@ -1,0 +1,686 @@
+package service
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/prometheus/client_golang/prometheus"
+
+	nodehost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+const (
+	// WatchID is the protocol ID the watch service answers.
+	WatchID = protocol.WatchID
+	// WatchServiceName is the resource-manager service of watch streams.
+	WatchServiceName = nodehost.ServiceWatch
+
+	// watchQueueAllowance is how many bytes of queued frames a
+	// subscription's standing reservation covers; a frame queued beyond it
+	// reserves its own size until it is written, so the resource manager
+	// bounds what all subscribers together hold in their queues.
+	watchQueueAllowance = 32 << 10
+	// watchStreamMemory is reserved for as long as a watch stream is open:
+	// the subscription's own state and the queue allowance. Reading the
+	// request reserves protocol.MaxWatchRequest more for that time only.
+	watchStreamMemory = 8<<10 + watchQueueAllowance
+	// watchNumberMemory is charged per watched number: its entry in the
+	// subscription's set.
+	watchNumberMemory = 64
+	// watchCoalesce bounds the bytes of queued frames written in one
+	// Write: yamux sends every Write as its own frame, so a burst of small
+	// updates costs one packet rather than one each.
+	watchCoalesce = 64 << 10
+	// maxSentParcels bounds a subscription's dedupe map. Past it the map
+	// is dropped: dedupe only saves bytes, clients dedupe by CID anyway.
+	maxSentParcels = 4096
+	// updateOverhead bounds an update frame beyond its head and events:
+	// the length prefix, the map with its keys, the type, a cursor of
+	// MaxCursorLen, a number and the events array header.
+	updateOverhead = 512
+)
+
+// An update of MaxEventsPerResult events of MaxEventSize each, under the
+// largest head, fits in a frame: this constant does not compile otherwise.
+// So the only limit on an update's events is their count.
+const _ = uint64(protocol.MaxWatchFrame - updateOverhead - maxSignedHead -
+	protocol.MaxEventsPerResult*(protocol.MaxEventSize+eventOverhead))
+
+// errDataAfterRequest means a watch client wrote after its one request.
+var errDataAfterRequest = errors.New("service: data after the watch request")
+
+// WatchConfig is what a Watch serves.
+type WatchConfig struct {
+	// Store holds the parcels and the change feed that subscriptions
+	// read. Its ID prefixes every cursor. Required.
+	Store store.Store
+	// Metrics receives subscription, message and reset counts; nil for
+	// none.
+	Metrics *metrics.Metrics
+	// Logger receives internal errors and, at debug level, bad peer input;
+	// nil discards.
+	Logger *slog.Logger
+}
+
+// Watch serves /opentrack/watch/1.0.0 (spec section 8.5): a stream carries
+// one WatchRequest, then the server pushes update, heartbeat and, at the
+// end, catchup or error frames.
+//
+// Each subscription reads the store's change feed on its own goroutine and
+// queues frames for a writer goroutine, so ingest never waits for a
+// subscriber: appending only wakes the readers. A subscriber that leaves
+// its queue full for Options.WatchStall gets catchup and the stream ends;
+// it resumes from the catchup's cursor, replayed from the durable feed.
+//
+// A cursor is "<store id>.<feed position>", opaque to clients. Every
+// cursor the service sends names a position up to which the subscriber
+// has every matching update once it has processed that message.
+type Watch struct {
+	cfg    WatchConfig
+	opts   Options
+	prefix string                        // the store ID and a dot: every cursor starts so
+	sent   map[string]prometheus.Counter // messages by type, nil without metrics
+	srv    server
+}
+
+// NewWatch checks cfg and opts (nil for defaults) and builds the service.
+func NewWatch(cfg WatchConfig, opts *Options) (*Watch, error) {
+	o, err := resolve(opts)
+	var p []string
+	if err != nil {
+		p = append(p, err.Error())
+	}
+	w := &Watch{cfg: cfg, opts: o, srv: newServer(WatchID, "watch", cfg.Metrics, cfg.Logger)}
+	if cfg.Store == nil {
+		p = append(p, "no store")
+	} else {
+		w.prefix = cfg.Store.ID() + "."
+		// The longest cursor is the prefix and a 20-digit position.
+		if n := len(w.prefix) + 20; cfg.Store.ID() == "" || n > protocol.MaxCursorLen {
+			p = append(p, fmt.Sprintf("store id %q makes cursors of up to %d bytes, limit %d", cfg.Store.ID(), n, protocol.MaxCursorLen))
+		}
+	}
+	if err := problems(p); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics != nil {
+		w.sent = make(map[string]prometheus.Counter)
+		for _, typ := range []string{protocol.WatchUpdate, protocol.WatchCatchUp, protocol.WatchHeartbeat, protocol.WatchError} {
+			w.sent[typ] = cfg.Metrics.WatchUpdates.WithLabelValues(typ)
+		}
+	}
+	return w, nil
+}
+
+// Register starts serving watch streams on h. Register once.
+func (w *Watch) Register(h host.Host) { w.srv.register(h, w.handle) }
+
+// Unregister stops serving, resets open subscriptions and waits for their
+// handlers to return.
+func (w *Watch) Unregister() { w.srv.unregister() }
+
+func (w *Watch) handle(s network.Stream) {
+	ctx, done, ok := w.srv.open(s, WatchServiceName, watchStreamMemory)
+	if !ok {
+		return
+	}
+	defer done()
+	req, ok := w.readRequest(s)
+	if !ok {
+		return
+	}
+	sub, code, msg := w.subscribe(ctx, s, req)
+	if code != "" {
+		w.refuse(s, code, msg)
+		return
+	}
+	defer s.Scope().ReleaseMemory(sub.memory)
+	sub.run(ctx)
+}
+
+// readRequest reads and decodes the one request, within RequestTimeout of
+// the stream's opening and with memory reserved for a request of the cap
+// while it does. On failure it has ended the stream.
+func (w *Watch) readRequest(s network.Stream) (*protocol.WatchRequest, bool) {
+	if err := s.Scope().ReserveMemory(protocol.MaxWatchRequest, network.ReservationPriorityAlways); err != nil {
+		w.srv.reset(s, reasonLimit, err)
+		return nil, false
+	}
+	defer s.Scope().ReleaseMemory(protocol.MaxWatchRequest)
+	if err := s.SetReadDeadline(time.Now().Add(w.opts.RequestTimeout)); err != nil {
+		s.Reset()
+		return nil, false
+	}
+	body, err := protocol.NewFrameReader(s, protocol.MaxWatchRequest).Next()
+	if err != nil {
+		w.srv.readFailed(s, err)
+		return nil, false
+	}
+	var req protocol.WatchRequest
+	if err := protocol.Unmarshal(body, &req); err != nil {
+		w.srv.reset(s, reasonDecode, err)
+		return nil, false
+	}
+	return &req, true
+}
+
+// subscribe checks a decoded request and sets up its subscription, or
+// returns the error code and message to refuse it with.
+func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.WatchRequest) (_ *subscription, code, msg string) {
+	if n := len(req.Numbers); n > protocol.MaxWatchNumbers {
+		return nil, protocol.CodeTooMany, fmt.Sprintf("%d numbers, limit %d", n, protocol.MaxWatchNumbers)
+	}
+	if err := req.Validate(); err != nil {
+		return nil, protocol.CodeBadRequest, err.Error()
+	}
+	start, err := w.position(ctx, req.Cursor)
+	if err != nil {
+		return nil, w.errorCode(err), err.Error()
+	}
+	sub := &subscription{
+		w:      w,
+		s:      s,
+		start:  start,
+		frames: make(chan frame, w.opts.WatchBuffer),
+		sent:   make(map[uint64]uint64),
+	}
+	if req.Audience {
+		sub.peer = s.Conn().RemotePeer().String()
+	} else {
+		sub.memory = len(req.Numbers) * watchNumberMemory
+		if err := s.Scope().ReserveMemory(sub.memory, network.ReservationPriorityHigh); err != nil {
+			return nil, protocol.CodeUnavailable, "node is out of memory for this subscription"
+		}
+		sub.numbers = make(map[string]struct{}, len(req.Numbers))
+		for _, n := range req.Numbers {
+			sub.numbers[n] = struct{}{}
+		}
+	}
+	return sub, "", ""
+}
+
+// position resolves a request's cursor to a feed position: the current
+// tail without one. A cursor of another store, a malformed one, or one
+// beyond the tail was never issued by this store: store.ErrUnknownCursor.
+func (w *Watch) position(ctx context.Context, cursor string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
+	defer cancel()
+	tail, err := w.cfg.Store.FeedTail(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if cursor == "" {
+		return tail, nil
+	}
+	digits, ok := strings.CutPrefix(cursor, w.prefix)
+	pos, err := strconv.ParseUint(digits, 10, 64)
+	// Only the form this service writes is accepted, so that one
+	// position has one cursor: no sign, no leading zeros.
+	if !ok || err != nil || strconv.FormatUint(pos, 10) != digits {
+		return 0, fmt.Errorf("service: cursor %q: %w", cursor, store.ErrUnknownCursor)
+	}
+	if pos > tail {
+		return 0, fmt.Errorf("service: cursor %q is beyond the feed tail %d: %w", cursor, tail, store.ErrUnknownCursor)
+	}
+	return pos, nil
+}
+
+func (w *Watch) cursor(pos uint64) string { return w.prefix + strconv.FormatUint(pos, 10) }
+
+// errorCode maps a store error to the watch error code the peer sees,
+// logging the internal ones. It is the one place where that happens.
+func (w *Watch) errorCode(err error) string {
+	switch {
+	case errors.Is(err, store.ErrUnknownCursor):
+		return protocol.CodeUnknownCursor
+	case errors.Is(err, store.ErrClosed):
+		return protocol.CodeUnavailable // the node is shutting down
+	default:
+		w.srv.log.Warn("watch failed", "err", err)
+		return protocol.CodeInternal
+	}
+}
+
+// refuse answers a request with an error frame and closes the stream.
+func (w *Watch) refuse(s network.Stream, code, msg string) {
+	if code == protocol.CodeInternal {
+		msg = "" // internal errors stay inside the node
+	}
+	b, err := w.encode(&protocol.WatchMessage{Type: protocol.WatchError, Code: code, Message: truncate(msg)})
+	if err == nil {
+		if err = s.SetWriteDeadline(time.Now().Add(w.opts.WriteTimeout)); err == nil {
+			_, err = s.Write(b)
+		}
+	}
+	if err != nil {
+		s.Reset()
+		w.srv.log.Debug("watch refusal failed", "peer", s.Conn().RemotePeer(), "err", err)
+		return
+	}
+	w.count(protocol.WatchError, 1)
+	s.Close()
+}
+
+// encode returns m as one frame.
+func (w *Watch) encode(m *protocol.WatchMessage) ([]byte, error) {
+	msg, err := protocol.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.AppendFrame(make([]byte, 0, binary.MaxVarintLen64+len(msg)), msg, protocol.MaxWatchFrame)
+}
+
+func (w *Watch) count(typ string, n int) {
+	if w.sent != nil {
+		w.sent[typ].Add(float64(n))
+	}
+}
+
+// subscription is one watch stream's state. Three goroutines share it:
+// produce reads the feed and queues frames, write writes them (and
+// heartbeats), and watchPeer notices the subscriber resetting the stream.
+type subscription struct {
+	w       *Watch
+	s       network.Stream
+	start   uint64              // the feed position the subscription starts after
+	peer    string              // audience scope: the subscriber's peer ID
+	numbers map[string]struct{} // numbers scope: the numbers watched
+	memory  int                 // reserved for numbers, released by handle
+
+	frames chan frame // the bounded queue, closed by produce when it ends
+	// final is what the stream ends with (catchup or error). produce sets
+	// it before it closes frames, and write reads it after.
+	final   *protocol.WatchMessage
+	queued  atomic.Int64  // bytes in frames
+	scanned atomic.Uint64 // the feed position up to which every update is queued
+
+	// sent maps a parcel id to the head seq of its last update, when that
+	// update carried events of feed entries not yet reached. Those entries
+	// are then skipped or shortened, and the record goes with the last of
+	// them, so the map stays small. Only produce uses it.
+	sent map[uint64]uint64
+}
+
+// frame is one encoded update queued for the writer.
+type frame struct {
+	b        []byte
+	reserved int // bytes reserved in the stream scope for b
+}
+
+// run serves the subscription until it ends: the subscriber resets or
+// falls behind, the store fails, or the service unregisters.
+func (sub *subscription) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if m := sub.w.cfg.Metrics; m != nil {
+		m.WatchStreams.Inc()
+		defer m.WatchStreams.Dec()
+	}
+	sub.scanned.Store(sub.start)
+	// The request deadline is over; from now on the stream is only read
+	// to notice a reset.
+	if err := sub.s.SetReadDeadline(time.Time{}); err != nil {
+		sub.s.Reset()
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { sub.produce(ctx) })
+	wg.Go(func() { sub.watchPeer(cancel) })
+	sub.write(ctx)
+	cancel()
+	wg.Wait()
+	for f := range sub.frames { // left unwritten when the stream failed
+		sub.release(f)
+	}
+}
+
+// watchPeer waits for the subscriber to reset the stream and then ends the
+// subscription, so that it does not live on until the next heartbeat
+// fails. A clean end of the subscriber's side ends nothing (spec section
+// 8.5); more data after the request is a protocol violation.
+func (sub *subscription) watchPeer(cancel context.CancelFunc) {
+	var b [1]byte
+	n, err := sub.s.Read(b[:])
+	switch {
+	case n > 0:
+		sub.w.srv.reset(sub.s, reasonFrame, errDataAfterRequest)
+	case errors.Is(err, io.EOF):
+		return
+	}
+	cancel()
+}
+
+// produce reads the change feed from the start position, queues an update
+// for every matching entry, and waits for the feed to grow when it has
+// read it all. It ends the queue with catchup when the subscriber stops
+// taking frames, and with error when the store fails.
+func (sub *subscription) produce(ctx context.Context) {
+	defer close(sub.frames)
+	st, pos := sub.w.cfg.Store, sub.start
+	for {
+		entries, err := st.Feed(ctx, pos, sub.w.opts.FeedBatch)
+		if err != nil {
+			sub.fail(ctx, err)
+			return
+		}
+		if len(entries) == 0 {
+			if err := st.WaitFeed(ctx, pos); err != nil {
+				sub.fail(ctx, err)
+				return
+			}
+			continue
+		}
+		for i := range entries {
+			f, err := sub.update(ctx, &entries[i])
+			if err != nil {
+				sub.fail(ctx, err)
+				return
+			}
+			if f.b != nil && !sub.push(ctx, f) {
+				if ctx.Err() == nil {
+					// Everything before this entry is queued: the
+					// subscriber resumes right here.
+					sub.final = &protocol.WatchMessage{Type: protocol.WatchCatchUp, Cursor: sub.w.cursor(pos),
+						Message: "subscriber fell behind; resume from this cursor"}
+				}
+				return
+			}
+			pos = entries[i].Pos
+			// Published only once the entry's update is queued: a
+			// heartbeat's cursor must not pass an update still to come.
+			sub.scanned.Store(pos)
+		}
+	}
+}
+
+// update builds the update frame for a feed entry, or returns no frame
+// when the entry does not match the subscription or was sent already. The
+// update carries the parcel's current head and the events from the entry's
+// first up to that head (at most MaxEventsPerResult, the newest), so that
+// they always end at the head the subscriber verifies them against.
+func (sub *subscription) update(ctx context.Context, e *store.FeedEntry) (frame, error) {
+	if sub.numbers != nil {
+		if _, ok := sub.numbers[e.Number]; !ok {
+			return frame{}, nil
+		}
+	}
+	from := e.FromSeq
+	if seq, ok := sub.sent[e.ParcelID]; ok {
+		if seq >= e.ToSeq {
+			if seq == e.ToSeq { // the last entry that update covered
+				delete(sub.sent, e.ParcelID)
+			}
+			return frame{}, nil
+		}
+		from = max(from, seq+1)
+		delete(sub.sent, e.ParcelID)
+	}
+	st := sub.w.cfg.Store
+	p, err := st.ParcelByID(ctx, e.ParcelID)
+	if err != nil {
+		return frame{}, err
+	}
+	if sub.peer != "" && !slices.Contains(p.Audience, sub.peer) {
+		return frame{}, nil
+	}
+	if len(p.SignedHead) == 0 || p.Seq < e.ToSeq {
+		return frame{}, fmt.Errorf("%w: parcel %d at seq %d (signed head of %d bytes) behind its feed entry %d to seq %d",
+			errBadEvents, p.ID, p.Seq, len(p.SignedHead), e.Pos, e.ToSeq)
+	}
+	// A longer run keeps its newest events; the subscriber fetches the
+	// rest with track, as for any update that does not join its head.
+	from = max(from, (p.Seq+1)-min(p.Seq+1, uint64(sub.w.opts.MaxEventsPerResult)))
+	evs, err := readEvents(ctx, st, p.ID, from, p.Seq+1-from)
+	if err != nil {
+		return frame{}, err
+	}
+	blocks := make([][]byte, len(evs))
+	for i := range evs {
+		blocks[i] = evs[i].Bytes
+	}
+	b, err := sub.w.encode(&protocol.WatchMessage{
+		Type: protocol.WatchUpdate, Cursor: sub.w.cursor(e.Pos), Number: p.Number, Head: p.SignedHead, Events: blocks,
+	})
+	if err != nil {
+		return frame{}, err
+	}
+	if p.Seq > e.ToSeq {
+		if len(sub.sent) >= maxSentParcels {
+			clear(sub.sent)
+		}
+		sub.sent[p.ID] = p.Seq
+	}
+	return frame{b: b}, nil
+}
+
+// readEvents reads count events of a parcel from seq from and checks that
+// the store returned exactly those seqs, each within MaxEventSize (which
+// keeps every update within the frame cap).
+func readEvents(ctx context.Context, st store.Store, parcelID, from, count uint64) ([]store.Event, error) {
+	evs, err := st.Events(ctx, parcelID, from, int(count))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(evs)) != count {
+		return nil, fmt.Errorf("%w: %d events from seq %d of parcel %d, want %d", errBadEvents, len(evs), from, parcelID, count)
+	}
+	for i := range evs {
+		if evs[i].Seq != from+uint64(i) || len(evs[i].Bytes) > protocol.MaxEventSize {
+			return nil, fmt.Errorf("%w: seq %d (%d bytes) at position %d from seq %d of parcel %d",
+				errBadEvents, evs[i].Seq, len(evs[i].Bytes), i, from, parcelID)
+		}
+	}
+	return evs, nil
+}
+
+// push queues f. A full queue is waited on, since a burst (one ingest batch
+// touching many watched parcels, a replay from an old cursor) outruns
+// any network for a moment; only a subscriber that takes no frame for
+// WatchStall is behind. push reports false then, when the node has no
+// memory for f, or when ctx ends.
+func (sub *subscription) push(ctx context.Context, f frame) bool {
+	n := len(f.b)
+	if sub.queued.Add(int64(n)) > watchQueueAllowance {
+		if err := sub.s.Scope().ReserveMemory(n, network.ReservationPriorityMedium); err != nil {
+			sub.queued.Add(-int64(n))
+			return false
+		}
+		f.reserved = n
+	}
+	select {
+	case sub.frames <- f:
+		return true
+	default:
+	}
+	stall := time.NewTimer(sub.w.opts.WatchStall)
+	defer stall.Stop()
+	select {
+	case sub.frames <- f:
+		return true
+	case <-stall.C:
+	case <-ctx.Done():
+	}
+	sub.release(f)
+	return false
+}
+
+// release gives back what a queued frame held.
+func (sub *subscription) release(f frame) {
+	sub.queued.Add(-int64(len(f.b)))
+	if f.reserved > 0 {
+		sub.s.Scope().ReleaseMemory(f.reserved)
+	}
+}
+
+// fail ends the subscription because of a store error, unless the
+// subscription is ending anyway.
+func (sub *subscription) fail(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	sub.final = &protocol.WatchMessage{Type: protocol.WatchError, Code: sub.w.errorCode(err)}
+	if sub.final.Code == protocol.CodeUnavailable {
+		sub.final.Message = "node is shutting down"
+	}
+}
+
+// write writes queued frames, several at a time when they are waiting,
+// and a heartbeat whenever the stream has been quiet for Heartbeat. It
+// returns when the stream has ended.
+func (sub *subscription) write(ctx context.Context) {
+	ww := watchWriter{sub: sub}
+	hb := time.NewTimer(sub.w.opts.Heartbeat)
+	defer hb.Stop()
+	for {
+		var err error
+		select {
+		case f, ok := <-sub.frames:
+			if ok {
+				ok, err = ww.writeQueued(f)
+			}
+			if err == nil && !ok {
+				ww.finish()
+				return
+			}
+		case <-hb.C:
+			// scanned is read before the queue is seen empty: every update
+			// up to it was queued before, and so has been written.
+			pos := sub.scanned.Load()
+			if len(sub.frames) > 0 {
+				continue // they go first, and restart the quiet period
+			}
+			err = ww.send(&protocol.WatchMessage{Type: protocol.WatchHeartbeat, Cursor: sub.w.cursor(pos), Time: time.Now().UnixMilli()})
+		case <-ctx.Done():
+			sub.s.Reset()
+			return
+		}
+		if err != nil {
+			ww.failed(err)
+			return
+		}
+		hb.Reset(sub.w.opts.Heartbeat)
+	}
+}
+
+// watchWriter is the writer goroutine's state: the write deadline in
+// force.
+type watchWriter struct {
+	sub     *subscription
+	writeAt time.Time
+}
+
+// coalesceBuffers holds the buffers in which writers gather queued frames,
+// so that memory for them follows the subscriptions writing a burst right
+// now, not all those that ever did.
+var coalesceBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// writeQueued writes the update f and those queued behind it, up to
+// watchCoalesce bytes, in one Write. open is false when it found the
+// queue closed behind them.
+func (ww *watchWriter) writeQueued(f frame) (open bool, err error) {
+	sub := ww.sub
+	if len(f.b) >= watchCoalesce || len(sub.frames) == 0 {
+		defer sub.release(f)
+		if err := ww.write(f.b); err != nil {
+			return true, err
+		}
+		sub.w.count(protocol.WatchUpdate, 1)
+		return true, nil
+	}
+	bp := coalesceBuffers.Get().(*[]byte)
+	buf := append((*bp)[:0], f.b...)
+	n := 1
+	sub.release(f)
+	open = true
+gather:
+	for len(buf) < watchCoalesce {
+		select {
+		case g, ok := <-sub.frames:
+			if !ok {
+				open = false
+				break gather
+			}
+			buf = append(buf, g.b...)
+			n++
+			sub.release(g)
+		default:
+			break gather
+		}
+	}
+	err = ww.write(buf)
+	if cap(buf) <= 2*watchCoalesce { // a rare huge one is left to the GC
+		*bp = buf
+		coalesceBuffers.Put(bp)
+	}
+	if err == nil {
+		sub.w.count(protocol.WatchUpdate, n)
+	}
+	return open, err
+}
+
+// send writes one message the writer makes itself and counts it.
+func (ww *watchWriter) send(m *protocol.WatchMessage) error {
+	b, err := ww.sub.w.encode(m)
+	if err == nil {
+		err = ww.write(b)
+	}
+	if err == nil {
+		ww.sub.w.count(m.Type, 1)
+	}
+	return err
+}
+
+// write writes b under the write deadline, renewed lazily.
+func (ww *watchWriter) write(b []byte) error {
+	if nodehost.RenewDeadline(&ww.writeAt, time.Now(), ww.sub.w.opts.WriteTimeout) {
+		if err := ww.sub.s.SetWriteDeadline(ww.writeAt); err != nil {
+			return err
+		}
+	}
+	_, err := ww.sub.s.Write(b)
+	return err
+}
+
+// finish ends the stream once the queue is closed and written: with the
+// final message produce left and a close, or, without one (produce ended
+// because the subscription is ending), with a reset.
+func (ww *watchWriter) finish() {
+	sub := ww.sub
+	if sub.final == nil {
+		sub.s.Reset()
+		return
+	}
+	if err := ww.send(sub.final); err != nil {
+		ww.failed(err)
+		return
+	}
+	sub.s.Close()
+}
+
+// failed resets a stream that could not be written: the subscriber
+// stopped reading for WriteTimeout (counted), or it is gone.
+func (ww *watchWriter) failed(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		ww.sub.w.srv.reset(ww.sub.s, reasonTimeout, err)
+		return
+	}
+	ww.sub.s.Reset()
+	ww.sub.w.srv.log.Debug("watch write failed", "peer", ww.sub.s.Conn().RemotePeer(), "err", err)
+}
