@@ -168,6 +168,9 @@ func TestTrackNumbersFailover(t *testing.T) {
 type refuseAll struct{}
 
 func (refuseAll) AdmitTrack(peer.ID, int) (bool, time.Duration) { return false, time.Second }
+func (refuseAll) ObserveNotFound(peer.ID, int)                  {}
+func (refuseAll) AdmitWatch(peer.ID) (bool, time.Duration)      { return false, time.Second }
+func (refuseAll) AllowPublic(peer.ID) bool                      { return true }
 
 // TestTrackNumbersNoAnswer reports unavailable, with the reason, for the
 // numbers of a carrier none of whose nodes answers.

@@ -72,6 +72,16 @@ type Policy interface {
 	// rate_limited with retryAfter (others invalid_number, as the spec
 	// orders the checks).
 	AdmitTrack(p peer.ID, numbers int) (ok bool, retryAfter time.Duration)
+	// ObserveNotFound reports how many numbers of an admitted request were
+	// answered not_found, so that enumeration spends a stricter budget
+	// than tracking real parcels.
+	ObserveNotFound(p peer.ID, n int)
+	// AdmitWatch is asked once per subscription.
+	AdmitWatch(p peer.ID) (ok bool, retryAfter time.Duration)
+	// AllowPublic reports whether p may see public events at all: carrier
+	// policy can turn public lookups off or keep them to registry members.
+	// Grant holders and a parcel's audience are judged separately.
+	AllowPublic(p peer.ID) bool
 }
 
 // TrackConfig is what a Track serves.

@@ -358,6 +358,9 @@ func TestTrackIdleBetweenRequests(t *testing.T) {
 type policyFunc func(peer.ID, int) (bool, time.Duration)
 
 func (f policyFunc) AdmitTrack(p peer.ID, n int) (bool, time.Duration) { return f(p, n) }
+func (policyFunc) ObserveNotFound(peer.ID, int)                        {}
+func (policyFunc) AdmitWatch(peer.ID) (bool, time.Duration)            { return true, 0 }
+func (policyFunc) AllowPublic(peer.ID) bool                            { return true }
 
 func TestTrackPolicy(t *testing.T) {
 	servicetest.CheckLeaks(t)
