@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,11 +20,13 @@ import (
 	lphost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/node/version"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // Options adjust a node at start, over what its repo's config says.
@@ -125,7 +129,12 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 			return nil, err
 		}
 		infoCfg.Carrier, infoCfg.Keys = cfg.Carrier.Code, append(infoCfg.Keys, signer.Public())
-		n.track, err = service.NewTrack(service.TrackConfig{Carrier: cfg.Carrier.Code, Schemes: schemes, Store: n.Store, Metrics: n.Metrics, Logger: log}, o.Service)
+		pol, err := policy.New(cfg.PolicyOptions(), n.registryMember, nil)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.track, err = service.NewTrack(service.TrackConfig{Carrier: cfg.Carrier.Code, Schemes: schemes, Store: n.Store, Metrics: n.Metrics, Logger: log, Policy: pol,
+			Keys: protocol.PublicKeyResolver{Carrier: cfg.Carrier.Code, Key: signer.Public()}}, o.Service)
 		if err != nil {
 			return nil, err
 		}
@@ -186,6 +195,26 @@ func (n *Node) startDiscovery(o Options) error {
 	return nil
 }
 
+// registryMember reports whether p is a node of some carrier in the
+// registry held, for the policy's "members" mode. Without trust anchors
+// no peer is a member.
+func (n *Node) registryMember(p peer.ID) bool {
+	if n.Trust == nil {
+		return false
+	}
+	reg := n.Trust.Registry()
+	if reg == nil {
+		return false
+	}
+	id := p.String()
+	for i := range reg.Carriers {
+		if slices.ContainsFunc(reg.Carriers[i].Nodes, func(e protocol.NodeEntry) bool { return e.Peer == id }) {
+			return true
+		}
+	}
+	return false
+}
+
 // Router is the node's peer routing; nil on a node without trust anchors.
 func (n *Node) Router() *discovery.Router { return n.router }
 
@@ -205,7 +234,18 @@ func (n *Node) startCarrierStore() error {
 }
 
 func (n *Node) startAdmin(addr string) error {
-	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, n.Ingester.Handler(), n.Metrics, n.health)
+	signer, err := n.Repo.Signer()
+	if err != nil {
+		return err
+	}
+	code := n.Repo.Config.Carrier.Code
+	grants := service.GrantsHandler(n.Store, protocol.PublicKeyResolver{Carrier: code, Key: signer.Public()}, code)
+	api := http.NewServeMux()
+	api.Handle("/v1/", n.Ingester.Handler())
+	api.Handle("/v1/grants", grants)
+	api.Handle("/v1/grants/", grants)
+	api.Handle("/v1/audit", grants)
+	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, api, n.Metrics, n.health)
 	if err != nil {
 		return err
 	}

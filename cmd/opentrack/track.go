@@ -23,11 +23,11 @@ import (
 )
 
 func trackCmd() *cobra.Command {
-	var peerAddr, repoDir string
+	var peerAddr, repoDir, grantFile string
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "track (--repo PLATFORMDIR | --peer MULTIADDR) [--json] NUMBER...",
+		Use:   "track (--repo PLATFORMDIR | --peer MULTIADDR) [--grant FILE] [--json] NUMBER...",
 		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
 		Long: `Look up tracking numbers, verify each signed head and event chain, and print
 a readable timeline (or, with --json, a JSON array with one object per parcel,
@@ -45,11 +45,21 @@ fails. Without a registry, the key checked is the one the node presents
 through the info protocol ("key_source": "node"): that proves the chain and
 catches tampering in transit, but not who the node is.
 
+With --grant, the signed grant in FILE (from opentrack grant issue) is
+presented, and the parcels and fields it names come back as details (under
+"details" with --json). Only the holder the grant names may present it, so
+use the platform repo it was issued to; a refused grant answers forbidden.
+Details are shown only from a node the registry lists for the carrier.
+
 Exit status is 1 if any record fails verification.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
 				return fmt.Errorf("give --repo PLATFORMDIR to resolve numbers through its registry, or --peer MULTIADDR to ask one node")
+			}
+			grant, err := readGrantFile(grantFile)
+			if err != nil {
+				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -60,9 +70,9 @@ Exit status is 1 if any record fails verification.`,
 			defer p.close()
 			var views []client.ParcelView
 			if peerAddr != "" {
-				views, err = p.trackPeer(ctx, peerAddr, args)
+				views, err = p.trackPeer(ctx, peerAddr, args, grant)
 			} else {
-				views, err = p.cl.TrackNumbers(ctx, p.trust, p.router, args, nil)
+				views, err = p.cl.TrackNumbers(ctx, p.trust, p.router, args, grant)
 			}
 			if err != nil {
 				return err
@@ -84,6 +94,7 @@ Exit status is 1 if any record fails verification.`,
 	f.StringVar(&repoDir, "repo", "", "platform repo whose trust anchors and registry resolve and verify (its node key is the client's identity)")
 	f.StringVar(&peerAddr, "peer", "", "ask only this node: a multiaddr ending in /p2p/<peer id>")
 	f.BoolVar(&asJSON, "json", false, "print a JSON array, one object per parcel")
+	f.StringVar(&grantFile, "grant", "", "present the signed grant in this file to receive details")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	return cmd
 }
@@ -151,7 +162,7 @@ func openTrackPlatform(repoDir string) (_ *trackPlatform, err error) {
 
 // trackPeer asks the one node at addr, verifying against the registry
 // when there is one.
-func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []string) ([]client.ParcelView, error) {
+func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []string, grant []byte) ([]client.ParcelView, error) {
 	ai, err := peer.AddrInfoFromString(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
@@ -164,7 +175,7 @@ func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []st
 	if p.trust != nil {
 		trust = p.trust
 	}
-	return p.cl.TrackPeer(ctx, ai.ID, trust, numbers, nil)
+	return p.cl.TrackPeer(ctx, ai.ID, trust, numbers, grant)
 }
 
 func (p *trackPlatform) close() {
@@ -219,6 +230,11 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			fmt.Fprintf(w, "  %3d  %s  %-38s %s\n", e.Seq, strings.Replace(strings.TrimSuffix(e.Time, "Z"), "T", " ", 1), status, place)
 			if e.Description != "" {
 				fmt.Fprintf(w, "       %s\n", e.Description)
+			}
+		}
+		for _, f := range protocol.DetailFields {
+			if d, ok := v.Details[f]; ok {
+				fmt.Fprintf(w, "  details  %s: %s\n", f, d)
 			}
 		}
 	}

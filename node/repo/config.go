@@ -10,6 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -43,6 +44,9 @@ type Config struct {
 	Store    StoreConfig    `toml:"store"`
 	Log      LogConfig      `toml:"log"`
 	Trust    TrustConfig    `toml:"trust"`
+	// Policy is the carrier's abuse and access policy; a platform node
+	// serves no lookups and ignores it.
+	Policy policy.Options `toml:"policy"`
 }
 
 // TrustConfig names the trust anchors and where the accepted registry is
@@ -93,6 +97,7 @@ func configFor(o InitOptions) (*Config, error) {
 		Store:   StoreConfig{Backend: "pebble", Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB},
 		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Trust:   TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
+		Policy:  *(&policy.Options{}).EnsureDefaults(),
 	}
 	switch {
 	case (o.Carrier == "") == (o.Platform == ""):
@@ -149,6 +154,9 @@ func (c *Config) Validate() error {
 	if err := c.HostOptions().Validate(); err != nil {
 		p = append(p, "network: "+err.Error())
 	}
+	if err := c.PolicyOptions().Validate(); err != nil {
+		p = append(p, "policy: "+strings.TrimPrefix(err.Error(), policy.ErrInvalidOptions.Error()+": "))
+	}
 	if c.Store.Backend != "pebble" {
 		p = append(p, fmt.Sprintf("store.backend %q is not supported (pebble)", c.Store.Backend))
 	}
@@ -165,6 +173,15 @@ func (c *Config) Validate() error {
 func (c *Config) HostOptions() *host.Options {
 	o := c.Network
 	o.ListenAddrs = append([]string(nil), c.Network.ListenAddrs...)
+	return o.EnsureDefaults()
+}
+
+// PolicyOptions returns the policy options with defaults filled in, so
+// that a config written before [policy] existed gets the defaults.
+func (c *Config) PolicyOptions() *policy.Options {
+	o := c.Policy
+	o.Allow = append([]string(nil), c.Policy.Allow...)
+	o.Deny = append([]string(nil), c.Policy.Deny...)
 	return o.EnsureDefaults()
 }
 
@@ -212,10 +229,11 @@ func (c *Config) Render() ([]byte, error) {
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, struct {
 		*Config
-		Def      *host.Options
-		DefAdmin string
-		DefStore map[string]int
-	}{c, (&host.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB}})
+		Def       *host.Options
+		DefPolicy *policy.Options
+		DefAdmin  string
+		DefStore  map[string]int
+	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB}})
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +341,33 @@ anchors = {{list .Trust.Anchors}}
 # Where the newest accepted signed registry is kept; nodes exchange newer
 # ones and replace it. Default: "registry.cose".
 registry = {{q .Trust.Registry}}
-
+{{if eq .Role "carrier"}}
+# Abuse and access limits, per peer. A track request costs one token per
+# number; each not_found answer also spends from a stricter budget, and
+# while that is empty the peer's lookups are answered rate_limited, which
+# stops number enumeration without troubling platforms that track real
+# (found) parcels.
+[policy]
+# Numbers a second, and bucket size. Defaults: {{.DefPolicy.TrackRate}}, {{.DefPolicy.TrackBurst}}.
+track_rate = {{.Policy.TrackRate}}
+track_burst = {{.Policy.TrackBurst}}
+# not_found answers a second, and bucket size. Defaults: {{.DefPolicy.NotFoundRate}} (60 a minute), {{.DefPolicy.NotFoundBurst}}.
+not_found_rate = {{.Policy.NotFoundRate}}
+not_found_burst = {{.Policy.NotFoundBurst}}
+# Watch subscriptions a second, and bucket size. Defaults: {{.DefPolicy.WatchRate}}, {{.DefPolicy.WatchBurst}}.
+watch_rate = {{.Policy.WatchRate}}
+watch_burst = {{.Policy.WatchBurst}}
+# Who may look up public events: "open", "members" (registry nodes only)
+# or "off" (grant holders and audiences only). Default: {{q .DefPolicy.Public}}.
+public = {{q .Policy.Public}}
+# Peer IDs. A non-empty allow list admits only those; deny always wins.
+# Defaults: none.
+allow = {{list .Policy.Allow}}
+deny = {{list .Policy.Deny}}
+# Peers whose buckets are kept; the least recently seen are dropped.
+# Default: {{.DefPolicy.MaxPeers}}.
+max_peers = {{.Policy.MaxPeers}}
+{{end}}
 [log]
 # debug, info, warn or error. Default: "info".
 level = {{q .Log.Level}}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -52,6 +53,9 @@ const (
 	maxSignedHead = 1024
 	// eventOverhead is the byte-string header of one event block.
 	eventOverhead = 5
+	// maxDetailsSize bounds the encoded details of one result: every field
+	// at its longest, with its key and headers.
+	maxDetailsSize = 16 + 8*(protocol.MaxDetailLen+32)
 	// resultReserve is held back for every result not built yet: its
 	// overhead, a head and one event. Early results with long histories
 	// cannot crowd out later ones, and every page holds at least one
@@ -103,6 +107,10 @@ type TrackConfig struct {
 	Logger *slog.Logger
 	// Policy admits requests; nil admits all.
 	Policy Policy
+	// Keys resolves the carrier's public keys, to verify the grants that
+	// requests present (spec section 5.10). Nil refuses every grant with
+	// forbidden.
+	Keys protocol.KeyResolver
 }
 
 // Track serves /opentrack/track/1.0.0: a stream carries requests one after
@@ -148,7 +156,7 @@ func NewTrack(cfg TrackConfig, opts *Options) (*Track, error) {
 	if cfg.Metrics != nil {
 		t.codes = make(map[string]prometheus.Counter)
 		for _, c := range []string{protocol.CodeOK, protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.CodeWrongCarrier,
-			protocol.CodeRateLimited, protocol.CodeInternal, protocol.CodeTooMany, protocol.CodeBadRequest, protocol.CodeUnavailable} {
+			protocol.CodeRateLimited, protocol.CodeForbidden, protocol.CodeInternal, protocol.CodeTooMany, protocol.CodeBadRequest, protocol.CodeUnavailable} {
 			t.codes[c] = cfg.Metrics.TrackRequests.WithLabelValues(c)
 		}
 	}
@@ -196,7 +204,9 @@ func (t *Track) handle(s network.Stream) {
 	}
 }
 
-// serve answers one decoded request.
+// serve answers one decoded request. Audit entries for what it discloses
+// or refuses are stored before it returns, so before the response is
+// written.
 func (t *Track) serve(ctx context.Context, remote peer.ID, req *protocol.TrackRequest) *protocol.TrackResponse {
 	if n := len(req.Queries); n > protocol.MaxNumbersPerRequest {
 		return requestError(protocol.CodeTooMany, fmt.Sprintf("%d numbers, limit %d", n, protocol.MaxNumbersPerRequest), 0)
@@ -204,34 +214,113 @@ func (t *Track) serve(ctx context.Context, remote peer.ID, req *protocol.TrackRe
 	if err := req.Validate(); err != nil {
 		return requestError(protocol.CodeBadRequest, err.Error(), 0)
 	}
-	var refusal *protocol.TrackResult // the answer to every valid number when the policy refuses
 	if t.cfg.Policy != nil {
 		if ok, retry := t.cfg.Policy.AdmitTrack(remote, len(req.Queries)); !ok {
-			refusal = &protocol.TrackResult{Code: protocol.CodeRateLimited, RetryAfter: millis(retry)}
+			return t.refuseAll(req, &protocol.TrackResult{Code: protocol.CodeRateLimited, RetryAfter: millis(retry)})
 		}
 	}
+	acc := &access{remote: remote.String(), public: t.cfg.Policy == nil || t.cfg.Policy.AllowPublic(remote)}
+	if len(req.Grant) > 0 {
+		g, err := verifyGrant(ctx, t.cfg.Store, t.cfg.Keys, t.cfg.Carrier, req.Grant, remote, time.Now())
+		if err != nil {
+			return t.refuseGrant(ctx, remote, req, err)
+		}
+		acc.grant = g
+	}
+	reserve := resultReserve
+	if acc.grant != nil {
+		reserve += maxDetailsSize
+	}
 	results := make([]protocol.TrackResult, len(req.Queries))
-	left := protocol.MaxTrackResponse - responseOverhead - len(results)*resultReserve
+	left := protocol.MaxTrackResponse - responseOverhead - len(results)*reserve
+	notFound := 0
 	for i := range req.Queries {
-		left += resultReserve
-		results[i] = t.lookup(ctx, &req.Queries[i], refusal, left-resultOverhead)
+		left += reserve
+		results[i] = t.lookup(ctx, &req.Queries[i], acc, left-resultOverhead)
 		left -= resultSize(&results[i])
+		if results[i].Code == protocol.CodeNotFound {
+			notFound++
+		}
+	}
+	if err := t.audit(ctx, acc.audit); err != nil {
+		// Nothing may be disclosed that the log does not hold.
+		t.srv.log.Warn("audit append failed", "peer", remote, "err", err)
+		return requestError(protocol.CodeInternal, "audit log unavailable", 0)
+	}
+	if t.cfg.Policy != nil {
+		t.cfg.Policy.ObserveNotFound(remote, notFound)
 	}
 	return &protocol.TrackResponse{Results: results}
 }
 
+// refuseAll answers every number that normalizes with r, and the others
+// invalid_number, as spec section 8.4 orders the checks.
+func (t *Track) refuseAll(req *protocol.TrackRequest, r *protocol.TrackResult) *protocol.TrackResponse {
+	results := make([]protocol.TrackResult, len(req.Queries))
+	for i, q := range req.Queries {
+		n, err := protocol.NormalizeNumber(q.Number)
+		if err != nil {
+			results[i] = protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(err.Error())}
+			continue
+		}
+		results[i] = *r
+		results[i].Number = n
+	}
+	return &protocol.TrackResponse{Results: results}
+}
+
+// refuseGrant audits a grant that failed verification, once per number
+// asked, and answers the request forbidden as spec section 12.2 requires.
+func (t *Track) refuseGrant(ctx context.Context, remote peer.ID, req *protocol.TrackRequest, cause error) *protocol.TrackResponse {
+	now, id := time.Now().UnixMilli(), grantID(req.Grant)
+	entries := make([]store.AuditEntry, len(req.Queries))
+	for i, q := range req.Queries {
+		n, err := protocol.NormalizeNumber(q.Number)
+		if err != nil {
+			n = q.Number
+		}
+		entries[i] = store.AuditEntry{Time: now, Peer: remote.String(), GrantID: id, Number: n, Reason: cause.Error()}
+	}
+	if err := t.audit(ctx, entries); err != nil {
+		t.srv.log.Warn("audit append failed", "peer", remote, "err", err)
+		return requestError(protocol.CodeInternal, "audit log unavailable", 0)
+	}
+	t.srv.log.Debug("grant refused", "peer", remote, "grant", id, "err", cause)
+	return requestError(protocol.CodeForbidden, cause.Error(), 0)
+}
+
+// audit appends entries durably and counts them.
+func (t *Track) audit(ctx context.Context, entries []store.AuditEntry) error {
+	return appendAudit(ctx, t.cfg.Store, t.cfg.Metrics, entries)
+}
+
+// access is what one request may see beyond the public view, and the
+// audit entries that its answer produces.
+type access struct {
+	remote string
+	public bool            // the policy lets remote see public events
+	grant  *protocol.Grant // verified; nil without one
+	audit  []store.AuditEntry
+}
+
+// covers reports whether the grant reaches parcel p (spec section 12.2).
+func (a *access) covers(p *store.Parcel, inAudience bool) bool {
+	if a.grant == nil {
+		return false
+	}
+	if a.grant.Audience {
+		return inAudience
+	}
+	return slices.Contains(a.grant.Numbers, p.Number)
+}
+
 // lookup answers one number in the order of spec section 8.4:
-// normalization, rate limit, schemes, store. room is how many bytes the
-// head and events may take.
-func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, refusal *protocol.TrackResult, room int) protocol.TrackResult {
+// normalization, schemes, store, access. room is how many bytes the head,
+// events and details may take.
+func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access, room int) protocol.TrackResult {
 	n, err := protocol.NormalizeNumber(q.Number)
 	if err != nil {
 		return protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(err.Error())}
-	}
-	if refusal != nil {
-		r := *refusal
-		r.Number = n
-		return r
 	}
 	if code, msg := t.match(n); code != "" {
 		return protocol.TrackResult{Number: n, Code: code, Message: msg}
@@ -245,11 +334,36 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, refusal *pro
 	case len(p.SignedHead) == 0:
 		return t.internal(n, fmt.Errorf("parcel %d has no signed head", p.ID))
 	}
+	inAudience := slices.Contains(p.Audience, acc.remote)
+	covered := acc.covers(p, inAudience)
+	if !acc.public && !inAudience && !covered {
+		return protocol.TrackResult{Number: n, Code: protocol.CodeForbidden, Message: "public lookups are closed"}
+	}
+	var details protocol.Details
+	if covered {
+		d, err := t.cfg.Store.Details(ctx, p.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return t.internal(n, err)
+		default:
+			details = d.Only(acc.grant.Fields)
+		}
+		room -= detailsSize(details)
+	}
 	events, more, err := t.eventsAfter(ctx, p, q.Known, room-len(p.SignedHead))
 	if err != nil {
 		return t.internal(n, err)
 	}
-	return protocol.TrackResult{Number: n, Code: protocol.CodeOK, Head: p.SignedHead, Events: events, More: more}
+	res := protocol.TrackResult{Number: n, Code: protocol.CodeOK, Head: p.SignedHead, Events: events, More: more}
+	if len(details) > 0 {
+		res.Details = details
+		acc.audit = append(acc.audit, store.AuditEntry{
+			Time: time.Now().UnixMilli(), Peer: acc.remote, GrantID: acc.grant.ID, Number: n,
+			Fields: detailFields(details), Allowed: true, Reason: grantScope(acc.grant),
+		})
+	}
+	return res
 }
 
 // match tests n against the carrier's schemes. It returns no code when one
@@ -396,9 +510,21 @@ func (t *Track) count(code string) {
 
 // resultSize bounds the encoded size of r.
 func resultSize(r *protocol.TrackResult) int {
-	n := resultOverhead + len(r.Head)
+	n := resultOverhead + len(r.Head) + detailsSize(r.Details)
 	for _, e := range r.Events {
 		n += len(e) + eventOverhead
+	}
+	return n
+}
+
+// detailsSize bounds the encoded size of d.
+func detailsSize(d protocol.Details) int {
+	if len(d) == 0 {
+		return 0
+	}
+	n := 16
+	for k, v := range d {
+		n += len(k) + len(v) + 10
 	}
 	return n
 }

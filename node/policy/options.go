@@ -1,0 +1,184 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// ErrInvalidOptions is wrapped by Validate with the list of problems.
+var ErrInvalidOptions = errors.New("policy: invalid options")
+
+// Public lookup modes, for Options.Public.
+const (
+	// PublicOpen lets every peer that is not denied look up public events.
+	PublicOpen = "open"
+	// PublicMembers keeps public lookups to peers that are registry nodes.
+	PublicMembers = "members"
+	// PublicOff refuses public lookups to everyone; only grant holders and
+	// a parcel's audience are served.
+	PublicOff = "off"
+)
+
+// Defaults, in one place. They are sized so that a platform tracking real
+// parcels, which are mostly found, never meets a limit, while a peer
+// guessing numbers, which are mostly not_found, is held to about one
+// guess a second once its burst is spent.
+//
+// The bursts are sized for a platform that watches its bookings: the
+// watch client's Sync tracks every watched number at once, and numbers
+// booked but not yet scanned are answered not_found. A peer guessing 600
+// numbers a minute spends the not_found burst in under two minutes and is
+// then held to 60 a minute, a tenth of what it asked.
+const (
+	// DefaultTrackRate is 50 numbers a second per peer: a platform
+	// refreshing 100k live parcels every hour needs under 30.
+	DefaultTrackRate = 50
+	// DefaultTrackBurst lets a platform Sync a full watch subscription
+	// (protocol.MaxWatchNumbers) at once; the client does not wait out a
+	// rate_limited answer, and the load of one burst is bounded by the
+	// resource manager. Enumeration is the not_found budget's job.
+	DefaultTrackBurst = protocol.MaxWatchNumbers
+	// DefaultNotFoundRate is one not_found answer a second (60 a minute)
+	// per peer. Real parcels are found; a platform sees not_found only for
+	// mistyped labels and parcels booked but not yet scanned.
+	DefaultNotFoundRate = 1
+	// DefaultNotFoundBurst covers a Sync of 1000 freshly booked parcels.
+	DefaultNotFoundBurst = 1000
+	// DefaultWatchRate is one new subscription a second per peer;
+	// subscriptions are long-lived.
+	DefaultWatchRate = 1
+	// DefaultWatchBurst allows a platform to resubscribe its feeds at
+	// once after a restart.
+	DefaultWatchBurst = 20
+	// DefaultPublic is PublicOpen: public events carry no personal data.
+	DefaultPublic = PublicOpen
+	// DefaultMaxPeers bounds the per-peer bucket table; about 400 bytes a
+	// peer, so some 40 MB at most.
+	DefaultMaxPeers = 100_000
+)
+
+// Options configure a Policy. The zero value of a field means its
+// default; call EnsureDefaults to fill them in and Validate to check them.
+// The node config file embeds Options as [policy], hence the TOML tags.
+type Options struct {
+	// TrackRate is the steady rate of tracking numbers a peer may ask,
+	// per second: a request costs one token per number, so a 100-number
+	// batch costs 100. Default: 50.
+	TrackRate float64 `toml:"track_rate"`
+	// TrackBurst is the size of a peer's track bucket, in numbers. It must
+	// hold protocol.MaxNumbersPerRequest. Default: 10000.
+	TrackBurst int `toml:"track_burst"`
+
+	// NotFoundRate is the steady rate of not_found answers a peer may
+	// receive, per second. Each not_found answer spends a token; while
+	// the bucket is empty, the peer's track requests are answered
+	// rate_limited. Default: 1 (60 a minute).
+	NotFoundRate float64 `toml:"not_found_rate"`
+	// NotFoundBurst is the size of a peer's not_found bucket. Default: 1000.
+	NotFoundBurst int `toml:"not_found_burst"`
+
+	// WatchRate is the steady rate of watch subscriptions a peer may open,
+	// per second. Default: 1.
+	WatchRate float64 `toml:"watch_rate"`
+	// WatchBurst is the size of a peer's watch bucket. Default: 20.
+	WatchBurst int `toml:"watch_burst"`
+
+	// Public says who may look up public events: "open" (every peer),
+	// "members" (only peers that are nodes in the registry) or "off".
+	// Grant holders and a parcel's audience are judged apart from this.
+	// Default: "open".
+	Public string `toml:"public"`
+
+	// Allow, when not empty, lists the only peer IDs admitted at all.
+	// Default: empty (every peer).
+	Allow []string `toml:"allow"`
+	// Deny lists peer IDs refused everything; it wins over Allow.
+	// Default: empty.
+	Deny []string `toml:"deny"`
+
+	// MaxPeers bounds how many peers' buckets are kept; past it, the least
+	// recently seen peer's are dropped, so memory stays bounded however
+	// many peer IDs an attacker makes up. Default: 100000.
+	MaxPeers int `toml:"max_peers"`
+}
+
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
+func (o *Options) EnsureDefaults() *Options {
+	if o == nil {
+		o = &Options{}
+	}
+	setDefault(&o.TrackRate, DefaultTrackRate)
+	setDefault(&o.TrackBurst, DefaultTrackBurst)
+	setDefault(&o.NotFoundRate, DefaultNotFoundRate)
+	setDefault(&o.NotFoundBurst, DefaultNotFoundBurst)
+	setDefault(&o.WatchRate, DefaultWatchRate)
+	setDefault(&o.WatchBurst, DefaultWatchBurst)
+	setDefault(&o.Public, DefaultPublic)
+	setDefault(&o.MaxPeers, DefaultMaxPeers)
+	if o.Allow == nil {
+		o.Allow = []string{}
+	}
+	if o.Deny == nil {
+		o.Deny = []string{}
+	}
+	return o
+}
+
+func setDefault[T int | float64 | string](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Validate checks o after EnsureDefaults and reports every problem at
+// once, wrapped in ErrInvalidOptions.
+func (o *Options) Validate() error {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"track_rate", o.TrackRate}, {"not_found_rate", o.NotFoundRate}, {"watch_rate", o.WatchRate}} {
+		if !(r.v > 0) { // also catches NaN
+			add("%s %v must be positive", r.name, r.v)
+		}
+	}
+	if o.TrackBurst < protocol.MaxNumbersPerRequest {
+		add("track_burst %d must hold a full request of %d numbers", o.TrackBurst, protocol.MaxNumbersPerRequest)
+	}
+	if o.NotFoundBurst < 1 {
+		add("not_found_burst %d must be positive", o.NotFoundBurst)
+	}
+	if o.WatchBurst < 1 {
+		add("watch_burst %d must be positive", o.WatchBurst)
+	}
+	switch o.Public {
+	case PublicOpen, PublicMembers, PublicOff:
+	default:
+		add("public %q must be %q, %q or %q", o.Public, PublicOpen, PublicMembers, PublicOff)
+	}
+	for _, l := range []struct {
+		name string
+		ids  []string
+	}{{"allow", o.Allow}, {"deny", o.Deny}} {
+		for _, s := range l.ids {
+			if _, err := peer.Decode(s); err != nil {
+				add("%s: %q is not a peer ID: %v", l.name, s, err)
+			}
+		}
+	}
+	if o.MaxPeers < 1 {
+		add("max_peers %d must be positive", o.MaxPeers)
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
+	}
+	return nil
+}
