@@ -17,6 +17,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
 	nodehost "github.com/opentrack/opentrack/node/host"
@@ -76,6 +77,13 @@ type WatchConfig struct {
 	// Logger receives internal errors and, at debug level, bad peer input;
 	// nil discards.
 	Logger *slog.Logger
+	// Policy admits subscriptions and says whether public lookups are
+	// open; nil admits all.
+	Policy Policy
+	// Carrier and Keys verify a grant presented with a subscription; a nil
+	// Keys refuses every grant.
+	Carrier string
+	Keys    protocol.KeyResolver
 }
 
 // Watch serves /opentrack/watch/1.0.0 (spec section 8.5): a stream carries
@@ -154,6 +162,33 @@ func (w *Watch) handle(s network.Stream) {
 	sub.run(ctx)
 }
 
+// admit applies the carrier's policy to a valid request: the per-peer
+// subscription budget, then the grant if one is presented (a failing grant
+// is audited and refused forbidden, spec section 12.2), then public access:
+// with public lookups closed, only the audience scope or a grant opens a
+// subscription to numbers. Details are not sent on watch streams yet.
+func (w *Watch) admit(ctx context.Context, remote peer.ID, req *protocol.WatchRequest) (code, msg string) {
+	if p := w.cfg.Policy; p != nil {
+		if ok, retry := p.AdmitWatch(remote); !ok {
+			return protocol.CodeRateLimited, fmt.Sprintf("subscription budget spent; retry after %s", retry.Round(time.Millisecond))
+		}
+	}
+	if len(req.Grant) > 0 {
+		if _, err := verifyGrant(ctx, w.cfg.Store, w.cfg.Keys, w.cfg.Carrier, req.Grant, remote, time.Now()); err != nil {
+			entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote.String(), GrantID: grantID(req.Grant), Reason: "watch: " + err.Error()}
+			if aerr := appendAudit(ctx, w.cfg.Store, w.cfg.Metrics, []store.AuditEntry{entry}); aerr != nil {
+				return protocol.CodeInternal, "audit log unavailable"
+			}
+			return protocol.CodeForbidden, err.Error()
+		}
+		return "", ""
+	}
+	if !req.Audience && w.cfg.Policy != nil && !w.cfg.Policy.AllowPublic(remote) {
+		return protocol.CodeForbidden, "public lookups are closed on this node: subscribe to your audience or present a grant"
+	}
+	return "", ""
+}
+
 // readRequest reads and decodes the one request, within RequestTimeout of
 // the stream's opening and with memory reserved for a request of the cap
 // while it does. On failure it has ended the stream.
@@ -188,6 +223,9 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 	}
 	if err := req.Validate(); err != nil {
 		return nil, protocol.CodeBadRequest, err.Error()
+	}
+	if code, msg := w.admit(ctx, s.Conn().RemotePeer(), req); code != "" {
+		return nil, code, msg
 	}
 	start, err := w.position(ctx, req.Cursor)
 	if err != nil {

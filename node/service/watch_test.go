@@ -1,11 +1,15 @@
 package service_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+
 	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"io"
 	"maps"
 	"os"
@@ -53,6 +57,7 @@ type watchConfig struct {
 	host            *nodehost.Options
 	store           func(store.Store) store.Store // wraps the store the service reads
 	open            func(testing.TB) store.Store  // the backend; default memstore
+	policy          service.Policy                // nil admits all
 }
 
 func startWatch(tb testing.TB, cfg watchConfig) *watchServer {
@@ -72,7 +77,8 @@ func startWatch(tb testing.TB, cfg watchConfig) *watchServer {
 		served = cfg.store(served)
 	}
 	var err error
-	ws.watch, err = service.NewWatch(service.WatchConfig{Store: served, Metrics: ws.metrics}, cfg.opts)
+	ws.watch, err = service.NewWatch(service.WatchConfig{Store: served, Metrics: ws.metrics, Policy: cfg.policy,
+		Carrier: servicetest.Carrier, Keys: servicetest.Keys()}, cfg.opts)
 	require.NoError(tb, err)
 	ws.watch.Register(ws.host)
 	// Cleanups run last-in first-out: the service stops, then the store
@@ -1097,4 +1103,68 @@ func benchmarkWatchLag(b *testing.B, open func(testing.TB) store.Store) {
 	b.ReportMetric(ms(0.99), "p99-ms")
 	b.ReportMetric(ms(1), "max-ms")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+}
+
+// watchPolicy refuses subscriptions or closes public lookups.
+type watchPolicy struct{ refuseWatch, closed bool }
+
+func (watchPolicy) AdmitTrack(peer.ID, int) (bool, time.Duration) { return true, 0 }
+func (watchPolicy) ObserveNotFound(peer.ID, int)                  {}
+func (p watchPolicy) AdmitWatch(peer.ID) (bool, time.Duration)    { return !p.refuseWatch, time.Second }
+func (p watchPolicy) AllowPublic(peer.ID) bool                    { return !p.closed }
+
+// TestWatchAccess: the subscription budget, a grant that fails (refused
+// and audited) and closed public lookups each refuse a subscription, while
+// the audience scope stays open.
+func TestWatchAccess(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	forged := func(holder string) []byte {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		s, err := protocol.NewSigner(priv)
+		require.NoError(t, err)
+		b, _, err := service.IssueGrant(s, protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
+			Fields: []string{protocol.FieldRecipientName}}, time.Now(), time.Hour)
+		require.NoError(t, err)
+		return b
+	}
+	cases := []struct {
+		name   string
+		policy service.Policy
+		req    func(h host.Host) *protocol.WatchRequest
+		code   string
+		audits int
+	}{
+		{"budget spent", watchPolicy{refuseWatch: true}, func(host.Host) *protocol.WatchRequest {
+			return &protocol.WatchRequest{Audience: true}
+		}, protocol.CodeRateLimited, 0},
+		{"forged grant", nil, func(h host.Host) *protocol.WatchRequest {
+			return &protocol.WatchRequest{Audience: true, Grant: forged(h.ID().String())}
+		}, protocol.CodeForbidden, 1},
+		{"public closed", watchPolicy{closed: true}, func(host.Host) *protocol.WatchRequest {
+			return &protocol.WatchRequest{Numbers: []string{servicetest.Number(0)}}
+		}, protocol.CodeForbidden, 0},
+		{"audience while public closed", watchPolicy{closed: true}, func(host.Host) *protocol.WatchRequest {
+			return &protocol.WatchRequest{Audience: true}
+		}, "", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := startWatch(t, watchConfig{parcels: 1, events: 1, policy: tc.policy, opts: &service.Options{Heartbeat: 50 * time.Millisecond}})
+			client := servicetest.NewHost(t, nil)
+			w := openWatch(t, client, ws, tc.req(client))
+			if tc.code == "" {
+				require.Equal(t, protocol.WatchHeartbeat, w.next(5*time.Second).Type)
+			} else {
+				w.expectError(tc.code)
+			}
+			entries, err := ws.store.Audit(context.Background(), store.AuditQuery{})
+			require.NoError(t, err)
+			require.Len(t, entries, tc.audits)
+			for _, e := range entries {
+				require.False(t, e.Allowed)
+				require.Equal(t, client.ID().String(), e.Peer)
+			}
+		})
+	}
 }
