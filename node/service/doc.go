@@ -1,6 +1,9 @@
 // Package service holds the server side of the OpenTrack libp2p protocols
 // that a node answers: track (a carrier node serving parcel histories from
-// its store.Store) and info (what a node is and what it speaks).
+// its store.Store, with details behind grants), watch (pushing new events
+// from the store's change feed to subscribers, each behind a bounded
+// queue) and info (what a node is and what it speaks), plus the admin
+// handlers for grants and the audit log.
 //
 // Every handler follows the same order: attach the stream to its
 // resource-manager service (the names in node/host), reserve memory, set a

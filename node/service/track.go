@@ -411,7 +411,7 @@ func (t *Track) eventsAfter(ctx context.Context, p *store.Parcel, known protocol
 		}
 	}
 	if evs == nil {
-		if evs, err = t.readEvents(ctx, p, from, min(p.Seq+1-from, uint64(t.opts.MaxEventsPerResult))); err != nil {
+		if evs, err = readEvents(ctx, t.cfg.Store, p.ID, from, min(p.Seq+1-from, uint64(t.opts.MaxEventsPerResult))); err != nil {
 			return nil, false, err
 		}
 	}
@@ -443,7 +443,7 @@ func (t *Track) findKnown(ctx context.Context, p *store.Parcel, known protocol.L
 	var tail []store.Event
 	for hi := p.Seq + 1; hi > 0; { // hi is one past the window's last seq
 		lo := hi - min(hi, window)
-		evs, err := t.readEvents(ctx, p, lo, hi-lo)
+		evs, err := readEvents(ctx, t.cfg.Store, p.ID, lo, hi-lo)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -466,24 +466,6 @@ func (t *Track) findKnown(ctx context.Context, p *store.Parcel, known protocol.L
 		return 0, tail, nil
 	}
 	return 0, nil, nil
-}
-
-// readEvents reads count events of p from seq from and checks that the
-// store returned exactly those seqs.
-func (t *Track) readEvents(ctx context.Context, p *store.Parcel, from, count uint64) ([]store.Event, error) {
-	evs, err := t.cfg.Store.Events(ctx, p.ID, from, int(count))
-	if err != nil {
-		return nil, err
-	}
-	if uint64(len(evs)) != count {
-		return nil, fmt.Errorf("%w: %d events from seq %d of parcel %d, want %d", errBadEvents, len(evs), from, p.ID, count)
-	}
-	for i := range evs {
-		if evs[i].Seq != from+uint64(i) {
-			return nil, fmt.Errorf("%w: seq %d at position %d from seq %d of parcel %d", errBadEvents, evs[i].Seq, i, from, p.ID)
-		}
-	}
-	return evs, nil
 }
 
 func (t *Track) observe(resp *protocol.TrackResponse, start time.Time) {
