@@ -11,22 +11,27 @@ import (
 )
 
 func benchEvent(b *testing.B) (*protocol.Event, []byte) {
+	raw := vectors.Bytes(vectorNamed(b, "event_chained").CBOR)
+	e, err := protocol.DecodeEvent(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, raw
+}
+
+// vectorNamed returns the generated test vector of that name.
+func vectorNamed(b *testing.B, name string) *vectors.Vector {
 	f, err := vectors.Generate()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, v := range f.Vectors {
-		if v.Name == "event_chained" {
-			raw := vectors.Bytes(v.CBOR)
-			e, err := protocol.DecodeEvent(raw)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return e, raw
+	for i := range f.Vectors {
+		if f.Vectors[i].Name == name {
+			return &f.Vectors[i]
 		}
 	}
-	b.Fatal("no event_chained vector")
-	return nil, nil
+	b.Fatalf("no %s vector", name)
+	return nil
 }
 
 func BenchmarkEventEncode(b *testing.B) {
@@ -63,30 +68,21 @@ func BenchmarkCID(b *testing.B) {
 }
 
 func benchHead(b *testing.B) (*protocol.Signer, *protocol.Head, []byte, [][]byte) {
-	f, err := vectors.Generate()
+	v := vectorNamed(b, "chain_8_events")
+	cose := vectors.Bytes(v.COSE)
+	sh, err := protocol.ParseSignedHead(cose)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, v := range f.Vectors {
-		if v.Name == "chain_8_events" {
-			cose := vectors.Bytes(v.COSE)
-			sh, err := protocol.ParseSignedHead(cose)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var events [][]byte
-			for _, e := range v.Events {
-				events = append(events, vectors.Bytes(e))
-			}
-			s, err := protocol.NewSigner(vectors.Key(1))
-			if err != nil {
-				b.Fatal(err)
-			}
-			return s, &sh.Head, cose, events
-		}
+	events := make([][]byte, len(v.Events))
+	for i, e := range v.Events {
+		events[i] = vectors.Bytes(e)
 	}
-	b.Fatal("no chain vector")
-	return nil, nil, nil, nil
+	s, err := protocol.NewSigner(vectors.Key(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, &sh.Head, cose, events
 }
 
 func BenchmarkSignHead(b *testing.B) {

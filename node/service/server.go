@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -155,4 +156,14 @@ func (s *server) readFailed(st network.Stream, err error) {
 	default:
 		st.Reset()
 	}
+}
+
+// counters resolves one counter per label value up front, so that a hot
+// path counts with a map lookup instead of a label hash.
+func counters(vec *prometheus.CounterVec, labels ...string) map[string]prometheus.Counter {
+	m := make(map[string]prometheus.Counter, len(labels))
+	for _, l := range labels {
+		m[l] = vec.WithLabelValues(l)
+	}
+	return m
 }

@@ -154,11 +154,8 @@ func NewTrack(cfg TrackConfig, opts *Options) (*Track, error) {
 		return nil, err
 	}
 	if cfg.Metrics != nil {
-		t.codes = make(map[string]prometheus.Counter)
-		for _, c := range []string{protocol.CodeOK, protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.CodeWrongCarrier,
-			protocol.CodeRateLimited, protocol.CodeForbidden, protocol.CodeInternal, protocol.CodeTooMany, protocol.CodeBadRequest, protocol.CodeUnavailable} {
-			t.codes[c] = cfg.Metrics.TrackRequests.WithLabelValues(c)
-		}
+		t.codes = counters(cfg.Metrics.TrackRequests, protocol.CodeOK, protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.CodeWrongCarrier,
+			protocol.CodeRateLimited, protocol.CodeForbidden, protocol.CodeInternal, protocol.CodeTooMany, protocol.CodeBadRequest, protocol.CodeUnavailable)
 	}
 	return t, nil
 }

@@ -128,10 +128,7 @@ func NewWatch(cfg WatchConfig, opts *Options) (*Watch, error) {
 		return nil, err
 	}
 	if cfg.Metrics != nil {
-		w.sent = make(map[string]prometheus.Counter)
-		for _, typ := range []string{protocol.WatchUpdate, protocol.WatchCatchUp, protocol.WatchHeartbeat, protocol.WatchError} {
-			w.sent[typ] = cfg.Metrics.WatchUpdates.WithLabelValues(typ)
-		}
+		w.sent = counters(cfg.Metrics.WatchUpdates, protocol.WatchUpdate, protocol.WatchCatchUp, protocol.WatchHeartbeat, protocol.WatchError)
 	}
 	return w, nil
 }
