@@ -580,7 +580,9 @@ func (sub *subscription) fail(ctx context.Context, err error) {
 // returns when the stream has ended.
 func (sub *subscription) write(ctx context.Context) {
 	ww := watchWriter{sub: sub}
-	hb := time.NewTimer(sub.w.opts.Heartbeat)
+	// The first heartbeat goes out at once (spec 8.5): it tells the
+	// subscriber that the subscription is live, and from which cursor.
+	hb := time.NewTimer(0)
 	defer hb.Stop()
 	for {
 		var err error
