@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -50,6 +51,9 @@ type Options struct {
 	// Exchange tunes registry exchange; nil for defaults. Only a node
 	// with trust anchors exchanges.
 	Exchange *discovery.ExchangeOptions
+	// Gater vets the host's connections (host.Options.Gater); testnets cut
+	// links with it. Default: nil, every connection allowed.
+	Gater connmgr.ConnectionGater
 }
 
 // Node is a running node: the libp2p host, the protocol services and, on
@@ -111,6 +115,7 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 		hopts.ListenAddrs = o.Listen
 	}
 	hopts.Registerer = n.Metrics.Registry
+	hopts.Gater = o.Gater
 	if n.Host, err = lphost.New(r.NodeKey, hopts); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

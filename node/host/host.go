@@ -71,6 +71,9 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		libp2p.DisableRelay(),
 		libp2p.ForceReachabilityPublic(),
 	}
+	if o.Gater != nil {
+		lopts = append(lopts, libp2p.ConnectionGater(o.Gater))
+	}
 	if !o.DisableQUIC {
 		lopts = append(lopts, libp2p.Transport(quic.NewTransport))
 	}

@@ -3,6 +3,7 @@ package host
 import (
 	"errors"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"strings"
 	"time"
 
@@ -69,6 +70,11 @@ type Options struct {
 	// passes its own metrics.Metrics.Registry so that many nodes fit in
 	// one process.
 	Registerer prometheus.Registerer `toml:"-"`
+
+	// Gater, when set, vets every connection before and after its
+	// handshake. Testnets use it to cut links between nodes on purpose.
+	// Default: nil, every connection allowed.
+	Gater connmgr.ConnectionGater `toml:"-"`
 }
 
 // Limits is the resource-manager budget of the host. Memory is accounted,

@@ -1,0 +1,171 @@
+package testnet
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// ledger is the simulator's record of truth: every parcel booked, every
+// event a carrier acknowledged, and what each platform received. The
+// invariants are checked against it.
+type ledger struct {
+	mu      sync.Mutex
+	parcels map[string]*parcelInfo
+	numbers []string // booked, for random lookups
+	acked   map[string]*ackInfo
+	recv    []map[string]int // platform -> event CID -> times handed over
+}
+
+type parcelInfo struct {
+	carrier  string
+	platform int
+	details  bool
+	acked    int // events acknowledged
+}
+
+type ackInfo struct {
+	number   string
+	platform int
+	at       time.Time
+}
+
+func newLedger(platforms int) *ledger {
+	l := &ledger{parcels: map[string]*parcelInfo{}, acked: map[string]*ackInfo{}, recv: make([]map[string]int, platforms)}
+	for i := range l.recv {
+		l.recv[i] = map[string]int{}
+	}
+	return l
+}
+
+func (l *ledger) book(number, carrier string, platform int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.parcels[number] = &parcelInfo{carrier: carrier, platform: platform}
+	l.numbers = append(l.numbers, number)
+}
+
+// ack records an acknowledged event. A duplicate acknowledgement (a batch
+// posted again after a crash) is the same CID and changes nothing.
+func (l *ledger) ack(cid, number string, platform int, details bool, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.acked[cid]; ok {
+		return
+	}
+	l.acked[cid] = &ackInfo{number: number, platform: platform, at: at}
+	p := l.parcels[number]
+	p.acked++
+	p.details = p.details || details
+}
+
+// receive records that platform pi was handed event cid at now. It
+// returns the lag from the event's acknowledgement (-1 when the update
+// beat the acknowledgement back, which counts as no lag), whether this
+// is the first time, and whether the event is of a parcel pi booked.
+func (l *ledger) receive(pi int, cid string, now time.Time) (lag time.Duration, first, mine bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.acked[cid]
+	if ok && a.platform != pi {
+		return 0, false, false
+	}
+	l.recv[pi][cid]++
+	first = l.recv[pi][cid] == 1
+	if !ok {
+		// Not acknowledged yet: the watch was faster than the HTTP reply.
+		return 0, first, true
+	}
+	return max(now.Sub(a.at), 0), first, true
+}
+
+// parcel returns a copy of what the ledger holds of number.
+func (l *ledger) parcel(number string) parcelInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return *l.parcels[number]
+}
+
+// randomParcel picks a booked parcel that has at least one event.
+func (l *ledger) randomParcel(r *rand.Rand) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for range 8 {
+		if len(l.numbers) == 0 {
+			return "", false
+		}
+		n := l.numbers[r.IntN(len(l.numbers))]
+		if l.parcels[n].acked > 0 {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// missing counts acknowledged events that the booking platform, among
+// live, has not received.
+func (l *ledger) missing(live []int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for cid, a := range l.acked {
+		if isLive(live, a.platform) && l.recv[a.platform][cid] == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *ledger) missingSample(live []int, k int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for cid, a := range l.acked {
+		if len(out) == k {
+			break
+		}
+		if isLive(live, a.platform) && l.recv[a.platform][cid] == 0 {
+			out = append(out, fmt.Sprintf("platform%d never received event %s of %s (acknowledged %s)", a.platform+1, cid, a.number, a.at.Format(time.RFC3339Nano)))
+		}
+	}
+	return out
+}
+
+// duplicates counts events handed over more than once to one platform.
+func (l *ledger) duplicates() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for _, m := range l.recv {
+		for _, c := range m {
+			n += int64(max(c-1, 0))
+		}
+	}
+	return n
+}
+
+func isLive(live []int, p int) bool {
+	for _, x := range live {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+// numbersOf returns up to k booked numbers of carrier with events.
+func (l *ledger) numbersOf(carrier string, k int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, n := range l.numbers {
+		if p := l.parcels[n]; p.carrier == carrier && p.acked > 0 {
+			out = append(out, n)
+			if len(out) == k {
+				break
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,159 @@
+package testnet
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Scenarios, as --scenario names them.
+const (
+	ScenarioNone      = ""
+	ScenarioCrash     = "crash"     // kill -9 a carrier mid-run, then restart it
+	ScenarioPartition = "partition" // cut a platform off from a carrier, then heal
+	ScenarioRogue     = "rogue"     // an unregistered node impersonates a carrier
+	ScenarioCutoff    = "cutoff"    // one platform disappears; the others carry on
+)
+
+// Scenarios lists every scenario name.
+var Scenarios = []string{ScenarioCrash, ScenarioPartition, ScenarioRogue, ScenarioCutoff}
+
+// ErrInvalidOptions wraps every problem Validate finds.
+var ErrInvalidOptions = errors.New("testnet: invalid options")
+
+// Options shape a testnet and its traffic. Every zero field means its
+// default.
+type Options struct {
+	// Carriers is how many carrier nodes run. The first is a UPU S10
+	// postal operator; the others cycle through other number schemes.
+	// Default: 5.
+	Carriers int
+	// Platforms is how many platform nodes run. Default: 3.
+	Platforms int
+	// Parcels is how many parcels are in flight at once, spread over the
+	// carriers; a delivered or returned parcel is replaced by a new one.
+	// Default: 1000.
+	Parcels int
+	// Rate is the scan events per second over all carriers. Default:
+	// Parcels/4, so that a parcel's life of about eight events takes about
+	// half a minute.
+	Rate float64
+	// QueryRate is the track lookups per second over all platforms.
+	// Default: Rate, at least 20.
+	QueryRate float64
+	// Duration is how long traffic runs; a final drain follows. Default:
+	// 60s.
+	Duration time.Duration
+	// Seed makes lifecycles, bookings and queries repeatable. Default:
+	// 0, which picks one from the clock; the Report shows it.
+	Seed uint64
+	// Scenario is one of Scenarios, or "" for traffic alone.
+	Scenario string
+	// Procs runs every carrier as a separate `opentrack node` process.
+	// Default: false, every node in this process.
+	Procs bool
+	// Command builds the command that runs `opentrack node` with args,
+	// for Procs. Default: this executable (os.Executable) with args,
+	// which is right for the opentrack binary; tests set their own.
+	Command CommandFunc
+	// Dir holds the repos and logs. Default: a temporary directory,
+	// removed on Close.
+	Dir string
+	// Drain bounds how long Run waits after traffic for every update to
+	// arrive. Default: 30s.
+	Drain time.Duration
+	// Logger receives the testnet's own logs; nodes log to it at Warn and
+	// above, or to DIR/<node>.log with Procs. Default: discard.
+	Logger *slog.Logger
+	// Progress, when set, is called about twice a second with the
+	// counters so far, for a live display.
+	Progress func(Stats)
+}
+
+// Defaults, in one place.
+const (
+	defaultCarriers  = 5
+	defaultPlatforms = 3
+	defaultParcels   = 1000
+	defaultDuration  = 60 * time.Second
+	defaultDrain     = 30 * time.Second
+	// Limits that keep a testnet inside one machine.
+	maxCarriers  = 200
+	maxPlatforms = 100
+)
+
+// EnsureDefaults fills every zero field that has a default and returns o.
+func (o *Options) EnsureDefaults() *Options {
+	if o.Carriers == 0 {
+		o.Carriers = defaultCarriers
+	}
+	if o.Platforms == 0 {
+		o.Platforms = defaultPlatforms
+	}
+	if o.Parcels == 0 {
+		o.Parcels = defaultParcels
+	}
+	if o.Rate == 0 {
+		o.Rate = float64(o.Parcels) / 4
+	}
+	if o.QueryRate == 0 {
+		o.QueryRate = max(o.Rate, 20)
+	}
+	if o.Duration == 0 {
+		o.Duration = defaultDuration
+	}
+	if o.Drain == 0 {
+		o.Drain = defaultDrain
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Validate checks o after EnsureDefaults and reports every problem at once.
+func (o *Options) Validate() error {
+	var p []string
+	if o.Carriers < 1 || o.Carriers > maxCarriers {
+		p = append(p, fmt.Sprintf("carriers %d: want 1 to %d", o.Carriers, maxCarriers))
+	}
+	if o.Platforms < 1 || o.Platforms > maxPlatforms {
+		p = append(p, fmt.Sprintf("platforms %d: want 1 to %d", o.Platforms, maxPlatforms))
+	}
+	if o.Parcels < o.Carriers {
+		p = append(p, fmt.Sprintf("parcels %d: want at least one per carrier (%d)", o.Parcels, o.Carriers))
+	}
+	if o.Rate <= 0 || o.QueryRate < 0 {
+		p = append(p, fmt.Sprintf("rate %g and query rate %g: the event rate must be positive, the query rate not negative", o.Rate, o.QueryRate))
+	}
+	if o.Duration <= 0 || o.Drain <= 0 {
+		p = append(p, "duration and drain must be positive")
+	}
+	if o.Scenario != ScenarioNone && !contains(Scenarios, o.Scenario) {
+		p = append(p, fmt.Sprintf("scenario %q: want one of %s", o.Scenario, strings.Join(Scenarios, ", ")))
+	}
+	if o.Scenario == ScenarioPartition && o.Carriers < 1 {
+		p = append(p, "partition needs a carrier")
+	}
+	if o.Scenario == ScenarioCutoff && o.Platforms < 2 {
+		p = append(p, "cutoff needs at least 2 platforms: one disappears, the others go on")
+	}
+	if o.Scenario == ScenarioRogue && o.Carriers < 2 {
+		p = append(p, "rogue needs at least 2 carriers: it impersonates the second")
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
+	}
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, s := range xs {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,262 @@
+package testnet
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// recoveryGrace is how long after a node comes back, or a cut heals,
+// failed lookups still count as expected: the time for connections to be
+// dialed again.
+const recoveryGrace = 3 * time.Second
+
+// scenario runs o.Scenario against the traffic.
+func (s *sim) scenario(ctx context.Context) {
+	d := s.o.Duration
+	// at waits until frac of the run has passed; false if it ended first.
+	at := func(frac float64) bool {
+		select {
+		case <-time.After(time.Until(s.start.Add(time.Duration(frac * float64(d))))):
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	// Recovery must happen even when traffic time is up.
+	bg := context.WithoutCancel(ctx)
+	victim := s.net.Carriers[min(1, len(s.net.Carriers)-1)]
+	switch s.o.Scenario {
+	case ScenarioCrash:
+		if !at(0.3) {
+			return
+		}
+		s.disrupted.Store(true)
+		how := "closed in process"
+		if s.o.Procs {
+			how = "kill -9"
+		}
+		if err := s.net.Kill(victim); err != nil {
+			s.fail("kill %s: %v", victim.Code, err)
+		}
+		s.note("carrier %s killed (%s)", victim.Code, how)
+		time.Sleep(min(max(d/10, time.Second), 5*time.Second))
+		if err := s.net.Restart(bg, victim); err != nil {
+			s.fail("restart %s: %v", victim.Code, err)
+			return
+		}
+		s.note("carrier %s restarted from its repo", victim.Code)
+		time.Sleep(recoveryGrace)
+		s.disrupted.Store(false)
+	case ScenarioPartition:
+		p := s.net.Platforms[0]
+		if !at(0.3) {
+			return
+		}
+		s.disrupted.Store(true)
+		if err := s.net.Partition(p, victim); err != nil {
+			s.fail("partition: %v", err)
+			return
+		}
+		how := "links refused"
+		if s.o.Procs {
+			how = "carrier process stopped, SIGSTOP"
+		}
+		s.note("%s cut off from carrier %s (%s)", p.Name, victim.Code, how)
+		at(0.6)
+		if err := s.net.Heal(p, victim); err != nil {
+			s.fail("heal: %v", err)
+		}
+		s.note("cut healed; %s catches up from its cursor", p.Name)
+		time.Sleep(recoveryGrace)
+		s.disrupted.Store(false)
+	case ScenarioRogue:
+		s.rogue(ctx, victim)
+	case ScenarioCutoff:
+		pi := len(s.net.Platforms) - 1
+		p := s.net.Platforms[pi]
+		if !at(0.4) {
+			return
+		}
+		s.stopPlatformWatchers(pi)
+		if err := p.Close(); err != nil {
+			s.fail("close %s: %v", p.Name, err)
+		}
+		s.note("%s disappeared; the other platforms go on tracking every carrier directly", p.Name)
+	}
+}
+
+// AddRogue starts a node that claims to be victim's: the same carrier
+// code and number scheme, its own keys, and no place in the registry.
+func (n *Net) AddRogue(ctx context.Context, victim *Carrier) (*Carrier, error) {
+	c, err := n.createCarrier(victim.Code, victim.Scheme, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.start(ctx); err != nil {
+		return nil, err
+	}
+	n.rogues = append(n.rogues, c)
+	return c, nil
+}
+
+// rogue runs the rogue scenario: a node impersonating victim serves
+// "delivered" for victim's real parcels, a forged registry names it as
+// victim's node, and platforms are pointed at it directly. Each platform
+// must reject every record and the registry.
+func (s *sim) rogue(ctx context.Context, victim *Carrier) {
+	// Let some of victim's parcels be booked and scanned first.
+	select {
+	case <-time.After(min(s.o.Duration/5, 2*time.Second)):
+	case <-ctx.Done():
+		return
+	}
+	rg, err := s.net.AddRogue(ctx, victim)
+	if err != nil {
+		s.fail("rogue: %v", err)
+		return
+	}
+	s.note("rogue node %s claims to be carrier %s, with a key of its own", rg.ID, victim.Code)
+	s.forgedRegistry(victim, rg)
+
+	numbers := s.led.numbersOf(victim.Code, 20)
+	if len(numbers) == 0 {
+		s.fail("rogue: %s has no parcels to forge", victim.Code)
+		return
+	}
+	if !s.forge(ctx, rg, numbers) {
+		return
+	}
+	var watchers []*client.Watcher
+	defer func() {
+		for _, w := range watchers {
+			_ = w.Close()
+		}
+	}()
+	for pi, p := range s.net.Platforms {
+		p.Node.Host.Peerstore().AddAddrs(rg.ID, rg.AddrInfo().Addrs, peerstore.PermanentAddrTTL)
+		// A platform fooled into subscribing at the rogue still verifies
+		// against the registry.
+		w, err := p.Client.Watch(ctx, client.WatchOptions{Carrier: victim.Code, Peers: []peer.ID{rg.ID}, Keys: p.Node.Trust, Numbers: numbers, MaxBackoff: 2 * time.Second})
+		if err != nil {
+			s.fail("rogue watch: %v", err)
+			continue
+		}
+		watchers = append(watchers, w)
+		go func() {
+			for u := range w.Updates() {
+				if u.Verified {
+					s.forgeriesAccepted.Add(1)
+					s.fail("%s accepted a forged watch update of %s from the rogue", s.net.Platforms[pi].Name, u.Number)
+				} else {
+					s.forgeriesRejected.Add(1)
+				}
+			}
+		}()
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for pi, p := range s.net.Platforms {
+			if !p.Closed() {
+				s.askRogue(ctx, pi, rg, numbers)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.forge(ctx, rg, numbers[:1+len(numbers)/4]) {
+			return
+		}
+	}
+}
+
+// forge has the rogue record a "delivered" scan for numbers.
+func (s *sim) forge(ctx context.Context, rg *Carrier, numbers []string) bool {
+	evs := make([]ingest.InputEvent, len(numbers))
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for i, n := range numbers {
+		id := make([]byte, 8)
+		_, _ = rand.Read(id)
+		evs[i] = ingest.InputEvent{ID: fmt.Sprintf("forged-%x", id), Number: n, Time: now, Status: string(protocol.StatusDelivered),
+			Reason: "to_safe_place", Location: ingest.InputLocation{Country: "ZZ", City: "Nowhere"}}
+	}
+	if _, err := rg.Ingest(ctx, evs); err != nil {
+		if ctx.Err() == nil {
+			s.fail("rogue ingest: %v", err)
+		}
+		return false
+	}
+	return true
+}
+
+// askRogue has platform pi look numbers up at the rogue directly, as if
+// the rogue had poisoned its peer routing, and counts the rejections.
+func (s *sim) askRogue(ctx context.Context, pi int, rg *Carrier, numbers []string) {
+	p := s.net.Platforms[pi]
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	views, err := p.Client.TrackPeer(qctx, rg.ID, p.Node.Trust, numbers, nil)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.fail("%s asking the rogue: %v", p.Name, err)
+		}
+		return
+	}
+	for _, v := range views {
+		switch {
+		case v.Verified:
+			s.forgeriesAccepted.Add(1)
+			s.fail("%s accepted the rogue's record of %s", p.Name, v.Number)
+		case v.Error != "":
+			s.forgeriesRejected.Add(1)
+		}
+	}
+}
+
+// forgedRegistry offers each platform a registry that lists the rogue as
+// victim's node, signed by a key no platform trusts.
+func (s *sim) forgedRegistry(victim, rg *Carrier) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		s.fail("rogue: %v", err)
+		return
+	}
+	signer, err := protocol.NewSigner(priv)
+	if err != nil {
+		s.fail("rogue: %v", err)
+		return
+	}
+	now := time.Now()
+	e := rg.entry(now)
+	e.Code = victim.Code
+	forged, err := protocol.SignRegistry(signer, &protocol.Registry{Seq: 1 << 20, Issued: now.UnixMilli(),
+		NotBefore: now.Add(-time.Hour).UnixMilli(), NotAfter: now.Add(time.Hour).UnixMilli(), Carriers: []protocol.CarrierEntry{e}})
+	if err != nil {
+		s.fail("rogue: %v", err)
+		return
+	}
+	for _, p := range s.net.Platforms {
+		if p.Closed() {
+			continue
+		}
+		if ok, err := p.Node.Trust.Install(forged); err == nil || ok {
+			s.forgeriesAccepted.Add(1)
+			s.fail("%s installed a registry its anchors did not sign", p.Name)
+		} else {
+			s.forgeriesRejected.Add(1)
+		}
+	}
+	s.note("forged registry naming the rogue as %s offered to every platform", victim.Code)
+}
