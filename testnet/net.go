@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/sync/errgroup"
 
@@ -141,8 +143,13 @@ func Start(ctx context.Context, o Options) (_ *Net, err error) {
 	if err := n.signRegistry(); err != nil {
 		return nil, err
 	}
+	// Carriers first: a platform dials the registry's nodes as it starts,
+	// and a refused dial would leave the carrier in its dial backoff.
 	for _, c := range n.Carriers {
 		g.Go(func() error { return c.start(ctx) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	for _, p := range n.Platforms {
 		g.Go(func() error { return p.start() })
@@ -247,6 +254,11 @@ func (n *Net) Heal(p *Platform, c *Carrier) error {
 		return c.resume()
 	}
 	p.gater.unblock(c.ID)
+	// The refused dials left c in the swarm's dial backoff; a healed link
+	// is usable at once.
+	if sw, ok := p.Node.Host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(c.ID)
+	}
 	return nil
 }
 
@@ -295,16 +307,49 @@ func (n *Net) Close() error {
 	return errors.Join(errs...)
 }
 
-// freePort returns a loopback TCP port that was free a moment ago. A
-// carrier keeps its ports across restarts, so that the registry's
-// addresses stay right.
+// freePort returns a loopback TCP port that is free now and outside the
+// kernel's ephemeral range, so that no outbound connection takes it
+// while its node is down. A carrier keeps its ports across restarts, so
+// that the registry's addresses stay right.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	lo, hi := portRange()
+	portMu.Lock()
+	defer portMu.Unlock()
+	if portNext == 0 {
+		portNext = lo + mrand.IntN(hi-lo)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	for range hi - lo {
+		p := portNext
+		portNext++
+		if portNext >= hi {
+			portNext = lo
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("testnet: no free loopback port in %d-%d", lo, hi)
+}
+
+var (
+	portMu   sync.Mutex
+	portNext int
+)
+
+// portRange is where freePort looks: below the ephemeral range, which
+// Linux reads from ip_local_port_range (default 32768-60999).
+func portRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var elo, ehi int
+		if _, err := fmt.Sscan(string(b), &elo, &ehi); err == nil && elo > lo+2000 {
+			hi = elo
+		}
+	}
+	return lo, hi
 }
 
 // Carrier is a carrier node of the testnet, in process or as a process.

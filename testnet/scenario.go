@@ -15,10 +15,9 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// recoveryGrace is how long after a node comes back, or a cut heals,
-// failed lookups still count as expected: the time for connections to be
-// dialed again.
-const recoveryGrace = 3 * time.Second
+// recoveryTimeout bounds how long the platforms may take to reach a
+// carrier again after it comes back or a cut heals.
+const recoveryTimeout = 30 * time.Second
 
 // scenario runs o.Scenario against the traffic.
 func (s *sim) scenario(ctx context.Context) {
@@ -55,8 +54,7 @@ func (s *sim) scenario(ctx context.Context) {
 			return
 		}
 		s.note("carrier %s restarted from its repo", victim.Code)
-		time.Sleep(recoveryGrace)
-		s.disrupted.Store(false)
+		s.waitRecovered(victim)
 	case ScenarioPartition:
 		p := s.net.Platforms[0]
 		if !at(0.3) {
@@ -77,8 +75,7 @@ func (s *sim) scenario(ctx context.Context) {
 			s.fail("heal: %v", err)
 		}
 		s.note("cut healed; %s catches up from its cursor", p.Name)
-		time.Sleep(recoveryGrace)
-		s.disrupted.Store(false)
+		s.waitRecovered(victim)
 	case ScenarioRogue:
 		s.rogue(ctx, victim)
 	case ScenarioCutoff:
@@ -93,6 +90,37 @@ func (s *sim) scenario(ctx context.Context) {
 		}
 		s.note("%s disappeared; the other platforms go on tracking every carrier directly", p.Name)
 	}
+}
+
+// waitRecovered waits until every live platform gets a verified answer
+// from c again, notes how long that took, and ends the disruption: from
+// then on a failed lookup is an error.
+func (s *sim) waitRecovered(c *Carrier) {
+	numbers := s.led.numbersOf(c.Code, 1)
+	began := time.Now()
+	err := s.net.WaitFor(recoveryTimeout, func() bool {
+		if len(numbers) == 0 {
+			return true
+		}
+		for _, p := range s.net.Platforms {
+			if p.Closed() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			views, err := p.Track(ctx, nil, numbers[0])
+			cancel()
+			if err != nil || len(views) != 1 || !views[0].Verified {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		s.fail("platforms did not reach %s again within %s", c.Code, recoveryTimeout)
+	} else {
+		s.note("every platform reaches %s again (%.1fs)", c.Code, time.Since(began).Seconds())
+	}
+	s.disrupted.Store(false)
 }
 
 // AddRogue starts a node that claims to be victim's: the same carrier

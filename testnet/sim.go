@@ -418,7 +418,10 @@ func (s *sim) queries(ctx context.Context, pi int, rate float64, seed uint64) {
 			if !ok {
 				continue
 			}
-			job = func() { s.queryParcel(ctx, pi, number, r.IntN(100) < 3) }
+			// Now and then a platform without a grant presents the
+			// holder's: it must not see details either.
+			stolen := s.grants[pi] == nil && r.IntN(100) < 3
+			job = func() { s.queryParcel(ctx, pi, number, stolen) }
 		case roll < 95:
 			c := s.net.Carriers[r.IntN(len(s.net.Carriers))]
 			number, err := c.NewNumber() // never ingested
@@ -453,26 +456,28 @@ func (s *sim) queryParcel(ctx context.Context, pi int, number string, stolen boo
 	case stolen && s.grants[0] != nil:
 		grant = s.grants[0][c.Code]
 	}
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// A lookup started before the end of traffic runs to its end.
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	began := time.Now()
 	views, err := p.Track(qctx, grant, number)
-	if ctx.Err() != nil || p.Closed() {
-		return // cut short by the end of traffic, or the platform has gone
+	if p.Closed() {
+		return // the platform has gone
 	}
 	s.nqueries.Add(1)
 	if err != nil {
 		s.fail("%s track %s: %v", p.Name, number, err)
 		return
 	}
-	s.qlat.add(time.Since(began))
+	took := time.Since(began)
+	s.qlat.add(took)
 	if len(views) != 1 {
 		s.fail("%s track %s: %d answers", p.Name, number, len(views))
 		return
 	}
 	v := views[0]
 	if v.Error != "" {
-		s.badAnswer(pi, c, v)
+		s.badAnswer(pi, c, v, took)
 		return
 	}
 	if len(v.Events) < info.acked {
@@ -492,14 +497,14 @@ func (s *sim) queryParcel(ctx context.Context, pi int, number string, stolen boo
 // badAnswer classifies a failed answer for an existing parcel: expected
 // while the carrier is down or cut off, a verification failure when the
 // record itself failed, an error otherwise.
-func (s *sim) badAnswer(pi int, c *Carrier, v client.ParcelView) {
+func (s *sim) badAnswer(pi int, c *Carrier, v client.ParcelView, took time.Duration) {
 	switch v.Error {
 	case protocol.CodeUnavailable, protocol.CodeInternal:
 		if !c.Up() || s.disrupted.Load() {
 			s.unavailable.Add(1)
 			return
 		}
-		s.fail("%s track %s: %s %s", s.net.Platforms[pi].Name, v.Number, v.Error, v.Message)
+		s.fail("%s track %s (%s): %s %s", s.net.Platforms[pi].Name, v.Number, took.Round(time.Millisecond), v.Error, v.Message)
 	case protocol.CodeForbidden:
 		// A stolen grant is refused outright: nothing leaked.
 	case protocol.CodeRateLimited, protocol.CodeNotFound:
@@ -512,11 +517,11 @@ func (s *sim) badAnswer(pi int, c *Carrier, v client.ParcelView) {
 // queryExpecting looks up a number that must come back with code.
 func (s *sim) queryExpecting(ctx context.Context, pi int, number, code string) {
 	p := s.net.Platforms[pi]
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	began := time.Now()
 	views, err := p.Track(qctx, nil, number)
-	if ctx.Err() != nil || p.Closed() {
+	if p.Closed() {
 		return
 	}
 	s.nqueries.Add(1)
@@ -524,14 +529,15 @@ func (s *sim) queryExpecting(ctx context.Context, pi int, number, code string) {
 		s.fail("%s track %s: %v", p.Name, number, err)
 		return
 	}
-	s.qlat.add(time.Since(began))
+	took := time.Since(began)
+	s.qlat.add(took)
 	for _, v := range views {
 		switch {
 		case v.Error == code:
 		case (v.Error == protocol.CodeUnavailable || v.Error == protocol.CodeInternal) && s.disrupted.Load():
 			s.unavailable.Add(1)
 		default:
-			s.fail("%s track %s: want %s, got %q %s", p.Name, number, code, v.Error, v.Message)
+			s.fail("%s track %s (%s): want %s, got %q %s", p.Name, number, took.Round(time.Millisecond), code, v.Error, v.Message)
 		}
 	}
 }

@@ -165,13 +165,19 @@ func (c *Client) Track(ctx context.Context, p peer.ID, queries []protocol.TrackQ
 		// stream. Track only reads, so one more try on a fresh stream is
 		// safe; the peer's other idle streams are likely gone too. A
 		// timeout or a bad response is not retried.
-		stale := errors.Is(err, network.ErrReset) || errors.Is(err, io.EOF)
+		// A request that could not even be written on a pooled stream
+		// was never seen by the node, whatever the cause, so it is safe
+		// to send again on a fresh stream.
+		stale := errors.Is(err, network.ErrReset) || errors.Is(err, io.EOF) || errors.Is(err, errSend)
 		if !reused || !stale || ctx.Err() != nil {
 			return nil, err
 		}
 		c.dropPeer(p)
 	}
 }
+
+// errSend marks a request that failed before it was written.
+var errSend = errors.New("client: send track request")
 
 // roundTrip writes one request frame and reads one response frame.
 func (c *Client) roundTrip(ctx context.Context, p peer.ID, st *trackStream, msg []byte, queries []protocol.TrackQuery) (*protocol.TrackResponse, error) {
@@ -192,7 +198,7 @@ func (c *Client) exchange(p peer.ID, st *trackStream, msg []byte, queries []prot
 		return nil, fmt.Errorf("client: track request: %w", err)
 	}
 	if _, err := st.s.Write(st.buf); err != nil {
-		return nil, fmt.Errorf("client: send track request: %w", err)
+		return nil, fmt.Errorf("%w: %w", errSend, err)
 	}
 	body, err := st.frames.Next()
 	if err != nil {
@@ -240,6 +246,11 @@ func sameNumber(got, asked string) bool {
 func (c *Client) arm(ctx context.Context, st *trackStream) error {
 	now := time.Now()
 	if d, ok := ctx.Deadline(); ok && d.Sub(now) < c.opts.RequestTimeout {
+		if !d.After(now) {
+			// Past its deadline, though its timer may not have fired yet:
+			// say so, rather than fail the write with a stream timeout.
+			return context.DeadlineExceeded
+		}
 		st.readAt, st.writeAt = d, d
 		return wrap(st.s.SetDeadline(d))
 	}
