@@ -16,15 +16,32 @@ FUZZ_TARGETS := \
 	./protocol:FuzzNormalizeAndMatch \
 	./node/ingest:FuzzPostEvents
 
-.PHONY: all run test unit interop bench fuzz lint vectors build clean
+.PHONY: all run testnet-large scenarios demo test unit interop bench fuzz lint vectors build clean
 
 all: build
 
 build:
 	$(GO) build -o bin/opentrack ./cmd/opentrack
 
-## run: show a signed parcel being verified, and a forgery caught.
+## run: a local testnet, 3 carriers and 2 platforms for 30 s, with a
+## live display, then the summary; it fails if an invariant does.
 run:
+	$(GO) run ./cmd/opentrack testnet --carriers 3 --platforms 2 --parcels 300 --duration 30s
+
+## testnet-large: the acceptance run, 50 carriers and 20 platforms in one
+## process for 60 s; the report goes to testnet-report.json.
+testnet-large:
+	$(GO) run ./cmd/opentrack testnet --carriers 50 --platforms 20 --duration 60s --json testnet-report.json
+
+## scenarios: every scenario at the default size, in process and, for
+## crash and partition, with carriers as processes.
+scenarios: build
+	@set -e; for s in crash partition rogue cutoff; do bin/opentrack testnet --duration 30s --scenario $$s; done
+	bin/opentrack testnet --duration 30s --scenario crash --procs
+	bin/opentrack testnet --duration 30s --scenario partition --procs
+
+## demo: sign one parcel, verify it, and catch a forgery, in one process.
+demo:
 	$(GO) run ./cmd/opentrack demo
 
 ## test: vet, the whole test suite with the race detector, and the

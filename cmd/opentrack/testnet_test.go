@@ -1,0 +1,38 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestTestnetCommand runs a tiny testnet through the CLI and checks the
+// report's JSON keys, which scripts rely on.
+func TestTestnetCommand(t *testing.T) {
+	dir := t.TempDir()
+	report := filepath.Join(dir, "report.json")
+	out, err := execCmd(t, testnetCmd(), "--carriers", "2", "--platforms", "2", "--parcels", "20", "--rate", "40",
+		"--duration", "2s", "--seed", "3", "--scenario", "rogue", "--dir", filepath.Join(dir, "net"), "--json", report)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "PASS")
+	require.Contains(t, out, "events ingested")
+	b, err := os.ReadFile(report)
+	require.NoError(t, err)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(b, &got))
+	for _, k := range []string{"carriers", "platforms", "parcels", "events_ingested", "updates_delivered", "queries",
+		"query_p50_ms", "query_p99_ms", "watch_lag_p99_ms", "verification_failures", "lost_updates",
+		"duplicates_after_dedupe", "rejected_forgeries", "details_leaked", "startup_s", "errors"} {
+		require.Contains(t, got, k)
+	}
+	require.EqualValues(t, 2, got["carriers"])
+	require.EqualValues(t, 0, got["lost_updates"])
+	require.Positive(t, got["rejected_forgeries"])
+	require.FileExists(t, filepath.Join(dir, "net", "testnet.log"))
+
+	_, err = execCmd(t, testnetCmd(), "--scenario", "flood")
+	require.ErrorContains(t, err, `scenario "flood"`)
+}
