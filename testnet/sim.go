@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/service"
@@ -112,7 +114,7 @@ type sim struct {
 	// disrupted is set while a scenario has a node down or a link cut,
 	// and for a grace period after: failed lookups then are expected.
 	disrupted atomic.Bool
-	lag, qlat                          latencies
+	lag, qlat latencies
 
 	mu       sync.Mutex
 	samples  []string
@@ -150,26 +152,38 @@ func (s *sim) note(format string, args ...any) {
 func (s *sim) issueGrants(ctx context.Context) error {
 	s.grants = make([]map[string][]byte, len(s.net.Platforms))
 	holder := s.net.Platforms[0]
+	grants := make([][]byte, len(s.net.Carriers))
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i, c := range s.net.Carriers {
+		g.Go(func() error {
+			signer, err := c.Repo.Signer()
+			if err != nil {
+				return err
+			}
+			id := make([]byte, 16)
+			_, _ = rand.Read(id)
+			b, _, err := service.IssueGrant(signer, protocol.Grant{
+				ID: hex.EncodeToString(id), Carrier: c.Code, Holder: holder.ID.String(), Audience: true,
+				Fields: []string{protocol.FieldRecipientName, protocol.FieldRecipientAddress},
+			}, time.Now(), 24*time.Hour)
+			if err != nil {
+				return fmt.Errorf("testnet: grant of %s: %w", c.Code, err)
+			}
+			gc := service.GrantsClient{URL: c.adminURL(), Token: c.Repo.AdminToken}
+			if _, err := gc.Put(ctx, b); err != nil {
+				return fmt.Errorf("testnet: record grant at %s: %w", c.Code, err)
+			}
+			grants[i] = b
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
 	s.grants[0] = map[string][]byte{}
-	for _, c := range s.net.Carriers {
-		signer, err := c.Repo.Signer()
-		if err != nil {
-			return err
-		}
-		id := make([]byte, 16)
-		_, _ = rand.Read(id)
-		b, _, err := service.IssueGrant(signer, protocol.Grant{
-			ID: hex.EncodeToString(id), Carrier: c.Code, Holder: holder.ID.String(), Audience: true,
-			Fields: []string{protocol.FieldRecipientName, protocol.FieldRecipientAddress},
-		}, time.Now(), 24*time.Hour)
-		if err != nil {
-			return fmt.Errorf("testnet: grant of %s: %w", c.Code, err)
-		}
-		gc := service.GrantsClient{URL: c.adminURL(), Token: c.Repo.AdminToken}
-		if _, err := gc.Put(ctx, b); err != nil {
-			return fmt.Errorf("testnet: record grant at %s: %w", c.Code, err)
-		}
-		s.grants[0][c.Code] = b
+	for i, c := range s.net.Carriers {
+		s.grants[0][c.Code] = grants[i]
 	}
 	return nil
 }
