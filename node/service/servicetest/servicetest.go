@@ -9,6 +9,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -125,7 +127,9 @@ func Load(tb testing.TB, s store.Store, parcels []*Parcel) {
 }
 
 // NewHost starts a host on loopback TCP with a fresh identity and closes
-// it at cleanup. opts may be nil; its listen addresses are replaced.
+// it at cleanup. opts may be nil; its listen addresses are replaced, by
+// loopback TCP and QUIC when opts asks for QUIC by listing a QUIC
+// address, else by loopback TCP alone.
 func NewHost(tb testing.TB, opts *nodehost.Options) host.Host {
 	tb.Helper()
 	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
@@ -136,7 +140,11 @@ func NewHost(tb testing.TB, opts *nodehost.Options) host.Host {
 	if opts != nil {
 		o = *opts
 	}
-	o.ListenAddrs, o.DisableQUIC = []string{"/ip4/127.0.0.1/tcp/0"}, true
+	quic := slices.ContainsFunc(o.ListenAddrs, func(a string) bool { return strings.Contains(a, "/quic") })
+	o.ListenAddrs, o.DisableQUIC = []string{"/ip4/127.0.0.1/tcp/0"}, !quic
+	if quic {
+		o.ListenAddrs = append(o.ListenAddrs, "/ip4/127.0.0.1/udp/0/quic-v1")
+	}
 	h, err := nodehost.New(priv, &o)
 	if err != nil {
 		tb.Fatalf("servicetest: host: %v", err)
@@ -179,12 +187,18 @@ type ServerConfig struct {
 	// Host tunes the server's host (its resource limits); nil for
 	// defaults.
 	Host *nodehost.Options
+	// Store holds the parcels; nil for a fresh memstore. The caller
+	// closes it.
+	Store store.Store
 }
 
 // StartServer builds and registers a Server; it stops at cleanup.
 func StartServer(tb testing.TB, cfg ServerConfig) *Server {
 	tb.Helper()
-	s := &Server{Host: NewHost(tb, cfg.Host), Store: memstore.New()}
+	s := &Server{Host: NewHost(tb, cfg.Host), Store: cfg.Store}
+	if s.Store == nil {
+		s.Store = memstore.New()
+	}
 	for i := range cfg.Parcels {
 		s.Parcels = append(s.Parcels, NewParcel(tb, Number(i), cfg.Events))
 	}
