@@ -3,6 +3,7 @@ package testnet
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -21,7 +22,6 @@ type ledger struct {
 type parcelInfo struct {
 	carrier  string
 	platform int
-	details  bool
 	acked    int // events acknowledged
 }
 
@@ -48,22 +48,20 @@ func (l *ledger) book(number, carrier string, platform int) {
 
 // ack records an acknowledged event. A duplicate acknowledgement (a batch
 // posted again after a crash) is the same CID and changes nothing.
-func (l *ledger) ack(cid, number string, platform int, details bool, at time.Time) {
+func (l *ledger) ack(cid, number string, platform int, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.acked[cid]; ok {
 		return
 	}
 	l.acked[cid] = &ackInfo{number: number, platform: platform, at: at}
-	p := l.parcels[number]
-	p.acked++
-	p.details = p.details || details
+	l.parcels[number].acked++
 }
 
 // receive records that platform pi was handed event cid at now. It
-// returns the lag from the event's acknowledgement (-1 when the update
-// beat the acknowledgement back, which counts as no lag), whether this
-// is the first time, and whether the event is of a parcel pi booked.
+// returns the lag from the event's acknowledgement (0 when the update beat
+// the acknowledgement back), whether this is the first time, and whether
+// the event is of a parcel pi booked.
 func (l *ledger) receive(pi int, cid string, now time.Time) (lag time.Duration, first, mine bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -110,7 +108,7 @@ func (l *ledger) missing(live []int) int {
 	defer l.mu.Unlock()
 	n := 0
 	for cid, a := range l.acked {
-		if isLive(live, a.platform) && l.recv[a.platform][cid] == 0 {
+		if slices.Contains(live, a.platform) && l.recv[a.platform][cid] == 0 {
 			n++
 		}
 	}
@@ -125,7 +123,7 @@ func (l *ledger) missingSample(live []int, k int) []string {
 		if len(out) == k {
 			break
 		}
-		if isLive(live, a.platform) && l.recv[a.platform][cid] == 0 {
+		if slices.Contains(live, a.platform) && l.recv[a.platform][cid] == 0 {
 			out = append(out, fmt.Sprintf("platform%d never received event %s of %s (acknowledged %s)", a.platform+1, cid, a.number, a.at.Format(time.RFC3339Nano)))
 		}
 	}
@@ -143,15 +141,6 @@ func (l *ledger) duplicates() int64 {
 		}
 	}
 	return n
-}
-
-func isLive(live []int, p int) bool {
-	for _, x := range live {
-		if x == p {
-			return true
-		}
-	}
-	return false
 }
 
 // numbersOf returns up to k booked numbers of carrier with events.

@@ -490,7 +490,7 @@ func (c *Carrier) start(ctx context.Context) error {
 		return nil
 	}
 	if c.net.Opts.Procs {
-		p, err := startProcess(ctx, c.net.Opts.Command, c.Repo.Dir, "node", "--repo", c.Repo.Dir, "--listen", c.Addr.String(), "--admin", c.AdminAddr)
+		p, err := startProcess(c.net.Opts.Command, c.Repo.Dir, "node", "--repo", c.Repo.Dir, "--listen", c.Addr.String(), "--admin", c.AdminAddr)
 		if err != nil {
 			return fmt.Errorf("testnet: carrier %s: %w", c.Code, err)
 		}
@@ -536,42 +536,32 @@ func (c *Carrier) waitHealthy(ctx context.Context, p *process) error {
 
 func (c *Carrier) adminURL() string { return "http://" + c.AdminAddr }
 
-func (c *Carrier) kill() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.proc != nil:
-		err := c.proc.kill()
-		c.proc, c.paused = nil, false
-		// A killed node leaves its node.json behind; it is stale.
-		_ = c.Repo.RemoveNodeInfo()
-		return err
-	case c.node != nil:
-		err := c.node.Close()
-		c.node = nil
-		return err
-	}
-	return nil
-}
+func (c *Carrier) kill() error { return c.halt(true) }
 
 // stop shuts c down cleanly.
-func (c *Carrier) stop() error {
+func (c *Carrier) stop() error { return c.halt(false) }
+
+// halt stops c's node: a process with SIGKILL when hard, else with
+// SIGTERM (resumed first if paused); a node in process closes either way.
+func (c *Carrier) halt(hard bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var err error
 	switch {
+	case c.proc != nil && hard:
+		err = c.proc.kill()
+		// A killed node leaves its node.json behind; it is stale.
+		_ = c.Repo.RemoveNodeInfo()
 	case c.proc != nil:
 		if c.paused {
 			_ = c.proc.signal(sigCont)
 		}
-		err := c.proc.stop(20 * time.Second)
-		c.proc, c.paused = nil, false
-		return err
+		err = c.proc.stop(20 * time.Second)
 	case c.node != nil:
-		err := c.node.Close()
-		c.node = nil
-		return err
+		err = c.node.Close()
 	}
-	return nil
+	c.node, c.proc, c.paused = nil, nil, false
+	return err
 }
 
 func (c *Carrier) pause() error {

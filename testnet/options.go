@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 )
@@ -131,11 +132,8 @@ func (o *Options) Validate() error {
 	if o.Duration <= 0 || o.Drain <= 0 {
 		p = append(p, "duration and drain must be positive")
 	}
-	if o.Scenario != ScenarioNone && !contains(Scenarios, o.Scenario) {
+	if o.Scenario != ScenarioNone && !slices.Contains(Scenarios, o.Scenario) {
 		p = append(p, fmt.Sprintf("scenario %q: want one of %s", o.Scenario, strings.Join(Scenarios, ", ")))
-	}
-	if o.Scenario == ScenarioPartition && o.Carriers < 1 {
-		p = append(p, "partition needs a carrier")
 	}
 	if o.Scenario == ScenarioCutoff && o.Platforms < 2 {
 		p = append(p, "cutoff needs at least 2 platforms: one disappears, the others go on")
@@ -147,13 +145,4 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
 	}
 	return nil
-}
-
-func contains(xs []string, x string) bool {
-	for _, s := range xs {
-		if s == x {
-			return true
-		}
-	}
-	return false
 }

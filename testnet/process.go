@@ -1,7 +1,6 @@
 package testnet
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -38,7 +37,7 @@ func selfCommand(args ...string) *exec.Cmd {
 
 // startProcess starts command(args) with its output appended to node.log
 // in dir.
-func startProcess(_ context.Context, command CommandFunc, dir string, args ...string) (*process, error) {
+func startProcess(command CommandFunc, dir string, args ...string) (*process, error) {
 	if command == nil {
 		command = selfCommand
 	}

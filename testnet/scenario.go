@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -165,10 +166,13 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 		return
 	}
 	var watchers []*client.Watcher
+	var readers sync.WaitGroup
+	// The readers count into the report: they end before rogue returns.
 	defer func() {
 		for _, w := range watchers {
 			_ = w.Close()
 		}
+		readers.Wait()
 	}()
 	for pi, p := range s.net.Platforms {
 		p.Node.Host.Peerstore().AddAddrs(rg.ID, rg.AddrInfo().Addrs, peerstore.PermanentAddrTTL)
@@ -180,7 +184,7 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 			continue
 		}
 		watchers = append(watchers, w)
-		go func() {
+		readers.Go(func() {
 			for u := range w.Updates() {
 				if u.Verified {
 					s.forgeriesAccepted.Add(1)
@@ -189,7 +193,7 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 					s.forgeriesRejected.Add(1)
 				}
 			}
-		}()
+		})
 	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,9 +238,7 @@ func (s *sim) consume(pi int, c *Carrier, w *client.Watcher) {
 			}
 			if first {
 				s.updates.Add(1)
-				if lag >= 0 {
-					s.lag.add(lag)
-				}
+				s.lag.add(lag)
 			}
 		}
 	}
@@ -247,20 +247,15 @@ func (s *sim) consume(pi int, c *Carrier, w *client.Watcher) {
 	}
 }
 
-// stopWatchers closes a platform's watchers, or all with pi < 0, and
-// waits for their consumers when closing all.
+// stopWatchers closes every watcher and waits for their consumers.
 func (s *sim) stopWatchers() {
-	s.watchMu.Lock()
 	for pi := range s.watchers {
-		for _, w := range s.watchers[pi] {
-			_ = w.Close()
-		}
-		s.watchers[pi] = nil
+		s.stopPlatformWatchers(pi)
 	}
-	s.watchMu.Unlock()
 	s.consumed.Wait()
 }
 
+// stopPlatformWatchers closes platform pi's watchers.
 func (s *sim) stopPlatformWatchers(pi int) {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
@@ -349,7 +344,7 @@ func (s *sim) carrierTraffic(ctx context.Context, c *Carrier, ci, inFlight int, 
 			switch res.Status {
 			case ingest.StatusAccepted, ingest.StatusDuplicate:
 				s.events.Add(1)
-				s.led.ack(res.CID, p.number, p.platform, p.details != nil, time.Now())
+				s.led.ack(res.CID, p.number, p.platform, time.Now())
 				p.next++
 			default:
 				s.fail("%s rejected %s: %s", c.Code, evs[i].ID, res.Error)
@@ -503,7 +498,7 @@ func (s *sim) queryParcel(ctx context.Context, pi int, number string, stolen boo
 		} else {
 			s.leaked.Add(1)
 			s.fail("details leaked: %s got %v of %s (booked by platform%d, grant held: %v, stolen: %v)",
-				p.Name, keys(v.Details), number, info.platform+1, s.grants[pi] != nil, stolen)
+				p.Name, slices.Sorted(maps.Keys(v.Details)), number, info.platform+1, s.grants[pi] != nil, stolen)
 		}
 	}
 }
@@ -556,35 +551,29 @@ func (s *sim) queryExpecting(ctx context.Context, pi int, number, code string) {
 	}
 }
 
-func keys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
 // drain waits until every live platform has every event of its audience,
 // or until Drain passes.
 func (s *sim) drain(ctx context.Context) {
-	live := func() []int {
-		var out []int
-		for i, p := range s.net.Platforms {
-			if !p.Closed() {
-				out = append(out, i)
-			}
-		}
-		return out
-	}
 	dctx, cancel := context.WithTimeout(ctx, s.o.Drain)
 	defer cancel()
-	for s.led.missing(live()) > 0 {
+	for s.led.missing(s.livePlatforms()) > 0 {
 		select {
 		case <-dctx.Done():
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// livePlatforms lists the platforms that have not gone.
+func (s *sim) livePlatforms() []int {
+	var out []int
+	for i, p := range s.net.Platforms {
+		if !p.Closed() {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // progress reports Stats about twice a second.
@@ -620,12 +609,7 @@ func (s *sim) stats() Stats {
 
 // finish fills the report.
 func (s *sim) finish(traffic time.Duration) {
-	live := make([]int, 0, len(s.net.Platforms))
-	for i, p := range s.net.Platforms {
-		if !p.Closed() {
-			live = append(live, i)
-		}
-	}
+	live := s.livePlatforms()
 	r := &s.report
 	r.Parcels, r.EventsIngested, r.UpdatesDelivered, r.Queries = s.parcels.Load(), s.events.Load(), s.updates.Load(), s.nqueries.Load()
 	r.QueryP50ms, r.QueryP99ms = ms(s.qlat.quantile(0.5)), ms(s.qlat.quantile(0.99))

@@ -162,12 +162,10 @@ func (c *Client) Track(ctx context.Context, p peer.ID, queries []protocol.TrackQ
 		st.s.Reset()
 		// A pooled stream can end while idle (the server's idle timeout, a
 		// restart): the request then meets a reset or the end of the
-		// stream. Track only reads, so one more try on a fresh stream is
-		// safe; the peer's other idle streams are likely gone too. A
-		// timeout or a bad response is not retried.
-		// A request that could not even be written on a pooled stream
-		// was never seen by the node, whatever the cause, so it is safe
-		// to send again on a fresh stream.
+		// stream, and a request that could not be written on it never
+		// reached the node. Track only reads, so one more try on a fresh
+		// stream is safe; the peer's other idle streams are likely gone
+		// too. A read timeout or a bad response is not retried.
 		stale := errors.Is(err, network.ErrReset) || errors.Is(err, io.EOF) || errors.Is(err, errSend)
 		if !reused || !stale || ctx.Err() != nil {
 			return nil, err

@@ -17,7 +17,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
@@ -53,14 +52,14 @@ func BenchmarkLookupTransports(b *testing.B) {
 	}
 	b.Cleanup(func() { st.Close() })
 	srv := servicetest.StartServer(b, servicetest.ServerConfig{Parcels: parcels, Events: benchEvents, Store: st,
-		Host: &nodehost.Options{ListenAddrs: []string{"/quic-v1"}}})
+		QUIC: true})
 	numbers := make([]string, parcels)
 	for i := range numbers {
 		numbers[i] = servicetest.Number(i)
 	}
 	p := srv.Host.ID()
 	libp2pClient := func(transport string) *Client {
-		h := servicetest.NewHost(b, &nodehost.Options{ListenAddrs: []string{"/quic-v1"}})
+		h := servicetest.NewQUICHost(b, nil)
 		var addrs []ma.Multiaddr
 		for _, a := range srv.Host.Addrs() {
 			if strings.Contains(a.String(), transport) {

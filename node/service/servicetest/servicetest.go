@@ -9,8 +9,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"testing"
 
@@ -127,10 +125,19 @@ func Load(tb testing.TB, s store.Store, parcels []*Parcel) {
 }
 
 // NewHost starts a host on loopback TCP with a fresh identity and closes
-// it at cleanup. opts may be nil; its listen addresses are replaced, by
-// loopback TCP and QUIC when opts asks for QUIC by listing a QUIC
-// address, else by loopback TCP alone.
+// it at cleanup. opts may be nil; its listen addresses are replaced.
 func NewHost(tb testing.TB, opts *nodehost.Options) host.Host {
+	tb.Helper()
+	return newHost(tb, opts, false)
+}
+
+// NewQUICHost is NewHost listening on loopback QUIC as well as TCP.
+func NewQUICHost(tb testing.TB, opts *nodehost.Options) host.Host {
+	tb.Helper()
+	return newHost(tb, opts, true)
+}
+
+func newHost(tb testing.TB, opts *nodehost.Options, quic bool) host.Host {
 	tb.Helper()
 	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
@@ -140,7 +147,6 @@ func NewHost(tb testing.TB, opts *nodehost.Options) host.Host {
 	if opts != nil {
 		o = *opts
 	}
-	quic := slices.ContainsFunc(o.ListenAddrs, func(a string) bool { return strings.Contains(a, "/quic") })
 	o.ListenAddrs, o.DisableQUIC = []string{"/ip4/127.0.0.1/tcp/0"}, !quic
 	if quic {
 		o.ListenAddrs = append(o.ListenAddrs, "/ip4/127.0.0.1/udp/0/quic-v1")
@@ -187,6 +193,9 @@ type ServerConfig struct {
 	// Host tunes the server's host (its resource limits); nil for
 	// defaults.
 	Host *nodehost.Options
+	// QUIC makes the server listen on loopback QUIC too. Default: TCP
+	// only.
+	QUIC bool
 	// Store holds the parcels; nil for a fresh memstore. The caller
 	// closes it.
 	Store store.Store
@@ -195,7 +204,7 @@ type ServerConfig struct {
 // StartServer builds and registers a Server; it stops at cleanup.
 func StartServer(tb testing.TB, cfg ServerConfig) *Server {
 	tb.Helper()
-	s := &Server{Host: NewHost(tb, cfg.Host), Store: cfg.Store}
+	s := &Server{Host: newHost(tb, cfg.Host, cfg.QUIC), Store: cfg.Store}
 	if s.Store == nil {
 		s.Store = memstore.New()
 	}
