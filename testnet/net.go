@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/testnet/internal/proc"
 )
 
 // Errors of the network's controls.
@@ -369,8 +371,8 @@ type Carrier struct {
 	http    *http.Client
 
 	mu     sync.Mutex
-	node   *node.Node // in process, while up
-	proc   *process   // with Procs, while up
+	node   *node.Node    // in process, while up
+	proc   *proc.Process // with Procs, while up
 	paused bool
 }
 
@@ -490,13 +492,13 @@ func (c *Carrier) start(ctx context.Context) error {
 		return nil
 	}
 	if c.net.Opts.Procs {
-		p, err := startProcess(c.net.Opts.Command, c.Repo.Dir, "node", "--repo", c.Repo.Dir, "--listen", c.Addr.String(), "--admin", c.AdminAddr)
+		p, err := proc.Start(c.net.Opts.Command, c.Repo.Dir, "node.log", "node", "--repo", c.Repo.Dir, "--listen", c.Addr.String(), "--admin", c.AdminAddr)
 		if err != nil {
 			return fmt.Errorf("testnet: carrier %s: %w", c.Code, err)
 		}
 		c.proc = p
 		if err := c.waitHealthy(ctx, p); err != nil {
-			_ = p.kill()
+			_ = p.Kill()
 			c.proc = nil
 			return fmt.Errorf("testnet: carrier %s: %w", c.Code, err)
 		}
@@ -511,7 +513,7 @@ func (c *Carrier) start(ctx context.Context) error {
 }
 
 // waitHealthy polls the process's admin health check until it answers.
-func (c *Carrier) waitHealthy(ctx context.Context, p *process) error {
+func (c *Carrier) waitHealthy(ctx context.Context, p *proc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
@@ -525,10 +527,10 @@ func (c *Carrier) waitHealthy(ctx context.Context, p *process) error {
 			}
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("node process exited: %v (log: %s)", p.err, p.logPath)
+		case <-p.Done():
+			return fmt.Errorf("node process exited: %v (log: %s)", p.Err(), p.LogPath)
 		case <-ctx.Done():
-			return fmt.Errorf("node did not become healthy: %w (log: %s)", ctx.Err(), p.logPath)
+			return fmt.Errorf("node did not become healthy: %w (log: %s)", ctx.Err(), p.LogPath)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -549,14 +551,14 @@ func (c *Carrier) halt(hard bool) error {
 	var err error
 	switch {
 	case c.proc != nil && hard:
-		err = c.proc.kill()
+		err = c.proc.Kill()
 		// A killed node leaves its node.json behind; it is stale.
 		_ = c.Repo.RemoveNodeInfo()
 	case c.proc != nil:
 		if c.paused {
-			_ = c.proc.signal(sigCont)
+			_ = c.proc.Signal(syscall.SIGCONT)
 		}
-		err = c.proc.stop(20 * time.Second)
+		err = c.proc.Stop(20 * time.Second)
 	case c.node != nil:
 		err = c.node.Close()
 	}
@@ -571,7 +573,7 @@ func (c *Carrier) pause() error {
 		return ErrDown
 	}
 	c.paused = true
-	return c.proc.signal(sigStop)
+	return c.proc.Signal(syscall.SIGSTOP)
 }
 
 func (c *Carrier) resume() error {
@@ -581,7 +583,7 @@ func (c *Carrier) resume() error {
 		return ErrDown
 	}
 	c.paused = false
-	return c.proc.signal(sigCont)
+	return c.proc.Signal(syscall.SIGCONT)
 }
 
 // Ingest posts events to c's admin API, as the carrier's own systems do,
