@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/opentrack/opentrack/testnet/bench"
+)
+
+func benchCmd() *cobra.Command {
+	var o bench.Options
+	var out string
+	var quick bool
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure ingest, lookups, watch lag, memory, disk and testnet start-up against DESIGN section 8",
+		Long: `bench starts a carrier node as its own process on loopback and measures,
+in one run: durable ingest through the admin API and the raw store put of
+the same events; disk bytes per event after compaction; the node's idle
+RSS; single-number lookups over TCP and QUIC at each concurrency, and
+batched track with and without verification; the same lookups through an
+HTTPS+JSON server over the same store; watch delivery lag; and how long a
+testnet of 50 carriers and 20 platforms takes to start.
+
+It prints a table and writes the figures, the environment and the judged
+targets as JSON (bench/README.md explains every key). The exit status is
+0 even when a target is missed; it is 1 only when a figure could not be
+measured.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w := cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if quick {
+				o.Parcels, o.EventsPerParcel, o.Rounds, o.Round = 10_000, 4, 1, time.Second
+				o.WatchDuration, o.TestnetCarriers, o.TestnetPlatforms = 3*time.Second, 10, 5
+			}
+			o.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo,
+				ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+					if a.Key == slog.TimeKey {
+						return slog.Attr{}
+					}
+					return a
+				}}))
+			p := newPhaseBar(w)
+			o.Progress = p.update
+			res, err := bench.Run(ctx, o)
+			p.finish()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+			if err := res.WriteTable(w); err != nil {
+				return err
+			}
+			if out != "" {
+				if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+					return err
+				}
+				b, err := json.MarshalIndent(res, "", "  ")
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "\nwrote %s\n", out)
+			}
+			if len(res.Failures) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("bench: %d figure(s) could not be measured", len(res.Failures))}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "bench/results.json", "write the results as JSON to this file (empty: do not write)")
+	f.IntVar(&o.Parcels, "parcels", 125_000, "parcels in the store")
+	f.IntVar(&o.EventsPerParcel, "events-per-parcel", 8, "events per parcel, one per ingest round (parcels x this = store size)")
+	f.IntVar(&o.Batch, "batch", 1000, "events per ingest request")
+	f.IntVar(&o.Posters, "posters", 4, "concurrent ingest connections")
+	f.IntSliceVar(&o.Concurrency, "concurrency", []int{1, 16, 64}, "concurrent single-number lookups measured on each transport")
+	f.IntVar(&o.BatchConcurrency, "batch-concurrency", 16, "concurrent 100-number requests of batched track")
+	f.IntVar(&o.Rounds, "rounds", 3, "rounds per lookup figure; the median is reported")
+	f.DurationVar(&o.Round, "round", 3*time.Second, "length of one round of lookups")
+	f.IntVar(&o.WatchRate, "watch-rate", 10_000, "ingest events/s while watch lag is measured")
+	f.IntVar(&o.WatchParcels, "watch-parcels", 10_000, "parcels the subscription watches")
+	f.DurationVar(&o.WatchDuration, "watch-duration", 10*time.Second, "how long the watch phase ingests")
+	f.IntVar(&o.TestnetCarriers, "testnet-carriers", 50, "carriers of the testnet whose start-up is timed")
+	f.IntVar(&o.TestnetPlatforms, "testnet-platforms", 20, "platforms of that testnet")
+	f.BoolVar(&o.SkipTestnet, "skip-testnet", false, "leave the testnet start-up out")
+	f.StringVar(&o.Dir, "dir", "", "keep the stores and logs here (default a temporary directory, removed at the end)")
+	f.BoolVar(&quick, "quick", false, "a small run (10k parcels x 4, one 1 s round, 10x5 testnet) to check the harness, not to quote")
+	cmd.AddCommand(benchBaselineCmd())
+	return cmd
+}
+
+// benchBaselineCmd is the HTTPS+JSON baseline server the harness runs as
+// its own process over a stopped node's store.
+func benchBaselineCmd() *cobra.Command {
+	var dir, listen string
+	cmd := &cobra.Command{
+		Use:    "baseline",
+		Short:  "Serve a carrier repo's store as an HTTPS+JSON tracking API (the benchmark's baseline)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return bench.ServeBaseline(ctx, dir, listen)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "repo", "", "carrier repo whose store is served (its node stopped)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
+	_ = cmd.MarkFlagRequired("repo")
+	return cmd
+}
+
+// phaseBar shows a long phase's progress on a terminal.
+type phaseBar struct {
+	mu    sync.Mutex // ingest posters report concurrently
+	out   io.Writer
+	tty   bool
+	phase string
+	bar   *progressbar.ProgressBar
+}
+
+func newPhaseBar(out io.Writer) *phaseBar {
+	f, ok := out.(*os.File)
+	return &phaseBar{out: out, tty: ok && term.IsTerminal(int(f.Fd()))}
+}
+
+func (p *phaseBar) update(phase string, done, total int64) {
+	if !p.tty {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if phase != p.phase {
+		p.end()
+		p.phase = phase
+		p.bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(p.out), progressbar.OptionSetDescription(phase),
+			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionShowCount(),
+			progressbar.OptionClearOnFinish())
+	}
+	_ = p.bar.Set64(done)
+}
+
+func (p *phaseBar) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.end()
+}
+
+func (p *phaseBar) end() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		p.bar = nil
+	}
+}

@@ -1,0 +1,226 @@
+package bench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/node/store/pebble"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// BaselineReady is the file the baseline server writes into its repo
+// once it listens: its URL and the PEM of its self-signed certificate.
+const BaselineReady = "baseline.json"
+
+type baselineInfo struct {
+	URL  string `json:"url"`
+	Cert string `json:"cert"`
+}
+
+// ServeBaseline runs the HTTPS+JSON baseline over the store of the
+// carrier repo in dir until ctx ends: GET /v1/track/{number} answers the
+// parcel's signed head and events as JSON, what a central tracking API
+// would serve. It opens the store with the node's own settings and does
+// the same store reads as the track handler (one parcel get, one event
+// range scan), decodes the events and encodes JSON; it computes no CIDs
+// and checks no policy, which only makes the baseline cheaper. TLS 1.3,
+// HTTP/1.1 with keep-alive (DESIGN section 8 measured HTTP/2 on one
+// connection slower). The node must not be running: a store has one
+// process.
+func ServeBaseline(ctx context.Context, dir, listen string) error {
+	r, err := repo.Open(dir)
+	if err != nil {
+		return err
+	}
+	sc := r.Config.Store
+	st, err := pebble.Open(r.Path(sc.Path), &pebble.Options{CacheSize: int64(sc.CacheMB) << 20, MemTableSize: uint64(sc.MemTableMB) << 20})
+	if err != nil {
+		return fmt.Errorf("bench: baseline: %w", err)
+	}
+	defer st.Close()
+	cert, certPEM, err := selfSigned()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           baselineHandler(st),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	info, err := json.Marshal(baselineInfo{URL: "https://" + ln.Addr().String(), Cert: string(certPEM)})
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, BaselineReady+".tmp")
+	if err := os.WriteFile(tmp, info, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, BaselineReady)); err != nil {
+		return err
+	}
+	defer os.Remove(filepath.Join(dir, BaselineReady))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shut); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// jsonParcel is the baseline's answer.
+type jsonParcel struct {
+	Number     string      `json:"number"`
+	SignedHead string      `json:"signed_head"` // base64 COSE_Sign1
+	Events     []jsonEvent `json:"events"`
+}
+
+type jsonEvent struct {
+	Seq         uint64            `json:"seq"`
+	Time        int64             `json:"time"`
+	Status      protocol.Status   `json:"status"`
+	Reason      string            `json:"reason,omitempty"`
+	Location    protocol.Location `json:"location"`
+	Description string            `json:"description,omitempty"`
+	Lang        string            `json:"lang,omitempty"`
+}
+
+func baselineHandler(st store.Store) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/track/{number}", func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		p, err := st.Parcel(ctx, r.PathValue("number"))
+		if errors.Is(err, store.ErrNotFound) {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		evs, err := st.Events(ctx, p.ID, 0, protocol.MaxEventsPerResult)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		out := jsonParcel{Number: p.Number, SignedHead: base64.StdEncoding.EncodeToString(p.SignedHead), Events: make([]jsonEvent, len(evs))}
+		for i, e := range evs {
+			ev, err := protocol.DecodeEvent(e.Bytes)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			out.Events[i] = jsonEvent{Seq: ev.Seq, Time: ev.Time, Status: ev.Status, Reason: ev.Reason, Location: ev.Location,
+				Description: ev.Description, Lang: ev.Lang}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(&out)
+	})
+	return mux
+}
+
+// selfSigned makes a P-256 certificate for 127.0.0.1.
+func selfSigned() (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "opentrack bench baseline"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// baselineClient is the harness's side of the baseline: keep-alive
+// HTTP/1.1 over TLS 1.3, one connection per concurrent request.
+type baselineClient struct {
+	url    string
+	client *http.Client
+}
+
+func newBaselineClient(info *baselineInfo, conns int) (*baselineClient, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(info.Cert)) {
+		return nil, errors.New("bench: baseline certificate does not parse")
+	}
+	return &baselineClient{url: info.URL, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, NextProtos: []string{"http/1.1"}},
+		MaxIdleConnsPerHost: conns, MaxIdleConns: conns, ForceAttemptHTTP2: false, DisableCompression: true,
+	}}}, nil
+}
+
+// track looks up one number and decodes the answer.
+func (c *baselineClient) track(ctx context.Context, n string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/v1/track/"+n, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var v jsonParcel
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return fmt.Errorf("baseline %s: %s: %w", n, resp.Status, err)
+	}
+	if resp.StatusCode != http.StatusOK || v.Number != n || len(v.Events) == 0 {
+		return fmt.Errorf("baseline %s: %s, %d events", n, resp.Status, len(v.Events))
+	}
+	return nil
+}
+
+// startBaseline runs `opentrack bench baseline --repo dir` and waits
+// until it listens.
+func startBaseline(ctx context.Context, o *Options, dir string) (*nodeProc, *baselineInfo, error) {
+	_ = os.Remove(filepath.Join(dir, BaselineReady))
+	p, err := startProc(o.Command, dir, "baseline.log", "bench", "baseline", "--repo", dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var info baselineInfo
+	err = waitFile(ctx, p, filepath.Join(dir, BaselineReady), func(b []byte) error { return json.Unmarshal(b, &info) })
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, &info, nil
+}

@@ -1,0 +1,52 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/testnet"
+)
+
+// testnetStartup starts a testnet in this process and times two moments:
+// every node up (registry signed and installed, every host listening),
+// and every platform answered by every carrier: each platform looks up
+// a number each carrier has not issued, which takes resolving it in the
+// registry, dialing the carrier and verifying its signed not_found.
+func testnetStartup(ctx context.Context, o *Options) (nodesUp, ready time.Duration, err error) {
+	began := time.Now()
+	n, err := testnet.Start(ctx, testnet.Options{Carriers: o.TestnetCarriers, Platforms: o.TestnetPlatforms,
+		Dir: filepath.Join(o.Dir, "testnet"), Logger: o.Logger})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer n.Close()
+	nodesUp = time.Since(began)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range n.Carriers {
+		num, err := c.NewNumber()
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, p := range n.Platforms {
+			g.Go(func() error {
+				views, err := p.Track(gctx, nil, num)
+				if err != nil {
+					return fmt.Errorf("bench: testnet: %s -> %s: %w", p.Name, c.Code, err)
+				}
+				if len(views) != 1 || views[0].Error != protocol.CodeNotFound {
+					return fmt.Errorf("bench: testnet: %s -> %s: %+v", p.Name, c.Code, views)
+				}
+				return nil
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return 0, 0, err
+	}
+	return nodesUp, time.Since(began), nil
+}

@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// watchResult is what the watch phase measured.
+type watchResult struct {
+	events, delivered  int
+	rate               float64
+	p50, p99, max      time.Duration
+	fromPostP99        time.Duration
+	unverified, missed int
+}
+
+// watchTick is how often the watch phase posts a batch: WatchRate/100
+// events every 10 ms.
+const watchTick = 10 * time.Millisecond
+
+// watchLag subscribes to o.WatchParcels parcels over p, ingests
+// o.WatchRate events/s to them through the admin API for
+// o.WatchDuration, and measures when each acknowledged event's verified
+// update reaches the subscriber. The clock is the harness's: the
+// acknowledgement is the receipt of the ingest response, so an update
+// that arrives before it counts as zero; the lag from the start of the
+// request is reported too, as an upper bound.
+func watchLag(ctx context.Context, o *Options, p *platform, node peer.ID, key ed25519.PublicKey, post *poster) (*watchResult, error) {
+	numbers := make([]string, o.WatchParcels)
+	for i := range numbers {
+		numbers[i] = number(i)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := p.client.Watch(ctx, client.WatchOptions{Carrier: carrierCode, Peers: []peer.ID{node},
+		Keys: protocol.PublicKeyResolver{Carrier: carrierCode, Key: key}, Numbers: numbers, Sync: true})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	// Sync hands over every watched parcel's history first, so that the
+	// watcher holds each head and the measured updates link to it, as on
+	// a platform that has been watching for a while. Without it, the
+	// first update of each parcel is back-filled with a track request.
+	synced := make(map[string]bool, len(numbers))
+	timeout := time.After(time.Minute)
+	for len(synced) < len(numbers) {
+		select {
+		case u, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("bench: watch: ended during sync: %w", w.Err())
+			}
+			if !u.Verified {
+				return nil, fmt.Errorf("bench: watch: sync of %s: %s %s", u.Number, u.Error, u.Message)
+			}
+			synced[u.Number] = true
+		case <-timeout:
+			return nil, fmt.Errorf("bench: watch: %d of %d parcels synced in a minute: %v", len(synced), len(numbers), w.Err())
+		}
+	}
+
+	// Received updates, by event CID.
+	var mu sync.Mutex
+	received := make(map[string]time.Time)
+	unverified := 0
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		for u := range w.Updates() {
+			now := time.Now()
+			mu.Lock()
+			if !u.Verified {
+				unverified++
+			}
+			for _, e := range u.Events {
+				received[e.CID] = now
+			}
+			mu.Unlock()
+		}
+	}()
+
+	// The bodies, built before the clock starts.
+	per := o.WatchRate * int(watchTick) / int(time.Second)
+	ticks := int(o.WatchDuration / watchTick)
+	bodies := make([][]byte, ticks)
+	for t := range bodies {
+		scans := make([]scan, per)
+		for k := range scans {
+			e := t*per + k // the phase's e-th event
+			scans[k] = scan{parcel: e % o.WatchParcels, round: o.EventsPerParcel + e/o.WatchParcels}
+		}
+		bodies[t] = body(scans)
+	}
+	type ack struct{ sent, acked time.Time }
+	acks := make(map[string]ack)
+	queue := make(chan int, ticks)
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for t := range queue {
+				sent := time.Now()
+				resp, err := post.post(ctx, bodies[t], per)
+				if err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+					cancel()
+					return
+				}
+				now := time.Now()
+				mu.Lock()
+				for _, r := range resp.Results {
+					acks[r.CID] = ack{sent, now}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	start := time.Now()
+	for t := range ticks {
+		time.Sleep(time.Until(start.Add(time.Duration(t) * watchTick)))
+		queue <- t
+	}
+	close(queue)
+	wg.Wait()
+	elapsed := time.Since(start)
+	select {
+	case err := <-errc:
+		return nil, err
+	default:
+	}
+
+	// Drain: every acknowledged event's update, or 10 s.
+	drain := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := 0
+		for c := range acks {
+			if _, ok := received[c]; ok {
+				got++
+			}
+		}
+		mu.Unlock()
+		if got == len(acks) || time.Now().After(drain) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	_ = w.Close()
+	<-readDone
+
+	res := &watchResult{events: len(acks), unverified: unverified, rate: float64(len(acks)) / elapsed.Seconds()}
+	var lags, fromPost []time.Duration
+	for c, a := range acks {
+		r, ok := received[c]
+		if !ok {
+			res.missed++
+			continue
+		}
+		lags = append(lags, max(0, r.Sub(a.acked)))
+		fromPost = append(fromPost, r.Sub(a.sent))
+	}
+	res.delivered = len(lags)
+	if len(lags) == 0 {
+		return res, fmt.Errorf("bench: watch: none of %d events delivered", len(acks))
+	}
+	slices.Sort(lags)
+	slices.Sort(fromPost)
+	res.p50, res.p99, res.max = lags[len(lags)/2], lags[len(lags)*99/100], lags[len(lags)-1]
+	res.fromPostP99 = fromPost[len(fromPost)*99/100]
+	return res, nil
+}
