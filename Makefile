@@ -3,6 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 60s
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 6
+BENCH     ?= .
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHSTAT   := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
@@ -16,7 +17,7 @@ FUZZ_TARGETS := \
 	./protocol:FuzzNormalizeAndMatch \
 	./node/ingest:FuzzPostEvents
 
-.PHONY: all run testnet-large scenarios demo test unit interop bench fuzz lint vectors build clean
+.PHONY: all run testnet-large scenarios demo test unit interop bench bench-harness bench-micro fuzz lint vectors build clean
 
 all: build
 
@@ -59,10 +60,21 @@ interop:
 		echo "interop: Node.js not installed, skipping the JS check of spec/vectors (apt-get install nodejs npm)"; \
 	fi
 
-## bench: micro-benchmarks of the hot paths, summarised by benchstat.
-bench:
+## bench: the harness against DESIGN section 8 (a table and
+## bench/results.json; about 6 minutes), then the micro-benchmarks.
+## bench/README.md explains every figure.
+bench: bench-harness bench-micro
+
+bench-harness: build
+	bin/opentrack bench --out bench/results.json $(BENCHFLAGS)
+
+## bench-micro: Go micro-benchmarks of the hot paths (codec, chain
+## verification, store append and get, the track handler, ingest, watch),
+## BENCHCOUNT runs each into bench/micro.txt, summarised by benchstat.
+## BENCH=regexp picks some.
+bench-micro:
 	mkdir -p bench
-	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) ./... | tee bench/micro.txt
+	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) ./... | tee bench/micro.txt
 	$(GO) run $(BENCHSTAT) bench/micro.txt
 
 ## fuzz: every fuzz target for FUZZTIME each.
