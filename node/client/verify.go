@@ -49,10 +49,31 @@ type Verified struct {
 // that. A result with a code other than ok fails with that code. Every
 // failure carries a protocol error code, which protocol.CodeOf returns.
 func VerifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyResolver, known protocol.Link, knownSeq uint64) (*Verified, error) {
-	return verifyResult(res, carrier, keys, known, knownSeq, time.Now())
+	return verifyResult(res, carrier, keys, known, knownSeq, time.Now(), nil)
 }
 
-func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyResolver, known protocol.Link, knownSeq uint64, now time.Time) (*Verified, error) {
+// checkedHead is a signed head parsed, and its signature checked, ahead
+// of verifyResult (the watcher does this on several cores): what
+// ParseSignedHead and VerifyWith returned for res.Head.
+type checkedHead struct {
+	sh       *protocol.SignedHead
+	parseErr error
+	sigErr   error
+	checked  bool // sigErr is the signature's verdict
+}
+
+// checkHead parses b and checks its signature against keys.
+func checkHead(b []byte, keys protocol.KeyResolver) *checkedHead {
+	sh, err := protocol.ParseSignedHead(b)
+	if err != nil {
+		return &checkedHead{parseErr: err}
+	}
+	return &checkedHead{sh: sh, sigErr: sh.VerifyWith(keys), checked: true}
+}
+
+// verifyResult is VerifyResult at a given time; pre, when not nil, is
+// res.Head already parsed and checked against keys.
+func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyResolver, known protocol.Link, knownSeq uint64, now time.Time, pre *checkedHead) (*Verified, error) {
 	switch res.Code {
 	case protocol.CodeOK:
 	case "":
@@ -60,7 +81,11 @@ func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyRe
 	default:
 		return nil, &protocol.Error{Code: res.Code, Msg: fmt.Sprintf("track result for %q: %s %s", res.Number, res.Code, res.Message)}
 	}
-	sh, err := protocol.ParseSignedHead(res.Head)
+	if pre == nil {
+		pre = &checkedHead{}
+		pre.sh, pre.parseErr = protocol.ParseSignedHead(res.Head)
+	}
+	sh, err := pre.sh, pre.parseErr
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +95,14 @@ func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyRe
 	if sh.Number != res.Number {
 		return nil, fmt.Errorf("%w: signed head is for %q, result for %q", protocol.ErrHeadMismatch, sh.Number, res.Number)
 	}
-	if err := sh.VerifyWith(keys); err != nil {
-		return nil, err
+	// The signature is judged after carrier and number, so that a head
+	// of another carrier is reported as that, not as an unknown key.
+	sigErr := pre.sigErr
+	if !pre.checked {
+		sigErr = sh.VerifyWith(keys)
+	}
+	if sigErr != nil {
+		return nil, sigErr
 	}
 	if limit := now.Add(MaxClockSkew).UnixMilli(); sh.Time > limit {
 		return nil, fmt.Errorf("%w: head signed at %d, more than %s ahead of %d", protocol.ErrExpired, sh.Time, MaxClockSkew, now.UnixMilli())

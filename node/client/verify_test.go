@@ -80,7 +80,7 @@ func TestVerifyResult(t *testing.T) {
 			if !tc.now.IsZero() {
 				now = tc.now
 			}
-			v, err := verifyResult(&res, carrier, keys, tc.known, tc.knownSeq, now)
+			v, err := verifyResult(&res, carrier, keys, tc.known, tc.knownSeq, now, nil)
 			if tc.want != "" {
 				require.Error(t, err)
 				require.Equal(t, tc.want, protocol.CodeOf(err), err.Error())

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -422,6 +423,13 @@ func backoff(attempt int, lo, hi time.Duration) time.Duration {
 type frame struct {
 	msg *protocol.WatchMessage
 	err error
+	// pre is an update's signed head, parsed and its signature checked by
+	// a worker while earlier frames are handled; read it once ready is
+	// closed. Signature checks are most of an update's cost, and they
+	// need no state, so they run on every core while the watcher applies
+	// updates in order on one.
+	pre   *checkedHead
+	ready chan struct{}
 }
 
 // session runs one subscription on p until its stream ends, and reports
@@ -431,10 +439,23 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 	if err != nil {
 		return false, err
 	}
-	frames := make(chan frame)
+	ahead := 2 * runtime.GOMAXPROCS(0)
+	frames := make(chan *frame, ahead)
+	checks := make(chan *frame, ahead)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { w.read(s, frames, stop) })
+	wg.Go(func() {
+		defer close(checks)
+		w.read(s, frames, checks, stop)
+	})
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for f := range checks {
+				f.pre = checkHead(f.msg.Head, w.opts.Keys)
+				close(f.ready)
+			}
+		})
+	}
 	defer func() {
 		close(stop)
 		s.Reset() // unblocks the reader; a subscription ends either way
@@ -479,7 +500,10 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 				return progress, f.err
 			}
 			progress = true
-			if err := w.handle(ctx, p, f.msg); err != nil {
+			if f.ready != nil {
+				<-f.ready
+			}
+			if err := w.handle(ctx, p, f.msg, f.pre); err != nil {
 				return progress, err
 			}
 			if resyncAt != nil {
@@ -533,13 +557,14 @@ func (w *Watcher) open(ctx context.Context, p peer.ID) (network.Stream, error) {
 	return s, nil
 }
 
-// read decodes the frames of s and passes them on until the stream fails,
-// stays silent past IdleTimeout, or stop closes.
-func (w *Watcher) read(s network.Stream, out chan<- frame, stop <-chan struct{}) {
+// read decodes the frames of s and passes them on, each update's head to
+// checks as well, until the stream fails, stays silent past IdleTimeout,
+// or stop closes.
+func (w *Watcher) read(s network.Stream, out, checks chan<- *frame, stop <-chan struct{}) {
 	frames := protocol.NewFrameReader(s, protocol.MaxWatchFrame)
 	var readAt time.Time
 	for {
-		var f frame
+		f := &frame{}
 		if nodehost.RenewDeadline(&readAt, time.Now(), w.opts.IdleTimeout) {
 			if err := s.SetReadDeadline(readAt); err != nil {
 				f.err = wrap(err)
@@ -547,6 +572,14 @@ func (w *Watcher) read(s network.Stream, out chan<- frame, stop <-chan struct{})
 		}
 		if f.err == nil {
 			f.msg, f.err = readMessage(frames)
+		}
+		if f.err == nil && f.msg.Type == protocol.WatchUpdate {
+			f.ready = make(chan struct{})
+			select {
+			case checks <- f:
+			case <-stop:
+				return
+			}
 		}
 		select {
 		case out <- f:
@@ -579,10 +612,10 @@ func readMessage(frames *protocol.FrameReader) (*protocol.WatchMessage, error) {
 }
 
 // handle processes one message. A returned error ends the stream.
-func (w *Watcher) handle(ctx context.Context, p peer.ID, m *protocol.WatchMessage) error {
+func (w *Watcher) handle(ctx context.Context, p peer.ID, m *protocol.WatchMessage, pre *checkedHead) error {
 	switch m.Type {
 	case protocol.WatchUpdate:
-		if err := w.update(ctx, p, m); err != nil {
+		if err := w.update(ctx, p, m, pre); err != nil {
 			return err
 		}
 		w.setCursor(m.Cursor)
@@ -618,14 +651,19 @@ func (w *Watcher) setCursor(c string) {
 // missed updates, a capped update) is fetched with track first.
 // Verification failures are handed over as such; only a failure to
 // fetch, which a retry may cure, is returned.
-func (w *Watcher) update(ctx context.Context, p peer.ID, m *protocol.WatchMessage) error {
+// pre is m's head parsed and checked already, or nil.
+func (w *Watcher) update(ctx context.Context, p peer.ID, m *protocol.WatchMessage, pre *checkedHead) error {
 	fail := func(err error) error { return w.emit(ctx, w.failed(m.Number, m.Cursor, err)) }
 	if w.watched != nil {
 		if _, ok := w.watched[m.Number]; !ok {
 			return fail(fmt.Errorf("%w: update for %q, which is not watched", protocol.ErrInvalid, m.Number))
 		}
 	}
-	sh, err := protocol.ParseSignedHead(m.Head)
+	if pre == nil {
+		pre = &checkedHead{}
+		pre.sh, pre.parseErr = protocol.ParseSignedHead(m.Head)
+	}
+	sh, err := pre.sh, pre.parseErr
 	if err != nil {
 		return fail(err)
 	}
@@ -650,7 +688,7 @@ func (w *Watcher) update(ctx context.Context, p peer.ID, m *protocol.WatchMessag
 		// Check the update's own signature, so that a forged one is
 		// reported rather than replaced by what track says.
 		head := &protocol.TrackResult{Number: m.Number, Code: protocol.CodeOK, Head: m.Head}
-		if _, err := VerifyResult(head, w.opts.Carrier, w.opts.Keys, sh.Head.Head, sh.Seq); err != nil {
+		if _, err := verifyResult(head, w.opts.Carrier, w.opts.Keys, sh.Head.Head, sh.Seq, time.Now(), pre); err != nil {
 			return fail(err)
 		}
 		return w.backfill(ctx, p, []string{m.Number}, m.Cursor, true)
@@ -660,7 +698,7 @@ func (w *Watcher) update(ctx context.Context, p peer.ID, m *protocol.WatchMessag
 	if st != nil && first.Seq > 0 {
 		known, knownSeq = protocol.LinkTo(st.head), st.seq
 	}
-	v, err := VerifyResult(res, w.opts.Carrier, w.opts.Keys, known, knownSeq)
+	v, err := verifyResult(res, w.opts.Carrier, w.opts.Keys, known, knownSeq, time.Now(), pre)
 	if err != nil {
 		return fail(err)
 	}

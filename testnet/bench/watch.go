@@ -68,6 +68,8 @@ func watchLag(ctx context.Context, o *Options, p *platform, node peer.ID, key ed
 		}
 	}
 
+	o.Logger.Info("watch: synced, ingesting", "parcels", len(numbers), "rate", o.WatchRate, "duration", o.WatchDuration)
+
 	// Received updates, by event CID.
 	var mu sync.Mutex
 	received := make(map[string]time.Time)
