@@ -21,11 +21,14 @@ type Results struct {
 
 	// Durable ingest through the admin API, and the raw store put of the
 	// same events.
-	IngestEventsPerS   float64 `json:"ingest_events_per_s"`
-	IngestBatchP50ms   float64 `json:"ingest_batch_p50_ms"`
-	IngestBatchP99ms   float64 `json:"ingest_batch_p99_ms"`
-	StorePutEventsPerS float64 `json:"store_put_events_per_s"`
-	StoreEvents        uint64  `json:"store_events"`
+	IngestEventsPerS float64 `json:"ingest_events_per_s"`
+	IngestBatchP50ms float64 `json:"ingest_batch_p50_ms"`
+	IngestBatchP99ms float64 `json:"ingest_batch_p99_ms"`
+	// IngestNodeCPUusPerEvent is the node process's CPU time (user and
+	// system) per ingested event: what the node costs whatever else runs.
+	IngestNodeCPUusPerEvent float64 `json:"ingest_node_cpu_us_per_event"`
+	StorePutEventsPerS      float64 `json:"store_put_events_per_s"`
+	StoreEvents             uint64  `json:"store_events"`
 
 	// Single-number lookups over libp2p on TCP (Noise, yamux).
 	TrackLookupsPerSC1  float64 `json:"track_lookups_per_s_c1"`
@@ -55,6 +58,10 @@ type Results struct {
 	WatchEventsPerS       float64 `json:"watch_events_per_s"`
 	WatchEvents           int     `json:"watch_events"`
 	WatchDelivered        int     `json:"watch_delivered"`
+	// CPU time per watch-phase event of the node (ingest and serving the
+	// update) and of the harness (posting, and verifying the update).
+	WatchNodeCPUusPerEvent    float64 `json:"watch_node_cpu_us_per_event"`
+	WatchHarnessCPUusPerEvent float64 `json:"watch_harness_cpu_us_per_event"`
 
 	// Node memory, from /proc: idle after a restart on the full store,
 	// and the peak over ingest, lookups and watch.
@@ -184,7 +191,7 @@ func (r *Results) Met() bool {
 func (r *Results) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "%s, %d CPUs (GOMAXPROCS %d), %s, commit %.12s%s\n\n", r.Env.CPUModel, r.Env.CPUs, r.Env.GOMAXPROCS, r.Env.GoVersion, r.Env.Commit, map[bool]string{true: " (dirty)"}[r.Env.Dirty])
-	fmt.Fprintf(tw, "ingest (admin API, batches of 1000)\t%.0f events/s\tbatch p50 %.1f ms, p99 %.1f ms\n", r.IngestEventsPerS, r.IngestBatchP50ms, r.IngestBatchP99ms)
+	fmt.Fprintf(tw, "ingest (admin API, batches of 1000)\t%.0f events/s\tbatch p50 %.1f ms, p99 %.1f ms, node CPU %.1f µs/event\n", r.IngestEventsPerS, r.IngestBatchP50ms, r.IngestBatchP99ms, r.IngestNodeCPUusPerEvent)
 	fmt.Fprintf(tw, "raw store put, same events\t%.0f events/s\tingest/put %.2f\n", r.StorePutEventsPerS, ratio(r.IngestEventsPerS, r.StorePutEventsPerS))
 	fmt.Fprintln(tw, "\t\t")
 	fmt.Fprintln(tw, "lookups\tparcels/s\tp50 ms\tp99 ms")
@@ -202,6 +209,7 @@ func (r *Results) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw, "\t\t")
 	fmt.Fprintf(tw, "watch lag (%d events at %.0f/s)\tp50 %.2f ms\tp99 %.2f ms\tmax %.1f ms, p99 from post %.1f ms\n",
 		r.WatchEvents, r.WatchEventsPerS, r.WatchLagP50ms, r.WatchLagP99ms, r.WatchLagMaxms, r.WatchLagFromPostP99ms)
+	fmt.Fprintf(tw, "watch CPU per event\tnode %.1f µs\tharness %.1f µs\n", r.WatchNodeCPUusPerEvent, r.WatchHarnessCPUusPerEvent)
 	fmt.Fprintf(tw, "node RSS\tidle %.0f MB\tload %.0f MB\n", r.RSSIdleMB, r.RSSLoadMB)
 	fmt.Fprintf(tw, "disk after compaction\t%.1f bytes/event\t%d events\n", r.DiskPerEvt, r.StoreEvents)
 	if r.TestnetStartupS > 0 {

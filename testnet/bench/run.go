@@ -94,17 +94,24 @@ func (r *runner) ingest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cpu0, err := nd.CPU()
+	if err != nil {
+		_, _ = nd.shutdown()
+		return err
+	}
 	ing, err := ingestAll(ctx, r.o, newPoster(nd.info.AdminURL, r.repo.AdminToken, r.o.Posters))
+	cpu1, cpuErr := nd.CPU()
 	peak, stopErr := nd.shutdown()
 	r.peak = max(r.peak, peak)
-	if err := errors.Join(err, stopErr); err != nil {
+	if err := errors.Join(err, cpuErr, stopErr); err != nil {
 		return err
 	}
 	res := r.res
 	res.IngestEventsPerS = float64(ing.events) / ing.elapsed.Seconds()
+	res.IngestNodeCPUusPerEvent = float64((cpu1 - cpu0).Microseconds()) / float64(ing.events)
 	res.IngestBatchP50ms, res.IngestBatchP99ms = percentiles(ing.batchLat)
 	r.log("ingest", "events", ing.events, "seconds", ing.elapsed.Seconds(), "events_per_s", int(res.IngestEventsPerS),
-		"batch_p99_ms", res.IngestBatchP99ms, "peak_rss_mb", mb(peak))
+		"batch_p99_ms", res.IngestBatchP99ms, "node_cpu_us_per_event", res.IngestNodeCPUusPerEvent, "peak_rss_mb", mb(peak))
 	return nil
 }
 
@@ -285,16 +292,19 @@ func (r *runner) watch(ctx context.Context) error {
 			return err
 		}
 		defer p.Close()
-		w, err := watchLag(ctx, r.o, p, nd.id, r.key, newPoster(nd.info.AdminURL, r.repo.AdminToken, 8))
+		w, err := watchLag(ctx, r.o, p, nd, r.key, newPoster(nd.info.AdminURL, r.repo.AdminToken, 8))
 		if err != nil {
 			return err
 		}
 		res := r.res
+		res.WatchNodeCPUusPerEvent = float64(w.nodeCPU.Microseconds()) / float64(w.events)
+		res.WatchHarnessCPUusPerEvent = float64(w.selfCPU.Microseconds()) / float64(w.events)
 		res.WatchEvents, res.WatchDelivered, res.WatchEventsPerS = w.events, w.delivered, w.rate
 		res.WatchLagP50ms, res.WatchLagP99ms, res.WatchLagMaxms = ms(w.p50), ms(w.p99), ms(w.max)
 		res.WatchLagFromPostP99ms = ms(w.fromPostP99)
 		r.log("watch", "events", w.events, "delivered", w.delivered, "events_per_s", int(w.rate), "p50_ms", res.WatchLagP50ms,
-			"p99_ms", res.WatchLagP99ms, "max_ms", res.WatchLagMaxms, "from_post_p99_ms", res.WatchLagFromPostP99ms)
+			"p99_ms", res.WatchLagP99ms, "max_ms", res.WatchLagMaxms, "from_post_p99_ms", res.WatchLagFromPostP99ms,
+			"node_cpu_us_per_event", res.WatchNodeCPUusPerEvent, "harness_cpu_us_per_event", res.WatchHarnessCPUusPerEvent)
 		if w.missed > 0 || w.unverified > 0 {
 			return fmt.Errorf("bench: watch: %d of %d acknowledged events never delivered, %d updates unverified", w.missed, w.events, w.unverified)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -21,6 +22,7 @@ type watchResult struct {
 	p50, p99, max      time.Duration
 	fromPostP99        time.Duration
 	unverified, missed int
+	nodeCPU, selfCPU   time.Duration // over the ingest and drain
 }
 
 // watchTick is how often the watch phase posts a batch: WatchRate/100
@@ -34,14 +36,14 @@ const watchTick = 10 * time.Millisecond
 // acknowledgement is the receipt of the ingest response, so an update
 // that arrives before it counts as zero; the lag from the start of the
 // request is reported too, as an upper bound.
-func watchLag(ctx context.Context, o *Options, p *platform, node peer.ID, key ed25519.PublicKey, post *poster) (*watchResult, error) {
+func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed25519.PublicKey, post *poster) (*watchResult, error) {
 	numbers := make([]string, o.WatchParcels)
 	for i := range numbers {
 		numbers[i] = number(i)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := p.client.Watch(ctx, client.WatchOptions{Carrier: carrierCode, Peers: []peer.ID{node},
+	w, err := p.client.Watch(ctx, client.WatchOptions{Carrier: carrierCode, Peers: []peer.ID{nd.id},
 		Keys: protocol.PublicKeyResolver{Carrier: carrierCode, Key: key}, Numbers: numbers, Sync: true})
 	if err != nil {
 		return nil, err
@@ -129,6 +131,11 @@ func watchLag(ctx context.Context, o *Options, p *platform, node peer.ID, key ed
 			}
 		})
 	}
+	node0, err := nd.CPU()
+	if err != nil {
+		return nil, err
+	}
+	self0 := selfCPU()
 	start := time.Now()
 	for t := range ticks {
 		time.Sleep(time.Until(start.Add(time.Duration(t) * watchTick)))
@@ -159,11 +166,17 @@ func watchLag(ctx context.Context, o *Options, p *platform, node peer.ID, key ed
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	node1, err := nd.CPU()
+	if err != nil {
+		return nil, err
+	}
+	self1 := selfCPU()
 	cancel()
 	_ = w.Close()
 	<-readDone
 
-	res := &watchResult{events: len(acks), unverified: unverified, rate: float64(len(acks)) / elapsed.Seconds()}
+	res := &watchResult{events: len(acks), unverified: unverified, rate: float64(len(acks)) / elapsed.Seconds(),
+		nodeCPU: node1 - node0, selfCPU: self1 - self0}
 	var lags, fromPost []time.Duration
 	for c, a := range acks {
 		r, ok := received[c]
@@ -183,4 +196,13 @@ func watchLag(ctx context.Context, o *Options, p *platform, node peer.ID, key ed
 	res.p50, res.p99, res.max = lags[len(lags)/2], lags[len(lags)*99/100], lags[len(lags)-1]
 	res.fromPostP99 = fromPost[len(fromPost)*99/100]
 	return res, nil
+}
+
+// selfCPU is this process's CPU time, user and system.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -150,3 +150,31 @@ func (p *Process) Memory() (Memory, error) {
 	}
 	return m, nil
 }
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// CPU is the processor time the process has used, user and system, from
+// /proc/PID/stat (Linux only).
+func (p *Process) CPU() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("proc: short stat for pid %d", p.Pid())
+	}
+	var total int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("proc: stat: %q", s)
+		}
+		total += n
+	}
+	return time.Duration(total) * clockTick, nil
+}
