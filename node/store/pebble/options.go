@@ -18,17 +18,21 @@ const (
 	CompressionNone   = "none"
 )
 
-// compressionProfiles maps Options.Compression to pebble's profiles. zstd
-// is pebble's "Good" profile: zstd level 3 for data blocks but MinLZ for
-// index and filter blocks, which nearly every read touches; decompressing
-// a 256 KiB zstd index block on a cache miss cost more than the lookup
-// itself (ingest of new parcels went from 54k to 124k events/s with the
-// switch, at the same 110 bytes per event).
-var compressionProfiles = map[string]*sstable.CompressionProfile{
-	CompressionZstd:   sstable.GoodCompression,
-	CompressionSnappy: sstable.SnappyCompression,
-	CompressionMinLZ:  sstable.MinLZCompression,
-	CompressionNone:   sstable.NoCompression,
+// compressionLevels maps Options.Compression to pebble's compression
+// settings for each level. zstd is pebble's "Good" settings: MinLZ down to
+// L4, zstd level 1 in L5 and level 3 in L6, where nearly all of a grown
+// store lives and is written once. Upper levels are rewritten by every
+// compaction, and compressing them with zstd cost ingest more CPU than any
+// other part of compaction. Index and filter blocks, which nearly every
+// read touches, are MinLZ on every level: decompressing a 256 KiB zstd
+// index block on a cache miss cost more than the lookup itself (ingest of
+// new parcels went from 54k to 124k events/s with the switch, at the same
+// 110 bytes per event).
+var compressionLevels = map[string]pebbledb.DBCompressionSettings{
+	CompressionZstd:   pebbledb.DBCompressionGood,
+	CompressionSnappy: pebbledb.UniformDBCompressionSettings(sstable.SnappyCompression),
+	CompressionMinLZ:  pebbledb.UniformDBCompressionSettings(sstable.MinLZCompression),
+	CompressionNone:   pebbledb.UniformDBCompressionSettings(sstable.NoCompression),
 }
 
 // Options tunes the store. Pebble's own defaults stall writers on two
@@ -36,8 +40,10 @@ var compressionProfiles = map[string]*sstable.CompressionProfile{
 // field means its default, which EnsureDefaults fills in.
 type Options struct {
 	// CacheSize is the block cache, in bytes. It holds uncompressed blocks
-	// and lives outside the Go heap, so it is RSS but not GC work.
-	// Default 64 MiB.
+	// and lives outside the Go heap, so it is RSS but not GC work. Pebble
+	// counts its memtables against its cache; the store sizes pebble's
+	// cache with room for them on top (memtableReserve), so that this is
+	// what blocks get. Default 64 MiB.
 	CacheSize int64
 
 	// MemTableSize is the size of one memtable, in bytes. Large memtables
@@ -81,14 +87,17 @@ type Options struct {
 
 	// BloomBitsPerKey sizes the bloom filters that let point lookups (by
 	// number, parcel id, event id) skip sstables; about 1% false positives
-	// at 10. Negative disables them. Default 10.
+	// at 10. Every level has them, L6 too: ingest's idempotency check looks
+	// up event ids that are almost never stored, and without a filter each
+	// such lookup ends in an L6 index and data block. Negative disables
+	// them. Default 10.
 	BloomBitsPerKey int
 
 	// Compression is the block compression: "zstd", "snappy", "minlz" or
-	// "none". Default "zstd" (level 3 on data blocks, MinLZ on index and
-	// filter blocks): 111 bytes per stored event against 125 for MinLZ,
-	// 129 for snappy and 291 uncompressed, for lookups within 10% of
-	// MinLZ's (doc.go has the measurements).
+	// "none". Default "zstd" (zstd on the data blocks of L5 and L6, MinLZ
+	// elsewhere; see compressionLevels): 111 bytes per stored event against
+	// 125 for MinLZ, 129 for snappy and 291 uncompressed, for lookups
+	// within 10% of MinLZ's (doc.go has the measurements).
 	Compression string
 
 	// BytesPerSync makes sstable writes sync every so many bytes, so the
@@ -184,7 +193,7 @@ func (o *Options) Validate() error {
 	if o.BloomBitsPerKey > 32 {
 		add("BloomBitsPerKey %d is above 32", o.BloomBitsPerKey)
 	}
-	if _, ok := compressionProfiles[o.Compression]; !ok {
+	if _, ok := compressionLevels[o.Compression]; !ok {
 		add("Compression %q is not one of zstd, snappy, minlz, none", o.Compression)
 	}
 	if o.BytesPerSync < 0 {
@@ -205,11 +214,20 @@ func (o *Options) Validate() error {
 // ErrOptions means Options failed validation.
 var ErrOptions = errors.New("pebble: invalid options")
 
+// memtableReserve is how many memtables' worth of room the store adds to
+// pebble's cache. Every memtable reserves its size in the cache: the one
+// being written, one being flushed and the one pebble keeps for reuse.
+// Without this room, 64 MiB memtables left a 64 MiB cache no room at all:
+// every read of ingest went to the file system and paid checksums and
+// decompression of whole filter and index blocks (ingest of a growing
+// store at 20k events/s, 40% of it in those reads).
+const memtableReserve = 3
+
 // pebbleOptions translates o, which has defaults and is valid, for
 // pebble.Open.
 func (o *Options) pebbleOptions() *pebbledb.Options {
 	po := &pebbledb.Options{
-		CacheSize:                   o.CacheSize,
+		CacheSize:                   o.CacheSize + memtableReserve*int64(o.MemTableSize),
 		MemTableSize:                o.MemTableSize,
 		MemTableStopWritesThreshold: o.MemTableStopWritesThreshold,
 		L0CompactionThreshold:       o.L0CompactionThreshold,
@@ -224,7 +242,7 @@ func (o *Options) pebbleOptions() *pebbledb.Options {
 	}
 	// CockroachDB: L0 compactions may run in parallel once L0 is 2 deep.
 	po.Experimental.L0CompactionConcurrency = 2
-	profile := compressionProfiles[o.Compression]
+	compression := compressionLevels[o.Compression]
 	filter := pebbledb.NoFilterPolicy
 	if o.BloomBitsPerKey > 0 {
 		filter = bloom.FilterPolicy(o.BloomBitsPerKey)
@@ -233,12 +251,9 @@ func (o *Options) pebbleOptions() *pebbledb.Options {
 		l := &po.Levels[i]
 		l.BlockSize = o.BlockSize
 		l.IndexBlockSize = o.IndexBlockSize
-		l.Compression = func() *sstable.CompressionProfile { return profile }
+		l.Compression = func() *sstable.CompressionProfile { return compression.Levels[i] }
 		l.FilterPolicy = filter
 	}
-	// Point reads never consult L6 filters (a key's last stop is L6
-	// anyway), so writing them would only cost disk: about a byte per key.
-	po.Levels[len(po.Levels)-1].FilterPolicy = pebbledb.NoFilterPolicy
 	// Files double in size per level below L0, as in CockroachDB.
 	po.TargetFileSizes[0] = 2 << 20
 	for i := 1; i < len(po.TargetFileSizes); i++ {
