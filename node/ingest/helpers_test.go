@@ -49,21 +49,27 @@ func s10(serial int) string {
 
 // env is one Ingester over a store, with the wrapper (if any) in between.
 type env struct {
-	t   testing.TB
-	mem *memstore.Store
-	st  store.Store // what the Ingester writes to
-	g   *ingest.Ingester
-	m   *metrics.Metrics
+	t    testing.TB
+	base store.Store // the store itself, for checks
+	st   store.Store // what the Ingester writes to
+	g    *ingest.Ingester
+	m    *metrics.Metrics
 }
 
 // newEnv builds an Ingester over a fresh memstore; wrap, when not nil,
 // sits between them.
 func newEnv(t testing.TB, opts *ingest.Options, wrap func(store.Store) store.Store) *env {
 	t.Helper()
-	e := &env{t: t, mem: memstore.New(), m: metrics.New()}
-	e.st = e.mem
+	return newEnvOver(t, memstore.New(), opts, wrap)
+}
+
+// newEnvOver is newEnv over base.
+func newEnvOver(t testing.TB, base store.Store, opts *ingest.Options, wrap func(store.Store) store.Store) *env {
+	t.Helper()
+	e := &env{t: t, base: base, m: metrics.New()}
+	e.st = e.base
 	if wrap != nil {
-		e.st = wrap(e.mem)
+		e.st = wrap(e.base)
 	}
 	signer, err := protocol.NewSigner(testKey)
 	require.NoError(t, err)
@@ -103,7 +109,7 @@ func (e *env) ingestOK(events ...ingest.InputEvent) []ingest.Result {
 // stored reports which ids the store holds.
 func (e *env) stored(ids ...string) map[string]store.EventRef {
 	e.t.Helper()
-	refs, err := e.mem.LookupEventIDs(context.Background(), ids)
+	refs, err := e.base.LookupEventIDs(context.Background(), ids)
 	require.NoError(e.t, err)
 	return refs
 }
@@ -111,7 +117,7 @@ func (e *env) stored(ids ...string) map[string]store.EventRef {
 // eventCount is the number of events in the store.
 func (e *env) eventCount() uint64 {
 	e.t.Helper()
-	s, err := e.mem.Stats(context.Background())
+	s, err := e.base.Stats(context.Background())
 	require.NoError(e.t, err)
 	return s.Events
 }
@@ -121,14 +127,14 @@ func (e *env) eventCount() uint64 {
 func (e *env) verifyParcel(number string) []*protocol.Event {
 	e.t.Helper()
 	ctx := context.Background()
-	p, err := e.mem.Parcel(ctx, number)
+	p, err := e.base.Parcel(ctx, number)
 	require.NoError(e.t, err)
 	sh, err := protocol.ParseSignedHead(p.SignedHead)
 	require.NoError(e.t, err)
 	require.NoError(e.t, sh.Verify(testKey.Public().(ed25519.PublicKey)))
 	require.Equal(e.t, p.Seq, sh.Seq)
 	require.True(e.t, p.Head.Equals(sh.Head.Head.Cid))
-	evs, err := e.mem.Events(ctx, p.ID, 0, 0)
+	evs, err := e.base.Events(ctx, p.ID, 0, 0)
 	require.NoError(e.t, err)
 	blocks := make([][]byte, len(evs))
 	for i, ev := range evs {

@@ -120,7 +120,7 @@ func TestHTTPStoreFailure(t *testing.T) {
 		detail     string
 	}{
 		{"append fails", func(_ *env, spy *appendSpy) { spy.fail = errors.New("no space left on device") }, "no space left on device"},
-		{"store closed", func(e *env, _ *appendSpy) { require.NoError(t, e.mem.Close()) }, "store: closed"},
+		{"store closed", func(e *env, _ *appendSpy) { require.NoError(t, e.base.Close()) }, "store: closed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spy := &appendSpy{}

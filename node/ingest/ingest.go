@@ -377,25 +377,36 @@ func (g *Ingester) plan(ctx context.Context, items []*item) (*plan, error) {
 	}
 
 	// The id lookup and the head reads do not depend on each other, so
-	// they run together on the workers. A head read for a parcel whose
-	// events all turn out to be duplicates is wasted, but reposts are rare.
+	// they run together on the workers, the heads first: a store that
+	// reads them all in one call makes that the longest task. A head read
+	// for a parcel whose events all turn out to be duplicates is wasted,
+	// but reposts are rare.
+	reader, batched := g.st.(headReader)
+	headTasks := len(work)
+	if batched {
+		headTasks = 1
+	}
 	chunks := (len(ids) + lookupChunk - 1) / lookupChunk
 	found := make([]map[string]store.EventRef, chunks)
-	err := parallel(chunks+len(work), g.opts.SignWorkers, func(i int) error {
-		if i < chunks {
-			refs, err := g.st.LookupEventIDs(ctx, ids[i*lookupChunk:min(len(ids), (i+1)*lookupChunk)])
-			if err != nil {
-				return fmt.Errorf("look up event ids: %w", err)
+	err := parallel(headTasks+chunks, g.opts.SignWorkers, func(i int) error {
+		switch {
+		case batched && i == 0:
+			return readHeads(ctx, reader, work)
+		case i < headTasks:
+			pw := work[i]
+			p, err := g.st.Parcel(ctx, pw.number)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("read parcel %s: %w", pw.number, err)
 			}
-			found[i] = refs
+			pw.head = p
 			return nil
 		}
-		pw := work[i-chunks]
-		p, err := g.st.Parcel(ctx, pw.number)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("read parcel %s: %w", pw.number, err)
+		i -= headTasks
+		refs, err := g.st.LookupEventIDs(ctx, ids[i*lookupChunk:min(len(ids), (i+1)*lookupChunk)])
+		if err != nil {
+			return fmt.Errorf("look up event ids: %w", err)
 		}
-		pw.head = p
+		found[i] = refs
 		return nil
 	})
 	if err != nil {
@@ -431,6 +442,29 @@ func (g *Ingester) plan(ctx context.Context, items []*item) (*plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// headReader is a store that reads the heads of many parcels in one call,
+// nil where a number has none. Pebble's does it in one pass and keeps the
+// records, so that the Append that follows need not read them again.
+type headReader interface {
+	Parcels(ctx context.Context, numbers []string) ([]*store.Parcel, error)
+}
+
+// readHeads sets the head of every parcel of work with one call.
+func readHeads(ctx context.Context, r headReader, work []*parcelWork) error {
+	numbers := make([]string, len(work))
+	for i, pw := range work {
+		numbers[i] = pw.number
+	}
+	heads, err := r.Parcels(ctx, numbers)
+	if err != nil {
+		return fmt.Errorf("read parcels: %w", err)
+	}
+	for i, pw := range work {
+		pw.head = heads[i]
+	}
+	return nil
 }
 
 // apply appends p in one store batch and, once it is durable, writes the

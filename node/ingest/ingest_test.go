@@ -17,6 +17,8 @@ import (
 
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/node/store/memstore"
+	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -130,9 +132,9 @@ func TestValidEventAllFields(t *testing.T) {
 	require.Equal(t, &protocol.Handoff{Carrier: "DEP", Number: "RB123456785GB"}, got.Handoff)
 	require.Equal(t, "LHR-FRA", got.Ext["xp.route"])
 
-	p, err := e.mem.Parcel(context.Background(), "RB123456785GB")
+	p, err := e.base.Parcel(context.Background(), "RB123456785GB")
 	require.NoError(t, err)
-	d, err := e.mem.Details(context.Background(), p.ID)
+	d, err := e.base.Details(context.Background(), p.ID)
 	require.NoError(t, err)
 	require.Equal(t, protocol.Details{protocol.FieldRecipientName: "A. Person"}, d)
 }
@@ -190,7 +192,7 @@ func TestChaining(t *testing.T) {
 
 func mustParcel(t *testing.T, e *env, n string) *store.Parcel {
 	t.Helper()
-	p, err := e.mem.Parcel(context.Background(), n)
+	p, err := e.base.Parcel(context.Background(), n)
 	require.NoError(t, err)
 	return p
 }
@@ -243,7 +245,7 @@ func TestStoreFailureAcksNothing(t *testing.T) {
 	require.Nil(t, res)
 	require.Zero(t, e.eventCount())
 
-	require.NoError(t, e.mem.Close())
+	require.NoError(t, e.base.Close())
 	_, err = e.g.Ingest(context.Background(), []ingest.InputEvent{event("a", s10(1))})
 	require.ErrorIs(t, err, store.ErrClosed)
 }
@@ -273,7 +275,7 @@ func TestConflictRetried(t *testing.T) {
 	n := s10(3)
 	e.ingestOK(event("first", n))
 
-	c.rival = newIngesterOver(t, e.mem)
+	c.rival = newIngesterOver(t, e.base)
 	res := e.ingestOK(event("second", n))
 	require.Equal(t, ingest.StatusAccepted, res[0].Status)
 	require.Equal(t, uint64(2), res[0].Seq, "rebuilt on top of the rival's event")
@@ -290,11 +292,32 @@ func newIngesterOver(t *testing.T, st store.Store) *ingest.Ingester {
 	return g
 }
 
+// backends are the stores the concurrency tests run over: pebble's reads
+// heads in batches and keeps them for its appends, which the pipelined
+// committer must not be able to fool.
+var backends = []struct {
+	name string
+	open func(t *testing.T) store.Store
+}{
+	{"memstore", func(*testing.T) store.Store { return memstore.New() }},
+	{"pebble", func(t *testing.T) store.Store {
+		s, err := pebble.Open(t.TempDir(), &pebble.Options{CacheSize: 8 << 20, MemTableSize: 4 << 20})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		return s
+	}},
+}
+
 // TestConcurrentSameParcel ingests into one parcel from many goroutines:
 // group commit and the conflict guard must keep its seqs gap-free and its
 // chain verifying under the signed head.
 func TestConcurrentSameParcel(t *testing.T) {
-	e := newEnv(t, nil, nil)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { testConcurrentSameParcel(t, newEnvOver(t, b.open(t), nil, nil)) })
+	}
+}
+
+func testConcurrentSameParcel(t *testing.T, e *env) {
 	const workers, perWorker, batch = 16, 10, 5
 	n := s10(42)
 	var wg sync.WaitGroup
@@ -370,7 +393,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // TestConcurrentSameIDs posts the same events from many goroutines at
 // once: each id is stored once, and every answer for it names that event.
 func TestConcurrentSameIDs(t *testing.T) {
-	e := newEnv(t, nil, nil)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { testConcurrentSameIDs(t, newEnvOver(t, b.open(t), nil, nil)) })
+	}
+}
+
+func testConcurrentSameIDs(t *testing.T, e *env) {
 	var batch []ingest.InputEvent
 	for i := range 50 {
 		batch = append(batch, event(fmt.Sprint("id-", i), s10(i%10)))
