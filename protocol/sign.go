@@ -3,10 +3,12 @@ package protocol
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
+	"strings"
 
 	"github.com/veraison/go-cose"
 )
@@ -41,9 +43,8 @@ func KeyIDString(pub ed25519.PublicKey) string { return hex.EncodeToString(KeyID
 
 // Signer signs statements with one Ed25519 key.
 type Signer struct {
-	key    ed25519.PrivateKey
-	kid    []byte
-	signer cose.Signer
+	key ed25519.PrivateKey
+	kid []byte
 }
 
 // NewSigner wraps an Ed25519 private key.
@@ -51,12 +52,8 @@ func NewSigner(key ed25519.PrivateKey) (*Signer, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("%w: Ed25519 private key must be %d bytes", ErrInvalid, ed25519.PrivateKeySize)
 	}
-	s, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
-	if err != nil {
-		return nil, err
-	}
 	pub := key.Public().(ed25519.PublicKey)
-	return &Signer{key: key, kid: KeyID(pub), signer: s}, nil
+	return &Signer{key: key, kid: KeyID(pub)}, nil
 }
 
 // Public returns the signer's public key.
@@ -68,22 +65,69 @@ func (s *Signer) KeyID() []byte { return s.kid }
 // Sign wraps payload in a tagged COSE_Sign1 with protected header
 // {1: -8 (EdDSA), 3: contentType, 4: kid} and an empty unprotected header.
 // Ed25519 is deterministic, so the same input gives the same bytes.
+//
+// The message is laid out here, byte for byte as go-cose lays it out
+// (TestSignMatchesGoCOSE), rather than by go-cose, which parses and
+// verifies: its generic CBOR encoding of the header, the Sig_structure
+// and the message cost a fifth of the signature itself, and a node signs
+// a head for every parcel of every commit.
 func (s *Signer) Sign(contentType string, payload []byte) ([]byte, error) {
-	msg := cose.Sign1Message{
-		Headers: cose.Headers{
-			Protected: cose.ProtectedHeader{
-				cose.HeaderLabelAlgorithm:   cose.AlgorithmEdDSA,
-				cose.HeaderLabelContentType: contentType,
-				cose.HeaderLabelKeyID:       s.kid,
-			},
-			Unprotected: cose.UnprotectedHeader{},
-		},
-		Payload: payload,
+	if payload == nil {
+		return nil, fmt.Errorf("opentrack: sign: %w", cose.ErrMissingPayload)
 	}
-	if err := msg.Sign(rand.Reader, nil, s.signer); err != nil {
-		return nil, fmt.Errorf("opentrack: sign: %w", err)
+	// go-cose's rule for a text content type.
+	if contentType == "" || strings.TrimSpace(contentType) != contentType || strings.Count(contentType, "/") != 1 {
+		return nil, fmt.Errorf("opentrack: sign: content type %q is not of the form type/subtype", contentType)
 	}
-	return msg.MarshalCBOR()
+	protected := s.protectedHeader(contentType)
+	// Sig_structure = ["Signature1", protected, external_aad: h'', payload]
+	tbs := make([]byte, 0, 16+len(protected)+len(payload)+2*9)
+	tbs = append(tbs, 0x84, 0x6a)
+	tbs = append(tbs, "Signature1"...)
+	tbs = appendBytes(tbs, protected)
+	tbs = append(tbs, 0x40)
+	tbs = appendBytes(tbs, payload)
+	sig := ed25519.Sign(s.key, tbs)
+	// COSE_Sign1_Tagged = 18([protected, unprotected: {}, payload, signature])
+	out := make([]byte, 0, 4+len(protected)+len(payload)+len(sig)+3*9)
+	out = append(out, 0xd2, 0x84)
+	out = appendBytes(out, protected)
+	out = append(out, 0xa0)
+	out = appendBytes(out, payload)
+	return appendBytes(out, sig), nil
+}
+
+// protectedHeader encodes {1: -8, 3: contentType, 4: kid} with its keys
+// in order, as deterministic CBOR wants them.
+func (s *Signer) protectedHeader(contentType string) []byte {
+	b := make([]byte, 0, 8+len(contentType)+len(s.kid)+2*9)
+	b = append(b, 0xa3, 0x01, 0x27, 0x03) // map(3), 1: -8, 3:
+	b = appendCBORHead(b, 3, uint64(len(contentType)))
+	b = append(b, contentType...)
+	b = append(b, 0x04)
+	return appendBytes(b, s.kid)
+}
+
+// appendBytes appends v as a CBOR byte string.
+func appendBytes(b, v []byte) []byte {
+	return append(appendCBORHead(b, 2, uint64(len(v))), v...)
+}
+
+// appendCBORHead appends the head of a CBOR item of major type major and
+// argument n, in its shortest form.
+func appendCBORHead(b []byte, major byte, n uint64) []byte {
+	m := major << 5
+	switch {
+	case n < 24:
+		return append(b, m|byte(n))
+	case n <= math.MaxUint8:
+		return append(b, m|24, byte(n))
+	case n <= math.MaxUint16:
+		return binary.BigEndian.AppendUint16(append(b, m|25), uint16(n))
+	case n <= math.MaxUint32:
+		return binary.BigEndian.AppendUint32(append(b, m|26), uint32(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, m|27), n)
 }
 
 // signStatement validates a statement, encodes it canonically and signs it.
