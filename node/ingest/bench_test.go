@@ -35,14 +35,16 @@ import (
 // posters, where group commit merges requests to share fsyncs. Posters is
 // how many carrier connections post concurrently.
 //
-// rounds=8 is a carrier's live scan feed on a growing store: every batch
-// holds one event for each of 1000 distinct parcels, the first round
-// creates b.N/8 batches' worth of parcels in number order and the seven
-// after it continue them, each round in another order, so that a batch's
-// parcels lie all over the key space as a real feed's do. -benchtime
-// 1000x grows the store to 1M events over 125k parcels. It also reports
-// the rate of the first round (new parcels) and of the last full one
-// (continued parcels, on the largest store).
+// rounds=8 is a carrier's live scan feed on a growing store, the shape of
+// the ingest figure of the benchmark harness (bench/README.md): every
+// batch holds one event for each of 1000 distinct parcels, the first
+// round creates b.N/8 batches' worth of parcels in number order and the
+// seven after it continue them in the same order. -benchtime 1000x grows
+// the store to 1M events over 125k parcels. It also reports the rate of
+// the first round (new parcels) and of the last full one (continued
+// parcels, on the largest store). rounds=8-shuffled continues the parcels
+// of each round in another order, so that a batch's parcels lie all over
+// the key space, as those of a real feed do.
 //
 // Bodies are built by the posters just before they post them, as a
 // carrier's poster reads them from its file, so the process heap stays
@@ -58,6 +60,7 @@ func BenchmarkIngestHTTP(b *testing.B) {
 		{"existing=1000x1", bodyMaker{batch: 1000, pool: 8000}, []int{1, 4}},
 		{"small=10x1", bodyMaker{batch: 10, parcels: 10, perParcel: 1}, []int{16}},
 		{"rounds=8", bodyMaker{batch: 1000, rounds: 8}, []int{4}},
+		{"rounds=8-shuffled", bodyMaker{batch: 1000, rounds: 8, shuffle: true}, []int{4}},
 	} {
 		for _, posters := range shape.posters {
 			b.Run(fmt.Sprintf("%s/posters=%d", shape.name, posters), func(b *testing.B) {
@@ -151,9 +154,11 @@ type bodyMaker struct {
 	parcels, perParcel int
 	// > 0: continue parcels 0..pool-1, which a warm-up creates.
 	pool int
-	// > 0: n batches in this many rounds, each one event per parcel.
-	rounds int
-	n      int // batches in the run
+	// > 0: n batches in this many rounds, each one event per parcel,
+	// after the first in another order each round when shuffle is set.
+	rounds  int
+	shuffle bool
+	n       int // batches in the run
 }
 
 var benchStatuses = []struct{ status, reason string }{
@@ -190,7 +195,7 @@ func (m bodyMaker) at(i, k int, warm bool) (serial, step int) {
 		per := m.perRound()
 		pool, round := per*m.batch, i/per
 		pos := (i%per)*m.batch + k
-		if round > 0 {
+		if round > 0 && m.shuffle {
 			// A stride coprime with the pool permutes it.
 			pos = (pos*m.stride(pool) + round*pool/m.rounds) % pool
 		}

@@ -89,8 +89,9 @@ type Options struct {
 	// number, parcel id, event id) skip sstables; about 1% false positives
 	// at 10. Every level has them, L6 too: ingest's idempotency check looks
 	// up event ids that are almost never stored, and without a filter each
-	// such lookup ends in an L6 index and data block. Negative disables
-	// them. Default 10.
+	// such lookup ends in an L6 index and data block (pebble reads L6
+	// filters only for iterators that ask, which that check's does).
+	// Negative disables them. Default 10.
 	BloomBitsPerKey int
 
 	// Compression is the block compression: "zstd", "snappy", "minlz" or
