@@ -189,6 +189,15 @@ func decodeEvent(mt string, raw []byte, in *InputEvent) error {
 	if raw[0] != '{' {
 		return errors.New("invalid event: not a JSON object")
 	}
+	if decodeFlat(raw, in) {
+		return nil
+	}
+	return decodeJSON(raw, in)
+}
+
+// decodeJSON decodes one JSON event with encoding/json, refusing unknown
+// fields, and numbers as json.Number.
+func decodeJSON(raw []byte, in *InputEvent) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	dec.UseNumber() // ext numbers must stay exact integers
