@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -158,11 +159,9 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 		res.FeedTail = ctr.feedTail
 		return res, nil
 	}
-	size := 64
+	events := 0
 	for i := range b.Updates {
-		for _, e := range b.Updates[i].Events {
-			size += len(e.Bytes) + 64
-		}
+		events += len(b.Updates[i].Events)
 	}
 	// The records of every number the batch touches: those a Parcels call
 	// read and no commit has changed since, and the rest read in one pass.
@@ -173,7 +172,7 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 		return nil, err
 	}
 	maps.Copy(heads, read)
-	var wb prefixBatch
+	wb := prefixBatch{hint: events}
 	now := time.Now().UnixMilli()
 	// State of the numbers and parcels this batch touches, so that later
 	// updates see earlier ones and each record is written once.
@@ -242,10 +241,11 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 			wb.set(idKey(prefixDetails, cur.p.ID), d)
 		}
 	}
-	pb := s.db.NewBatchWithSize(size)
+	counters := ctr.encode()
+	pb := s.db.NewBatchWithSize(batchrepr.HeaderLen + wb.size + len(keyCounters) + len(counters) + batchEntryOverhead)
 	defer pb.Close()
 	wb.writeTo(pb)
-	_ = pb.Set(keyCounters, ctr.encode(), nil)
+	_ = pb.Set(keyCounters, counters, nil)
 	err = pb.Commit(wo)
 	s.recent.committed(numbers)
 	if err != nil {
@@ -268,6 +268,8 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 // is sorted on its own, which costs less than sorting them all.
 type prefixBatch struct {
 	groups ['z' - 'a' + 1][]keyValue // by prefix; prefixes are lower-case letters
+	hint   int                       // writes a group is likely to get
+	size   int                       // bytes of the pebble batch, at most
 }
 
 // keyValue is a write; seq keeps a batch's writes of one key in order.
@@ -276,9 +278,20 @@ type keyValue struct {
 	seq        int
 }
 
+// batchEntryOverhead bounds what a pebble batch adds to a write's key and
+// value: a kind byte and two uvarint lengths. A batch sized right from the
+// start is allocated once and, under pebble's 1 MiB limit, reused from
+// its pool; grown by doubling, an append's batch went through three
+// allocations, the last too large to keep.
+const batchEntryOverhead = 1 + 2*binary.MaxVarintLen32
+
 func (b *prefixBatch) set(key, value []byte) {
 	g := &b.groups[key[0]-'a']
+	if *g == nil {
+		*g = make([]keyValue, 0, b.hint)
+	}
 	*g = append(*g, keyValue{key, value, len(*g)})
+	b.size += len(key) + len(value) + batchEntryOverhead
 }
 
 func (b *prefixBatch) writeTo(pb *pebbledb.Batch) {
