@@ -173,15 +173,38 @@ func (g *Ingester) prepare(in *InputEvent, now time.Time) (*protocol.Event, erro
 	if err := ev.Validate(); err != nil {
 		return nil, errors.New(trimProto(err))
 	}
-	b, err := protocol.Marshal(ev)
-	if err != nil {
-		return nil, errors.New(trimProto(err))
-	}
-	if len(b) > protocol.MaxEventSize {
-		return nil, fmt.Errorf("event encodes to %d bytes, limit %d", len(b), protocol.MaxEventSize)
+	if mayExceedSize(ev) {
+		b, err := protocol.Marshal(ev)
+		if err != nil {
+			return nil, errors.New(trimProto(err))
+		}
+		if len(b) > protocol.MaxEventSize {
+			return nil, fmt.Errorf("event encodes to %d bytes, limit %d", len(b), protocol.MaxEventSize)
+		}
 	}
 	ev.Seq, ev.Prev = 0, protocol.Link{}
 	return ev, nil
+}
+
+// maxFixedEncoding bounds what an event's encoding adds to its strings:
+// the map keys, the heads of items, the integers and the prev link come
+// to under 300 bytes (TestMayExceedSize).
+const maxFixedEncoding = 512
+
+// mayExceedSize reports whether ev, valid, might encode to more than
+// protocol.MaxEventSize. Only an event with ext, or with strings longer
+// than the field limits allow, can; the others need not be encoded twice.
+func mayExceedSize(ev *protocol.Event) bool {
+	if ev.Ext != nil {
+		return true
+	}
+	n := maxFixedEncoding + len(ev.Carrier) + len(ev.Number) + len(ev.Status) + len(ev.Reason) +
+		len(ev.Description) + len(ev.Lang) + len(ev.Location.Country) + len(ev.Location.Locode) +
+		len(ev.Location.City) + len(ev.Location.Facility)
+	if h := ev.Handoff; h != nil {
+		n += len(h.Carrier) + len(h.Number)
+	}
+	return n > protocol.MaxEventSize
 }
 
 // checkNumber normalizes n and requires it to match one of the carrier's

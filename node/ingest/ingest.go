@@ -291,7 +291,11 @@ type job struct {
 }
 
 func newJob(group []*request) *job {
-	j := &job{group: group, numbers: map[string]bool{}, ids: map[string]bool{}, done: make(chan struct{})}
+	n := 0
+	for _, r := range group {
+		n += len(r.items)
+	}
+	j := &job{group: group, items: make([]*item, 0, n), numbers: make(map[string]bool, n), ids: make(map[string]bool, n), done: make(chan struct{})}
 	for _, r := range group {
 		j.items = append(j.items, r.items...)
 	}
