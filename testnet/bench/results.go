@@ -65,10 +65,14 @@ type Results struct {
 
 	// Node memory, from /proc: idle after a restart on the full store,
 	// and the peak over ingest, lookups and watch.
-	RSSIdleMB  float64 `json:"rss_idle_mb"`
-	RSSLoadMB  float64 `json:"rss_load_mb"`
-	DiskBytes  uint64  `json:"disk_bytes"`
-	DiskPerEvt float64 `json:"disk_bytes_per_event"`
+	RSSIdleMB float64 `json:"rss_idle_mb"`
+	RSSLoadMB float64 `json:"rss_load_mb"`
+	// The peak of each node run: ingest, lookups, watch.
+	RSSIngestMB float64 `json:"rss_ingest_mb"`
+	RSSServeMB  float64 `json:"rss_serve_mb"`
+	RSSWatchMB  float64 `json:"rss_watch_mb"`
+	DiskBytes   uint64  `json:"disk_bytes"`
+	DiskPerEvt  float64 `json:"disk_bytes_per_event"`
 
 	// Testnet start-up: every node up, and every platform answered by
 	// every carrier.
@@ -210,7 +214,7 @@ func (r *Results) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "watch lag (%d events at %.0f/s)\tp50 %.2f ms\tp99 %.2f ms\tmax %.1f ms, p99 from post %.1f ms\n",
 		r.WatchEvents, r.WatchEventsPerS, r.WatchLagP50ms, r.WatchLagP99ms, r.WatchLagMaxms, r.WatchLagFromPostP99ms)
 	fmt.Fprintf(tw, "watch CPU per event\tnode %.1f µs\tharness %.1f µs\n", r.WatchNodeCPUusPerEvent, r.WatchHarnessCPUusPerEvent)
-	fmt.Fprintf(tw, "node RSS\tidle %.0f MB\tload %.0f MB\n", r.RSSIdleMB, r.RSSLoadMB)
+	fmt.Fprintf(tw, "node RSS\tidle %.0f MB\tload %.0f MB\tpeak in ingest %.0f, lookups %.0f, watch %.0f MB\n", r.RSSIdleMB, r.RSSLoadMB, r.RSSIngestMB, r.RSSServeMB, r.RSSWatchMB)
 	fmt.Fprintf(tw, "disk after compaction\t%.1f bytes/event\t%d events\n", r.DiskPerEvt, r.StoreEvents)
 	if r.TestnetStartupS > 0 {
 		fmt.Fprintf(tw, "testnet start-up\t%.2f s\tnodes up %.2f s\n", r.TestnetStartupS, r.TestnetNodesUpS)

@@ -102,7 +102,7 @@ func (r *runner) ingest(ctx context.Context) error {
 	ing, err := ingestAll(ctx, r.o, newPoster(nd.info.AdminURL, r.repo.AdminToken, r.o.Posters))
 	cpu1, cpuErr := nd.CPU()
 	peak, stopErr := nd.shutdown()
-	r.peak = max(r.peak, peak)
+	r.peak, r.res.RSSIngestMB = max(r.peak, peak), mb(peak)
 	if err := errors.Join(err, cpuErr, stopErr); err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func (r *runner) serve(ctx context.Context) error {
 	}
 	err = r.lookups(ctx, nd)
 	peak, stopErr := nd.shutdown()
-	r.peak = max(r.peak, peak)
+	r.peak, r.res.RSSServeMB = max(r.peak, peak), mb(peak)
 	return errors.Join(err, stopErr)
 }
 
@@ -311,7 +311,7 @@ func (r *runner) watch(ctx context.Context) error {
 		return nil
 	}()
 	peak, stopErr := nd.shutdown()
-	r.peak = max(r.peak, peak)
+	r.peak, r.res.RSSWatchMB = max(r.peak, peak), mb(peak)
 	return errors.Join(err, stopErr)
 }
 
