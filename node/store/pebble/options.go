@@ -56,8 +56,13 @@ type Options struct {
 	MemTableStopWritesThreshold int
 
 	// L0CompactionThreshold is the L0 read amplification (sublevels) that
-	// starts an L0 compaction; 2 compacts as soon as one sublevel is
-	// waiting, which keeps lookups cheap. Default 2.
+	// starts an L0 compaction. Ingest writes all over the key space (hashed
+	// event ids, numbers), so what it flushes overlaps most of the level
+	// below, which each L0 compaction rewrites. 4 (pebble's default) lets
+	// twice as much L0 share each rewrite as CockroachDB's 2, for a little
+	// more read amplification: what compactions wrote over 2M events of
+	// ingest went from 3.3 to 2.8 GB, and ingest's CPU down by 2 µs an
+	// event (node/ingest's rounds benchmark). Default 4.
 	L0CompactionThreshold int
 
 	// L0StopWritesThreshold is the L0 read amplification at which writes
@@ -128,7 +133,7 @@ func (o *Options) EnsureDefaults() {
 		o.MemTableStopWritesThreshold = 4
 	}
 	if o.L0CompactionThreshold == 0 {
-		o.L0CompactionThreshold = 2
+		o.L0CompactionThreshold = 4
 	}
 	if o.L0StopWritesThreshold == 0 {
 		o.L0StopWritesThreshold = 1000
