@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +26,7 @@ func benchCmd() *cobra.Command {
 	var o bench.Options
 	var out string
 	var quick bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure ingest, lookups, watch lag, memory, disk and testnet start-up against DESIGN section 8",
@@ -55,6 +58,13 @@ measured.`,
 					}
 					return a
 				}}))
+			if cpuProfile != "" {
+				stopProfile, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
+			}
 			p := newPhaseBar(w)
 			o.Progress = p.update
 			res, err := bench.Run(ctx, o)
@@ -101,7 +111,9 @@ measured.`,
 	f.IntVar(&o.TestnetCarriers, "testnet-carriers", 50, "carriers of the testnet whose start-up is timed")
 	f.IntVar(&o.TestnetPlatforms, "testnet-platforms", 20, "platforms of that testnet")
 	f.BoolVar(&o.SkipTestnet, "skip-testnet", false, "leave the testnet start-up out")
+	f.StringSliceVar(&o.Only, "only", nil, "run only these phases ("+strings.Join(bench.Phases, ", ")+"); without ingest, the store an earlier --dir run left is reused")
 	f.StringVar(&o.Dir, "dir", "", "keep the stores and logs here (default a temporary directory, removed at the end)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write the harness's own CPU profile here (the node's is on its admin API, /debug/pprof)")
 	f.BoolVar(&quick, "quick", false, "a small run (10k parcels x 4, one 1 s round, 10x5 testnet) to check the harness, not to quote")
 	cmd.AddCommand(benchBaselineCmd())
 	return cmd
@@ -169,4 +181,18 @@ func (p *phaseBar) end() {
 		_ = p.bar.Finish()
 		p.bar = nil
 	}
+}
+
+// startCPUProfile profiles this process into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

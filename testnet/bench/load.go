@@ -68,13 +68,18 @@ func runRound(ctx context.Context, conc, perRequest, parcels int, d time.Duratio
 }
 
 // measure warms a load up (a round, at most a second), then runs rounds
-// rounds and
-// returns the median of each figure.
-func measure(ctx context.Context, o *Options, name string, conc, perRequest int, do request) (Load, error) {
+// rounds and returns the median of each figure, with the CPU that the
+// server process and the harness spent per parcel over all the rounds.
+func measure(ctx context.Context, o *Options, srv *nodeProc, name string, conc, perRequest int, do request) (Load, error) {
 	l := Load{Transport: name, Concurrency: conc, PerRequest: perRequest}
 	if _, err := runRound(ctx, conc, perRequest, o.Parcels, min(o.Round, time.Second), do); err != nil {
 		return l, fmt.Errorf("%s c=%d: %w", name, conc, err)
 	}
+	srv0, err := srv.CPU()
+	if err != nil {
+		return l, err
+	}
+	self0 := selfCPU()
 	var rs []round
 	for range o.Rounds {
 		r, err := runRound(ctx, conc, perRequest, o.Parcels, o.Round, do)
@@ -84,11 +89,19 @@ func measure(ctx context.Context, o *Options, name string, conc, perRequest int,
 		rs = append(rs, r)
 		l.Requests += r.requests
 	}
+	srv1, err := srv.CPU()
+	if err != nil {
+		return l, err
+	}
+	parcels := float64(l.Requests * int64(perRequest))
+	l.ServerCPUus = float64((srv1 - srv0).Microseconds()) / parcels
+	l.HarnessCPUus = float64((selfCPU() - self0).Microseconds()) / parcels
 	l.ParcelsPerS = median(rs, func(r round) float64 { return r.rate })
 	l.P50ms = median(rs, func(r round) float64 { return ms(r.p50) })
 	l.P99ms = median(rs, func(r round) float64 { return ms(r.p99) })
 	o.Logger.Info("lookups", "transport", name, "concurrency", conc, "per_request", perRequest,
-		"parcels_per_s", int(l.ParcelsPerS), "p50_ms", l.P50ms, "p99_ms", l.P99ms)
+		"parcels_per_s", int(l.ParcelsPerS), "p50_ms", l.P50ms, "p99_ms", l.P99ms,
+		"server_cpu_us", l.ServerCPUus, "harness_cpu_us", l.HarnessCPUus)
 	return l, nil
 }
 

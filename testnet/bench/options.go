@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/opentrack/opentrack/protocol"
@@ -60,6 +62,11 @@ type Options struct {
 	// SkipTestnet leaves the testnet start-up out. Default: false.
 	SkipTestnet bool
 
+	// Only, when not empty, runs just these phases (see Phases), for
+	// iterating on one figure. Without "ingest" the store that an earlier
+	// run left in Dir is reused. Default: every phase.
+	Only []string
+
 	// Dir holds the repos, stores and logs. Default: a temporary
 	// directory, removed at the end.
 	Dir string
@@ -91,6 +98,17 @@ const (
 )
 
 var defaultConcurrency = []int{1, 16, 64}
+
+// Phases are the harness's phases, in the order they run.
+var Phases = []string{"ingest", "put", "lookups", "baseline", "watch", "testnet"}
+
+// runs reports whether phase is to run.
+func (o *Options) runs(phase string) bool {
+	if phase == "testnet" && o.SkipTestnet {
+		return false
+	}
+	return len(o.Only) == 0 || slices.Contains(o.Only, phase)
+}
 
 // EnsureDefaults fills in zero fields and returns o.
 func (o *Options) EnsureDefaults() *Options {
@@ -156,6 +174,14 @@ func (o *Options) Validate() error {
 	}
 	if o.TestnetCarriers < 1 || o.TestnetPlatforms < 1 {
 		bad("testnet carriers and platforms must be positive")
+	}
+	for _, p := range o.Only {
+		if !slices.Contains(Phases, p) {
+			bad("phase %q: not one of %s", p, strings.Join(Phases, ", "))
+		}
+	}
+	if len(o.Only) > 0 && !o.runs("ingest") && o.Dir == "" {
+		bad("without the ingest phase, dir must name an earlier run's directory, whose store is reused")
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, errors.Join(errs...))

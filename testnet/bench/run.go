@@ -39,7 +39,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	r.summarize()
 	res.RSSLoadMB = mb(r.peak)
-	res.judge()
+	res.judge(&o)
 	res.Elapsed = time.Since(began).Seconds()
 	return res, nil
 }
@@ -57,34 +57,42 @@ func (r *runner) log(msg string, args ...any) { r.o.Logger.Info(msg, args...) }
 func (r *runner) run(ctx context.Context) error {
 	o := r.o
 	var err error
-	if r.repo, err = initCarrier(filepath.Join(o.Dir, "carrier")); err != nil {
+	dir := filepath.Join(o.Dir, "carrier")
+	if o.runs("ingest") {
+		r.repo, err = initCarrier(dir)
+	} else {
+		r.repo, err = repo.Open(dir)
+	}
+	if err != nil {
 		return err
 	}
 	r.key = r.repo.CarrierKey.Public().(ed25519.PublicKey)
 
-	if err := r.ingest(ctx); err != nil {
-		return err
-	}
-	if err := r.storePut(ctx); err != nil {
-		return err
-	}
-	if err := r.serve(ctx); err != nil {
-		return err
-	}
-	if err := r.baseline(ctx); err != nil {
-		return err
-	}
-	if err := r.watch(ctx); err != nil {
-		return err
-	}
-	if !o.SkipTestnet {
-		up, ready, err := testnetStartup(ctx, o)
-		if err != nil {
+	for _, p := range []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"ingest", r.ingest}, {"put", r.storePut}, {"lookups", r.serve},
+		{"baseline", r.baseline}, {"watch", r.watch}, {"testnet", r.testnet},
+	} {
+		if !o.runs(p.name) {
+			continue
+		}
+		if err := p.run(ctx); err != nil {
 			return err
 		}
-		r.res.TestnetNodesUpS, r.res.TestnetStartupS = up.Seconds(), ready.Seconds()
-		r.log("testnet", "carriers", o.TestnetCarriers, "platforms", o.TestnetPlatforms, "nodes_up_s", up.Seconds(), "ready_s", ready.Seconds())
 	}
+	return nil
+}
+
+// testnet times the start-up of a large testnet.
+func (r *runner) testnet(ctx context.Context) error {
+	up, ready, err := testnetStartup(ctx, r.o)
+	if err != nil {
+		return err
+	}
+	r.res.TestnetNodesUpS, r.res.TestnetStartupS = up.Seconds(), ready.Seconds()
+	r.log("testnet", "carriers", r.o.TestnetCarriers, "platforms", r.o.TestnetPlatforms, "nodes_up_s", up.Seconds(), "ready_s", ready.Seconds())
 	return nil
 }
 
@@ -195,7 +203,7 @@ func (r *runner) lookups(ctx context.Context, nd *nodeProc) error {
 			return err
 		}
 		for _, c := range o.Concurrency {
-			l, err := measure(ctx, o, t.name, c, 1, p.lookup)
+			l, err := measure(ctx, o, nd, t.name, c, 1, p.lookup)
 			if err != nil {
 				p.Close()
 				return err
@@ -208,7 +216,7 @@ func (r *runner) lookups(ctx context.Context, nd *nodeProc) error {
 				if verify {
 					do = p.verifiedBatch(o.Parcels, r.key)
 				}
-				l, err := measure(ctx, o, t.name, o.BatchConcurrency, 100, do)
+				l, err := measure(ctx, o, nd, t.name, o.BatchConcurrency, 100, do)
 				if err != nil {
 					p.Close()
 					return err
@@ -238,7 +246,7 @@ func (r *runner) baseline(ctx context.Context) error {
 		}
 		defer c.client.CloseIdleConnections()
 		for _, conc := range r.o.Concurrency {
-			l, err := measure(ctx, r.o, "https-json", conc, 1, func(ctx context.Context, i int) error { return c.track(ctx, number(i)) })
+			l, err := measure(ctx, r.o, bp, "https-json", conc, 1, func(ctx context.Context, i int) error { return c.track(ctx, number(i)) })
 			if err != nil {
 				return err
 			}

@@ -54,6 +54,7 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 	// a platform that has been watching for a while. Without it, the
 	// first update of each parcel is back-filled with a track request.
 	synced := make(map[string]bool, len(numbers))
+	next := 0 // the first round not stored, so that a reused store takes new events
 	timeout := time.After(time.Minute)
 	for len(synced) < len(numbers) {
 		select {
@@ -65,6 +66,9 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 				return nil, fmt.Errorf("bench: watch: sync of %s: %s %s", u.Number, u.Error, u.Message)
 			}
 			synced[u.Number] = true
+			for _, e := range u.Events {
+				next = max(next, int(e.Seq)+1)
+			}
 		case <-timeout:
 			return nil, fmt.Errorf("bench: watch: %d of %d parcels synced in a minute: %v", len(synced), len(numbers), w.Err())
 		}
@@ -100,7 +104,7 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 		scans := make([]scan, per)
 		for k := range scans {
 			e := t*per + k // the phase's e-th event
-			scans[k] = scan{parcel: e % o.WatchParcels, round: o.EventsPerParcel + e/o.WatchParcels}
+			scans[k] = scan{parcel: e % o.WatchParcels, round: next + e/o.WatchParcels}
 		}
 		bodies[t] = body(scans)
 	}
