@@ -368,8 +368,10 @@ func (w *Watcher) Close() error {
 // run subscribes, resubscribes and backs off until ctx ends or the node
 // refuses for good.
 func (w *Watcher) run(ctx context.Context) {
-	defer close(w.done)
+	// Deferred calls run last first: done is closed before Updates, so
+	// that a consumer who sees Updates closed finds Err set.
 	defer close(w.out)
+	defer close(w.done)
 	w.err = w.loop(ctx)
 }
 
