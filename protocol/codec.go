@@ -20,7 +20,7 @@ const MaxItems = 16384
 // The one encode mode and one decode mode for everything on the wire.
 // Building a mode is costly and the modes are safe for concurrent use.
 var (
-	encMode cbor.EncMode
+	encMode cbor.UserBufferEncMode
 	decMode cbor.DecMode
 )
 
@@ -35,7 +35,7 @@ func init() {
 		NilContainers: cbor.NilContainerAsEmpty,
 		TagsMd:        cbor.TagsAllowed,
 		Time:          cbor.TimeUnixMicro, // never used: records carry integer ms
-	}.EncMode()
+	}.UserBufferEncMode()
 	if err != nil {
 		panic(err)
 	}

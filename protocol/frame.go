@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,6 +25,32 @@ func AppendFrame(dst, msg []byte, max int) ([]byte, error) {
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(msg))) // minimal, like go-varint
 	return append(dst, msg...), nil
+}
+
+// frameHeadroom is the room MarshalFrame leaves before a message for its
+// length, the longest a uvarint can be.
+const frameHeadroom = binary.MaxVarintLen64
+
+// MarshalFrame encodes v as one frame in buf, which it resets, and
+// returns the frame, valid until buf is used again. It writes the message
+// once, where AppendFrame(Marshal(v)) would copy it into the frame: a
+// server that answers from one reused buffer allocates nothing per reply.
+// It refuses a message above max, as AppendFrame does.
+func MarshalFrame(buf *bytes.Buffer, v any, max int) ([]byte, error) {
+	var head [frameHeadroom]byte
+	buf.Reset()
+	buf.Write(head[:])
+	if err := encMode.MarshalToBuffer(v, buf); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	b := buf.Bytes()
+	n := len(b) - frameHeadroom
+	if n > max {
+		return nil, fmt.Errorf("%w: %d bytes, cap %d", ErrFrameTooLarge, n, max)
+	}
+	start := frameHeadroom - binary.PutUvarint(head[:], uint64(n))
+	copy(b[start:], head[:frameHeadroom-start])
+	return b[start:], nil
 }
 
 // WriteFrame writes msg as one frame in a single Write call, because

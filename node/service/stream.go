@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -18,7 +19,7 @@ type trackStream struct {
 	t      *Track
 	s      network.Stream
 	frames *protocol.FrameReader
-	out    []byte // the response frame buffer, reused across requests
+	out    bytes.Buffer // the response frame buffer, reused across requests
 
 	base   context.Context // the service's; ends at Unregister
 	ctx    context.Context // bounds store calls; renewed lazily
@@ -76,16 +77,13 @@ func (ts *trackStream) requestContext(now time.Time) context.Context {
 // excess while it is written; without memory the peer is told to come
 // back.
 func (ts *trackStream) write(resp *protocol.TrackResponse) error {
-	msg, err := protocol.Marshal(resp)
+	frame, err := protocol.MarshalFrame(&ts.out, resp, protocol.MaxTrackResponse)
 	if err != nil {
 		return err
 	}
-	if ts.out, err = protocol.AppendFrame(ts.out[:0], msg, protocol.MaxTrackResponse); err != nil {
-		return err
-	}
-	if extra := len(ts.out) - trackResponseAllowance; extra > 0 {
+	if extra := len(frame) - trackResponseAllowance; extra > 0 {
 		if err := ts.s.Scope().ReserveMemory(extra, network.ReservationPriorityHigh); err != nil {
-			ts.out = nil
+			ts.out = bytes.Buffer{}
 			*resp = *requestError(protocol.CodeUnavailable, "node is out of memory for this response", unavailableRetry)
 			return ts.write(resp)
 		}
@@ -96,9 +94,9 @@ func (ts *trackStream) write(resp *protocol.TrackResponse) error {
 			return err
 		}
 	}
-	_, err = ts.s.Write(ts.out)
-	if cap(ts.out) > trackResponseAllowance {
-		ts.out = nil // an idle stream should not pin a large buffer
+	_, err = ts.s.Write(frame)
+	if ts.out.Cap() > trackResponseAllowance {
+		ts.out = bytes.Buffer{} // an idle stream should not pin a large buffer
 	}
 	return err
 }
