@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/opentrack/opentrack/node/internal/cputime"
 	"io"
 	"net/http"
 	"slices"
@@ -101,7 +102,7 @@ func benchIngestHTTP(b *testing.B, mk bodyMaker, posters int) {
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	b.ResetTimer()
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0 := time.Now(), cputime.Process()
 	for range posters {
 		wg.Go(func() {
 			var buf []byte
@@ -119,7 +120,7 @@ func benchIngestHTTP(b *testing.B, mk bodyMaker, posters int) {
 		})
 	}
 	wg.Wait()
-	elapsed, cpu := time.Since(start), processCPU()-cpu0
+	elapsed, cpu := time.Since(start), cputime.Process()-cpu0
 	b.StopTimer()
 
 	// A benchmark that lost events must not report a rate.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/opentrack/opentrack/node/internal/cputime"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -19,10 +20,10 @@ import (
 )
 
 // Benchmark sizes, DESIGN §6: ingest batches of 1000 events, lookups in a
-// store of 100k parcels × 8 events, disk use over 200k events.
+// store of 125k parcels × 8 events (1M), disk use over 200k events.
 const (
 	batchEvents     = 1000
-	lookupParcels   = 100_000
+	lookupParcels   = 125_000
 	eventsPerParcel = 8
 	diskParcels     = 25_000
 )
@@ -127,46 +128,58 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
-// lookupStore is built once per process: 100k parcels × 8 events take
-// some seconds to generate, and every -cpu setting reuses them.
-var lookupStore = struct {
-	once sync.Once
-	dir  string
-	err  error
-}{}
+// lookupStores are built once per process and compression: 125k parcels
+// × 8 events take some seconds to generate, and every -cpu setting
+// reuses them.
+var lookupStores = struct {
+	sync.Mutex
+	dirs map[string]string
+}{dirs: map[string]string{}}
+
+func lookupStore(b *testing.B, compression string) string {
+	lookupStores.Lock()
+	defer lookupStores.Unlock()
+	if dir, ok := lookupStores.dirs[compression]; ok {
+		return dir
+	}
+	dir, err := os.MkdirTemp("", "opentrack-lookup-*")
+	if err != nil {
+		b.Fatal(err)
+	}
+	lookupStores.dirs[compression] = dir
+	s := openBench(b, dir, pebble.Options{Compression: compression})
+	fill(b, s, 0, lookupParcels, eventsPerParcel, eventsPerParcel)
+	if err := errors.Join(s.CompactAll(context.Background()), s.Close()); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if lookupStore.dir != "" {
-		os.RemoveAll(lookupStore.dir)
+	for _, dir := range lookupStores.dirs {
+		os.RemoveAll(dir)
 	}
 	os.Exit(code)
 }
 
 // BenchmarkParcelLookup is a track lookup in process: the newest parcel
-// of a random number, then its whole history, uniformly over 100k parcels
-// (800k events). With the default 64 MiB cache most lookups miss it (the
-// uncompressed working set is about 230 MB) and decompress blocks; with
-// 256 MiB everything is cached, the case of a node whose hot parcels fit.
+// of a random number, then its whole history, uniformly over 125k parcels
+// (1M events). With the default 64 MiB cache, which blocks share with the
+// room kept for memtables (about 256 MiB in all on an idle store), part of
+// the lookups miss it (the uncompressed working set is about 300 MB) and
+// decompress blocks; with 256 MiB everything is cached, the case of a
+// node whose hot parcels fit. Each compression has its own store, since a
+// miss costs a decompression.
 func BenchmarkParcelLookup(b *testing.B) {
-	lookupStore.once.Do(func() {
-		lookupStore.dir, lookupStore.err = os.MkdirTemp("", "opentrack-lookup-*")
-		if lookupStore.err != nil {
-			return
+	for _, c := range []string{pebble.CompressionZstd, pebble.CompressionMinLZ} {
+		for _, cache := range []int64{64 << 20, 256 << 20} {
+			b.Run(fmt.Sprintf("compression=%s/cache=%dMiB", c, cache>>20), func(b *testing.B) {
+				s := openBench(b, lookupStore(b, c), pebble.Options{Compression: c, CacheSize: cache})
+				defer s.Close()
+				benchLookups(b, s)
+			})
 		}
-		s := openBench(b, lookupStore.dir, pebble.Options{})
-		fill(b, s, 0, lookupParcels, eventsPerParcel, eventsPerParcel)
-		lookupStore.err = errors.Join(s.CompactAll(context.Background()), s.Close())
-	})
-	if lookupStore.err != nil {
-		b.Fatal(lookupStore.err)
-	}
-	for _, cache := range []int64{64 << 20, 256 << 20} {
-		b.Run(fmt.Sprintf("cache=%dMiB", cache>>20), func(b *testing.B) {
-			s := openBench(b, lookupStore.dir, pebble.Options{CacheSize: cache})
-			defer s.Close()
-			benchLookups(b, s)
-		})
 	}
 }
 
@@ -188,6 +201,7 @@ func benchLookups(b *testing.B, s *pebble.Store) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
 		r := rand.New(rand.NewPCG(rand.Uint64(), 0))
 		for pb.Next() {
@@ -204,6 +218,7 @@ func benchLookups(b *testing.B, s *pebble.Store) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
+	b.ReportMetric(float64((cputime.Process()-cpu0).Microseconds())/float64(b.N), "cpu-µs/lookup")
 }
 
 // BenchmarkDiskSize reports the bytes per stored event after a full
