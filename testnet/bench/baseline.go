@@ -50,8 +50,7 @@ func ServeBaseline(ctx context.Context, dir, listen string) error {
 	if err != nil {
 		return err
 	}
-	sc := r.Config.Store
-	st, err := pebble.Open(r.Path(sc.Path), &pebble.Options{CacheSize: int64(sc.CacheMB) << 20, MemTableSize: uint64(sc.MemTableMB) << 20})
+	st, err := openNodeStore(r)
 	if err != nil {
 		return fmt.Errorf("bench: baseline: %w", err)
 	}
@@ -207,6 +206,33 @@ func (c *baselineClient) track(ctx context.Context, n string) error {
 		return fmt.Errorf("baseline %s: %s, %d events", n, resp.Status, len(v.Events))
 	}
 	return nil
+}
+
+// openNodeStore opens a stopped node's store with the node's settings.
+func openNodeStore(r *repo.Repo) (*pebble.Store, error) {
+	sc := r.Config.Store
+	return pebble.Open(r.Path(sc.Path), &pebble.Options{CacheSize: int64(sc.CacheMB) << 20, MemTableSize: uint64(sc.MemTableMB) << 20})
+}
+
+// storeLookup is one lookup with the store reads of the track handler
+// (the parcel by number, then its events), in this process: DESIGN
+// section 8's "store alone" ceiling, against which the network's share
+// of a lookup shows.
+func storeLookup(st *pebble.Store) request {
+	return func(ctx context.Context, i int) error {
+		p, err := st.Parcel(ctx, number(i))
+		if err != nil {
+			return err
+		}
+		evs, err := st.Events(ctx, p.ID, 0, 0)
+		if err != nil {
+			return err
+		}
+		if len(evs) == 0 {
+			return fmt.Errorf("bench: store: %s has no events", p.Number)
+		}
+		return nil
+	}
 }
 
 // startBaseline runs `opentrack bench baseline --repo dir` and waits

@@ -67,6 +67,15 @@ func runRound(ctx context.Context, conc, perRequest, parcels int, d time.Duratio
 	}, nil
 }
 
+// cpu is the process's CPU time, or 0 for no process (a load served in
+// the harness's own).
+func (n *nodeProc) cpu() (time.Duration, error) {
+	if n == nil {
+		return 0, nil
+	}
+	return n.CPU()
+}
+
 // measure warms a load up (a round, at most a second), then runs rounds
 // rounds and returns the median of each figure, with the CPU that the
 // server process and the harness spent per parcel over all the rounds.
@@ -75,7 +84,7 @@ func measure(ctx context.Context, o *Options, srv *nodeProc, name string, conc, 
 	if _, err := runRound(ctx, conc, perRequest, o.Parcels, min(o.Round, time.Second), do); err != nil {
 		return l, fmt.Errorf("%s c=%d: %w", name, conc, err)
 	}
-	srv0, err := srv.CPU()
+	srv0, err := srv.cpu()
 	if err != nil {
 		return l, err
 	}
@@ -89,7 +98,7 @@ func measure(ctx context.Context, o *Options, srv *nodeProc, name string, conc, 
 		rs = append(rs, r)
 		l.Requests += r.requests
 	}
-	srv1, err := srv.CPU()
+	srv1, err := srv.cpu()
 	if err != nil {
 		return l, err
 	}

@@ -37,9 +37,12 @@ type Results struct {
 	TrackP50msC16       float64 `json:"track_p50_ms_c16"`
 	TrackP99msC16       float64 `json:"track_p99_ms_c16"`
 	// The same on QUIC, and through the HTTPS+JSON baseline.
-	QUICTrackLookupsPerSC16  float64 `json:"quic_track_lookups_per_s_c16"`
-	QUICTrackP99msC16        float64 `json:"quic_track_p99_ms_c16"`
-	HTTPSJSONLookupsPerSC16  float64 `json:"https_json_lookups_per_s_c16"`
+	QUICTrackLookupsPerSC16 float64 `json:"quic_track_lookups_per_s_c16"`
+	QUICTrackP99msC16       float64 `json:"quic_track_p99_ms_c16"`
+	HTTPSJSONLookupsPerSC16 float64 `json:"https_json_lookups_per_s_c16"`
+	// StoreLookupsPerSC16 is the same lookups' store reads in the
+	// harness's process, no network: the ceiling of DESIGN section 8.
+	StoreLookupsPerSC16      float64 `json:"store_lookups_per_s_c16"`
 	HTTPSJSONP99msC16        float64 `json:"https_json_p99_ms_c16"`
 	P2POverHTTPSC16          float64 `json:"p2p_over_https_c16"`
 	QUICOverHTTPSC16         float64 `json:"quic_over_https_c16"`

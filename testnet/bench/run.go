@@ -235,6 +235,17 @@ func (r *runner) lookups(ctx context.Context, nd *nodeProc) error {
 // baseline measures the same single-number lookups through the HTTPS+JSON
 // baseline over the same store, the node stopped.
 func (r *runner) baseline(ctx context.Context) error {
+	st, err := openNodeStore(r.repo)
+	if err != nil {
+		return err
+	}
+	l, err := measure(ctx, r.o, nil, "store", 16, 1, storeLookup(st))
+	if err := errors.Join(err, st.Close()); err != nil {
+		return err
+	}
+	r.res.Lookups = append(r.res.Lookups, l)
+	r.res.StoreLookupsPerSC16 = l.ParcelsPerS
+
 	bp, info, err := startBaseline(ctx, r.o, r.repo.Dir)
 	if err != nil {
 		return err
