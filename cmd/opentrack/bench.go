@@ -111,6 +111,7 @@ measured.`,
 	f.IntVar(&o.TestnetCarriers, "testnet-carriers", 50, "carriers of the testnet whose start-up is timed")
 	f.IntVar(&o.TestnetPlatforms, "testnet-platforms", 20, "platforms of that testnet")
 	f.BoolVar(&o.SkipTestnet, "skip-testnet", false, "leave the testnet start-up out")
+	f.IntVar(&o.CacheMB, "cache-mb", 0, "the node's block cache in MB ([store] cache_mb; 0: the node's default)")
 	f.StringSliceVar(&o.Only, "only", nil, "run only these phases ("+strings.Join(bench.Phases, ", ")+"); without ingest, the store an earlier --dir run left is reused")
 	f.StringVar(&o.Dir, "dir", "", "keep the stores and logs here (default a temporary directory, removed at the end)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write the harness's own CPU profile here (the node's is on its admin API, /debug/pprof)")

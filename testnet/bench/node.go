@@ -40,14 +40,24 @@ func initCarrier(dir string) (*repo.Repo, error) {
 	r.Config.Admin.Addr = "127.0.0.1:0"
 	r.Config.Policy.TrackRate = 1e9
 	r.Config.Policy.TrackBurst = 1e9
-	b, err := r.Config.Render()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(r.Path(repo.ConfigFile), b, 0o600); err != nil {
+	if err := writeConfig(r); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// setCache sets the node's block cache, in MB.
+func setCache(r *repo.Repo, mb int) error {
+	r.Config.Store.CacheMB = mb
+	return writeConfig(r)
+}
+
+func writeConfig(r *repo.Repo) error {
+	b, err := r.Config.Render()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(r.Path(repo.ConfigFile), b, 0o600)
 }
 
 // nodeProc is the carrier node running as its own process, with its

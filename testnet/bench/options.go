@@ -62,6 +62,11 @@ type Options struct {
 	// SkipTestnet leaves the testnet start-up out. Default: false.
 	SkipTestnet bool
 
+	// CacheMB, when positive, sets the node's block cache ([store]
+	// cache_mb), to weigh memory against lookups. Default: 0, the node's
+	// own default.
+	CacheMB int
+
 	// Only, when not empty, runs just these phases (see Phases), for
 	// iterating on one figure. Without "ingest" the store that an earlier
 	// run left in Dir is reused. Default: every phase.
@@ -174,6 +179,9 @@ func (o *Options) Validate() error {
 	}
 	if o.TestnetCarriers < 1 || o.TestnetPlatforms < 1 {
 		bad("testnet carriers and platforms must be positive")
+	}
+	if o.CacheMB < 0 {
+		bad("cache %d MB: must not be negative", o.CacheMB)
 	}
 	for _, p := range o.Only {
 		if !slices.Contains(Phases, p) {

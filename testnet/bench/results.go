@@ -131,8 +131,9 @@ func environment(o *Options) Env {
 	e := Env{
 		Date: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 		GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
-		Options: fmt.Sprintf("parcels=%d events_per_parcel=%d batch=%d posters=%d rounds=%d round=%s watch_rate=%d watch_parcels=%d testnet=%dx%d",
-			o.Parcels, o.EventsPerParcel, o.Batch, o.Posters, o.Rounds, o.Round, o.WatchRate, o.WatchParcels, o.TestnetCarriers, o.TestnetPlatforms),
+		Options: fmt.Sprintf("parcels=%d events_per_parcel=%d batch=%d posters=%d rounds=%d round=%s watch_rate=%d watch_parcels=%d testnet=%dx%d cache_mb=%d only=%s",
+			o.Parcels, o.EventsPerParcel, o.Batch, o.Posters, o.Rounds, o.Round, o.WatchRate, o.WatchParcels, o.TestnetCarriers, o.TestnetPlatforms,
+			o.CacheMB, strings.Join(o.Only, ",")),
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		e.Kernel = strings.TrimSpace(string(b))

@@ -66,6 +66,11 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if o.CacheMB > 0 {
+		if err := setCache(r.repo, o.CacheMB); err != nil {
+			return err
+		}
+	}
 	r.key = r.repo.CarrierKey.Public().(ed25519.PublicKey)
 
 	for _, p := range []struct {
