@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -66,10 +67,9 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if o.CacheMB > 0 {
-		if err := setCache(r.repo, o.CacheMB); err != nil {
-			return err
-		}
+	// Always written, so that a reused repo does not keep another run's.
+	if err := setCache(r.repo, cmp.Or(o.CacheMB, repo.DefaultCacheMB)); err != nil {
+		return err
 	}
 	r.key = r.repo.CarrierKey.Public().(ed25519.PublicKey)
 

@@ -56,7 +56,6 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	limitMallocArenas()
 	db, err := pebbledb.Open(dir, o.pebbleOptions())
 	if err != nil {
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
