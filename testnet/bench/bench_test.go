@@ -107,10 +107,28 @@ func TestRun(t *testing.T) {
 		transports[l.Transport]++
 		require.Positive(t, l.Requests)
 	}
-	require.Equal(t, map[string]int{"tcp": 5, "quic": 3, "https-json": 3}, transports)
+	require.Equal(t, map[string]int{"tcp": 5, "quic": 3, "https-json": 3, "store": 1}, transports)
+	require.Positive(t, res.StoreLookupsPerSC16)
 	require.Len(t, res.Targets, 10)
 	require.Positive(t, res.TestnetNodesUpS)
 	require.GreaterOrEqual(t, res.TestnetStartupS, res.TestnetNodesUpS)
+
+	// Some phases again over the same store: nothing is ingested anew,
+	// the watch phase continues the parcels past what the store holds,
+	// and only the phases that ran are judged.
+	o.Only = []string{"lookups", "watch"}
+	again, err := bench.Run(context.Background(), o)
+	require.NoError(t, err)
+	require.Empty(t, again.Failures)
+	require.Zero(t, again.IngestEventsPerS)
+	require.Positive(t, again.TrackLookupsPerSC16)
+	require.Equal(t, again.WatchEvents, again.WatchDelivered)
+	var judged []string
+	for _, tg := range again.Targets {
+		judged = append(judged, tg.Key)
+	}
+	require.ElementsMatch(t, []string{"track_lookups_per_s_c16", "track_p99_ms_c16", "batch_track_parcels_per_s",
+		"watch_lag_p99_ms", "rss_idle_mb"}, judged)
 }
 
 // TestOptionsValidate: every problem is reported at once.
@@ -118,7 +136,10 @@ func TestOptionsValidate(t *testing.T) {
 	o := bench.Options{Parcels: -1, Concurrency: []int{0}, WatchRate: 50, WatchParcels: 20_000}
 	err := o.EnsureDefaults().Validate()
 	require.ErrorIs(t, err, bench.ErrInvalidOptions)
-	for _, want := range []string{"must be positive", "concurrency 0", "watch rate 50", "watch parcels 20000"} {
+	o = bench.Options{Parcels: -1, Concurrency: []int{0}, WatchRate: 50, WatchParcels: 20_000, Only: []string{"lookups", "nap"}, CacheMB: -1}
+	err = o.EnsureDefaults().Validate()
+	for _, want := range []string{"must be positive", "concurrency 0", "watch rate 50", "watch parcels 20000",
+		`phase "nap"`, "without the ingest phase", "cache -1 MB"} {
 		require.ErrorContains(t, err, want)
 	}
 	require.NoError(t, new(bench.Options).EnsureDefaults().Validate())
