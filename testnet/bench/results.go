@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -116,6 +117,24 @@ type Env struct {
 	Commit     string `json:"commit"`
 	Dirty      bool   `json:"dirty"`
 	Options    string `json:"options"`
+	// LoadAvg is the machine's 1-minute load average when the run began
+	// and when it ended (/proc/loadavg): above the CPU count, other work
+	// shared the machine and the rates are low.
+	LoadAvg [2]float64 `json:"load_avg"`
+}
+
+// loadAvg is the 1-minute load average, 0 where /proc does not say.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // Target is one DESIGN section 8 target and whether this run met it.
@@ -206,7 +225,8 @@ func (r *Results) Met() bool {
 // WriteTable writes the figures and the targets for people.
 func (r *Results) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s, %d CPUs (GOMAXPROCS %d), %s, commit %.12s%s\n\n", r.Env.CPUModel, r.Env.CPUs, r.Env.GOMAXPROCS, r.Env.GoVersion, r.Env.Commit, map[bool]string{true: " (dirty)"}[r.Env.Dirty])
+	fmt.Fprintf(tw, "%s, %d CPUs (GOMAXPROCS %d), %s, commit %.12s%s, load average %.2f at the start, %.2f at the end\n\n",
+		r.Env.CPUModel, r.Env.CPUs, r.Env.GOMAXPROCS, r.Env.GoVersion, r.Env.Commit, map[bool]string{true: " (dirty)"}[r.Env.Dirty], r.Env.LoadAvg[0], r.Env.LoadAvg[1])
 	fmt.Fprintf(tw, "ingest (admin API, batches of 1000)\t%.0f events/s\tbatch p50 %.1f ms, p99 %.1f ms, node CPU %.1f µs/event\n", r.IngestEventsPerS, r.IngestBatchP50ms, r.IngestBatchP99ms, r.IngestNodeCPUusPerEvent)
 	fmt.Fprintf(tw, "raw store put, same events\t%.0f events/s\tingest/put %.2f\n", r.StorePutEventsPerS, ratio(r.IngestEventsPerS, r.StorePutEventsPerS))
 	fmt.Fprintln(tw, "\t\t")

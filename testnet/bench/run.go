@@ -33,6 +33,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		o.Dir = dir
 	}
 	res := &Results{Env: environment(&o)}
+	res.Env.LoadAvg[0] = loadAvg()
 	r := &runner{o: &o, res: res}
 	err := r.run(ctx)
 	if err != nil {
@@ -41,6 +42,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	r.summarize()
 	res.RSSLoadMB = mb(r.peak)
 	res.judge(&o)
+	res.Env.LoadAvg[1] = loadAvg()
 	res.Elapsed = time.Since(began).Seconds()
 	return res, nil
 }
