@@ -99,15 +99,7 @@ func New(cfg Config, opts *Options) (*Gateway, error) {
 		}
 	}
 	g.closing, g.stopStreams = context.WithCancel(context.Background())
-	g.routes = []route{
-		{http.MethodGet, "/v1/track/{number}", "track", g.getTrack},
-		{http.MethodPost, "/v1/track", "track_batch", g.postTrack},
-		{http.MethodGet, "/v1/watch", "watch", g.watch},
-		{http.MethodGet, "/openapi.json", "openapi", serveOpenAPI},
-		{http.MethodGet, "/metrics", "metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
-		{http.MethodGet, "/", "page", servePage},
-		{http.MethodGet, "/static/{file}", "static", serveStatic},
-	}
+	g.routes = g.routeTable()
 	g.handler = g.observe(g.cors(g.mux()))
 	g.srv = &http.Server{
 		Handler:           g.handler,
@@ -119,6 +111,20 @@ func New(cfg Config, opts *Options) (*Gateway, error) {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 	return g, nil
+}
+
+// routeTable lists every endpoint; the OpenAPI document must list the
+// same (TestOpenAPIMatchesRoutes).
+func (g *Gateway) routeTable() []route {
+	return []route{
+		{http.MethodGet, "/v1/track/{number}", "track", g.getTrack},
+		{http.MethodPost, "/v1/track", "track_batch", g.postTrack},
+		{http.MethodGet, "/v1/watch", "watch", g.watch},
+		{http.MethodGet, "/openapi.json", "openapi", serveOpenAPI},
+		{http.MethodGet, "/metrics", "metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
+		{http.MethodGet, "/", "page", servePage},
+		{http.MethodGet, "/static/{file}", "static", serveStatic},
+	}
 }
 
 // mux routes each path to its methods, and answers a wrong method or an

@@ -112,3 +112,10 @@ func (s *streams) close(key netip.Addr) {
 		delete(s.byAddr, key)
 	}
 }
+
+// count is how many streams are open.
+func (s *streams) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}

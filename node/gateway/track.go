@@ -85,11 +85,15 @@ func (g *Gateway) getTrack(w http.ResponseWriter, r *http.Request) {
 		p.write(w)
 		return
 	}
-	carrier := r.URL.Query().Get("carrier")
-	if err := checkQuery(r.URL.Query(), "carrier"); err != nil {
+	q, err := query(r)
+	if err == nil {
+		err = checkQuery(q, "carrier")
+	}
+	if err != nil {
 		newProblem(protocol.CodeBadRequest, err.Error()).write(w)
 		return
 	}
+	carrier := q.Get("carrier")
 	if carrier != "" {
 		if err := protocol.ValidCarrierCode(carrier); err != nil {
 			newProblem(protocol.CodeBadRequest, fmt.Sprintf("carrier %q: %v", carrier, err)).write(w)
@@ -219,6 +223,16 @@ func writeJSON(w http.ResponseWriter, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// query parses r's query string, failing where URL.Query would drop
+// what it cannot parse.
+func query(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, &protocol.Error{Code: protocol.CodeBadRequest, Msg: "gateway: query string: " + err.Error()}
+	}
+	return q, nil
 }
 
 // checkQuery fails on a query parameter not in known, so that a typo

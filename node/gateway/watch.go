@@ -201,7 +201,11 @@ type tagged struct {
 // "data:" the update as `opentrack watch --json` prints it, and "id:"
 // every carrier's cursor, from which Last-Event-ID resumes.
 func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
-	q, err := parseWatch(r.URL.Query(), r.Header.Get("Last-Event-ID"), g.opts.MaxWatchNumbers)
+	var q *watchQuery
+	values, err := query(r)
+	if err == nil {
+		q, err = parseWatch(values, r.Header.Get("Last-Event-ID"), g.opts.MaxWatchNumbers)
+	}
 	if err != nil {
 		newProblem(protocol.CodeOf(err), err.Error()).write(w)
 		return
