@@ -252,21 +252,57 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		watchers = append(watchers, wt)
+	}
+	// Answer once every subscription is live, so that a client that sees
+	// the stream open misses nothing from then on. Until the forwarders
+	// start, no watcher can hand an update over, so no cursor read here
+	// is ahead of an update not yet written: each can go in the first id.
+	g.awaitLive(ctx, watchers)
+	for i, wt := range watchers {
+		if c := wt.Cursor(); c != "" && !plan[i].Sync {
+			q.cursors[plan[i].Carrier] = c
+		}
+	}
+	for i, wt := range watchers {
+		code := plan[i].Carrier
 		wg.Go(func() {
 			for u := range wt.Updates() {
 				select {
-				case events <- tagged{carrier: o.Carrier, u: u}:
+				case events <- tagged{carrier: code, u: u}:
 				case <-ctx.Done():
 					return
 				}
 			}
 			select {
-			case events <- tagged{carrier: o.Carrier, done: true, err: wt.Err()}:
+			case events <- tagged{carrier: code, done: true, err: wt.Err()}:
 			case <-ctx.Done():
 			}
 		})
 	}
 	g.stream(ctx, w, q.cursors, events, len(watchers))
+}
+
+// liveWait bounds how long a new stream waits for its subscriptions to
+// go live before it answers anyway; a carrier that cannot be reached is
+// retried by its watcher in the background.
+const liveWait = 5 * time.Second
+
+// awaitLive waits until every watcher has received a first message from
+// its node (its cursor is set), liveWait passes, or ctx ends.
+func (g *Gateway) awaitLive(ctx context.Context, watchers []*client.Watcher) {
+	deadline := time.Now().Add(liveWait)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		if !slices.ContainsFunc(watchers, func(wt *client.Watcher) bool { return wt.Cursor() == "" }) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // stream writes events until the client goes away, the gateway shuts
@@ -288,7 +324,12 @@ func (g *Gateway) stream(ctx context.Context, w http.ResponseWriter, cursors map
 		}
 		return rc.Flush() == nil
 	}
-	if !send("retry: 2000\n: verified updates follow\n\n") {
+	first := "retry: 2000\n: verified updates follow\n"
+	if id := encodeCursors(cursors); id != "" {
+		// An id alone sets the client's Last-Event-ID without an event.
+		first += "id: " + id + "\n"
+	}
+	if !send(first + "\n") {
 		return
 	}
 	beat := time.NewTicker(g.opts.Heartbeat)
