@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -56,7 +55,7 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 				ln.Close()
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			o.Addr = addr
 			err = gateway.Run(ctx, n, ln, &o)
