@@ -2,15 +2,13 @@ package gateway
 
 import (
 	"context"
-	"errors"
-	"fmt"
+		"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,11 +17,8 @@ import (
 	"github.com/opentrack/opentrack/node/metrics"
 )
 
-// ErrStarted means Start was called twice.
-var ErrStarted = errors.New("gateway: already started")
-
 // Gateway is the HTTP server of a platform node. Build it with New, then
-// Start it on a listener or mount Handler in a server of your own.
+// Serve it on a listener, or mount Handler in a server of your own.
 type Gateway struct {
 	opts    Options
 	client  *client.Client
@@ -38,17 +33,10 @@ type Gateway struct {
 	anyOrig bool
 	routes  []route
 	handler http.Handler
-	srv     *http.Server
 
-	// closing ends every SSE stream when Shutdown starts: streams never
-	// go idle, so http.Server.Shutdown alone would wait for them forever.
+	// closing ends every SSE stream when Serve shuts down.
 	closing     context.Context
 	stopStreams context.CancelFunc
-
-	mu      sync.Mutex
-	ln      net.Listener
-	serving chan struct{}
-	err     error
 }
 
 // route is one endpoint. path is as the OpenAPI document writes it; the
@@ -101,15 +89,6 @@ func New(cfg Config, opts *Options) (*Gateway, error) {
 	g.closing, g.stopStreams = context.WithCancel(context.Background())
 	g.routes = g.routeTable()
 	g.handler = g.observe(g.cors(g.mux()))
-	g.srv = &http.Server{
-		Handler:           g.handler,
-		ReadHeaderTimeout: o.ReadHeaderTimeout,
-		ReadTimeout:       o.ReadTimeout,
-		WriteTimeout:      o.WriteTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		MaxHeaderBytes:    o.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-	}
 	return g, nil
 }
 
@@ -277,57 +256,37 @@ func (r *recorder) Write(b []byte) (int, error) {
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// Start serves on ln in the background.
-func (g *Gateway) Start(ln net.Listener) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.ln != nil {
-		return ErrStarted
+// Serve serves on ln until ctx ends, then shuts down: it ends the SSE
+// streams, stops accepting connections and waits up to shutdownGrace for
+// the lookups in flight. It returns nil after a clean shutdown. A
+// gateway serves once: its streams stay ended afterwards.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: g.opts.ReadHeaderTimeout,
+		ReadTimeout:       g.opts.ReadTimeout,
+		WriteTimeout:      g.opts.WriteTimeout,
+		IdleTimeout:       g.opts.IdleTimeout,
+		MaxHeaderBytes:    g.opts.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
-	g.ln, g.serving = ln, make(chan struct{})
-	go func() {
-		err := g.srv.Serve(ln)
-		g.mu.Lock()
-		if !errors.Is(err, http.ErrServerClosed) {
-			g.err = err
-		}
-		g.mu.Unlock()
-		close(g.serving)
-	}()
-	return nil
-}
-
-// URL is the gateway's base URL, like http://127.0.0.1:8080, or "" before
-// Start.
-func (g *Gateway) URL() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.ln == nil {
-		return ""
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		g.stopStreams()
+		return fmt.Errorf("gateway: %w", err)
+	case <-ctx.Done():
 	}
-	return "http://" + g.ln.Addr().String()
-}
-
-// Shutdown ends the SSE streams, stops accepting connections and waits,
-// until ctx ends, for the requests in flight. It returns what made
-// serving fail, if anything.
-func (g *Gateway) Shutdown(ctx context.Context) error {
+	// Streams never go idle: end them first, or Shutdown would wait for
+	// them until its deadline.
 	g.stopStreams()
-	if err := g.srv.Shutdown(ctx); err != nil {
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-served // http.ErrServerClosed once Shutdown began
+	if err != nil {
 		return fmt.Errorf("gateway: shutdown: %w", err)
 	}
-	g.mu.Lock()
-	serving := g.serving
-	g.mu.Unlock()
-	if serving == nil {
-		return nil
-	}
-	select {
-	case <-serving:
-	case <-ctx.Done():
-		return fmt.Errorf("gateway: shutdown: %w", ctx.Err())
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.err
+	return nil
 }

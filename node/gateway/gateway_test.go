@@ -31,7 +31,7 @@ func TestGateway(t *testing.T) {
 	other := book(t, sf, "", protocol.StatusPickedUp)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gateways := []*Gateway{f.gw}
+	gateways := []*Gateway{f.gw.Gateway}
 	defer func() {
 		for _, g := range gateways {
 			requireDocumentedCodes(t, g)
@@ -233,8 +233,8 @@ func TestGateway(t *testing.T) {
 
 	t.Run("stream limit and shutdown", func(t *testing.T) {
 		g := f.start(t, Config{}, &Options{MaxStreamsPerClient: 1})
-		gateways = append(gateways, g)
-		lf := &fixture{url: g.URL(), http: f.http}
+		gateways = append(gateways, g.Gateway)
+		lf := &fixture{url: g.url, http: f.http}
 		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
 		defer scancel()
 		resp, stream := lf.openStream(t, sctx, "/v1/watch?number="+number)
@@ -244,25 +244,23 @@ func TestGateway(t *testing.T) {
 		requireProblem(t, resp2, body, http.StatusTooManyRequests, protocol.CodeRateLimited)
 		require.Equal(t, "5", resp2.Header.Get("Retry-After"))
 
-		// Shutdown ends the open stream rather than waiting for it.
-		done := make(chan error, 1)
-		go func() {
-			sd, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			done <- g.Shutdown(sd)
-		}()
+		// Shutting down ends the open stream rather than waiting for it.
+		began := time.Now()
+		g.stop()
 		for {
 			if _, err := stream.next(); err != nil {
 				break
 			}
 		}
-		require.NoError(t, <-done)
+		<-g.done
+		require.NoError(t, g.err)
+		require.Less(t, time.Since(began), shutdownGrace/2)
 	})
 
 	t.Run("rate limit", func(t *testing.T) {
 		g := f.start(t, Config{}, &Options{Rate: 0.01, Burst: protocol.MaxNumbersPerRequest})
-		gateways = append(gateways, g)
-		lf := &fixture{url: g.URL(), http: f.http}
+		gateways = append(gateways, g.Gateway)
+		lf := &fixture{url: g.url, http: f.http}
 		numbers := make([]string, protocol.MaxNumbersPerRequest)
 		for i := range numbers {
 			numbers[i] = number
@@ -289,8 +287,8 @@ func TestGateway(t *testing.T) {
 		require.NoError(t, err)
 		defer cl.Close()
 		g := f.start(t, Config{Client: cl}, nil)
-		gateways = append(gateways, g)
-		lf := &fixture{url: g.URL(), http: f.http}
+		gateways = append(gateways, g.Gateway)
+		lf := &fixture{url: g.url, http: f.http}
 		resp, body := lf.do(t, "GET", "/v1/track/"+number, "")
 		require.Equal(t, http.StatusBadGateway, resp.StatusCode, "%s", body)
 		var p problem
@@ -311,8 +309,8 @@ func TestGateway(t *testing.T) {
 
 	t.Run("timeout", func(t *testing.T) {
 		g := f.start(t, Config{Connector: stuck{}}, &Options{TrackTimeout: 300 * time.Millisecond})
-		gateways = append(gateways, g)
-		lf := &fixture{url: g.URL(), http: f.http}
+		gateways = append(gateways, g.Gateway)
+		lf := &fixture{url: g.url, http: f.http}
 		resp, body := lf.do(t, "GET", "/v1/track/"+number, "")
 		requireProblem(t, resp, body, http.StatusGatewayTimeout, codeTimeout)
 	})
@@ -327,8 +325,8 @@ func TestGateway(t *testing.T) {
 		requireProblem(t, resp, body, http.StatusForbidden, codeOrigin)
 
 		g := f.start(t, Config{}, &Options{CORSOrigins: []string{"https://shop.example"}})
-		gateways = append(gateways, g)
-		lf := &fixture{url: g.URL(), http: f.http}
+		gateways = append(gateways, g.Gateway)
+		lf := &fixture{url: g.url, http: f.http}
 		resp, _ = lf.do(t, "OPTIONS", "/v1/track/"+number, "", preflight...)
 		require.Equal(t, http.StatusNoContent, resp.StatusCode)
 		require.Equal(t, "https://shop.example", resp.Header.Get("Access-Control-Allow-Origin"))

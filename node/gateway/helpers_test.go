@@ -25,7 +25,7 @@ import (
 type fixture struct {
 	net  *testnet.Net
 	plat *testnet.Platform
-	gw   *Gateway
+	gw   *running
 	url  string
 	http *http.Client
 }
@@ -37,13 +37,13 @@ func newFixture(t *testing.T, carriers int, opts *Options) *fixture {
 	n := testnet.New(t, testnet.Options{Carriers: carriers, Platforms: 1})
 	f := &fixture{net: n, plat: n.Platforms[0], http: &http.Client{Timeout: 30 * time.Second}}
 	f.gw = f.start(t, Config{Client: f.plat.Client, Metrics: f.plat.Node.Metrics}, opts)
-	f.url = f.gw.URL()
+	f.url = f.gw.url
 	return f
 }
 
 // start runs another gateway over the fixture's platform; cfg's empty
 // dependencies are the platform's.
-func (f *fixture) start(t *testing.T, cfg Config, opts *Options) *Gateway {
+func (f *fixture) start(t *testing.T, cfg Config, opts *Options) *running {
 	t.Helper()
 	if cfg.Client == nil {
 		cl, err := client.New(f.plat.Node.Host, nil)
@@ -61,13 +61,28 @@ func (f *fixture) start(t *testing.T, cfg Config, opts *Options) *Gateway {
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	require.NoError(t, g.Start(ln))
+	ctx, stop := context.WithCancel(context.Background())
+	r := &running{Gateway: g, url: "http://" + ln.Addr().String(), stop: stop, done: make(chan struct{})}
+	go func() {
+		r.err = g.Serve(ctx, ln)
+		close(r.done)
+	}()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, g.Shutdown(ctx))
+		stop()
+		<-r.done
+		require.NoError(t, r.err)
 	})
-	return g
+	return r
+}
+
+// running is a gateway serving for a test: stop shuts it down, and err
+// is what Serve returned once done is closed.
+type running struct {
+	*Gateway
+	url  string
+	stop context.CancelFunc
+	done chan struct{}
+	err  error
 }
 
 // book ingests scans for a new parcel of c, one event per status, and

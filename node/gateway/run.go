@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
@@ -15,8 +14,8 @@ import (
 // anchors or no registry, so it could not verify what it would serve.
 var ErrNotPlatform = errors.New("gateway: the node holds no trust anchors or no registry")
 
-// shutdownGrace bounds how long Run waits for lookups in flight when its
-// context ends.
+// shutdownGrace bounds how long Serve waits for lookups in flight when
+// its context ends.
 const shutdownGrace = 15 * time.Second
 
 // Run serves a gateway for the platform node n on ln until ctx ends, then
@@ -35,15 +34,6 @@ func Run(ctx context.Context, n *node.Node, ln net.Listener, opts *Options) erro
 	if err != nil {
 		return err
 	}
-	if err := g.Start(ln); err != nil {
-		return err
-	}
-	n.Log.Info("gateway listening", "url", g.URL())
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := g.Shutdown(sctx); err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	return nil
+	n.Log.Info("gateway listening", "url", "http://"+ln.Addr().String())
+	return g.Serve(ctx, ln)
 }
