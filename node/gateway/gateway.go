@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"

@@ -376,7 +376,7 @@ func TestOptionsValidate(t *testing.T) {
 	require.NoError(t, (&Options{}).EnsureDefaults().Validate())
 	o := (&Options{
 		Addr: "nowhere", Rate: -1, Burst: 5, TrackTimeout: time.Minute, MaxStreams: -2,
-		CORSOrigins: []string{"https://ok.example", "ftp://x", "https://x.example/path"},
+		CORSOrigins:     []string{"https://ok.example", "ftp://x", "https://x.example/path"},
 		MaxWatchNumbers: protocol.MaxWatchNumbers + 1,
 	}).EnsureDefaults()
 	err := o.Validate()
