@@ -257,6 +257,23 @@ func TestGateway(t *testing.T) {
 		require.Less(t, time.Since(began), shutdownGrace/2)
 	})
 
+	t.Run("heartbeat", func(t *testing.T) {
+		g := f.start(t, Config{}, &Options{Heartbeat: 20 * time.Millisecond})
+		gateways = append(gateways, g.Gateway)
+		lf := &fixture{url: g.url, http: f.http}
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		defer scancel()
+		resp, stream := lf.openStream(t, sctx, "/v1/watch?number="+number)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		for {
+			line, err := stream.br.ReadString('\n')
+			require.NoError(t, err)
+			if line == ": heartbeat\n" {
+				break
+			}
+		}
+	})
+
 	t.Run("rate limit", func(t *testing.T) {
 		g := f.start(t, Config{}, &Options{Rate: 0.01, Burst: protocol.MaxNumbersPerRequest})
 		gateways = append(gateways, g.Gateway)
@@ -305,6 +322,17 @@ func TestGateway(t *testing.T) {
 		require.False(t, views[0].Verified)
 		require.Equal(t, p.Code, views[0].Error)
 		require.Empty(t, views[0].Events)
+
+		// A stream's first update comes from track too: it is sent
+		// marked, with no events.
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		defer scancel()
+		sresp, stream := lf.openStream(t, sctx, "/v1/watch?number="+number)
+		require.Equal(t, http.StatusOK, sresp.StatusCode)
+		_, u := nextUpdate(t, stream)
+		require.False(t, u.Verified)
+		require.Equal(t, p.Code, u.Error)
+		require.Empty(t, u.Events)
 	})
 
 	t.Run("timeout", func(t *testing.T) {

@@ -152,7 +152,11 @@ func (g *Gateway) writeView(w http.ResponseWriter, r *http.Request, v client.Par
 		}
 		p := newProblem(code, v.Message)
 		p.Number, p.Carrier = v.Number, v.Carrier
-		p.retryAfter(time.Duration(v.RetryAfter) * time.Millisecond)
+		wait := time.Duration(v.RetryAfter) * time.Millisecond
+		if code == protocol.CodeRateLimited {
+			wait = max(wait, time.Second) // a 429 always says when to retry
+		}
+		p.retryAfter(wait)
 		if code == protocol.CodeNotFound {
 			h.Set("Cache-Control", maxAge)
 		}
