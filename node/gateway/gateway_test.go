@@ -347,7 +347,7 @@ func TestGateway(t *testing.T) {
 		preflight := []string{"Origin", "https://shop.example", "Access-Control-Request-Method", "GET"}
 		// Default: same origin only.
 		resp, body := f.do(t, "GET", "/v1/track/"+number, "", "Origin", "https://shop.example")
-		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 		require.Empty(t, resp.Header.Get("Access-Control-Allow-Origin"))
 		resp, body = f.do(t, "OPTIONS", "/v1/track/"+number, "", preflight...)
 		requireProblem(t, resp, body, http.StatusForbidden, codeOrigin)
