@@ -32,7 +32,7 @@ type fixture struct {
 
 // newFixture starts a testnet of carriers carriers and one platform, and
 // a gateway for the platform with opts.
-func newFixture(t *testing.T, carriers int, opts *Options) *fixture {
+func newFixture(t testing.TB, carriers int, opts *Options) *fixture {
 	t.Helper()
 	n := testnet.New(t, testnet.Options{Carriers: carriers, Platforms: 1})
 	f := &fixture{net: n, plat: n.Platforms[0], http: &http.Client{Timeout: 30 * time.Second}}
@@ -43,7 +43,7 @@ func newFixture(t *testing.T, carriers int, opts *Options) *fixture {
 
 // start runs another gateway over the fixture's platform; cfg's empty
 // dependencies are the platform's.
-func (f *fixture) start(t *testing.T, cfg Config, opts *Options) *running {
+func (f *fixture) start(t testing.TB, cfg Config, opts *Options) *running {
 	t.Helper()
 	if cfg.Client == nil {
 		cl, err := client.New(f.plat.Node.Host, nil)
@@ -87,7 +87,7 @@ type running struct {
 
 // book ingests scans for a new parcel of c, one event per status, and
 // returns its number.
-func book(t *testing.T, c *testnet.Carrier, audience string, statuses ...protocol.Status) string {
+func book(t testing.TB, c *testnet.Carrier, audience string, statuses ...protocol.Status) string {
 	t.Helper()
 	number, err := c.NewNumber()
 	require.NoError(t, err)
@@ -100,7 +100,7 @@ func book(t *testing.T, c *testnet.Carrier, audience string, statuses ...protoco
 var cities = []string{"London", "Leeds", "Manchester", "Bristol", "Glasgow", "Cardiff", "York"}
 
 // scan ingests the i-th scan of number with status and returns its CID.
-func scan(t *testing.T, c *testnet.Carrier, number, audience string, i int, s protocol.Status) string {
+func scan(t testing.TB, c *testnet.Carrier, number, audience string, i int, s protocol.Status) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
