@@ -1,9 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -15,10 +19,22 @@ import (
 func BenchmarkGetTrack(b *testing.B) {
 	f := newFixture(b, 1, &Options{Rate: 1e9, Burst: 1e9})
 	c := f.net.Carriers[0]
+	// Every HTTP client reaches the carrier as the gateway's one peer,
+	// which the carrier's default policy holds to 50 numbers a second
+	// after a burst of 10000: lift it, to measure the gateway.
+	require.NoError(b, f.net.Kill(c))
+	c.Repo.Config.Policy.TrackRate, c.Repo.Config.Policy.TrackBurst = 1e9, 1e9
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(b, f.net.Restart(ctx, c))
 	numbers := make([]string, 64)
 	for i := range numbers {
 		numbers[i] = book(b, c, "", protocol.StatusPickedUp, protocol.StatusInTransit)
 	}
+	require.NoError(b, f.net.WaitFor(20*time.Second, func() bool {
+		views, err := f.plat.Track(ctx, nil, numbers[0])
+		return err == nil && views[0].Verified
+	}), "the platform reaches the restarted carrier")
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
