@@ -37,6 +37,13 @@ func TestGateway(t *testing.T) {
 			requireDocumentedCodes(t, g)
 		}
 	}()
+	// another starts one more gateway over the platform; its answers are
+	// checked against the document too.
+	another := func(t *testing.T, cfg Config, opts *Options) *fixture {
+		g := f.start(t, cfg, opts)
+		gateways = append(gateways, g.Gateway)
+		return &fixture{url: g.url, http: f.http, gw: g}
+	}
 
 	t.Run("get verified", func(t *testing.T) {
 		want, err := f.plat.Track(ctx, nil, number)
@@ -141,9 +148,7 @@ func TestGateway(t *testing.T) {
 	})
 
 	t.Run("watch", func(t *testing.T) {
-		sctx, scancel := context.WithTimeout(ctx, 45*time.Second)
-		defer scancel()
-		resp, stream := f.openStream(t, sctx, "/v1/watch?number="+url.QueryEscape(number))
+		resp, stream := f.openStream(t, t.Context(), "/v1/watch?number="+url.QueryEscape(number))
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.Equal(t, "text/event-stream; charset=utf-8", resp.Header.Get("Content-Type"))
 		// A fresh stream starts with the parcel's history.
@@ -175,7 +180,7 @@ func TestGateway(t *testing.T) {
 			if how.header != "" {
 				h = []string{"Last-Event-ID", how.header}
 			}
-			resp, stream = f.openStream(t, sctx, how.path, h...)
+			resp, stream = f.openStream(t, t.Context(), how.path, h...)
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 			seen := false
 			for !seen {
@@ -191,9 +196,7 @@ func TestGateway(t *testing.T) {
 	})
 
 	t.Run("watch audience", func(t *testing.T) {
-		sctx, scancel := context.WithTimeout(ctx, 45*time.Second)
-		defer scancel()
-		resp, stream := f.openStream(t, sctx, "/v1/watch?audience&carrier="+sf.Code)
+		resp, stream := f.openStream(t, t.Context(), "/v1/watch?audience&carrier="+sf.Code)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		// The audience subscription is live once the carrier sends a
 		// heartbeat or an update; scan until one of ours arrives.
@@ -232,12 +235,8 @@ func TestGateway(t *testing.T) {
 	})
 
 	t.Run("stream limit and shutdown", func(t *testing.T) {
-		g := f.start(t, Config{}, &Options{MaxStreamsPerClient: 1})
-		gateways = append(gateways, g.Gateway)
-		lf := &fixture{url: g.url, http: f.http}
-		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		defer scancel()
-		resp, stream := lf.openStream(t, sctx, "/v1/watch?number="+number)
+		lf := another(t, Config{}, &Options{MaxStreamsPerClient: 1})
+		resp, stream := lf.openStream(t, t.Context(), "/v1/watch?number="+number)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		_, _ = nextUpdate(t, stream)
 		resp2, body := lf.do(t, "GET", "/v1/watch?number="+number, "")
@@ -246,24 +245,20 @@ func TestGateway(t *testing.T) {
 
 		// Shutting down ends the open stream rather than waiting for it.
 		began := time.Now()
-		g.stop()
+		lf.gw.stop()
 		for {
 			if _, err := stream.next(); err != nil {
 				break
 			}
 		}
-		<-g.done
-		require.NoError(t, g.err)
+		<-lf.gw.done
+		require.NoError(t, lf.gw.err)
 		require.Less(t, time.Since(began), shutdownGrace/2)
 	})
 
 	t.Run("heartbeat", func(t *testing.T) {
-		g := f.start(t, Config{}, &Options{Heartbeat: 20 * time.Millisecond})
-		gateways = append(gateways, g.Gateway)
-		lf := &fixture{url: g.url, http: f.http}
-		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		defer scancel()
-		resp, stream := lf.openStream(t, sctx, "/v1/watch?number="+number)
+		lf := another(t, Config{}, &Options{Heartbeat: 20 * time.Millisecond})
+		resp, stream := lf.openStream(t, t.Context(), "/v1/watch?number="+number)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		for {
 			line, err := stream.br.ReadString('\n')
@@ -275,9 +270,7 @@ func TestGateway(t *testing.T) {
 	})
 
 	t.Run("rate limit", func(t *testing.T) {
-		g := f.start(t, Config{}, &Options{Rate: 0.01, Burst: protocol.MaxNumbersPerRequest})
-		gateways = append(gateways, g.Gateway)
-		lf := &fixture{url: g.url, http: f.http}
+		lf := another(t, Config{}, &Options{Rate: 0.01, Burst: protocol.MaxNumbersPerRequest})
 		numbers := make([]string, protocol.MaxNumbersPerRequest)
 		for i := range numbers {
 			numbers[i] = number
@@ -303,9 +296,7 @@ func TestGateway(t *testing.T) {
 		}})
 		require.NoError(t, err)
 		defer cl.Close()
-		g := f.start(t, Config{Client: cl}, nil)
-		gateways = append(gateways, g.Gateway)
-		lf := &fixture{url: g.url, http: f.http}
+		lf := another(t, Config{Client: cl}, nil)
 		resp, body := lf.do(t, "GET", "/v1/track/"+number, "")
 		require.Equal(t, http.StatusBadGateway, resp.StatusCode, "%s", body)
 		var p problem
@@ -325,9 +316,7 @@ func TestGateway(t *testing.T) {
 
 		// A stream's first update comes from track too: it is sent
 		// marked, with no events.
-		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		defer scancel()
-		sresp, stream := lf.openStream(t, sctx, "/v1/watch?number="+number)
+		sresp, stream := lf.openStream(t, t.Context(), "/v1/watch?number="+number)
 		require.Equal(t, http.StatusOK, sresp.StatusCode)
 		_, u := nextUpdate(t, stream)
 		require.False(t, u.Verified)
@@ -336,9 +325,7 @@ func TestGateway(t *testing.T) {
 	})
 
 	t.Run("timeout", func(t *testing.T) {
-		g := f.start(t, Config{Connector: stuck{}}, &Options{TrackTimeout: 300 * time.Millisecond})
-		gateways = append(gateways, g.Gateway)
-		lf := &fixture{url: g.url, http: f.http}
+		lf := another(t, Config{Connector: stuck{}}, &Options{TrackTimeout: 300 * time.Millisecond})
 		resp, body := lf.do(t, "GET", "/v1/track/"+number, "")
 		requireProblem(t, resp, body, http.StatusGatewayTimeout, codeTimeout)
 	})
@@ -352,9 +339,7 @@ func TestGateway(t *testing.T) {
 		resp, body = f.do(t, "OPTIONS", "/v1/track/"+number, "", preflight...)
 		requireProblem(t, resp, body, http.StatusForbidden, codeOrigin)
 
-		g := f.start(t, Config{}, &Options{CORSOrigins: []string{"https://shop.example"}})
-		gateways = append(gateways, g.Gateway)
-		lf := &fixture{url: g.url, http: f.http}
+		lf := another(t, Config{}, &Options{CORSOrigins: []string{"https://shop.example"}})
 		resp, _ = lf.do(t, "OPTIONS", "/v1/track/"+number, "", preflight...)
 		require.Equal(t, http.StatusNoContent, resp.StatusCode)
 		require.Equal(t, "https://shop.example", resp.Header.Get("Access-Control-Allow-Origin"))
