@@ -15,9 +15,11 @@ FUZZ_TARGETS := \
 	./protocol:FuzzSigned \
 	./protocol:FuzzFrames \
 	./protocol:FuzzNormalizeAndMatch \
-	./node/ingest:FuzzPostEvents
+	./node/ingest:FuzzPostEvents \
+	./node/gateway:FuzzParseWatch \
+	./node/gateway:FuzzParseBatch
 
-.PHONY: all run testnet-large scenarios demo test unit interop bench bench-harness bench-micro fuzz lint vectors build clean
+.PHONY: all run testnet-large scenarios demo test unit interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
 
 all: build
 
@@ -59,6 +61,17 @@ interop:
 	else \
 		echo "interop: Node.js not installed, skipping the JS check of spec/vectors (apt-get install nodejs npm)"; \
 	fi
+
+## e2e: the gateway's tracking page in headless Chromium against a small
+## testnet (installs Debian's chromium when it is missing). SCREENSHOT=1
+## rewrites docs/gateway.png and docs/gateway-phone.png.
+CHROMIUM ?= /usr/bin/chromium
+e2e:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "e2e: $(CHROMIUM) missing, installing chromium"; \
+		apt-get update && apt-get install -y chromium; \
+	fi
+	UPDATE_SCREENSHOT=$(SCREENSHOT) $(GO) test -tags e2e -race -count=1 ./node/gateway/...
 
 ## bench: the harness against DESIGN section 8 (a table and
 ## bench/results.json; about 6 minutes), then the micro-benchmarks.

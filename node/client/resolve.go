@@ -178,16 +178,22 @@ type carrierWork struct {
 }
 
 func newCarrierWork(e *protocol.CarrierEntry) *carrierWork {
-	w := &carrierWork{entry: e, index: map[string]int{}}
+	return &carrierWork{entry: e, nodes: CarrierPeers(e), index: map[string]int{}}
+}
+
+// CarrierPeers returns the peer IDs of the nodes the registry lists for
+// e, in registry order: the peers a watch of the carrier subscribes at.
+func CarrierPeers(e *protocol.CarrierEntry) []peer.ID {
+	var ids []peer.ID
 	for _, n := range e.Nodes {
 		// The registry was validated when installed, so a bad peer ID is
 		// not expected; skipping it keeps one bad entry from stopping
 		// the others.
 		if id, err := peer.Decode(n.Peer); err == nil {
-			w.nodes = append(w.nodes, id)
+			ids = append(ids, id)
 		}
 	}
-	return w
+	return ids
 }
 
 func (w *carrierWork) add(number string) {

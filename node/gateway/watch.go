@@ -1,0 +1,382 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/protocol"
+)
+
+// maxLastEventID bounds a stream's resume id: a cursor per carrier.
+const maxLastEventID = 16 << 10
+
+// watchQuery is a parsed GET /v1/watch.
+type watchQuery struct {
+	numbers  []string // normalized, without duplicates; nil with audience
+	audience bool
+	carrier  string            // only this carrier's, when set
+	cursors  map[string]string // carrier code -> cursor to resume from
+}
+
+// parseWatch reads the query of GET /v1/watch and the resume id: the
+// Last-Event-ID header, or for clients that cannot set it the lastEventId
+// or cursor parameter. Errors carry the protocol code they are answered
+// with.
+func parseWatch(q url.Values, lastEventID string, maxNumbers int) (*watchQuery, error) {
+	bad := func(format string, args ...any) error {
+		return &protocol.Error{Code: protocol.CodeBadRequest, Msg: fmt.Sprintf("gateway: "+format, args...)}
+	}
+	if err := checkQuery(q, "number", "audience", "carrier", "cursor", "lastEventId"); err != nil {
+		return nil, bad("%v", err)
+	}
+	for _, k := range []string{"audience", "carrier", "cursor", "lastEventId"} {
+		if len(q[k]) > 1 {
+			return nil, bad("%s given %d times", k, len(q[k]))
+		}
+	}
+	w := &watchQuery{carrier: q.Get("carrier")}
+	if q.Has("audience") {
+		switch q.Get("audience") {
+		case "", "1", "true":
+			w.audience = true
+		case "0", "false":
+		default:
+			return nil, bad("audience=%q: want true or false", q.Get("audience"))
+		}
+	}
+	raw := q["number"]
+	if len(raw) > maxNumbers {
+		return nil, &protocol.Error{Code: protocol.CodeTooMany, Msg: fmt.Sprintf("gateway: %d numbers, limit %d", len(raw), maxNumbers)}
+	}
+	for _, r := range raw {
+		n, err := protocol.NormalizeNumber(r)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: number %q: %w", r, err)
+		}
+		if !slices.Contains(w.numbers, n) {
+			w.numbers = append(w.numbers, n)
+		}
+	}
+	if w.audience == (len(w.numbers) > 0) {
+		return nil, bad("give number=N (repeatable) or audience, not both or neither")
+	}
+	if w.carrier != "" {
+		if err := protocol.ValidCarrierCode(w.carrier); err != nil {
+			return nil, bad("carrier %q: %v", w.carrier, err)
+		}
+	}
+	id := lastEventID
+	for _, k := range []string{"lastEventId", "cursor"} {
+		if id == "" {
+			id = q.Get(k)
+		}
+	}
+	cursors, err := decodeCursors(id)
+	if err != nil {
+		return nil, bad("resume id %q: %v", truncate(id, 64), err)
+	}
+	w.cursors = cursors
+	return w, nil
+}
+
+// decodeCursors parses a stream's event id: each carrier's watch cursor,
+// as a query string (SF=c1&GBPOST=c2), since one stream may watch
+// several carriers. "" is no cursor: start from now.
+func decodeCursors(id string) (map[string]string, error) {
+	out := map[string]string{}
+	if id == "" {
+		return out, nil
+	}
+	if len(id) > maxLastEventID {
+		return nil, fmt.Errorf("%d bytes, limit %d", len(id), maxLastEventID)
+	}
+	v, err := url.ParseQuery(id)
+	if err != nil {
+		return nil, err
+	}
+	for code, cs := range v {
+		if err := protocol.ValidCarrierCode(code); err != nil {
+			return nil, fmt.Errorf("carrier %q: %v", truncate(code, 32), err)
+		}
+		if len(cs) != 1 || cs[0] == "" || len(cs[0]) > protocol.MaxCursorLen {
+			return nil, fmt.Errorf("carrier %s: want one cursor of 1 to %d bytes", code, protocol.MaxCursorLen)
+		}
+		out[code] = cs[0]
+	}
+	return out, nil
+}
+
+// encodeCursors is the event id for cursors; url.Values sorts the
+// carriers, so the same positions give the same id.
+func encodeCursors(cursors map[string]string) string {
+	v := url.Values{}
+	for code, c := range cursors {
+		v.Set(code, c)
+	}
+	return v.Encode()
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// watchPlan is one subscription per carrier the stream covers.
+func (g *Gateway) watchPlan(q *watchQuery) ([]client.WatchOptions, *problem) {
+	base := func(e *protocol.CarrierEntry) client.WatchOptions {
+		cursor := q.cursors[e.Code]
+		return client.WatchOptions{
+			Carrier: e.Code, Peers: client.CarrierPeers(e), Connector: g.conn, Keys: g.trust,
+			Audience: q.audience, Cursor: cursor,
+			// A fresh stream starts with each parcel's history, so that a
+			// page that looked a parcel up misses nothing scanned between
+			// its lookup and the subscription; a resumed one needs none.
+			Sync: cursor == "" && !q.audience,
+		}
+	}
+	var plan []client.WatchOptions
+	at := map[string]int{}
+	if q.audience {
+		reg := g.trust.Registry()
+		if reg == nil {
+			return nil, newProblem(protocol.CodeInternal, "the platform holds no registry")
+		}
+		for i := range reg.Carriers {
+			if e := &reg.Carriers[i]; q.carrier == "" || e.Code == q.carrier {
+				plan = append(plan, base(e))
+			}
+		}
+	}
+	for _, n := range q.numbers {
+		entries, err := g.trust.Resolve(n)
+		if err != nil {
+			code := protocol.CodeOf(err)
+			if code == "" {
+				return nil, newProblem(protocol.CodeInternal, "resolving numbers failed")
+			}
+			p := newProblem(code, err.Error())
+			p.Number = n
+			return nil, p
+		}
+		for _, e := range entries {
+			if q.carrier != "" && e.Code != q.carrier {
+				continue
+			}
+			i, ok := at[e.Code]
+			if !ok {
+				i, at[e.Code] = len(plan), len(plan)
+				plan = append(plan, base(e))
+			}
+			plan[i].Numbers = append(plan[i].Numbers, n)
+		}
+	}
+	plan = slices.DeleteFunc(plan, func(o client.WatchOptions) bool { return len(o.Peers) == 0 })
+	if len(plan) == 0 {
+		p := newProblem(protocol.CodeNotFound, "no carrier in the registry serves what was asked")
+		p.Carrier = q.carrier
+		return nil, p
+	}
+	return plan, nil
+}
+
+// tagged is an update from one carrier's watcher; done marks the end of
+// that watcher, with why it stopped.
+type tagged struct {
+	carrier string
+	u       client.WatchUpdate
+	done    bool
+	err     error
+}
+
+// watch streams verified updates as Server-Sent Events: "event: update",
+// "data:" the update as `opentrack watch --json` prints it, and "id:"
+// every carrier's cursor, from which Last-Event-ID resumes.
+func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
+	var q *watchQuery
+	values, err := query(r)
+	if err == nil {
+		q, err = parseWatch(values, r.Header.Get("Last-Event-ID"), g.opts.MaxWatchNumbers)
+	}
+	if err != nil {
+		newProblem(protocol.CodeOf(err), err.Error()).write(w)
+		return
+	}
+	if !g.admit(w, r, 1) {
+		return
+	}
+	plan, p := g.watchPlan(q)
+	if p != nil {
+		p.write(w)
+		return
+	}
+	key := clientKey(r)
+	if !g.streams.open(key) {
+		newProblem(protocol.CodeRateLimited, "too many open streams").retryAfter(5 * time.Second).write(w)
+		return
+	}
+	defer g.streams.close(key)
+	g.m.SSEStreams.Inc()
+	defer g.m.SSEStreams.Dec()
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(g.closing, cancel)
+	defer stop()
+
+	watchers := make([]*client.Watcher, 0, len(plan))
+	events := make(chan tagged)
+	var wg sync.WaitGroup
+	// Ending ctx ends the forwarders and the watchers; Close waits for
+	// each watcher's goroutines, wg for the forwarders.
+	defer func() {
+		cancel()
+		for _, wt := range watchers {
+			_ = wt.Close()
+		}
+		wg.Wait()
+	}()
+	for _, o := range plan {
+		wt, err := g.client.Watch(ctx, o)
+		if err != nil {
+			g.log.Warn("gateway: watch", "carrier", o.Carrier, "err", err)
+			newProblem(protocol.CodeInternal, "starting the watch failed").write(w)
+			return
+		}
+		watchers = append(watchers, wt)
+	}
+	// Answer once every subscription is live, so that a client that sees
+	// the stream open misses nothing from then on. Until the forwarders
+	// start, no watcher can hand an update over, so no cursor read here
+	// is ahead of an update not yet written: each can go in the first id.
+	g.awaitLive(ctx, watchers)
+	for i, wt := range watchers {
+		if c := wt.Cursor(); c != "" && !plan[i].Sync {
+			q.cursors[plan[i].Carrier] = c
+		}
+	}
+	for i, wt := range watchers {
+		code := plan[i].Carrier
+		wg.Go(func() {
+			for u := range wt.Updates() {
+				select {
+				case events <- tagged{carrier: code, u: u}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case events <- tagged{carrier: code, done: true, err: wt.Err()}:
+			case <-ctx.Done():
+			}
+		})
+	}
+	g.stream(ctx, w, q.cursors, events, len(watchers))
+}
+
+// liveWait bounds how long a new stream waits for its subscriptions to
+// go live before it answers anyway; a carrier that cannot be reached is
+// retried by its watcher in the background.
+const liveWait = 5 * time.Second
+
+// awaitLive waits until every watcher has received a first message from
+// its node (its cursor is set), liveWait passes, or ctx ends.
+func (g *Gateway) awaitLive(ctx context.Context, watchers []*client.Watcher) {
+	deadline := time.Now().Add(liveWait)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		if !slices.ContainsFunc(watchers, func(wt *client.Watcher) bool { return wt.Cursor() == "" }) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// stream writes events until the client goes away, the gateway shuts
+// down, or every watcher has stopped.
+func (g *Gateway) stream(ctx context.Context, w http.ResponseWriter, cursors map[string]string, events <-chan tagged, live int) {
+	rc := http.NewResponseController(w)
+	// A stream lives long: lift the server's read deadline, which would
+	// otherwise end the request, and bound each write instead.
+	_ = rc.SetReadDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(s string) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(g.opts.WriteTimeout))
+		if _, err := w.Write([]byte(s)); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	first := "retry: 2000\n: verified updates follow\n"
+	if id := encodeCursors(cursors); id != "" {
+		// An id alone sets the client's Last-Event-ID without an event.
+		first += "id: " + id + "\n"
+	}
+	if !send(first + "\n") {
+		return
+	}
+	beat := time.NewTicker(g.opts.Heartbeat)
+	defer beat.Stop()
+	for live > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-beat.C:
+			if !send(": heartbeat\n\n") {
+				return
+			}
+		case t := <-events:
+			if t.done {
+				live--
+				if t.err != nil {
+					p := newProblem(codeFor(t.err), fmt.Sprintf("the watch of %s stopped: %v", t.carrier, t.err))
+					p.Carrier = t.carrier
+					b, _ := json.Marshal(p)
+					if !send("event: problem\ndata: " + string(b) + "\n\n") {
+						return
+					}
+				}
+				continue
+			}
+			if t.u.Cursor != "" {
+				cursors[t.carrier] = t.u.Cursor
+			}
+			b, err := json.Marshal(t.u)
+			if err != nil {
+				return
+			}
+			msg := "event: update\ndata: " + string(b) + "\n\n"
+			if id := encodeCursors(cursors); id != "" {
+				msg = "id: " + id + "\n" + msg
+			}
+			if !send(msg) {
+				return
+			}
+		}
+	}
+}
+
+// codeFor is err's protocol code, internal when it has none.
+func codeFor(err error) string {
+	if c := protocol.CodeOf(err); c != "" {
+		return c
+	}
+	return protocol.CodeInternal
+}
