@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -18,9 +19,14 @@ import (
 // a number each carrier has not issued, which takes resolving it in the
 // registry, dialing the carrier and verifying its signed not_found.
 func testnetStartup(ctx context.Context, o *Options) (nodesUp, ready time.Duration, err error) {
+	// Its own directory, anew each run (an earlier run's repos are not
+	// overwritten), since its nodes' logs would bury the harness's.
+	dir := filepath.Join(o.Dir, "testnet")
+	if err := os.RemoveAll(dir); err != nil {
+		return 0, 0, err
+	}
 	began := time.Now()
-	n, err := testnet.Start(ctx, testnet.Options{Carriers: o.TestnetCarriers, Platforms: o.TestnetPlatforms,
-		Dir: filepath.Join(o.Dir, "testnet")}) // its nodes' logs would bury the harness's
+	n, err := testnet.Start(ctx, testnet.Options{Carriers: o.TestnetCarriers, Platforms: o.TestnetPlatforms, Dir: dir})
 	if err != nil {
 		return 0, 0, err
 	}
