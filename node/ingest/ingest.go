@@ -508,7 +508,10 @@ func (g *Ingester) build(pw *parcelWork, signedAt int64) error {
 	var seq uint64
 	var audience []string
 	if p := pw.head; p == nil {
-		u.New = true
+		// IfAbsent: another writer on the same store (a replica) may start
+		// the parcel first; then this one must chain to it, not start a
+		// second parcel with the number.
+		u.New, u.IfAbsent = true, true
 	} else {
 		u.ParcelID, u.PrevSeq = p.ID, p.Seq
 		prev, seq = protocol.LinkTo(p.Head), p.Seq+1

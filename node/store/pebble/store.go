@@ -188,6 +188,9 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 			}
 		}
 		if u.New {
+			if u.IfAbsent && cur != nil {
+				return nil, fmt.Errorf("pebble: update %d (%s): number taken: %w", i, u.Number, store.ErrConflict)
+			}
 			if cur != nil {
 				// Recycled number: the old record moves to its id key.
 				wb.set(idKey(prefixID, cur.p.ID), encodeParcel([]byte{idValueRecord}, cur.p))
