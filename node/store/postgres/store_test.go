@@ -17,7 +17,12 @@ import (
 // on the poll fallback are quick.
 func open(t *testing.T, url string) *postgres.Store {
 	t.Helper()
-	s, err := postgres.Open(t.Context(), &postgres.Options{URL: url, PollInterval: 100 * time.Millisecond})
+	return openWith(t, url, false)
+}
+
+func openWith(t *testing.T, url string, noNotify bool) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(t.Context(), &postgres.Options{URL: url, PollInterval: 100 * time.Millisecond, DisableNotify: noNotify})
 	require.NoError(t, err)
 	return s
 }
