@@ -151,7 +151,14 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 			return nil, err
 		}
 		n.watch.Register(n.Host)
-		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, nil)
+		var iopts *ingest.Options
+		if cfg.Store.Backend == repo.BackendPostgres {
+			// Replicas on one database race for the same parcels, which a
+			// lone pebble node never does: a commit that lost may lose
+			// again to a replica that keeps committing.
+			iopts = &ingest.Options{ConflictRetries: replicaConflictRetries}
+		}
+		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, iopts)
 		if err != nil {
 			return nil, err
 		}
@@ -238,6 +245,11 @@ func (n *Node) startCarrierStore() error {
 	n.Metrics.WatchStore(stats.events, stats.disk)
 	return nil
 }
+
+// replicaConflictRetries is how often ingest on a shared database
+// replans a commit that another replica beat before it gives up (and the
+// poster, told nothing was acknowledged, posts again).
+const replicaConflictRetries = 10
 
 // OpenStore opens the carrier store the repo's config names. A postgres
 // store is migrated to this build's schema first.

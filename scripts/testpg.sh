@@ -3,7 +3,9 @@
 #
 #   scripts/testpg.sh run CMD...   start a cluster, run CMD with
 #                                  OPENTRACK_TEST_POSTGRES set to its DSN,
-#                                  then stop and remove the cluster
+#                                  then stop and remove the cluster (when
+#                                  OPENTRACK_TEST_POSTGRES is set already,
+#                                  just run CMD against that server)
 #   scripts/testpg.sh start DIR    start a cluster in DIR (empty or new) and
 #                                  print its DSN; stop it with "stop DIR"
 #   scripts/testpg.sh stop DIR
@@ -69,6 +71,9 @@ start) start "$2" ;;
 stop) stop "$2" ;;
 run)
 	shift
+	if [ -n "${OPENTRACK_TEST_POSTGRES:-}" ]; then
+		exec "$@" # a server is given
+	fi
 	dir=$(mktemp -d /tmp/opentrack-pg.XXXXXX)
 	trap 'stop "$dir"' EXIT INT TERM
 	dsn=$(start "$dir")

@@ -333,6 +333,9 @@ func (g *Ingester) finish(ctx context.Context, j *job, p *plan, err error) {
 			err = fmt.Errorf("%w: %w", ErrCommit, err)
 			break
 		}
+		// Another writer on the store (a replica) appended to one of the
+		// parcels first: replan at once from the new heads. A pause would
+		// only let that writer, if it keeps committing, win again.
 		p, err = g.plan(ctx, j.items)
 	}
 	for _, r := range j.group {

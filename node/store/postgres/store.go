@@ -252,21 +252,25 @@ type pending struct {
 func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *store.AppendResult) (uint64, error) {
 	numbers := numbersOf(b.Updates)
 	slices.Sort(numbers) // lock order, so that two batches cannot deadlock
-	rows, err := tx.Query(ctx, `SELECT `+parcelColumns+` FROM ot_numbers n JOIN ot_parcels p ON p.id = n.parcel_id
-		WHERE n.number = ANY($1) ORDER BY n.number FOR UPDATE OF n`, numbers)
-	if err != nil {
-		return 0, wrap("lock parcels", err)
-	}
+	// The heads are read by a second statement, after the locks are
+	// held: in READ COMMITTED a statement that waited for a row lock sees
+	// the locked row's newest version but the other rows of its join as
+	// they were when it started, which would be a stale head.
+	var lock pgx.Batch
+	lock.Queue(`SELECT number FROM ot_numbers WHERE number = ANY($1) ORDER BY number FOR UPDATE`, numbers)
 	heads := make(map[string]*store.Parcel, len(numbers))
-	for rows.Next() {
-		p, err := scanParcel(rows)
-		if err != nil {
-			rows.Close()
-			return 0, wrap("lock parcels", err)
+	lock.Queue(`SELECT `+parcelColumns+` FROM ot_numbers n JOIN ot_parcels p ON p.id = n.parcel_id
+		WHERE n.number = ANY($1)`, numbers).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			p, err := scanParcel(rows)
+			if err != nil {
+				return err
+			}
+			heads[p.Number] = p
 		}
-		heads[p.Number] = p
-	}
-	if err := rows.Err(); err != nil {
+		return rows.Err()
+	})
+	if err := tx.SendBatch(ctx, &lock).Close(); err != nil {
 		return 0, wrap("lock parcels", err)
 	}
 	taken := make(map[string]bool, len(heads)) // numbers with a row in ot_numbers
@@ -276,6 +280,7 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 
 	var ids []int64
 	if n := countNew(b.Updates); n > 0 {
+		var err error
 		if ids, err = s.newIDs(ctx, tx, n); err != nil {
 			return 0, err
 		}
