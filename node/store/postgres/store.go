@@ -238,19 +238,10 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) (*store.AppendResult
 	return res, nil
 }
 
-// pending is a parcel's state as the batch being built leaves it.
-type pending struct {
-	p        *store.Parcel
-	isNew    bool             // started by this batch
-	number   bool             // its number row must point at it
-	details  protocol.Details // merged details to write, nil if unchanged
-	readDets bool             // details must be read before merging
-}
-
 // append runs the statements of one Append in tx and returns the new
 // feed tail.
 func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *store.AppendResult) (uint64, error) {
-	numbers := numbersOf(b.Updates)
+	numbers := b.Numbers()
 	slices.Sort(numbers) // lock order, so that two batches cannot deadlock
 	// The heads are read by a second statement, after the locks are
 	// held: in READ COMMITTED a statement that waited for a row lock sees
@@ -285,53 +276,26 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 			return 0, err
 		}
 	}
-	now := time.Now().UnixMilli()
-	byNumber := map[string]*pending{}
-	var order []*pending
 	var events [][]any
 	eventIDs := map[string]eventRef{}
 	var feed []store.FeedEntry
 	nEvents := 0
-	for i := range b.Updates {
+	newID := func() uint64 { id := ids[0]; ids = ids[1:]; return uint64(id) }
+	order, err := b.Apply(heads, newID, time.Now().UnixMilli(), func(i int, a *store.Applied) error {
 		u := &b.Updates[i]
-		cur := byNumber[u.Number]
-		if cur == nil {
-			if p := heads[u.Number]; p != nil {
-				cur = &pending{p: p}
-				order = append(order, cur)
-			}
-		}
-		if u.New {
-			if u.IfAbsent && cur != nil {
-				return 0, fmt.Errorf("postgres: update %d (%s): number taken: %w", i, u.Number, store.ErrConflict)
-			}
-			id := ids[0]
-			ids = ids[1:]
-			cur = &pending{p: &store.Parcel{ID: uint64(id), Number: u.Number, Genesis: u.Events[0].CID, Created: now}, isNew: true, number: true}
-			order = append(order, cur)
-		} else if cur == nil || cur.p.ID != u.ParcelID || cur.p.Seq != u.PrevSeq {
-			return 0, fmt.Errorf("postgres: update %d (%s): %w", i, u.Number, store.ErrConflict)
-		}
-		byNumber[u.Number] = cur
-		p := cur.p
 		for _, e := range u.Events {
-			events = append(events, []any{int64(p.ID), int64(e.Seq), e.Bytes})
+			events = append(events, []any{int64(a.ID), int64(e.Seq), e.Bytes})
 			if e.ID != "" {
-				eventIDs[e.ID] = eventRef{int64(p.ID), int64(e.Seq), e.CID.Bytes()}
+				eventIDs[e.ID] = eventRef{int64(a.ID), int64(e.Seq), e.CID.Bytes()}
 			}
 		}
 		nEvents += len(u.Events)
-		last := u.Events[len(u.Events)-1]
-		p.Seq, p.Head, p.SignedHead = last.Seq, last.CID, u.SignedHead
-		p.Audience = store.MergeAudience(p.Audience, u.Audience)
-		if len(u.Details) > 0 {
-			if cur.details == nil {
-				cur.details, cur.readDets = protocol.Details{}, !cur.isNew
-			}
-			maps.Copy(cur.details, u.Details)
-		}
-		feed = append(feed, store.FeedEntry{ParcelID: p.ID, Number: p.Number, FromSeq: u.Events[0].Seq, ToSeq: last.Seq})
-		res.ParcelIDs[i] = p.ID
+		feed = append(feed, store.FeedEntry{ParcelID: a.ID, Number: a.Number, FromSeq: u.Events[0].Seq, ToSeq: a.Seq})
+		res.ParcelIDs[i] = a.ID
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: %w", err)
 	}
 	if err := s.mergeDetails(ctx, tx, order); err != nil {
 		return 0, err
@@ -345,35 +309,33 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 	}
 	var newParcels [][]any
 	var q pgx.Batch
-	for _, cur := range order {
-		p := cur.p
-		audience := p.Audience
+	for _, a := range order {
+		audience := a.Audience
 		if audience == nil {
 			audience = []string{}
 		}
-		if cur.isNew {
-			newParcels = append(newParcels, []any{int64(p.ID), p.Number, p.Genesis.Bytes(), int64(p.Seq), p.Head.Bytes(), p.SignedHead, audience, p.Created})
+		if a.New {
+			newParcels = append(newParcels, []any{int64(a.ID), a.Number, a.Genesis.Bytes(), int64(a.Seq), a.Head.Bytes(), a.SignedHead, audience, a.Created})
 		} else {
 			q.Queue(`UPDATE ot_parcels SET seq = $2, head = $3, signed_head = $4, audience = $5 WHERE id = $1`,
-				int64(p.ID), int64(p.Seq), p.Head.Bytes(), p.SignedHead, audience)
+				int64(a.ID), int64(a.Seq), a.Head.Bytes(), a.SignedHead, audience)
 		}
-		if cur.number && byNumber[p.Number] == cur {
-			if taken[p.Number] {
-				q.Queue(`UPDATE ot_numbers SET parcel_id = $2 WHERE number = $1`, p.Number, int64(p.ID))
+		if a.New && a.Newest {
+			if taken[a.Number] {
+				q.Queue(`UPDATE ot_numbers SET parcel_id = $2 WHERE number = $1`, a.Number, int64(a.ID))
 			} else {
 				// A number another writer starts meanwhile makes this
 				// insert wait for it and then fail as a conflict.
-				q.Queue(`INSERT INTO ot_numbers (number, parcel_id) VALUES ($1, $2)`, p.Number, int64(p.ID))
-				taken[p.Number] = true
+				q.Queue(`INSERT INTO ot_numbers (number, parcel_id) VALUES ($1, $2)`, a.Number, int64(a.ID))
 			}
 		}
-		if cur.details != nil {
-			d, err := protocol.Marshal(cur.details)
+		if a.Details != nil {
+			d, err := protocol.Marshal(a.Details)
 			if err != nil {
-				return 0, fmt.Errorf("postgres: details of parcel %d: %w", p.ID, err)
+				return 0, fmt.Errorf("postgres: details of parcel %d: %w", a.ID, err)
 			}
 			q.Queue(`INSERT INTO ot_details (parcel_id, body) VALUES ($1, $2)
-				ON CONFLICT (parcel_id) DO UPDATE SET body = excluded.body`, int64(p.ID), d)
+				ON CONFLICT (parcel_id) DO UPDATE SET body = excluded.body`, int64(a.ID), d)
 		}
 	}
 	if err := copyRows(ctx, tx, "ot_parcels", []string{"id", "number", "genesis", "seq", "head", "signed_head", "audience", "created"}, newParcels); err != nil {
@@ -447,15 +409,15 @@ func (s *Store) newIDs(ctx context.Context, tx pgx.Tx, n int) ([]int64, error) {
 	return ids, nil
 }
 
-// mergeDetails reads the stored details of the parcels whose updates
-// carry details, and lays the new fields over them.
-func (s *Store) mergeDetails(ctx context.Context, tx pgx.Tx, order []*pending) error {
+// mergeDetails lays the details a batch sets over the stored ones of
+// the parcels it continues.
+func (s *Store) mergeDetails(ctx context.Context, tx pgx.Tx, order []*store.Applied) error {
 	var ids []int64
-	byID := map[int64]*pending{}
-	for _, cur := range order {
-		if cur.readDets {
-			ids = append(ids, int64(cur.p.ID))
-			byID[int64(cur.p.ID)] = cur
+	byID := map[int64]*store.Applied{}
+	for _, a := range order {
+		if a.Details != nil && !a.New {
+			ids = append(ids, int64(a.ID))
+			byID[int64(a.ID)] = a
 		}
 	}
 	if len(ids) == 0 {
@@ -476,9 +438,9 @@ func (s *Store) mergeDetails(ctx context.Context, tx pgx.Tx, order []*pending) e
 		if err := protocol.Unmarshal(body, &stored); err != nil {
 			return fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, id, err)
 		}
-		cur := byID[id]
-		maps.Copy(stored, cur.details)
-		cur.details = stored
+		a := byID[id]
+		maps.Copy(stored, a.Details)
+		a.Details = stored
 	}
 	return wrap("read details", rows.Err())
 }
@@ -492,19 +454,6 @@ func copyRows(ctx context.Context, tx pgx.Tx, table string, columns []string, ro
 		return wrap("copy into "+table, err)
 	}
 	return nil
-}
-
-// numbersOf returns the distinct numbers of updates.
-func numbersOf(updates []store.ParcelUpdate) []string {
-	seen := make(map[string]bool, len(updates))
-	numbers := make([]string, 0, len(updates))
-	for i := range updates {
-		if n := updates[i].Number; !seen[n] {
-			seen[n] = true
-			numbers = append(numbers, n)
-		}
-	}
-	return numbers
 }
 
 func countNew(updates []store.ParcelUpdate) int {
