@@ -16,7 +16,7 @@
 //	              cursors) and the counters: feed tail, parcels, events
 //	ot_numbers    number → its newest parcel; the row an append locks
 //	ot_parcels    id → the parcel's head: number, genesis, seq, head CID,
-//	              signed head, audience, created
+//	              signed head, audience (CBOR), created
 //	ot_events     (parcel_id, seq) → event block
 //	ot_event_ids  carrier event id → (parcel_id, seq, CID): idempotency
 //	ot_feed       pos → (parcel_id, number, from_seq, to_seq)
@@ -58,8 +58,9 @@
 // deadlocks. node/ingest answers ErrConflict by reading the heads again,
 // re-chaining and re-signing (10 times on a postgres node), so two
 // replicas ingesting the same parcel leave one gap-free, valid chain.
-// Events go in with COPY; event ids, parcels, numbers and details in
-// one pipelined batch of statements.
+// Events, feed entries and new parcels go in with COPY; event ids, heads,
+// numbers and details with one set-based statement each (unnest of
+// arrays), pipelined.
 //
 // # The feed, and why a reader never misses a row
 //

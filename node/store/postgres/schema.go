@@ -41,7 +41,7 @@ var migrations = [][]string{
 			seq         BIGINT NOT NULL,
 			head        BYTEA NOT NULL,
 			signed_head BYTEA NOT NULL,
-			audience    TEXT[] NOT NULL,
+			audience    BYTEA NOT NULL,
 			created     BIGINT NOT NULL
 		)`,
 		`CREATE TABLE ot_numbers (

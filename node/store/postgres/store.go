@@ -181,7 +181,8 @@ func scanParcel(row pgx.Row) (*store.Parcel, error) {
 	var p store.Parcel
 	var id, seq int64
 	var genesis, head []byte
-	if err := row.Scan(&id, &p.Number, &genesis, &seq, &head, &p.SignedHead, &p.Audience, &p.Created); err != nil {
+	var audience []byte
+	if err := row.Scan(&id, &p.Number, &genesis, &seq, &head, &p.SignedHead, &audience, &p.Created); err != nil {
 		return nil, err
 	}
 	p.ID, p.Seq = uint64(id), uint64(seq)
@@ -192,10 +193,22 @@ func scanParcel(row pgx.Row) (*store.Parcel, error) {
 	if p.Head, err = cid.Cast(head); err != nil {
 		return nil, fmt.Errorf("%w: parcel %d head: %v", ErrCorrupt, id, err)
 	}
-	if len(p.Audience) == 0 {
-		p.Audience = nil
+	if len(audience) > 0 {
+		if err := protocol.Unmarshal(audience, &p.Audience); err != nil {
+			return nil, fmt.Errorf("%w: parcel %d audience: %v", ErrCorrupt, id, err)
+		}
 	}
 	return &p, nil
+}
+
+// encodeAudience is the audience column: CBOR, empty for none. Not a
+// TEXT[]: an array of arrays does not unnest into rows, and the audience
+// goes into one UPDATE for all parcels of a batch.
+func encodeAudience(audience []string) ([]byte, error) {
+	if len(audience) == 0 {
+		return []byte{}, nil
+	}
+	return protocol.Marshal(audience)
 }
 
 // Append implements store.Store: one transaction. It locks the number
@@ -307,36 +320,67 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 	if err := putEventIDs(ctx, tx, eventIDs); err != nil {
 		return 0, err
 	}
+	// Set-based writes, one statement each however many parcels: a
+	// statement a row costs the server a round of parse, plan and execute
+	// each, which made continued parcels several times slower to ingest.
 	var newParcels [][]any
-	var q pgx.Batch
+	var upd struct {
+		ids, seqs     []int64
+		heads, signed [][]byte
+		audiences     [][]byte
+	}
+	var nums struct {
+		insert, update       []string
+		insertIDs, updateIDs []int64
+	}
+	var dets struct {
+		ids    []int64
+		bodies [][]byte
+	}
 	for _, a := range order {
-		audience := a.Audience
-		if audience == nil {
-			audience = []string{}
+		aud, err := encodeAudience(a.Audience)
+		if err != nil {
+			return 0, fmt.Errorf("postgres: audience of parcel %d: %w", a.ID, err)
 		}
 		if a.New {
-			newParcels = append(newParcels, []any{int64(a.ID), a.Number, a.Genesis.Bytes(), int64(a.Seq), a.Head.Bytes(), a.SignedHead, audience, a.Created})
+			newParcels = append(newParcels, []any{int64(a.ID), a.Number, a.Genesis.Bytes(), int64(a.Seq), a.Head.Bytes(), a.SignedHead, aud, a.Created})
 		} else {
-			q.Queue(`UPDATE ot_parcels SET seq = $2, head = $3, signed_head = $4, audience = $5 WHERE id = $1`,
-				int64(a.ID), int64(a.Seq), a.Head.Bytes(), a.SignedHead, audience)
+			upd.ids, upd.seqs = append(upd.ids, int64(a.ID)), append(upd.seqs, int64(a.Seq))
+			upd.heads, upd.signed, upd.audiences = append(upd.heads, a.Head.Bytes()), append(upd.signed, a.SignedHead), append(upd.audiences, aud)
 		}
-		if a.New && a.Newest {
-			if taken[a.Number] {
-				q.Queue(`UPDATE ot_numbers SET parcel_id = $2 WHERE number = $1`, a.Number, int64(a.ID))
-			} else {
-				// A number another writer starts meanwhile makes this
-				// insert wait for it and then fail as a conflict.
-				q.Queue(`INSERT INTO ot_numbers (number, parcel_id) VALUES ($1, $2)`, a.Number, int64(a.ID))
-			}
+		switch {
+		case !a.New || !a.Newest:
+		case taken[a.Number]:
+			nums.update, nums.updateIDs = append(nums.update, a.Number), append(nums.updateIDs, int64(a.ID))
+		default:
+			nums.insert, nums.insertIDs = append(nums.insert, a.Number), append(nums.insertIDs, int64(a.ID))
 		}
 		if a.Details != nil {
 			d, err := protocol.Marshal(a.Details)
 			if err != nil {
 				return 0, fmt.Errorf("postgres: details of parcel %d: %w", a.ID, err)
 			}
-			q.Queue(`INSERT INTO ot_details (parcel_id, body) VALUES ($1, $2)
-				ON CONFLICT (parcel_id) DO UPDATE SET body = excluded.body`, int64(a.ID), d)
+			dets.ids, dets.bodies = append(dets.ids, int64(a.ID)), append(dets.bodies, d)
 		}
+	}
+	var q pgx.Batch
+	if len(upd.ids) > 0 {
+		q.Queue(`UPDATE ot_parcels AS p SET seq = u.seq, head = u.head, signed_head = u.signed, audience = u.audience
+			FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BYTEA[], $4::BYTEA[], $5::BYTEA[]) AS u (id, seq, head, signed, audience)
+			WHERE p.id = u.id`, upd.ids, upd.seqs, upd.heads, upd.signed, upd.audiences)
+	}
+	if len(nums.update) > 0 {
+		q.Queue(`UPDATE ot_numbers AS n SET parcel_id = u.id FROM unnest($1::TEXT[], $2::BIGINT[]) AS u (number, id)
+			WHERE n.number = u.number`, nums.update, nums.updateIDs)
+	}
+	if len(nums.insert) > 0 {
+		// A number another writer starts meanwhile makes this insert wait
+		// for it and then fail on the key: a conflict.
+		q.Queue(`INSERT INTO ot_numbers (number, parcel_id) SELECT * FROM unnest($1::TEXT[], $2::BIGINT[])`, nums.insert, nums.insertIDs)
+	}
+	if len(dets.ids) > 0 {
+		q.Queue(`INSERT INTO ot_details (parcel_id, body) SELECT * FROM unnest($1::BIGINT[], $2::BYTEA[])
+			ON CONFLICT (parcel_id) DO UPDATE SET body = excluded.body`, dets.ids, dets.bodies)
 	}
 	if err := copyRows(ctx, tx, "ot_parcels", []string{"id", "number", "genesis", "seq", "head", "signed_head", "audience", "created"}, newParcels); err != nil {
 		return 0, err
