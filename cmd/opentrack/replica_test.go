@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/opentrack/opentrack/node/authority"
 	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/node/store/postgres"
+	"github.com/opentrack/opentrack/node/store/postgres/pgtest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -68,4 +71,23 @@ func TestReplicaCommands(t *testing.T) {
 	require.Equal(t, []string{"/ip4/127.0.0.1/tcp/4101"}, c.Nodes[0].Addrs)
 	require.Equal(t, r2.PeerID().String(), c.Nodes[1].Peer)
 	require.Equal(t, []string{"/ip4/127.0.0.1/tcp/4202"}, c.Nodes[1].Addrs, "--addr moved the replica's node only")
+}
+
+// TestMigrateCommand migrates a new database by URL and by repo.
+func TestMigrateCommand(t *testing.T) {
+	url := pgtest.URL(t)
+	out, err := execCmd(t, migrateCmd(), "--store", url)
+	require.NoError(t, err)
+	require.Contains(t, out, fmt.Sprintf("schema migrated from version 0 to %d", postgres.SchemaVersion))
+	sf := filepath.Join(t.TempDir(), "sf")
+	_, err = execCmd(t, initCmd(), "--repo", sf, "--carrier", "SF", "--store", url)
+	require.NoError(t, err)
+	out, err = execCmd(t, migrateCmd(), "--repo", sf)
+	require.NoError(t, err)
+	require.Contains(t, out, "up to date")
+	peb := filepath.Join(t.TempDir(), "peb")
+	_, err = execCmd(t, initCmd(), "--repo", peb, "--carrier", "SF")
+	require.NoError(t, err)
+	_, err = execCmd(t, migrateCmd(), "--repo", peb)
+	require.ErrorContains(t, err, "no migrations")
 }
