@@ -100,6 +100,24 @@
 // has heard of is checked against the database before it is called
 // unknown.
 //
+// # Measured
+//
+// BenchmarkVsPebble, one run, the same events for both, PostgreSQL 15 on
+// loopback (fsync and synchronous_commit on) on the same two shared
+// cores, medians of 5 (scripts/testpg.sh run go test -run '^$' -bench
+// VsPebble -benchtime 2s -count 5 ./node/store/postgres/):
+//
+//	                                  postgres     pebble
+//	ingest, batches of 125×8 events   31.8k ev/s   104k ev/s
+//	lookups (head + history), c=16     5.6k/s      39.1k/s
+//
+// A batch spends most of its 30 ms in the server: the COPY of its 1000
+// events, the event-id upsert, and the commit's WAL flush. A lookup is two
+// round trips (Parcel, then Events). Both are well below what DESIGN §6
+// measured for a bare schema (143k ev/s, 20k-27k lookups/s); the
+// machine's cores were shared with other work during the run, which
+// spread pebble's own figures by ±30%.
+//
 // # CockroachDB and YugabyteDB
 //
 // The schema avoids what they lack or do differently: no triggers, stored
