@@ -75,9 +75,9 @@
 // before it releases its locks. So commit order is position order, and
 // the committed positions are always exactly 1..feed_tail: no gaps (a
 // rolled-back append gives its positions back), no stragglers. A reader
-// reads the tail and then the rows at or below it, and Feed is safe
-// with any number of writers (TestFeedManyWriters,
-// TestFeedPositionsCommitInOrder).
+// that asks for the rows above its cursor gets consecutive positions,
+// whoever wrote them, so Feed is one query and safe with any number of
+// writers (TestFeedManyWriters, TestFeedPositionsCommitInOrder).
 //
 // The cost: appends of all replicas queue on one row for the time from
 // their increment to their commit, which is the COPY of the feed rows

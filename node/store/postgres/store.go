@@ -654,19 +654,27 @@ func (s *Store) Feed(ctx context.Context, after uint64, limit int) ([]store.Feed
 		return nil, err
 	}
 	defer s.leave()
-	tail, err := s.feedTail(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if after > tail {
-		return nil, fmt.Errorf("postgres: feed after %d (tail %d): %w", after, tail, store.ErrUnknownCursor)
+	// Every watch subscription reads the feed after each wake-up, so the
+	// common case is one query. It needs no upper bound: the committed
+	// positions are always 1..tail, so whatever rows it sees above the
+	// cursor are consecutive, other replicas' included. The database's
+	// tail is asked for only when the cursor is beyond what this store
+	// has heard of (another replica's, or one never issued).
+	if after > s.signal.Tail() {
+		tail, err := s.feedTail(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if after > tail {
+			return nil, fmt.Errorf("postgres: feed after %d (tail %d): %w", after, tail, store.ErrUnknownCursor)
+		}
 	}
 	lim := int64(limit)
 	if limit <= 0 {
-		lim = int64(tail - after)
+		lim = 1<<63 - 1
 	}
 	rows, err := s.pool.Query(ctx, `SELECT pos, parcel_id, number, from_seq, to_seq FROM ot_feed
-		WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3`, int64(after), int64(tail), lim)
+		WHERE pos > $1 ORDER BY pos LIMIT $2`, int64(after), lim)
 	if err != nil {
 		return nil, wrap("feed", err)
 	}
@@ -679,6 +687,9 @@ func (s *Store) Feed(ctx context.Context, after uint64, limit int) ([]store.Feed
 	})
 	if err != nil {
 		return nil, wrap("feed", err)
+	}
+	if len(out) > 0 {
+		s.signal.Advance(out[len(out)-1].Pos)
 	}
 	return out, nil
 }
