@@ -140,7 +140,10 @@
 //     (CockroachDB) or tablet leader (YugabyteDB), so keep ingest batches
 //     large; it is the price of a feed that needs no horizon;
 //   - sequences are slower there than in PostgreSQL; ids are taken once
-//     per batch, in one statement.
+//     per batch, in one statement;
+//   - events, feed entries and new parcels go in with pgx's COPY, which
+//     uses the binary format: check first that the database's version
+//     accepts COPY ... FROM STDIN BINARY, as the rest is plain SQL.
 //
 // This has been run on PostgreSQL 15 only; the notes above come from the
 // SQL each database documents, not from a test run.
