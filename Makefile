@@ -51,9 +51,12 @@ demo:
 ## independent JS check of the test vectors when Node.js is present.
 test: interop unit
 
+## unit runs the PostgreSQL store's tests too, against a throwaway
+## PostgreSQL 15 cluster (scripts/testpg.sh installs and starts it, or
+## uses OPENTRACK_TEST_POSTGRES when set).
 unit:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	scripts/testpg.sh run $(GO) test -race -count=1 ./...
 
 interop:
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \

@@ -381,8 +381,9 @@ func TestTrackNumbersAmbiguous(t *testing.T) {
 	require.Contains(t, views[3].Message, "SF, SF1")
 }
 
-// TestTrackNumbersFailover lists a dead node first for a carrier: the
-// platform goes on to the carrier's next registry node.
+// TestTrackNumbersFailover lists a dead node next to a live one for a
+// carrier: when the platform starts at the dead one (it starts at a
+// random node), it goes on to the carrier's next registry node.
 func TestTrackNumbersFailover(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	a := newAuthority(t)

@@ -26,6 +26,7 @@ import (
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
+	"github.com/opentrack/opentrack/node/store/postgres"
 	"github.com/opentrack/opentrack/node/version"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -150,7 +151,14 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 			return nil, err
 		}
 		n.watch.Register(n.Host)
-		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, nil)
+		var iopts *ingest.Options
+		if cfg.Store.Backend == repo.BackendPostgres {
+			// Replicas on one database race for the same parcels, which a
+			// lone pebble node never does: a commit that lost may lose
+			// again to a replica that keeps committing.
+			iopts = &ingest.Options{ConflictRetries: replicaConflictRetries}
+		}
+		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, iopts)
 		if err != nil {
 			return nil, err
 		}
@@ -225,18 +233,40 @@ func (n *Node) registryMember(p peer.ID) bool {
 func (n *Node) Router() *discovery.Router { return n.router }
 
 func (n *Node) startCarrierStore() error {
-	sc := n.Repo.Config.Store
-	st, err := pebble.Open(n.Repo.Path(sc.Path), &pebble.Options{
-		CacheSize:    int64(sc.CacheMB) << 20,
-		MemTableSize: uint64(sc.MemTableMB) << 20,
-	})
+	st, err := OpenStore(context.Background(), n.Repo)
 	if err != nil {
 		return fmt.Errorf("node: open store: %w", err)
+	}
+	if sc := n.Repo.Config.Store; sc.Backend == repo.BackendPostgres {
+		n.Log.Info("store", "backend", sc.Backend, "url", postgres.Redact(sc.URL), "id", st.ID())
 	}
 	n.Store = st
 	stats := newStatsCache(st, 5*time.Second)
 	n.Metrics.WatchStore(stats.events, stats.disk)
 	return nil
+}
+
+// replicaConflictRetries is how often ingest on a shared database
+// replans a commit that another replica beat before it gives up (and the
+// poster, told nothing was acknowledged, posts again).
+const replicaConflictRetries = 10
+
+// OpenStore opens the carrier store the repo's config names. A postgres
+// store is migrated to this build's schema first.
+func OpenStore(ctx context.Context, r *repo.Repo) (store.Store, error) {
+	sc := r.Config.Store
+	if sc.Backend == repo.BackendPostgres {
+		return postgres.Open(ctx, PostgresOptions(sc))
+	}
+	return pebble.Open(r.Path(sc.Path), &pebble.Options{
+		CacheSize:    int64(sc.CacheMB) << 20,
+		MemTableSize: uint64(sc.MemTableMB) << 20,
+	})
+}
+
+// PostgresOptions are the postgres store options of a [store] config.
+func PostgresOptions(sc repo.StoreConfig) *postgres.Options {
+	return &postgres.Options{URL: sc.URL, MaxConns: int32(sc.MaxConns), DisableNotify: sc.DisableNotify}
 }
 
 func (n *Node) startAdmin(addr string) error {

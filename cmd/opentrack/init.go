@@ -15,8 +15,23 @@ func initCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init --repo DIR (--carrier CODE | --platform NAME)",
 		Short: "Create a node repo: keys, admin token and a documented config",
+		Long: `Create a node repo: keys, admin token and a documented config.
+
+A carrier's store is pebble, in the repo, unless --store names a PostgreSQL
+database (postgres://...). A carrier on PostgreSQL can run several nodes:
+--replica-of DIR makes a replica of the carrier node repo DIR, with its own
+node key (peer ID) but the same carrier, database and carrier signing key.
+Replicas share the signing key because they share everything it vouches
+for: each replica may extend any parcel's chain in the shared database, so
+a key of its own would isolate nothing, and revoking one replica's key
+would break the heads it had signed for every replica. One key also keeps
+the registry's keys unchanged as replicas come and go; only its node list
+changes (opentrack registry add --carrier-repo DIR2). The key file is
+copied, so keep DIR2 as private as DIR.`,
 		Example: `  opentrack init --repo ./sf --carrier SF --name "SF Express" --scheme 'SF\d{10,20}' --listen /ip4/127.0.0.1/tcp/4001
-  opentrack init --repo ./shop --platform shop --trust ./auth/authority.pub --registry registry.cose`,
+  opentrack init --repo ./shop --platform shop --trust ./auth/authority.pub --registry registry.cose
+  opentrack init --repo ./sf1 --carrier SF --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full'
+  opentrack init --repo ./sf2 --carrier SF --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full' --replica-of ./sf1 --listen /ip4/0.0.0.0/tcp/4002`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := repo.Init(dir, o)
@@ -49,6 +64,8 @@ func initCmd() *cobra.Command {
 	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr (repeatable; default TCP and QUIC on port 4001)")
 	f.StringArrayVar(&o.Trust, "trust", nil, "registry authority public key (PEM) to trust as an anchor; copied into the repo (repeatable)")
 	f.StringVar(&o.Registry, "registry", "", "signed registry to start with; it must verify against a --trust key and be in force")
+	f.StringVar(&o.Store, "store", "", "carrier store in PostgreSQL: a postgres:// URL (default: pebble, in the repo)")
+	f.StringVar(&o.ReplicaOf, "replica-of", "", "make a replica of this carrier repo on the same PostgreSQL store, sharing its signing key")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }

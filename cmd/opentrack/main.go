@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(versionCmd(), demoCmd(), initCmd(), idCmd(), nodeCmd(), ingestCmd(), trackCmd(), watchCmd(), gatewayCmd(), registryCmd(), grantCmd(), auditCmd(), testnetCmd(), benchCmd())
+	root.AddCommand(versionCmd(), demoCmd(), initCmd(), idCmd(), nodeCmd(), ingestCmd(), trackCmd(), watchCmd(), gatewayCmd(), registryCmd(), grantCmd(), auditCmd(), testnetCmd(), benchCmd(), migrateCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "opentrack:", err)
 		os.Exit(exitCode(err))

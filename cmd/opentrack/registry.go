@@ -102,14 +102,23 @@ old key's window after a rotation.`,
 				in.Schemes = append(in.Schemes, sc)
 			}
 			if peerID != "" || len(addrs) > 0 {
-				if peerID == "" && len(base.Nodes) == 1 {
+				replica := len(base.AddNodes) == 1 // a replica's node is listed next to the others
+				switch {
+				case peerID == "" && len(base.Nodes) == 1:
 					peerID = base.Nodes[0].Peer // --addr alone moves the repo's node
+				case peerID == "" && replica:
+					peerID = base.AddNodes[0].Peer
 				}
 				node, w, err := authority.NewNodeEntry(peerID, addrs)
 				if err != nil {
 					return err
 				}
-				in.Nodes, warnings = append(in.Nodes, node), append(warnings, w...)
+				if replica && peerID == base.AddNodes[0].Peer {
+					in.AddNodes = append(in.AddNodes, node)
+				} else {
+					in.Nodes = append(in.Nodes, node)
+				}
+				warnings = append(warnings, w...)
 			}
 			base.Update(in)
 			for _, s := range warnings {

@@ -35,6 +35,10 @@ type CarrierInput struct {
 	NotBefore, NotAfter time.Time
 	// Nodes, when not empty, replace the carrier's nodes.
 	Nodes []protocol.NodeEntry
+	// AddNodes are added to the carrier's nodes after Nodes, each
+	// replacing the node with its peer ID if the carrier has one: how the
+	// replicas of a carrier on a shared database are listed one by one.
+	AddNodes []protocol.NodeEntry
 	// Schemes, when not empty, replace the carrier's number schemes.
 	// Default for a new carrier: protocol.DefaultScheme(Code), written
 	// out so that the registry says what it means.
@@ -62,8 +66,9 @@ func (in *CarrierInput) Update(o CarrierInput) {
 		in.NotAfter = o.NotAfter
 	}
 	if len(o.Nodes) > 0 {
-		in.Nodes = o.Nodes
+		in.Nodes, in.AddNodes = o.Nodes, nil
 	}
+	in.AddNodes = append(in.AddNodes, o.AddNodes...)
 	if len(o.Schemes) > 0 {
 		in.Schemes = o.Schemes
 	}
@@ -110,6 +115,14 @@ func (w *Workspace) AddCarrier(in CarrierInput) (*DraftCarrier, error) {
 		c.Nodes = c.Nodes[:0]
 		for _, n := range in.Nodes {
 			c.Nodes = append(c.Nodes, DraftNode{Peer: n.Peer, Addrs: append([]string{}, n.Addrs...)})
+		}
+	}
+	for _, n := range in.AddNodes {
+		dn := DraftNode{Peer: n.Peer, Addrs: append([]string{}, n.Addrs...)}
+		if j := slices.IndexFunc(c.Nodes, func(d DraftNode) bool { return d.Peer == n.Peer }); j >= 0 {
+			c.Nodes[j] = dn
+		} else {
+			c.Nodes = append(c.Nodes, dn)
 		}
 	}
 	if in.Key != nil {

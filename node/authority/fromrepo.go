@@ -38,8 +38,14 @@ func CarrierFromRepo(dir string) (CarrierInput, []string, error) {
 		return CarrierInput{}, nil, fmt.Errorf("repo %s: %w", dir, err)
 	}
 	c := r.Config.Carrier
-	in := CarrierInput{Code: c.Code, Name: c.Name, Country: c.Country, Key: r.CarrierKey.Public().(ed25519.PublicKey),
-		Nodes: []protocol.NodeEntry{node}, Schemes: schemes}
+	in := CarrierInput{Code: c.Code, Name: c.Name, Country: c.Country, Key: r.CarrierKey.Public().(ed25519.PublicKey), Schemes: schemes}
+	if r.Config.Store.Backend == repo.BackendPostgres {
+		// One of several replicas on a shared database: listed next to
+		// the others.
+		in.AddNodes = []protocol.NodeEntry{node}
+	} else {
+		in.Nodes = []protocol.NodeEntry{node}
+	}
 	return in, append(warnings, w...), nil
 }
 

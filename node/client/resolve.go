@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,14 +173,20 @@ type carrierWork struct {
 	numbers  []string
 	index    map[string]int // number -> position in numbers and outcomes
 	outcomes []outcome
-	// preferred is the node to try first: the last one that answered all
-	// it was asked, so that after a failover the remaining requests skip
-	// the node that failed.
+	// preferred is the node to try first: a random one at the start, so
+	// that a platform's requests spread over a carrier's nodes (replicas
+	// on a shared database), then the last one that answered all it was
+	// asked, so that after a failover the remaining requests skip the
+	// node that failed.
 	preferred atomic.Int32
 }
 
 func newCarrierWork(e *protocol.CarrierEntry) *carrierWork {
-	return &carrierWork{entry: e, nodes: CarrierPeers(e), index: map[string]int{}}
+	w := &carrierWork{entry: e, nodes: CarrierPeers(e), index: map[string]int{}}
+	if len(w.nodes) > 1 {
+		w.preferred.Store(int32(rand.IntN(len(w.nodes))))
+	}
+	return w
 }
 
 // CarrierPeers returns the peer IDs of the nodes the registry lists for
@@ -194,6 +202,12 @@ func CarrierPeers(e *protocol.CarrierEntry) []peer.ID {
 		}
 	}
 	return ids
+}
+
+// ordered returns the nodes from the preferred one on, in turn.
+func (w *carrierWork) ordered() []peer.ID {
+	k := int(w.preferred.Load())
+	return append(slices.Clone(w.nodes[k:]), w.nodes[:k]...)
 }
 
 func (w *carrierWork) add(number string) {
@@ -238,6 +252,11 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 		*w.outcome(n) = outcome{kind: unanswered, view: View(n, code, nil, nil, noNode)}
 	}
 	first := int(w.preferred.Load())
+	// answered is set once a node was reached: what it said (rate_limited
+	// and when to retry) is worth more than a later node's "unreachable",
+	// which must not overwrite it. Nodes are tried from a random one, so
+	// the order must not decide which error the caller sees.
+	answered := false
 	for k := 0; k < len(w.nodes) && len(pending) > 0 && ctx.Err() == nil; k++ {
 		at := (first + k) % len(w.nodes)
 		p := w.nodes[at]
@@ -247,6 +266,11 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 		}
 		resp, err := c.trackAt(ctx, conn, p, queries, grant)
 		if err != nil || resp.Error != nil {
+			reached := err == nil || protocol.CodeOf(err) != ""
+			if answered && !reached {
+				continue
+			}
+			answered = answered || reached
 			var retryAfter uint64
 			switch {
 			case err == nil:
@@ -262,6 +286,7 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 			}
 			continue
 		}
+		answered = true
 		var still []string
 		for i := range resp.Results {
 			o := judge(&resp.Results[i], pending[i], code, trust)

@@ -208,7 +208,7 @@ func WatchTarget(trust Trust, numbers []string) (WatchOptions, error) {
 	if carrier == nil {
 		return WatchOptions{}, fmt.Errorf("%w: no numbers", ErrInvalidOptions)
 	}
-	peers := newCarrierWork(carrier).nodes
+	peers := newCarrierWork(carrier).ordered() // from a random node, to spread watchers
 	if len(peers) == 0 {
 		return WatchOptions{}, fmt.Errorf("%w: %s lists no node", ErrNoAnswer, carrier.Code)
 	}

@@ -333,6 +333,9 @@ func (g *Ingester) finish(ctx context.Context, j *job, p *plan, err error) {
 			err = fmt.Errorf("%w: %w", ErrCommit, err)
 			break
 		}
+		// Another writer on the store (a replica) appended to one of the
+		// parcels first: replan at once from the new heads. A pause would
+		// only let that writer, if it keeps committing, win again.
 		p, err = g.plan(ctx, j.items)
 	}
 	for _, r := range j.group {
@@ -508,7 +511,10 @@ func (g *Ingester) build(pw *parcelWork, signedAt int64) error {
 	var seq uint64
 	var audience []string
 	if p := pw.head; p == nil {
-		u.New = true
+		// IfAbsent: another writer on the same store (a replica) may start
+		// the parcel first; then this one must chain to it, not start a
+		// second parcel with the number.
+		u.New, u.IfAbsent = true, true
 	} else {
 		u.ParcelID, u.PrevSeq = p.ID, p.Seq
 		prev, seq = protocol.LinkTo(p.Head), p.Seq+1

@@ -75,13 +75,28 @@ type AdminConfig struct {
 	Addr string `toml:"addr"`
 }
 
-// StoreConfig is the embedded store.
+// Store backends.
+const (
+	BackendPebble   = "pebble"
+	BackendPostgres = "postgres"
+)
+
+// StoreConfig is the store: pebble embedded in the repo, or a PostgreSQL
+// database that several replicas of the carrier's node may share.
 type StoreConfig struct {
 	Backend    string `toml:"backend"`
 	Path       string `toml:"path"`
 	CacheMB    int    `toml:"cache_mb"`
 	MemTableMB int    `toml:"memtable_mb"`
+	// URL, MaxConns and DisableNotify are the postgres backend's; see
+	// postgres.Options. A zero MaxConns means its default.
+	URL           string `toml:"url"`
+	MaxConns      int    `toml:"max_conns"`
+	DisableNotify bool   `toml:"disable_notify"`
 }
+
+// DefaultMaxConns is the postgres pool size a new config gets.
+const DefaultMaxConns = 8
 
 // LogConfig sets slog output.
 type LogConfig struct {
@@ -94,7 +109,7 @@ func configFor(o InitOptions) (*Config, error) {
 	cfg := &Config{
 		Network: *(&host.Options{ListenAddrs: o.Listen}).EnsureDefaults(),
 		Admin:   AdminConfig{Addr: DefaultAdminAddr},
-		Store:   StoreConfig{Backend: "pebble", Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB},
+		Store:   StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, MaxConns: DefaultMaxConns},
 		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Trust:   TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
 		Policy:  *(&policy.Options{}).EnsureDefaults(),
@@ -117,6 +132,12 @@ func configFor(o InitOptions) (*Config, error) {
 	default:
 		cfg.Role = RolePlatform
 		cfg.Platform.Name = o.Platform
+	}
+	if o.Store != "" {
+		if !isPostgresURL(o.Store) {
+			problems = append(problems, "--store takes a postgres:// URL (without it the store is pebble, in the repo)")
+		}
+		cfg.Store.Backend, cfg.Store.URL = BackendPostgres, o.Store
 	}
 	if err := cfg.Validate(); err != nil {
 		problems = append(problems, strings.TrimPrefix(err.Error(), ErrBadOptions.Error()+": "))
@@ -157,8 +178,20 @@ func (c *Config) Validate() error {
 	if err := c.PolicyOptions().Validate(); err != nil {
 		p = append(p, "policy: "+strings.TrimPrefix(err.Error(), policy.ErrInvalidOptions.Error()+": "))
 	}
-	if c.Store.Backend != "pebble" {
-		p = append(p, fmt.Sprintf("store.backend %q is not supported (pebble)", c.Store.Backend))
+	switch c.Store.Backend {
+	case BackendPebble:
+	case BackendPostgres:
+		if c.Role != RoleCarrier {
+			p = append(p, "store.backend \"postgres\" is for carrier nodes")
+		}
+		if !isPostgresURL(c.Store.URL) {
+			p = append(p, "store.url must be a postgres:// or postgresql:// URL with backend \"postgres\"")
+		}
+		if c.Store.MaxConns < 0 || c.Store.MaxConns == 1 {
+			p = append(p, fmt.Sprintf("store.max_conns %d must be at least 2", c.Store.MaxConns))
+		}
+	default:
+		p = append(p, fmt.Sprintf("store.backend %q is not supported (pebble, postgres)", c.Store.Backend))
 	}
 	if c.Store.CacheMB <= 0 || c.Store.MemTableMB <= 0 {
 		p = append(p, "store.cache_mb and store.memtable_mb must be positive")
@@ -167,6 +200,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrBadOptions, strings.Join(p, "; "))
 	}
 	return nil
+}
+
+// isPostgresURL reports whether u is a PostgreSQL connection URL.
+func isPostgresURL(u string) bool {
+	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
 }
 
 // HostOptions returns the libp2p host options with defaults filled in.
@@ -233,7 +271,7 @@ func (c *Config) Render() ([]byte, error) {
 		DefPolicy *policy.Options
 		DefAdmin  string
 		DefStore  map[string]int
-	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB}})
+	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "max_conns": DefaultMaxConns}})
 	if err != nil {
 		return nil, err
 	}
@@ -324,7 +362,8 @@ peer_streams = {{$l.PeerStreams}}
 addr = {{q .Admin.Addr}}
 
 [store]
-# Storage backend. Default: "pebble" (embedded).
+# Storage backend: "pebble" (embedded, in path) or "postgres" (url).
+# Default: "pebble".
 backend = {{q .Store.Backend}}
 # Store directory. Default: "store".
 path = {{q .Store.Path}}
@@ -332,6 +371,17 @@ path = {{q .Store.Path}}
 cache_mb = {{.Store.CacheMB}}
 # Memtable size in MiB. Default: {{index .DefStore "memtable"}}.
 memtable_mb = {{.Store.MemTableMB}}
+# backend "postgres": the database's connection URL, e.g.
+# "postgres://opentrack@db.internal:5432/opentrack?sslmode=verify-full".
+# Keep the password out of this file: libpq's PGPASSWORD or ~/.pgpass work.
+# Replicas of one carrier share the database. Default: "".
+url = {{q .Store.URL}}
+# backend "postgres": connection pool size. Default: {{index .DefStore "max_conns"}}.
+max_conns = {{.Store.MaxConns}}
+# backend "postgres": no LISTEN/NOTIFY (CockroachDB, YugabyteDB); watchers
+# then learn of other replicas' appends by polling every second.
+# Default: false.
+disable_notify = {{.Store.DisableNotify}}
 
 [trust]
 # Registry authority public keys (PEM) whose signed registry this node

@@ -59,10 +59,61 @@ type InitOptions struct {
 	Platform string   // platform name
 	Trust    []string // PEM public key files of registry authorities, copied into the repo
 	Registry string   // a signed registry file; it must verify against Trust
+	// Store is a postgres:// URL for a carrier store in PostgreSQL;
+	// empty means pebble, in the repo.
+	Store string
+	// ReplicaOf is the repo of a carrier node on a PostgreSQL store that
+	// the new repo replicates: the same carrier, database and signing
+	// key (see README, "Several nodes per carrier"), its own node key.
+	ReplicaOf string
+}
+
+// ErrNotReplicable means a --replica-of repo cannot have replicas.
+var ErrNotReplicable = errors.New("repo: cannot replicate")
+
+// replicaOf fills o from the carrier repo dir and returns its signing
+// key, which the replica shares.
+func replicaOf(dir string, o *InitOptions) (ed25519.PrivateKey, error) {
+	src, err := Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	c := src.Config
+	switch {
+	case c.Role != RoleCarrier:
+		return nil, fmt.Errorf("%w: %s is a %s repo", ErrNotReplicable, dir, c.Role)
+	case c.Store.Backend != BackendPostgres:
+		return nil, fmt.Errorf("%w: %s keeps its store in %s; only a carrier on a shared PostgreSQL store can have replicas", ErrNotReplicable, dir, c.Store.Backend)
+	case o.Carrier != "" && o.Carrier != c.Carrier.Code:
+		return nil, fmt.Errorf("%w: %s serves carrier %s, not %s", ErrNotReplicable, dir, c.Carrier.Code, o.Carrier)
+	case o.Platform != "":
+		return nil, fmt.Errorf("%w: a replica is a carrier node", ErrBadOptions)
+	}
+	o.Carrier = c.Carrier.Code
+	if o.Store == "" {
+		o.Store = c.Store.URL
+	}
+	if o.Name == "" {
+		o.Name = c.Carrier.Name
+	}
+	if o.Country == "" {
+		o.Country = c.Carrier.Country
+	}
+	if len(o.Schemes) == 0 {
+		o.Schemes = c.Carrier.Schemes
+	}
+	return src.CarrierKey, nil
 }
 
 // Init creates a repo in dir, which must not hold one already.
 func Init(dir string, o InitOptions) (*Repo, error) {
+	var shared ed25519.PrivateKey
+	if o.ReplicaOf != "" {
+		var err error
+		if shared, err = replicaOf(o.ReplicaOf, &o); err != nil {
+			return nil, err
+		}
+	}
 	cfg, err := configFor(o)
 	if err != nil {
 		return nil, err
@@ -90,8 +141,11 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		data []byte
 	}{{NodeKeyFile, raw}}
 	if cfg.Role == RoleCarrier {
-		if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
-			return nil, err
+		r.CarrierKey = shared
+		if r.CarrierKey == nil {
+			if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+				return nil, err
+			}
 		}
 		der, err := x509.MarshalPKCS8PrivateKey(r.CarrierKey)
 		if err != nil {

@@ -8,9 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // ErrInvalid means a Batch is malformed: a caller bug, not a race. Append
@@ -81,4 +84,86 @@ func NewID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b[:])
+}
+
+// Numbers returns the distinct numbers of b's updates, in first-seen
+// order.
+func (b *Batch) Numbers() []string {
+	seen := make(map[string]bool, len(b.Updates))
+	numbers := make([]string, 0, len(b.Updates))
+	for i := range b.Updates {
+		if n := b.Updates[i].Number; !seen[n] {
+			seen[n] = true
+			numbers = append(numbers, n)
+		}
+	}
+	return numbers
+}
+
+// Applied is one parcel as a batch leaves it: what Apply hands a backend
+// to write.
+type Applied struct {
+	*Parcel // its state after the batch
+	// New says that the batch started the parcel. Replaced is then the
+	// number's previous newest parcel, nil if it had none.
+	New      bool
+	Replaced *Parcel
+	// Newest says that the parcel is its number's newest after the batch.
+	Newest bool
+	// Details are the fields the batch's updates set, merged in order,
+	// nil if none; a backend lays them over the stored ones.
+	Details protocol.Details
+}
+
+// Apply replays b over heads, the newest stored parcel of each number b
+// names (absent for none), checking every guard as each update sees the
+// ones before it: a failed guard returns ErrConflict, naming the update.
+// newID gives a new parcel its id. each is called for every update in
+// order, with the parcel it goes to already updated. Apply updates the
+// parcels of heads in place and returns every parcel the batch touches,
+// in the order first touched. It is the batch semantics every backend
+// shares; the backend holds whatever lock keeps heads current.
+func (b *Batch) Apply(heads map[string]*Parcel, newID func() uint64, now int64, each func(i int, a *Applied) error) ([]*Applied, error) {
+	byNumber := make(map[string]*Applied, len(b.Updates))
+	var order []*Applied
+	for i := range b.Updates {
+		u := &b.Updates[i]
+		cur := byNumber[u.Number]
+		if cur == nil {
+			if p := heads[u.Number]; p != nil {
+				cur = &Applied{Parcel: p}
+				order = append(order, cur)
+			}
+		}
+		if u.New {
+			if u.IfAbsent && cur != nil {
+				return nil, fmt.Errorf("update %d (%s): number taken: %w", i, u.Number, ErrConflict)
+			}
+			a := &Applied{Parcel: &Parcel{ID: newID(), Number: u.Number, Genesis: u.Events[0].CID, Created: now}, New: true}
+			if cur != nil {
+				a.Replaced = cur.Parcel
+			}
+			cur = a
+			order = append(order, cur)
+		} else if cur == nil || cur.ID != u.ParcelID || cur.Seq != u.PrevSeq {
+			return nil, fmt.Errorf("update %d (%s): %w", i, u.Number, ErrConflict)
+		}
+		byNumber[u.Number] = cur
+		last := u.Events[len(u.Events)-1]
+		cur.Seq, cur.Head, cur.SignedHead = last.Seq, last.CID, u.SignedHead
+		cur.Audience = MergeAudience(cur.Audience, u.Audience)
+		if len(u.Details) > 0 {
+			if cur.Details == nil {
+				cur.Details = protocol.Details{}
+			}
+			maps.Copy(cur.Details, u.Details)
+		}
+		if err := each(i, cur); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range order {
+		a.Newest = byNumber[a.Number] == a
+	}
+	return order, nil
 }

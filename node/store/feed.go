@@ -26,9 +26,26 @@ func NewFeedSignal(tail uint64) *FeedSignal {
 func (f *FeedSignal) Publish(tail uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.set(tail)
+}
+
+// set records tail and wakes the waiters; the caller holds mu.
+func (f *FeedSignal) set(tail uint64) {
 	f.tail = tail
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+// Advance publishes tail if it is beyond the last published one. It is
+// for backends that learn of commits from several sources (their own
+// appends, other replicas' notifications, polls), which may arrive out of
+// order.
+func (f *FeedSignal) Advance(tail uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if tail > f.tail {
+		f.set(tail)
+	}
 }
 
 // Tail returns the last published tail: every position up to it is

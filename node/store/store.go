@@ -117,6 +117,12 @@ type ParcelUpdate struct {
 	// ErrConflict. Ignored when New.
 	ParcelID uint64
 	PrevSeq  uint64
+	// IfAbsent, with New, guards the start of a parcel: the number must
+	// have no parcel yet, or Append fails with ErrConflict. Ingest sets
+	// it, so that two writers (replicas sharing one database) that both
+	// found a number unknown cannot both start a parcel for it. A
+	// recycled number is started without it.
+	IfAbsent bool
 
 	Events     []NewEvent // seqs continue from PrevSeq (or start at 0)
 	SignedHead []byte     // the head after Events

@@ -120,16 +120,19 @@ func (s *Store) checkGuards(b *store.Batch) error {
 	for i := range b.Updates {
 		u := &b.Updates[i]
 		last := u.Events[len(u.Events)-1].Seq
-		if u.New {
-			heads[u.Number] = head{nextID, last}
-			nextID++
-			continue
-		}
 		h, ok := heads[u.Number]
 		if !ok {
 			if id, found := s.numbers[u.Number]; found {
 				h, ok = head{id, s.parcels[id-1].Seq}, true
 			}
+		}
+		if u.New {
+			if u.IfAbsent && ok {
+				return fmt.Errorf("memstore: update %d (%s): number taken: %w", i, u.Number, store.ErrConflict)
+			}
+			heads[u.Number] = head{nextID, last}
+			nextID++
+			continue
 		}
 		if !ok || h.id != u.ParcelID || h.seq != u.PrevSeq {
 			return fmt.Errorf("memstore: update %d (%s): %w", i, u.Number, store.ErrConflict)

@@ -133,12 +133,6 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) (*store.AppendResult
 	return s.append(ctx, b, pebbledb.Sync)
 }
 
-// pending is a parcel's state as the batch being built leaves it.
-type pending struct {
-	p       *store.Parcel
-	details protocol.Details // merged details to write, nil if unchanged
-}
-
 func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOptions) (*store.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -165,7 +159,7 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 	}
 	// The records of every number the batch touches: those a Parcels call
 	// read and no commit has changed since, and the rest read in one pass.
-	numbers := numbersOf(b.Updates)
+	numbers := b.Numbers()
 	heads, missing := s.recent.take(numbers)
 	read, err := s.newestMany(missing)
 	if err != nil {
@@ -174,72 +168,55 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 	maps.Copy(heads, read)
 	wb := prefixBatch{hint: events}
 	now := time.Now().UnixMilli()
-	// State of the numbers and parcels this batch touches, so that later
-	// updates see earlier ones and each record is written once.
-	byNumber := map[string]*pending{}
-	var order []*pending
-	for i := range b.Updates {
+	newID := func() uint64 { ctr.lastParcel++; return ctr.lastParcel }
+	order, err := b.Apply(heads, newID, now, func(i int, a *store.Applied) error {
 		u := &b.Updates[i]
-		cur := byNumber[u.Number]
-		if cur == nil {
-			if p := heads[u.Number]; p != nil {
-				cur = &pending{p: p}
-				order = append(order, cur)
-			}
-		}
 		if u.New {
-			if cur != nil {
+			if a.Replaced != nil {
 				// Recycled number: the old record moves to its id key.
-				wb.set(idKey(prefixID, cur.p.ID), encodeParcel([]byte{idValueRecord}, cur.p))
+				wb.set(idKey(prefixID, a.Replaced.ID), encodeParcel([]byte{idValueRecord}, a.Replaced))
 			}
-			ctr.lastParcel++
-			cur = &pending{p: &store.Parcel{ID: ctr.lastParcel, Number: u.Number, Genesis: u.Events[0].CID, Created: now}}
-			order = append(order, cur)
-			wb.set(idKey(prefixID, cur.p.ID), append([]byte{idValueNumber}, u.Number...))
-		} else if cur == nil || cur.p.ID != u.ParcelID || cur.p.Seq != u.PrevSeq {
-			return nil, fmt.Errorf("pebble: update %d (%s): %w", i, u.Number, store.ErrConflict)
+			wb.set(idKey(prefixID, a.ID), append([]byte{idValueNumber}, u.Number...))
 		}
-		byNumber[u.Number] = cur
-		p := cur.p
 		for _, e := range u.Events {
-			wb.set(eventKey(new([13]byte), p.ID, e.Seq), e.Bytes)
+			wb.set(eventKey(new([13]byte), a.ID, e.Seq), e.Bytes)
 			if e.ID != "" {
-				wb.set(eventIDKey(e.ID), encodeEventRef(p.ID, e.Seq))
+				wb.set(eventIDKey(e.ID), encodeEventRef(a.ID, e.Seq))
 			}
-		}
-		last := u.Events[len(u.Events)-1]
-		p.Seq, p.Head, p.SignedHead = last.Seq, last.CID, u.SignedHead
-		p.Audience = store.MergeAudience(p.Audience, u.Audience)
-		if len(u.Details) > 0 {
-			if cur.details == nil && !u.New {
-				d, err := s.details(p.ID)
-				if err != nil && !errors.Is(err, store.ErrNotFound) {
-					return nil, err
-				}
-				cur.details = d
-			}
-			if cur.details == nil {
-				cur.details = protocol.Details{}
-			}
-			maps.Copy(cur.details, u.Details)
 		}
 		ctr.events += uint64(len(u.Events))
 		ctr.feedTail++
-		entry := store.FeedEntry{ParcelID: p.ID, Number: p.Number, FromSeq: u.Events[0].Seq, ToSeq: last.Seq}
+		entry := store.FeedEntry{ParcelID: a.ID, Number: a.Number, FromSeq: u.Events[0].Seq, ToSeq: a.Seq}
 		wb.set(idKey(prefixFeed, ctr.feedTail), encodeFeed(&entry))
-		res.ParcelIDs[i] = p.ID
+		res.ParcelIDs[i] = a.ID
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pebble: %w", err)
 	}
-	for _, cur := range order {
-		if byNumber[cur.p.Number] == cur {
-			wb.set(numberKey(cur.p.Number), encodeParcel(nil, cur.p))
+	for _, a := range order {
+		if a.Newest {
+			wb.set(numberKey(a.Number), encodeParcel(nil, a.Parcel))
 		}
-		if cur.details != nil {
-			d, err := protocol.Marshal(cur.details)
-			if err != nil {
-				return nil, fmt.Errorf("pebble: details of parcel %d: %w", cur.p.ID, err)
+		if a.Details == nil {
+			continue
+		}
+		d := a.Details
+		if !a.New {
+			stored, err := s.details(a.ID)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return nil, err
 			}
-			wb.set(idKey(prefixDetails, cur.p.ID), d)
+			if stored != nil {
+				maps.Copy(stored, d)
+				d = stored
+			}
 		}
+		v, err := protocol.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("pebble: details of parcel %d: %w", a.ID, err)
+		}
+		wb.set(idKey(prefixDetails, a.ID), v)
 	}
 	counters := ctr.encode()
 	pb := s.db.NewBatchWithSize(batchrepr.HeaderLen + wb.size + len(keyCounters) + len(counters) + batchEntryOverhead)
@@ -301,19 +278,6 @@ func (b *prefixBatch) writeTo(pb *pebbledb.Batch) {
 			_ = pb.Set(kv.key, kv.value, nil)
 		}
 	}
-}
-
-// numbersOf returns the distinct numbers of updates.
-func numbersOf(updates []store.ParcelUpdate) []string {
-	seen := make(map[string]bool, len(updates))
-	numbers := make([]string, 0, len(updates))
-	for i := range updates {
-		if n := updates[i].Number; !seen[n] {
-			seen[n] = true
-			numbers = append(numbers, n)
-		}
-	}
-	return numbers
 }
 
 // newestMany returns the records under the number keys of numbers, by

@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdatesApplyInOrder", testUpdatesApplyInOrder},
 		{"CanceledAppend", testCanceledAppend},
 		{"RecycledNumber", testRecycledNumber},
+		{"NewIfAbsent", testNewIfAbsent},
 		{"NotFound", testNotFound},
 		{"Events", testEvents},
 		{"LookupEventIDs", testLookupEventIDs},
@@ -346,6 +347,33 @@ func testRecycledNumber(t *testing.T, s store.Store) {
 	byID, err = s.ParcelByID(ctx, old.id)
 	require.NoError(t, err)
 	require.Equal(t, oldParcel, byID)
+}
+
+// testNewIfAbsent checks the guard that keeps two writers from both
+// starting a parcel for one number.
+func testNewIfAbsent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, _ := NewChain(Number(1)).Update(t, 0, 1)
+	u.IfAbsent = true
+	first := commit(t, s, u)
+
+	again, _ := NewChain(Number(1)).Update(t, 0, 2)
+	again.IfAbsent = true
+	other, _ := NewChain(Number(2)).Update(t, 0, 1)
+	_, err := s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{other, again}})
+	require.ErrorIs(t, err, store.ErrConflict)
+	got, err := s.Parcel(ctx, Number(1))
+	require.NoError(t, err)
+	require.Equal(t, first.ParcelIDs[0], got.ID)
+	_, err = s.Parcel(ctx, Number(2))
+	require.ErrorIs(t, err, store.ErrNotFound, "a batch that failed its guard wrote its other updates")
+
+	// Within one batch, a number started by an earlier update is taken.
+	a, _ := NewChain(Number(3)).Update(t, 0, 1)
+	b, _ := NewChain(Number(3)).Update(t, 0, 1)
+	a.IfAbsent, b.IfAbsent = true, true
+	_, err = s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{a, b}})
+	require.ErrorIs(t, err, store.ErrConflict)
 }
 
 func testNotFound(t *testing.T, s store.Store) {

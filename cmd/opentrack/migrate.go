@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/opentrack/opentrack/node"
+	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/node/store/postgres"
+	"github.com/spf13/cobra"
+)
+
+func migrateCmd() *cobra.Command {
+	var dir, url string
+	cmd := &cobra.Command{
+		Use:   "migrate (--repo DIR | --store URL)",
+		Short: "Bring a PostgreSQL store's schema up to this build's version",
+		Long: `Apply the schema migrations a PostgreSQL store lacks. A node applies
+them when it starts, too; run this to migrate ahead of a rollout. A
+database whose schema is newer than this build's is left alone.`,
+		Example: `  opentrack migrate --repo ./sf1
+  opentrack migrate --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts := &postgres.Options{URL: url}
+			if dir != "" {
+				r, err := repo.Open(dir)
+				if err != nil {
+					return err
+				}
+				if r.Config.Store.Backend != repo.BackendPostgres {
+					return fmt.Errorf("%s keeps its store in %s, which has no migrations", dir, r.Config.Store.Backend)
+				}
+				opts = node.PostgresOptions(r.Config.Store)
+			}
+			from, to, err := postgres.Migrate(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			if from == to {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: schema version %d, up to date\n", postgres.Redact(opts.URL), to)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: schema migrated from version %d to %d\n", postgres.Redact(opts.URL), from, to)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "repo", "", "carrier repo whose [store] names the database")
+	cmd.Flags().StringVar(&url, "store", "", "the database's postgres:// URL")
+	cmd.MarkFlagsOneRequired("repo", "store")
+	cmd.MarkFlagsMutuallyExclusive("repo", "store")
+	return cmd
+}
