@@ -52,9 +52,9 @@
 //	  64 MiB cache (working set ~230 MB)  183k lookups/s
 //	  256 MiB cache (all of it cached)   183k lookups/s
 //	the same at 125k parcels × 8 (1M events, working set ~300 MB), CPU
-//	per lookup, medians of 5 while other work shared the machine:
-//	  zstd, 64 MiB cache                  15.7 µs
-//	  MinLZ, 64 MiB cache                 16.8 µs
+//	per lookup, medians of 10 on a quiet machine (benchstat p=0.000):
+//	  zstd, 64 MiB cache                  14.9 µs  (130k lookups/s)
+//	  MinLZ, 64 MiB cache                 14.5 µs  (134k lookups/s)
 //	disk after a full compaction, 200k events of 192 bytes, written one
 //	event per parcel per batch:
 //	  zstd 114.7, minlz 129.1, snappy 132.7, none 295.0 bytes/event
@@ -63,7 +63,11 @@
 // same run gave 243k, 95k and 111k events/s and 71k lookups/s with the
 // 64 MiB cache. The lookups no longer differ by cache size: on a store
 // just opened the memtables are small, and blocks use the room kept for
-// them. L6 bloom filters add 4 bytes an event.
+// them (256 MiB in all). At 1M events the working set outgrows even that,
+// and a miss costs a pread and the decompression of a 16 KiB block.
+// MinLZ's faster decompression saves under 3% of such a lookup, for 12%
+// more disk, so zstd stays; 8 KiB and 4 KiB data blocks cost more CPU per
+// lookup than 16 KiB. L6 bloom filters add 4 bytes an event.
 //
 // The appends to existing parcels, steady ingest, are bound by the read
 // of each parcel's record (the guard, and the record is rewritten) and by
