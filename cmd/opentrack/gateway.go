@@ -57,7 +57,6 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			o.Addr = addr
 			err = gateway.Run(ctx, n, ln, &o)
 			if errors.Is(err, gateway.ErrNotPlatform) {
 				err = fmt.Errorf("--repo %s: %w: create it with opentrack init --trust PUBFILE --registry FILE", dir, err)

@@ -170,11 +170,18 @@ func (g *Gateway) cors(next http.Handler) http.Handler {
 			h.Add("Vary", "Origin")
 		}
 		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
-		if origin == "" || (!preflight && !g.allowed(origin)) {
+		if origin == "" {
 			next.ServeHTTP(w, r)
 			return
 		}
 		if !g.allowed(origin) {
+			// A plain request goes on, without CORS headers, and the
+			// browser keeps the answer from the page; a preflight is
+			// refused outright.
+			if !preflight {
+				next.ServeHTTP(w, r)
+				return
+			}
 			newProblem(codeOrigin, "this origin may not call the gateway; see --cors-origin").write(w)
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -388,13 +389,13 @@ func (stuck) Connect(ctx context.Context, _ peer.ID) error {
 func TestOptionsValidate(t *testing.T) {
 	require.NoError(t, (&Options{}).EnsureDefaults().Validate())
 	o := (&Options{
-		Addr: "nowhere", Rate: -1, Burst: 5, TrackTimeout: time.Minute, MaxStreams: -2,
+		Rate: -1, Burst: 5, TrackTimeout: time.Minute, MaxStreams: -2,
 		CORSOrigins:     []string{"https://ok.example", "ftp://x", "https://x.example/path"},
 		MaxWatchNumbers: protocol.MaxWatchNumbers + 1,
 	}).EnsureDefaults()
 	err := o.Validate()
 	require.ErrorIs(t, err, ErrInvalidOptions)
-	for _, want := range []string{"Addr", "Rate", "Burst", "WriteTimeout", "MaxStreams", `"ftp://x"`, `"https://x.example/path"`, "MaxWatchNumbers"} {
+	for _, want := range []string{"Rate", "Burst", "WriteTimeout", "MaxStreams", `"ftp://x"`, `"https://x.example/path"`, "MaxWatchNumbers"} {
 		require.ErrorContains(t, err, want)
 	}
 	require.NotContains(t, err.Error(), "ok.example")
@@ -426,4 +427,24 @@ func TestLimiter(t *testing.T) {
 	require.Equal(t, "2001:db8:1:2::", clientKey(req).String(), "IPv6 by /64")
 	req.RemoteAddr = "[::ffff:192.0.2.1]:80"
 	require.Equal(t, "192.0.2.1", clientKey(req).String())
+}
+
+// TestRetryAfterRoundsUp: a wait below a millisecond still tells the
+// client to wait, in the body and in the header.
+func TestRetryAfterRoundsUp(t *testing.T) {
+	for _, tc := range []struct {
+		wait   time.Duration
+		ms     uint64
+		header string
+	}{
+		{300 * time.Microsecond, 1, "1"},
+		{time.Millisecond, 1, "1"},
+		{1500 * time.Millisecond, 1500, "2"},
+	} {
+		rec := httptest.NewRecorder()
+		p := newProblem(protocol.CodeRateLimited, "slow down").retryAfter(tc.wait)
+		p.write(rec)
+		require.Equal(t, tc.ms, p.RetryAfterMS, tc.wait)
+		require.Equal(t, tc.header, rec.Header().Get("Retry-After"), tc.wait)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ var ErrInvalidOptions = errors.New("gateway: invalid options")
 
 // Defaults of Options, in one place.
 const (
+	// DefaultAddr is where `opentrack gateway` listens without --http.
 	DefaultAddr = "127.0.0.1:8080"
 	// DefaultTrackTimeout bounds one lookup, resolution and every
 	// carrier's answer included: a little over the client's 5s request
@@ -71,9 +71,6 @@ type Config struct {
 
 // Options tune a gateway. The zero value of a field means its default.
 type Options struct {
-	// Addr is the HTTP listen address, host:port, for ListenAndServe.
-	// Default: "127.0.0.1:8080".
-	Addr string
 	// TrackTimeout bounds one GET or POST lookup. A lookup that runs out
 	// answers 504 with code "timeout". Default: 12s.
 	TrackTimeout time.Duration
@@ -133,7 +130,6 @@ func (o *Options) EnsureDefaults() *Options {
 	if o == nil {
 		o = &Options{}
 	}
-	def(&o.Addr, DefaultAddr)
 	def(&o.TrackTimeout, DefaultTrackTimeout)
 	def(&o.CacheMaxAge, DefaultCacheMaxAge)
 	def(&o.MaxBodyBytes, DefaultMaxBodyBytes)
@@ -164,9 +160,6 @@ func def[T comparable](v *T, d T) {
 func (o *Options) Validate() error {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
-	if _, _, err := net.SplitHostPort(o.Addr); err != nil {
-		add("Addr %q: %v", o.Addr, err)
-	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration

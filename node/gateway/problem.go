@@ -76,10 +76,11 @@ func newProblem(code, detail string) *problem {
 	return &problem{Type: "/problems/" + code, Title: http.StatusText(st), Status: st, Detail: detail, Code: code}
 }
 
-// retryAfter sets the wait before a retry, rounded up to the whole
-// seconds of the Retry-After header.
+// retryAfter sets the wait before a retry, rounded up to whole
+// milliseconds (and the Retry-After header to whole seconds), so that a
+// wait below a millisecond still carries one.
 func (p *problem) retryAfter(d time.Duration) *problem {
-	p.RetryAfterMS = uint64(d.Milliseconds())
+	p.RetryAfterMS = uint64((d + time.Millisecond - 1) / time.Millisecond)
 	return p
 }
 

@@ -6,6 +6,8 @@ import (
 	"mime"
 	"net/http"
 	"path"
+
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // web holds the tracking page: plain HTML, CSS and JavaScript, no build
@@ -27,7 +29,7 @@ const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-sr
 func servePage(w http.ResponseWriter, r *http.Request) {
 	b, err := web.ReadFile("web/index.html")
 	if err != nil {
-		newProblem("internal", "the page is missing from the build").write(w)
+		newProblem(protocol.CodeInternal, "the page is missing from the build").write(w)
 		return
 	}
 	h := w.Header()
@@ -48,7 +50,7 @@ func serveStatic(w http.ResponseWriter, r *http.Request) {
 		b, err = web.ReadFile("web/static/" + name)
 	}
 	if err != nil {
-		newProblem("not_found", "no such file").write(w)
+		newProblem(protocol.CodeNotFound, "no such file").write(w)
 		return
 	}
 	ct := mime.TypeByExtension(path.Ext(name))
