@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"github.com/opentrack/opentrack/node/internal/cputime"
 	"io"
 	"net/http"
 	"slices"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/admin"
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/internal/cputime"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/protocol"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/opentrack/opentrack/node/internal/cputime"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opentrack/opentrack/node/internal/cputime"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/node/store/storetest"
