@@ -277,15 +277,11 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 	if err := tx.SendBatch(ctx, &lock).Close(); err != nil {
 		return 0, wrap("lock parcels", err)
 	}
-	taken := make(map[string]bool, len(heads)) // numbers with a row in ot_numbers
-	for n := range heads {
-		taken[n] = true
-	}
-
 	var ids []int64
-	if n := countNew(b.Updates); n > 0 {
+	nNew := countNew(b.Updates)
+	if nNew > 0 {
 		var err error
-		if ids, err = s.newIDs(ctx, tx, n); err != nil {
+		if ids, err = s.newIDs(ctx, tx, nNew); err != nil {
 			return 0, err
 		}
 	}
@@ -348,9 +344,10 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 			upd.ids, upd.seqs = append(upd.ids, int64(a.ID)), append(upd.seqs, int64(a.Seq))
 			upd.heads, upd.signed, upd.audiences = append(upd.heads, a.Head.Bytes()), append(upd.signed, a.SignedHead), append(upd.audiences, aud)
 		}
+		_, taken := heads[a.Number] // the number has a row in ot_numbers (Apply never adds one)
 		switch {
 		case !a.New || !a.Newest:
-		case taken[a.Number]:
+		case taken:
 			nums.update, nums.updateIDs = append(nums.update, a.Number), append(nums.updateIDs, int64(a.ID))
 		default:
 			nums.insert, nums.insertIDs = append(nums.insert, a.Number), append(nums.insertIDs, int64(a.ID))
@@ -389,7 +386,7 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 	// here to the commit, and every other append waits for it.
 	var tail int64
 	q.Queue(`UPDATE ot_meta SET feed_tail = feed_tail + $1, parcels = parcels + $2, events = events + $3
-		WHERE singleton = 1 RETURNING feed_tail`, len(feed), countNew(b.Updates), nEvents).QueryRow(func(row pgx.Row) error {
+		WHERE singleton = 1 RETURNING feed_tail`, len(feed), nNew, nEvents).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&tail)
 	})
 	if err := tx.SendBatch(ctx, &q).Close(); err != nil {
@@ -790,7 +787,9 @@ func (s *Store) listen(ctx context.Context) *pgx.Conn {
 	if err != nil {
 		return nil
 	}
-	if _, err := conn.Exec(cctx, `LISTEN "`+s.channel()+`"`); err != nil {
+	// The channel holds the store id, read from the database: quoted as
+	// an identifier, not pasted.
+	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{s.channel()}.Sanitize()); err != nil {
 		_ = conn.Close(context.Background())
 		return nil
 	}
