@@ -58,19 +58,24 @@ func (l *ledger) ack(cid, number string, platform int, at time.Time) {
 	l.parcels[number].acked++
 }
 
-// receive records that platform pi was handed event cid at now. It
-// returns the lag from the event's acknowledgement (0 when the update beat
-// the acknowledgement back), whether this is the first time, and whether
-// the event is of a parcel pi booked.
-func (l *ledger) receive(pi int, cid string, now time.Time) (lag time.Duration, first, mine bool) {
+// receive records that platform pi was handed event cid of number at
+// now. It returns the lag from the event's acknowledgement (0 when the
+// update beat the acknowledgement back), whether this is the first time,
+// and whether pi booked the parcel. Whose the event is, is decided by the
+// number, which was booked before any of its scans: an update that beats
+// the carrier's HTTP reply is judged as surely as one that follows it.
+func (l *ledger) receive(pi int, number, cid string, now time.Time) (lag time.Duration, first, mine bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	a, ok := l.acked[cid]
-	if ok && a.platform != pi {
+	if p, ok := l.parcels[number]; !ok || p.platform != pi {
+		return 0, false, false
+	}
+	if a, ok := l.acked[cid]; ok && a.number != number {
 		return 0, false, false
 	}
 	l.recv[pi][cid]++
 	first = l.recv[pi][cid] == 1
+	a, ok := l.acked[cid]
 	if !ok {
 		// Not acknowledged yet: the watch was faster than the HTTP reply.
 		return 0, first, true
@@ -109,6 +114,20 @@ func (l *ledger) missing(live []int) int {
 	n := 0
 	for cid, a := range l.acked {
 		if slices.Contains(live, a.platform) && l.recv[a.platform][cid] == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// backlog counts acknowledged events of carrier's parcels that their
+// booking platform, among platforms, has not received yet.
+func (l *ledger) backlog(carrier string, platforms []int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for cid, a := range l.acked {
+		if slices.Contains(platforms, a.platform) && l.parcels[a.number].carrier == carrier && l.recv[a.platform][cid] == 0 {
 			n++
 		}
 	}

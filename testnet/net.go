@@ -482,6 +482,16 @@ func (c *Carrier) Up() bool {
 	return (c.node != nil || c.proc != nil) && !c.paused
 }
 
+// PID is the process id of c's node with Procs while it runs, else 0.
+func (c *Carrier) PID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return 0
+	}
+	return c.proc.Pid()
+}
+
 // NewNumber returns a fresh tracking number in c's scheme.
 func (c *Carrier) NewNumber() (string, error) { return c.numbers.next() }
 

@@ -71,7 +71,40 @@ type Options struct {
 	// Progress, when set, is called about twice a second with the
 	// counters so far, for a live display.
 	Progress func(Stats)
+	// Fault plants a deliberate defect, so that the testnet's own tests
+	// can show each verdict fails when it should. Default: FaultNone. No
+	// command sets it.
+	Fault Fault
 }
+
+// Fault is a defect planted on purpose by a test of the verdicts.
+type Fault string
+
+// Faults, each caught by the invariant named.
+const (
+	FaultNone Fault = ""
+	// FaultAudience adds a second platform to the audience of some
+	// events: audience_leaked.
+	FaultAudience Fault = "audience"
+	// FaultRestart makes the crash scenario's restart fail:
+	// scenario_failures.
+	FaultRestart Fault = "restart"
+	// FaultRejectEvent sends one honest event with a status no carrier
+	// knows: rejected_events.
+	FaultRejectEvent Fault = "reject-event"
+	// FaultStaleLookup drops the newest event from some lookups, as a
+	// node serving an old copy would: stale_lookups.
+	FaultStaleLookup Fault = "stale-lookup"
+	// FaultNotFound turns some lookups of booked parcels into not_found:
+	// lookups_refused.
+	FaultNotFound Fault = "not-found"
+	// FaultSilentRogue has the rogue record nothing, so it answers
+	// not_found rather than offering forgeries: forged_records_rejected.
+	FaultSilentRogue Fault = "silent-rogue"
+)
+
+// Faults lists every fault.
+var Faults = []Fault{FaultAudience, FaultRestart, FaultRejectEvent, FaultStaleLookup, FaultNotFound, FaultSilentRogue}
 
 // Defaults, in one place.
 const (
@@ -140,6 +173,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Scenario == ScenarioRogue && o.Carriers < 2 {
 		p = append(p, "rogue needs at least 2 carriers: it impersonates the second")
+	}
+	if o.Fault != FaultNone && !slices.Contains(Faults, o.Fault) {
+		p = append(p, fmt.Sprintf("fault %q: unknown", o.Fault))
 	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -22,11 +23,11 @@ const recoveryTimeout = 30 * time.Second
 
 // scenario runs o.Scenario against the traffic.
 func (s *sim) scenario(ctx context.Context) {
-	d := s.o.Duration
+	d0 := s.o.Duration
 	// at waits until frac of the run has passed; false if it ended first.
 	at := func(frac float64) bool {
 		select {
-		case <-time.After(time.Until(s.start.Add(time.Duration(frac * float64(d))))):
+		case <-time.After(time.Until(s.start.Add(time.Duration(frac * float64(d0))))):
 			return true
 		case <-ctx.Done():
 			return false
@@ -40,30 +41,42 @@ func (s *sim) scenario(ctx context.Context) {
 		if !at(0.3) {
 			return
 		}
-		s.disrupted.Store(true)
+		d := s.disrupt(victim, -1)
+		d.PIDBefore = victim.PID()
 		how := "closed in process"
 		if s.o.Procs {
-			how = "kill -9"
+			how = fmt.Sprintf("kill -9 of pid %d", d.PIDBefore)
 		}
 		if err := s.net.Kill(victim); err != nil {
-			s.fail("kill %s: %v", victim.Code, err)
+			s.scenarioFailure("kill %s: %v", victim.Code, err)
 		}
+		down := time.Now()
 		s.note("carrier %s killed (%s)", victim.Code, how)
-		time.Sleep(min(max(d/10, time.Second), 5*time.Second))
-		if err := s.net.Restart(bg, victim); err != nil {
-			s.fail("restart %s: %v", victim.Code, err)
+		s.probe(d, s.net.Platforms[0], victim)
+		time.Sleep(time.Until(down.Add(min(max(d0/10, time.Second), 5*time.Second))))
+		if err := s.restart(bg, victim); err != nil {
+			s.scenarioFailure("restart %s: %v", victim.Code, err)
 			return
 		}
-		s.note("carrier %s restarted from its repo", victim.Code)
-		s.waitRecovered(victim)
+		d.PIDAfter = victim.PID()
+		if s.o.Procs && (d.PIDAfter == 0 || d.PIDAfter == d.PIDBefore) {
+			s.scenarioFailure("crash: %s runs as pid %d after the restart, pid %d before the kill", victim.Code, d.PIDAfter, d.PIDBefore)
+		}
+		s.note("carrier %s restarted from its repo%s", victim.Code, pidNote(d.PIDAfter))
+		s.waitRecovered(d, victim, s.livePlatforms())
 	case ScenarioPartition:
 		p := s.net.Platforms[0]
 		if !at(0.3) {
 			return
 		}
-		s.disrupted.Store(true)
+		cut := 0
+		if !s.o.Procs {
+			cut = 1 // links refused between p and victim alone
+		}
+		d := s.disrupt(victim, cut-1)
+		d.Platform = p.Name
 		if err := s.net.Partition(p, victim); err != nil {
-			s.fail("partition: %v", err)
+			s.scenarioFailure("partition: %v", err)
 			return
 		}
 		how := "links refused"
@@ -71,12 +84,13 @@ func (s *sim) scenario(ctx context.Context) {
 			how = "carrier process stopped, SIGSTOP"
 		}
 		s.note("%s cut off from carrier %s (%s)", p.Name, victim.Code, how)
+		s.probe(d, p, victim)
 		at(0.6)
 		if err := s.net.Heal(p, victim); err != nil {
-			s.fail("heal: %v", err)
+			s.scenarioFailure("heal: %v", err)
 		}
 		s.note("cut healed; %s catches up from its cursor", p.Name)
-		s.waitRecovered(victim)
+		s.waitRecovered(d, victim, []int{0})
 	case ScenarioRogue:
 		s.rogue(ctx, victim)
 	case ScenarioCutoff:
@@ -87,18 +101,81 @@ func (s *sim) scenario(ctx context.Context) {
 		}
 		s.stopPlatformWatchers(pi)
 		if err := p.Close(); err != nil {
-			s.fail("close %s: %v", p.Name, err)
+			s.scenarioFailure("close %s: %v", p.Name, err)
 		}
 		s.note("%s disappeared; the other platforms go on tracking every carrier directly", p.Name)
 	}
 }
 
+func pidNote(pid int) string {
+	if pid == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (pid %d)", pid)
+}
+
+// restart starts c again, unless a planted fault says it fails.
+func (s *sim) restart(ctx context.Context, c *Carrier) error {
+	if s.planted(FaultRestart) {
+		return errors.New("planted fault: restart refused")
+	}
+	return s.net.Restart(ctx, c)
+}
+
+// disrupt begins a disruption of c, for platform pi alone or, with pi
+// -1, for everyone including c's own ingest: failures met with c are
+// expected from now until waitRecovered, and counted.
+func (s *sim) disrupt(c *Carrier, pi int) *Disruption {
+	d := &Disruption{Carrier: c.Code, RecoveryS: -1}
+	s.victim.Store(c)
+	s.cutOff.Store(int64(pi) + 1)
+	s.disrupted.Store(true)
+	s.mu.Lock()
+	s.disruption = d
+	s.mu.Unlock()
+	return d
+}
+
+// probe has p look up one of c's parcels while c is down or cut off.
+// An answer from c means the disruption did not happen, and the run
+// fails: a scenario must show its effect, not only its timeline.
+func (s *sim) probe(d *Disruption, p *Platform, c *Carrier) {
+	number := ""
+	if ns := s.led.numbersOf(c.Code, 1); len(ns) > 0 {
+		number = ns[0]
+	} else if n, err := c.NewNumber(); err == nil {
+		number = n // not ingested: a reachable carrier says not_found
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	views, err := p.Track(ctx, nil, number)
+	switch {
+	case err != nil:
+		d.Probe = protocol.CodeUnavailable
+	case len(views) != 1:
+		d.Probe = fmt.Sprintf("%d answers", len(views))
+	case views[0].Verified:
+		d.Probe = "verified"
+	default:
+		d.Probe = views[0].Error
+	}
+	if d.Probe != protocol.CodeUnavailable {
+		s.scenarioFailure("%s looked up %s at %s during the disruption and got %q, not %q: the disruption did not happen",
+			p.Name, number, c.Code, d.Probe, protocol.CodeUnavailable)
+		return
+	}
+	s.note("%s cannot reach %s: %s", p.Name, c.Code, d.Probe)
+}
+
 // waitRecovered waits until every live platform gets a verified answer
 // from c again, notes how long that took, and ends the disruption: from
-// then on a failed lookup is an error.
-func (s *sim) waitRecovered(c *Carrier) {
+// then on a failed lookup is an error. The events of c that platforms
+// (the ones disrupted) had not received when it ended are the backlog;
+// the drain shows they arrive.
+func (s *sim) waitRecovered(d *Disruption, c *Carrier, platforms []int) {
 	numbers := s.led.numbersOf(c.Code, 1)
 	began := time.Now()
+	d.Backlog = s.led.backlog(c.Code, platforms)
 	err := s.net.WaitFor(recoveryTimeout, func() bool {
 		if len(numbers) == 0 {
 			return true
@@ -117,10 +194,12 @@ func (s *sim) waitRecovered(c *Carrier) {
 		return true
 	})
 	if err != nil {
-		s.fail("platforms did not reach %s again within %s", c.Code, recoveryTimeout)
+		s.scenarioFailure("platforms did not reach %s again within %s", c.Code, recoveryTimeout)
 	} else {
-		s.note("every platform reaches %s again (%.1fs)", c.Code, time.Since(began).Seconds())
+		d.RecoveryS = time.Since(began).Seconds()
+		s.note("every platform reaches %s again (%.1fs); %d of its events still on the way to them", c.Code, d.RecoveryS, d.Backlog)
 	}
+	d.FailuresSeen = s.failuresSeen.Load()
 	s.disrupted.Store(false)
 }
 
@@ -165,6 +244,7 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 	if !s.forge(ctx, rg, numbers) {
 		return
 	}
+	s.note("rogue recorded \"delivered\" for %d of %s's parcels", len(numbers), victim.Code)
 	var watchers []*client.Watcher
 	var readers sync.WaitGroup
 	// The readers count into the report: they end before rogue returns.
@@ -190,7 +270,7 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 					s.forgeriesAccepted.Add(1)
 					s.fail("%s accepted a forged watch update of %s from the rogue", s.net.Platforms[pi].Name, u.Number)
 				} else {
-					s.forgeriesRejected.Add(1)
+					s.forgeryRejected(u.Error)
 				}
 			}
 		})
@@ -216,6 +296,9 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 
 // forge has the rogue record a "delivered" scan for numbers.
 func (s *sim) forge(ctx context.Context, rg *Carrier, numbers []string) bool {
+	if s.planted(FaultSilentRogue) {
+		return true
+	}
 	evs := make([]ingest.InputEvent, len(numbers))
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for i, n := range numbers {
@@ -247,13 +330,29 @@ func (s *sim) askRogue(ctx context.Context, pi int, rg *Carrier, numbers []strin
 		return
 	}
 	for _, v := range views {
-		switch {
-		case v.Verified:
+		if v.Verified {
 			s.forgeriesAccepted.Add(1)
 			s.fail("%s accepted the rogue's record of %s", p.Name, v.Number)
-		case v.Error != "":
-			s.forgeriesRejected.Add(1)
+			continue
 		}
+		s.forgeryRejected(v.Error)
+	}
+}
+
+// forgeryCodes are the codes a platform rejects the rogue's records
+// with: its key is not the carrier's, or its chain does not hold. Any
+// other answer (not_found, unavailable, ...) is no rejected forgery.
+var forgeryCodes = map[string]bool{
+	protocol.ErrUnknownKey.Code: true, protocol.ErrUntrustedIssuer.Code: true, protocol.CodeWrongCarrier: true,
+	protocol.ErrBrokenChain.Code: true, protocol.ErrHeadMismatch.Code: true, protocol.ErrCIDMismatch.Code: true,
+}
+
+// forgeryRejected counts a rejection of the rogue's record with code,
+// when code is one a forgery earns.
+func (s *sim) forgeryRejected(code string) {
+	if forgeryCodes[code] {
+		s.forgedRecords.Add(1)
+		s.forgeriesRejected.Add(1)
 	}
 }
 
@@ -283,11 +382,15 @@ func (s *sim) forgedRegistry(victim, rg *Carrier) {
 		if p.Closed() {
 			continue
 		}
-		if ok, err := p.Node.Trust.Install(forged); err == nil || ok {
+		switch ok, err := p.Node.Trust.Install(forged); {
+		case err == nil || ok:
 			s.forgeriesAccepted.Add(1)
 			s.fail("%s installed a registry its anchors did not sign", p.Name)
-		} else {
+		case errors.Is(err, protocol.ErrUntrustedIssuer):
+			s.forgedRegistries.Add(1)
 			s.forgeriesRejected.Add(1)
+		default:
+			s.fail("%s refused the forged registry for another reason than its issuer: %v", p.Name, err)
 		}
 	}
 	s.note("forged registry naming the rogue as %s offered to every platform", victim.Code)

@@ -113,15 +113,48 @@ type sim struct {
 	verifyFail, forgeriesRejected      atomic.Int64
 	forgeriesAccepted, leaked, granted atomic.Int64
 	retries, unavailable, errCount     atomic.Int64
+	audienceLeaked, scenarioFailed     atomic.Int64
+	rejected, stale, refused           atomic.Int64
+	forgedRecords, forgedRegistries    atomic.Int64
+	// victim is the carrier a crash or partition acts on; failures met
+	// with it while disrupted are counted into the Disruption.
+	victim        atomic.Pointer[Carrier]
+	cutOff        atomic.Int64 // 1 + the platform cut off from victim; 0: the victim is down for all
+	failuresSeen  atomic.Int64
+	rejectPlanted atomic.Bool
 	// disrupted is set while a scenario has a node down or a link cut,
 	// and for a grace period after: failed lookups then are expected.
 	disrupted atomic.Bool
 	lag, qlat latencies
 
-	mu       sync.Mutex
-	samples  []string
-	timeline []string
-	report   Report
+	mu         sync.Mutex
+	samples    []string
+	timeline   []string
+	disruption *Disruption
+	report     Report
+}
+
+// scenarioFailure counts a scenario step that did not happen as it says.
+func (s *sim) scenarioFailure(format string, args ...any) {
+	s.scenarioFailed.Add(1)
+	s.fail("scenario: "+format, args...)
+}
+
+// planted reports whether o plants fault f.
+func (s *sim) planted(f Fault) bool { return s.o.Fault == f }
+
+// disruptedAt reports whether a scenario has carrier c down or cut off
+// from platform pi right now (pi -1: from its own ingest), and counts the
+// failure met with it if so.
+func (s *sim) disruptedAt(pi int, c *Carrier) bool {
+	if !s.disrupted.Load() || s.victim.Load() != c {
+		return false
+	}
+	if cut := s.cutOff.Load(); cut != 0 && cut != int64(pi)+1 {
+		return false
+	}
+	s.failuresSeen.Add(1)
+	return true
 }
 
 func (s *sim) fail(format string, args ...any) {
@@ -229,10 +262,11 @@ func (s *sim) consume(pi int, c *Carrier, w *client.Watcher) {
 			s.verificationFailure("%s watch of %s handed over an update of %s", s.net.Platforms[pi].Name, c.Code, u.Carrier)
 		}
 		for _, e := range u.Events {
-			lag, first, mine := s.led.receive(pi, e.CID, now)
+			lag, first, mine := s.led.receive(pi, u.Number, e.CID, now)
 			if !mine {
 				// An event of a parcel another platform booked: the
 				// audience filter let it through.
+				s.audienceLeaked.Add(1)
 				s.fail("%s received %s event %s of a parcel it did not book", s.net.Platforms[pi].Name, u.Number, e.CID)
 				continue
 			}
@@ -331,6 +365,13 @@ func (s *sim) carrierTraffic(ctx context.Context, c *Carrier, ci, inFlight int, 
 				Status: string(st.status), Reason: st.reason, Location: st.loc,
 				Audience: []string{s.net.Platforms[p.platform].ID.String()},
 			}
+			if s.planted(FaultAudience) && i%4 == 0 && len(s.net.Platforms) > 1 {
+				other := s.net.Platforms[(p.platform+1)%len(s.net.Platforms)]
+				evs[i].Audience = append(evs[i].Audience, other.ID.String())
+			}
+			if s.planted(FaultRejectEvent) && s.rejectPlanted.CompareAndSwap(false, true) {
+				evs[i].Status = "teleported"
+			}
 			if p.next == 0 {
 				evs[i].Details = p.details
 			}
@@ -347,7 +388,8 @@ func (s *sim) carrierTraffic(ctx context.Context, c *Carrier, ci, inFlight int, 
 				s.led.ack(res.CID, p.number, p.platform, time.Now())
 				p.next++
 			default:
-				s.fail("%s rejected %s: %s", c.Code, evs[i].ID, res.Error)
+				s.rejected.Add(1)
+				s.fail("%s rejected honest event %s: %s", c.Code, evs[i].ID, res.Error)
 			}
 		}
 		// Delivered and returned parcels make room for new bookings.
@@ -362,8 +404,8 @@ func (s *sim) carrierTraffic(ctx context.Context, c *Carrier, ci, inFlight int, 
 }
 
 // post sends a batch until it is acknowledged or ctx ends; false means
-// ctx ended first. A node that is down, paused or restarting costs
-// retries, not errors.
+// ctx ended first. A node that a scenario has down, paused or restarting
+// costs retries, not errors; any other failure is an error too.
 func (s *sim) post(ctx context.Context, c *Carrier, evs []ingest.InputEvent) ([]ingest.Result, bool) {
 	for {
 		// The batch is the carrier's: it goes through even after traffic
@@ -374,7 +416,8 @@ func (s *sim) post(ctx context.Context, c *Carrier, evs []ingest.InputEvent) ([]
 		if err == nil {
 			return res, true
 		}
-		if !errors.Is(err, ErrDown) {
+		// Only the carrier a scenario has down may fail to answer.
+		if !errors.Is(err, ErrDown) || !s.disruptedAt(-1, c) {
 			s.fail("%v", err)
 		}
 		s.retries.Add(1)
@@ -485,11 +528,19 @@ func (s *sim) queryParcel(ctx context.Context, pi int, number string, stolen boo
 		return
 	}
 	v := views[0]
+	k := s.nqueries.Load()
+	switch {
+	case s.planted(FaultStaleLookup) && k%8 == 0 && v.Error == "" && len(v.Events) > 0:
+		v.Events = v.Events[:len(v.Events)-1]
+	case s.planted(FaultNotFound) && k%8 == 0 && v.Error == "":
+		v.Error, v.Message, v.Verified = protocol.CodeNotFound, "planted", false
+	}
 	if v.Error != "" {
 		s.badAnswer(pi, c, v, took)
 		return
 	}
 	if len(v.Events) < info.acked {
+		s.stale.Add(1)
 		s.fail("%s track %s at %s: %d events, %d acknowledged before the query", p.Name, number, c.Code, len(v.Events), info.acked)
 	}
 	if len(v.Details) > 0 {
@@ -509,7 +560,7 @@ func (s *sim) queryParcel(ctx context.Context, pi int, number string, stolen boo
 func (s *sim) badAnswer(pi int, c *Carrier, v client.ParcelView, took time.Duration) {
 	switch v.Error {
 	case protocol.CodeUnavailable, protocol.CodeInternal:
-		if !c.Up() || s.disrupted.Load() {
+		if s.disruptedAt(pi, c) {
 			s.unavailable.Add(1)
 			return
 		}
@@ -517,6 +568,7 @@ func (s *sim) badAnswer(pi int, c *Carrier, v client.ParcelView, took time.Durat
 	case protocol.CodeForbidden:
 		// A stolen grant is refused outright: nothing leaked.
 	case protocol.CodeRateLimited, protocol.CodeNotFound:
+		s.refused.Add(1)
 		s.fail("%s track %s: %s %s", s.net.Platforms[pi].Name, v.Number, v.Error, v.Message)
 	default:
 		s.verificationFailure("%s track %s at %s: %s %s", s.net.Platforms[pi].Name, v.Number, c.Code, v.Error, v.Message)
@@ -620,6 +672,9 @@ func (s *sim) finish(traffic time.Duration) {
 	r.RejectedForgeries, r.ForgeriesAccepted = s.forgeriesRejected.Load(), s.forgeriesAccepted.Load()
 	r.DetailsLeaked, r.DetailsGranted = s.leaked.Load(), s.granted.Load()
 	r.IngestRetries, r.QueriesUnavailable = s.retries.Load(), s.unavailable.Load()
+	r.AudienceLeaked, r.ScenarioFailures = s.audienceLeaked.Load(), s.scenarioFailed.Load()
+	r.RejectedEvents, r.StaleLookups, r.LookupsRefused = s.rejected.Load(), s.stale.Load(), s.refused.Load()
+	r.ForgedRecordsRejected, r.ForgedRegistriesRejected = s.forgedRecords.Load(), s.forgedRegistries.Load()
 	r.DurationS = traffic.Seconds()
 	if traffic > 0 {
 		r.EventsPerS = float64(r.EventsIngested) / traffic.Seconds()
@@ -632,6 +687,7 @@ func (s *sim) finish(traffic time.Duration) {
 	r.Errors = s.errCount.Load()
 	s.mu.Lock()
 	r.Timeline, r.ErrorSamples = append([]string{}, s.timeline...), append([]string{}, s.samples...)
+	r.Disruption = s.disruption
 	s.mu.Unlock()
 	r.check()
 }

@@ -92,21 +92,32 @@ func TestScenarios(t *testing.T) {
 		{"traffic", short("", false), nil},
 		{"crash", short(testnet.ScenarioCrash, false), func(t *testing.T, r *testnet.Report) {
 			requireTimeline(t, r, "killed", "restarted")
+			d := requireDisrupted(t, r)
+			require.Positive(t, d.FailuresSeen, "the carrier's scans were posted again while it was down")
 		}},
 		{"crash/procs", short(testnet.ScenarioCrash, true), func(t *testing.T, r *testnet.Report) {
-			requireTimeline(t, r, "killed (kill -9)", "restarted")
+			requireTimeline(t, r, "killed (kill -9", "restarted")
+			d := requireDisrupted(t, r)
+			require.Positive(t, d.PIDBefore)
+			require.NotEqual(t, d.PIDBefore, d.PIDAfter, "a new process runs the carrier")
 			require.Positive(t, r.IngestRetries, "the killed carrier's scans were posted again")
 		}},
 		{"partition", short(testnet.ScenarioPartition, false), func(t *testing.T, r *testnet.Report) {
 			requireTimeline(t, r, "cut off", "healed")
+			d := requireDisrupted(t, r)
+			require.Equal(t, "platform1", d.Platform)
+			require.Positive(t, d.Backlog, "events acknowledged during the cut waited for the heal")
 		}},
 		{"partition/procs", short(testnet.ScenarioPartition, true), func(t *testing.T, r *testnet.Report) {
 			requireTimeline(t, r, "SIGSTOP", "healed")
+			requireDisrupted(t, r)
 		}},
 		{"rogue", short(testnet.ScenarioRogue, false), func(t *testing.T, r *testnet.Report) {
-			require.Positive(t, r.RejectedForgeries)
+			require.Positive(t, r.ForgedRecordsRejected, "forged records, not only the registry, were rejected")
+			require.EqualValues(t, 3, r.ForgedRegistriesRejected, "one forged registry per platform")
+			require.Equal(t, r.ForgedRecordsRejected+r.ForgedRegistriesRejected, r.RejectedForgeries)
 			require.Zero(t, r.ForgeriesAccepted)
-			requireTimeline(t, r, "rogue node", "forged registry")
+			requireTimeline(t, r, "rogue node", "forged registry", "rogue recorded")
 		}},
 		{"cutoff", short(testnet.ScenarioCutoff, false), func(t *testing.T, r *testnet.Report) {
 			requireTimeline(t, r, "platform3 disappeared")
@@ -135,6 +146,20 @@ func TestScenarios(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requireDisrupted checks that a crash or partition had its effect (a
+// platform's lookup during it could not reach the carrier) and that the
+// platforms caught up: a verified answer again, and (the drain's
+// lost_updates = 0, checked by the caller) every event delivered.
+func requireDisrupted(t *testing.T, r *testnet.Report) *testnet.Disruption {
+	t.Helper()
+	d := r.Disruption
+	require.NotNil(t, d, "the report records the disruption")
+	require.Equal(t, "unavailable", d.Probe, "a lookup during the disruption could not reach the carrier")
+	require.GreaterOrEqual(t, d.RecoveryS, 0.0, "the platforms reached the carrier again")
+	require.Zero(t, r.LostUpdates, "the platforms caught up with every event, the backlog of %d included", d.Backlog)
+	return d
 }
 
 func requireTimeline(t *testing.T, r *testnet.Report, want ...string) {

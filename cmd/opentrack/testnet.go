@@ -19,8 +19,11 @@ import (
 	"github.com/opentrack/opentrack/testnet"
 )
 
+// plantedFault is set only by tests, to show that a broken run exits 1.
+var plantedFault testnet.Fault
+
 func testnetCmd() *cobra.Command {
-	var o testnet.Options
+	o := testnet.Options{Fault: plantedFault}
 	var jsonFile string
 	var verbose bool
 	cmd := &cobra.Command{
@@ -38,9 +41,12 @@ Scenarios break the network on purpose:
   rogue      an unregistered node impersonates a carrier; every record is rejected
   cutoff     one platform disappears; the others keep tracking directly
 
-The exit status is 1 when an invariant fails: lost_updates,
-verification_failures or details_leaked above zero (and, for rogue, no
-forgery rejected).`,
+PASS means nothing went wrong. The exit status is 1 when an invariant
+fails: any of lost_updates, verification_failures, details_leaked,
+audience_leaked, forgeries_accepted, scenario_failures, rejected_events,
+stale_lookups, lookups_refused or errors above zero; for rogue, no forged
+record or registry rejected. The report names each one that failed
+(failed_invariants in --json).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()

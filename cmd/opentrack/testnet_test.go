@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/opentrack/opentrack/testnet"
 )
 
 // TestTestnetCommand runs a tiny testnet through the CLI and checks the
@@ -35,4 +37,48 @@ func TestTestnetCommand(t *testing.T) {
 
 	_, err = execCmd(t, testnetCmd(), "--scenario", "flood")
 	require.ErrorContains(t, err, `scenario "flood"`)
+}
+
+// TestTestnetVerdicts plants one fault per verdict and checks that the
+// run prints FAIL naming the invariant and exits 1.
+func TestTestnetVerdicts(t *testing.T) {
+	cases := []struct {
+		fault     testnet.Fault
+		scenario  string
+		invariant string
+	}{
+		{testnet.FaultAudience, "", "audience_leaked"},
+		{testnet.FaultRestart, testnet.ScenarioCrash, "scenario_failures"},
+		{testnet.FaultRejectEvent, "", "rejected_events"},
+		{testnet.FaultStaleLookup, "", "stale_lookups"},
+		{testnet.FaultNotFound, "", "lookups_refused"},
+		{testnet.FaultSilentRogue, testnet.ScenarioRogue, "forged_records_rejected"},
+	}
+	for _, tc := range cases {
+		t.Run(string(tc.fault), func(t *testing.T) {
+			plantedFault = tc.fault
+			t.Cleanup(func() { plantedFault = testnet.FaultNone })
+			dir := t.TempDir()
+			report := filepath.Join(dir, "report.json")
+			args := []string{"--carriers", "2", "--platforms", "2", "--parcels", "20", "--rate", "40", "--query-rate", "40",
+				"--duration", "3s", "--seed", "5", "--dir", filepath.Join(dir, "net"), "--json", report}
+			if tc.scenario != "" {
+				args = append(args, "--scenario", tc.scenario)
+			}
+			out, err := execCmd(t, testnetCmd(), args...)
+			require.Error(t, err, out)
+			require.Equal(t, 1, exitCode(err), "exit status; output:\n%s", out)
+			require.Contains(t, out, "FAIL: "+tc.invariant+" ", "the failed invariant is named")
+			require.NotContains(t, out, "PASS")
+			b, err := os.ReadFile(report)
+			require.NoError(t, err)
+			var got struct {
+				Failed []string `json:"failed_invariants"`
+				Passed bool     `json:"passed"`
+			}
+			require.NoError(t, json.Unmarshal(b, &got))
+			require.False(t, got.Passed)
+			require.Contains(t, got.Failed, tc.invariant)
+		})
+	}
 }
