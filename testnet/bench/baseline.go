@@ -18,6 +18,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/opentrack/opentrack/node/repo"
@@ -39,9 +41,15 @@ type baselineInfo struct {
 // carrier repo in dir until ctx ends: GET /v1/track/{number} answers the
 // parcel's signed head and events as JSON, what a central tracking API
 // would serve. It opens the store with the node's own settings and does
-// the same store reads as the track handler (one parcel get, one event
-// range scan), decodes the events and encodes JSON; it computes no CIDs
-// and checks no policy, which only makes the baseline cheaper. TLS 1.3,
+// the work of the node's track handler, no more: the same store reads
+// (one parcel get, one event range scan), and the stored head and event
+// bytes sent as they are, base64 in a JSON object where the node sends
+// CBOR byte strings. Neither server decodes an event, and neither client
+// does: both decode the envelope and check the answer has events. The
+// baseline evaluates no policy and keeps no stream state, which only
+// makes it cheaper; the one thing it does that the node does not is
+// base64, about 2.5 µs a lookup of 8 events (BenchmarkBaselineAnswer),
+// some 2% of a lookup's CPU. TLS 1.3,
 // HTTP/1.1 with keep-alive (DESIGN section 8 measured HTTP/2 on one
 // connection slower). The node must not be running: a store has one
 // process.
@@ -99,22 +107,15 @@ func ServeBaseline(ctx context.Context, dir, listen string) error {
 	return nil
 }
 
-// jsonParcel is the baseline's answer.
+// jsonParcel is the baseline's answer, as its client decodes it: the
+// stored bytes, base64 in JSON.
 type jsonParcel struct {
-	Number     string      `json:"number"`
-	SignedHead string      `json:"signed_head"` // base64 COSE_Sign1
-	Events     []jsonEvent `json:"events"`
+	Number     string   `json:"number"`
+	SignedHead []byte   `json:"signed_head"` // COSE_Sign1, as stored
+	Events     [][]byte `json:"events"`      // DAG-CBOR events, as stored
 }
 
-type jsonEvent struct {
-	Seq         uint64            `json:"seq"`
-	Time        int64             `json:"time"`
-	Status      protocol.Status   `json:"status"`
-	Reason      string            `json:"reason,omitempty"`
-	Location    protocol.Location `json:"location"`
-	Description string            `json:"description,omitempty"`
-	Lang        string            `json:"lang,omitempty"`
-}
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func baselineHandler(st store.Store) http.Handler {
 	mux := http.NewServeMux()
@@ -134,20 +135,36 @@ func baselineHandler(st store.Store) http.Handler {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		out := jsonParcel{Number: p.Number, SignedHead: base64.StdEncoding.EncodeToString(p.SignedHead), Events: make([]jsonEvent, len(evs))}
-		for i, e := range evs {
-			ev, err := protocol.DecodeEvent(e.Bytes)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
-			out.Events[i] = jsonEvent{Seq: ev.Seq, Time: ev.Time, Status: ev.Status, Reason: ev.Reason, Location: ev.Location,
-				Description: ev.Description, Lang: ev.Lang}
-		}
+		bp := answerBufs.Get().(*[]byte)
+		b := appendAnswer((*bp)[:0], p, evs)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(&out)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		_, _ = w.Write(b)
+		*bp = b
+		answerBufs.Put(bp)
 	})
 	return mux
+}
+
+// appendAnswer appends the JSON answer for p and its events to b: what
+// encoding/json would write for a jsonParcel, without reflection.
+func appendAnswer(b []byte, p *store.Parcel, evs []store.Event) []byte {
+	b = append(b, `{"number":`...)
+	// A stored number is normalized ASCII (protocol's schemes), where Go
+	// quoting and JSON agree.
+	b = strconv.AppendQuoteToASCII(b, p.Number)
+	b = append(b, `,"signed_head":"`...)
+	b = base64.StdEncoding.AppendEncode(b, p.SignedHead)
+	b = append(b, `","events":[`...)
+	for i, e := range evs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, e.Bytes)
+		b = append(b, '"')
+	}
+	return append(b, "]}\n"...)
 }
 
 // selfSigned makes a P-256 certificate for 127.0.0.1.
