@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -178,11 +179,11 @@ func jsInterop(t *testing.T) (dir, nodeBin string) {
 	t.Helper()
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node is not on PATH")
+		skipOrFail(t, "node is not on PATH (apt-get install nodejs npm)")
 	}
 	npm, err := exec.LookPath("npm")
 	if err != nil {
-		t.Skip("npm is not on PATH")
+		skipOrFail(t, "npm is not on PATH (apt-get install nodejs npm)")
 	}
 	dir, err = filepath.Abs(filepath.Join("..", "spec", "interop"))
 	require.NoError(t, err)
@@ -197,10 +198,26 @@ func jsInterop(t *testing.T) (dir, nodeBin string) {
 		cmd.Dir = dir
 		out, err := cmd.CombinedOutput()
 		if err != nil || !installed() {
-			t.Skipf("spec/interop/node_modules is missing and npm ci failed: %v\n%s", err, out)
+			skipOrFail(t, fmt.Sprintf("spec/interop/node_modules is missing and npm ci failed: %v\n%s", err, out))
 		}
 	}
 	return dir, nodeBin
+}
+
+// skipOrFail skips t for a missing tool, except in CI (CI=true), where
+// a check that cannot run must fail rather than pass unseen.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if inCI() {
+		t.Fatalf("CI=true: the JS interop check cannot run: %s", why)
+	}
+	t.Skip(why)
+}
+
+// inCI reports whether CI is set to a true value.
+func inCI() bool {
+	ci, _ := strconv.ParseBool(os.Getenv("CI"))
+	return ci
 }
 
 // tcpAddr is the node's TCP multiaddr with its /p2p/ component.
@@ -238,4 +255,21 @@ func runJSClient(t *testing.T, ctx context.Context, dir, nodeBin string, args ..
 		require.NoError(t, json.Unmarshal(stdout.Bytes(), &out), "stdout is not the JSON report")
 	}
 	return out, code
+}
+
+// TestJSInteropFailsInCI: with CI=true and no Node.js on PATH, the JS
+// interop test fails, naming why, instead of skipping unseen.
+func TestJSInteropFailsInCI(t *testing.T) {
+	if os.Getenv("OPENTRACK_JS_CI_CHILD") == "1" {
+		t.Skip("the child runs TestJSTrackClient only")
+	}
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, "-test.run", "^TestJSTrackClient$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CI=true", "PATH="+t.TempDir(), "OPENTRACK_JS_CI_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child must fail; output:\n%s", out)
+	require.Contains(t, string(out), "CI=true: the JS interop check cannot run: node is not on PATH")
+	require.Contains(t, string(out), "--- FAIL: TestJSTrackClient")
 }

@@ -583,7 +583,14 @@ func (c *Carrier) pause() error {
 		return ErrDown
 	}
 	c.paused = true
-	return c.proc.Signal(syscall.SIGSTOP)
+	if err := c.proc.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// The cut is real only once the kernel has stopped the process.
+	if st, ok := c.proc.WaitState(5*time.Second, "T", "t"); !ok {
+		return fmt.Errorf("testnet: carrier %s: pid %d still in state %q 5s after SIGSTOP", c.Code, c.proc.Pid(), st)
+	}
+	return nil
 }
 
 func (c *Carrier) resume() error {

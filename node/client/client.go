@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -107,6 +108,10 @@ type Client struct {
 	mu     sync.Mutex
 	idle   map[peer.ID][]*trackStream // newest last
 	closed bool
+
+	// staleRetries counts requests tried again on a fresh stream because
+	// the pooled one had gone while idle.
+	staleRetries atomic.Int64
 }
 
 // trackStream is a track stream with its reader and write buffer, which
@@ -170,6 +175,7 @@ func (c *Client) Track(ctx context.Context, p peer.ID, queries []protocol.TrackQ
 		if !reused || !stale || ctx.Err() != nil {
 			return nil, err
 		}
+		c.staleRetries.Add(1)
 		c.dropPeer(p)
 	}
 }

@@ -212,11 +212,18 @@ func TestStaleStream(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 1, Events: 1, Options: &service.Options{IdleTimeout: 50 * time.Millisecond}})
 	c := newClient(t, srv, nil)
-	for range 3 {
+	for i := range 3 {
 		resp, err := c.Track(context.Background(), srv.Host.ID(), queries(servicetest.Number(0)), nil)
 		require.NoError(t, err)
 		require.Equal(t, protocol.CodeOK, resp.Results[0].Code)
-		time.Sleep(150 * time.Millisecond)
+		// Every request after an idle spell met a stream the server had
+		// reset, and went through on a fresh one.
+		require.EqualValues(t, i, c.staleRetries.Load(), "stale streams retried after request %d", i+1)
+		// Wait for the server's idle timeout (50ms), well inside the
+		// client's own (30s): the pooled stream goes stale on the
+		// server's side while the client still holds it.
+		require.Eventually(t, func() bool { return trackStreams(srv, c) == 0 }, 10*time.Second, 10*time.Millisecond,
+			"the server resets the idle stream")
 	}
 }
 

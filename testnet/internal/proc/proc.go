@@ -5,11 +5,13 @@ package proc
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,6 +86,37 @@ func (p *Process) Signal(s os.Signal) error {
 		return err
 	}
 	return nil
+}
+
+// State is the process's state letter from /proc (R, S, T for stopped,
+// ...), or "" where /proc cannot tell.
+func (p *Process) State() string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		return ""
+	}
+	// pid (comm) state ...: comm may hold spaces, so look after the ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2])
+}
+
+// WaitState waits until State is one of want, or "" (no /proc), for up
+// to timeout, and returns the last state seen.
+func (p *Process) WaitState(timeout time.Duration, want ...string) (string, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st := p.State()
+		if st == "" || slices.Contains(want, st) {
+			return st, true
+		}
+		if time.Now().After(deadline) {
+			return st, false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Kill sends SIGKILL and waits for the process to go.
