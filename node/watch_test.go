@@ -168,14 +168,14 @@ func TestWatchNoLostUpdate(t *testing.T) {
 	// A first event, seen by the watcher, shows the subscription is live:
 	// through the subscription, or through Sync's track once it is.
 	w := startWatcher(0, true)
-	ok, warmCIDs := postBatch(t, node.info.AdminURL, r.AdminToken, events[:1])
-	require.True(t, ok)
+	ok, warmCIDs, err := postBatch(t, node.info.AdminURL, r.AdminToken, events[:1])
+	require.True(t, ok, "%v", err)
 	require.Eventually(t, func() bool { return log.has(numbers[order[0]], []string{warmCIDs[events[0].ID]}) }, 20*time.Second, 10*time.Millisecond)
 
 	var outcomes []*batchOutcome
 	post := func(evs []ingest.InputEvent) {
 		o := &batchOutcome{events: evs}
-		o.acked, o.cids = postBatch(t, node.info.AdminURL, r.AdminToken, evs)
+		o.acked, o.cids, _ = postBatch(t, node.info.AdminURL, r.AdminToken, evs)
 		outcomes = append(outcomes, o)
 	}
 	outcomes = append(outcomes, &batchOutcome{events: events[:1], acked: true, cids: warmCIDs})
@@ -203,7 +203,7 @@ func TestWatchNoLostUpdate(t *testing.T) {
 			// idempotent on event ids.
 			for _, o := range outcomes {
 				if !o.acked {
-					o.acked, o.cids = postBatch(t, node.info.AdminURL, r.AdminToken, o.events)
+					o.acked, o.cids, _ = postBatch(t, node.info.AdminURL, r.AdminToken, o.events)
 					require.True(t, o.acked, "re-post after the restart")
 					reposted++
 				}
