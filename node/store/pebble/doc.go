@@ -40,34 +40,35 @@
 //
 // # Measurements
 //
-// go test -bench . in this package with the default Options, on the
-// 2-core development machine. It is shared with other work, so figures
-// vary up to twofold between runs; these are one run.
+// Medians of 6 runs from bench/micro.txt (`make bench-micro`, default
+// Options, the 2-core development machine, shared with other work, so
+// runs vary by up to a fifth; TestDocFigures checks these lines against
+// that file):
 //
 //	durable ingest, one fsynced batch of 1000 events per Append:
-//	  125 new parcels × 8 events        464k events/s, p99 10 ms
-//	  1000 new parcels × 1 event        296k events/s, p99 7 ms
-//	  1000 existing parcels × 1 event   251k events/s, p99 9 ms
-//	lookups, Parcel then Events, 100k parcels × 8 events, 2 goroutines:
-//	  64 MiB cache (working set ~230 MB)  183k lookups/s
-//	  256 MiB cache (all of it cached)   183k lookups/s
-//	the same at 125k parcels × 8 (1M events, working set ~300 MB), CPU
-//	per lookup, medians of 10 on a quiet machine (benchstat p=0.000):
-//	  zstd, 64 MiB cache                  14.9 µs  (130k lookups/s)
-//	  MinLZ, 64 MiB cache                 14.5 µs  (134k lookups/s)
+//	  Append/new_125x8     125 new parcels × 8 events        249k events/s, p99 8.8 ms
+//	  Append/new_1000x1    1000 new parcels × 1 event        145k events/s, p99 14.1 ms
+//	  Append/next_1000x1   1000 existing parcels × 1 event   110k events/s, p99 18.4 ms
+//	lookups, Parcel then Events, 125k parcels × 8 events (1M events,
+//	working set ~300 MB), 2 goroutines, CPU per lookup:
+//	  ParcelLookup/compression=zstd/cache=64MiB     22.0 µs  (89k lookups/s)
+//	  ParcelLookup/compression=zstd/cache=256MiB    19.4 µs  (101k lookups/s)
+//	  ParcelLookup/compression=minlz/cache=64MiB    17.3 µs  (113k lookups/s)
+//	  ParcelLookup/compression=minlz/cache=256MiB   18.3 µs  (105k lookups/s)
 //	disk after a full compaction, 200k events of 192 bytes, written one
-//	event per parcel per batch:
-//	  zstd 114.7, minlz 129.1, snappy 132.7, none 295.0 bytes/event
+//	event per parcel per batch, bytes/event:
+//	  DiskSize/zstd 114.8, DiskSize/minlz 129.1, DiskSize/snappy 132.7, DiskSize/none 295.0
 //
-// Before the cache was sized beyond pebble's memtable reservations, the
-// same run gave 243k, 95k and 111k events/s and 71k lookups/s with the
-// 64 MiB cache. The lookups no longer differ by cache size: on a store
+// Before the cache was sized beyond pebble's memtable reservations, an
+// earlier run gave 243k, 95k and 111k events/s and 71k lookups/s with the
+// 64 MiB cache. The lookups now differ little by cache size: on a store
 // just opened the memtables are small, and blocks use the room kept for
 // them (256 MiB in all). At 1M events the working set outgrows even that,
 // and a miss costs a pread and the decompression of a 16 KiB block.
-// MinLZ's faster decompression saves under 3% of such a lookup, for 12%
-// more disk, so zstd stays; 8 KiB and 4 KiB data blocks cost more CPU per
-// lookup than 16 KiB. L6 bloom filters add 4 bytes an event.
+// MinLZ's faster decompression saved under 3% of such a lookup in 10
+// runs on a quiet machine (14.5 against 14.9 µs; the medians above, from
+// a shared machine, spread wider), for 12% more disk, so zstd stays; 8 KiB
+// and 4 KiB data blocks cost more CPU per lookup than 16 KiB. L6 bloom filters add 4 bytes an event.
 //
 // The appends to existing parcels, steady ingest, are bound by the read
 // of each parcel's record (the guard, and the record is rewritten) and by
