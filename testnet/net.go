@@ -687,12 +687,17 @@ func (p *Platform) Track(ctx context.Context, grant []byte, numbers ...string) (
 }
 
 // WatchAudience subscribes to every parcel of c that names p in its
-// audience, from now.
-func (p *Platform) WatchAudience(ctx context.Context, c *Carrier) (*client.Watcher, error) {
-	return p.Client.Watch(ctx, client.WatchOptions{
+// audience, from now; with grant, its updates carry the details the
+// grant names.
+func (p *Platform) WatchAudience(ctx context.Context, c *Carrier, grant ...[]byte) (*client.Watcher, error) {
+	o := client.WatchOptions{
 		Carrier: c.Code, Peers: []peer.ID{c.ID}, Connector: p.Node.Router(), Keys: p.Node.Trust,
 		Audience: true, MaxBackoff: 2 * time.Second,
-	})
+	}
+	if len(grant) > 0 {
+		o.Grant = grant[0]
+	}
+	return p.Client.Watch(ctx, o)
 }
 
 // Closed reports whether Close was called: the platform has gone.

@@ -59,12 +59,15 @@ type Report struct {
 	// watch updates) that platforms rejected for the reasons a forgery
 	// must be rejected for; ForgedRegistriesRejected counts the forged
 	// registries refused as untrusted. RejectedForgeries is their sum.
-	ForgedRecordsRejected    int64   `json:"forged_records_rejected"`
-	ForgedRegistriesRejected int64   `json:"forged_registries_rejected"`
-	DetailsGranted           int64   `json:"details_granted"`
-	StartupS                 float64 `json:"startup_s"`
-	ReadyS                   float64 `json:"ready_s"`
-	Errors                   int64   `json:"errors"`
+	ForgedRecordsRejected    int64 `json:"forged_records_rejected"`
+	ForgedRegistriesRejected int64 `json:"forged_registries_rejected"`
+	DetailsGranted           int64 `json:"details_granted"`
+	// WatchDetailsGranted counts watch updates that brought the grant
+	// holder the details of its own parcels.
+	WatchDetailsGranted int64   `json:"watch_details_granted"`
+	StartupS            float64 `json:"startup_s"`
+	ReadyS              float64 `json:"ready_s"`
+	Errors              int64   `json:"errors"`
 
 	// Expected failures: what a scenario's kill or cut causes and the
 	// network recovers from.
@@ -160,7 +163,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		{"watch lag p50 / p99 (ms)", fmt.Sprintf("%.1f / %.1f", r.WatchLagP50ms, r.WatchLagP99ms)},
 		{"queries", r.Queries},
 		{"query p50 / p99 (ms)", fmt.Sprintf("%.2f / %.2f", r.QueryP50ms, r.QueryP99ms)},
-		{"details shown with a grant", r.DetailsGranted},
+		{"details shown with a grant (lookups / watch updates)", fmt.Sprintf("%d / %d", r.DetailsGranted, r.WatchDetailsGranted)},
 		{"forgeries rejected (records / registries)", fmt.Sprintf("%d (%d / %d)", r.RejectedForgeries, r.ForgedRecordsRejected, r.ForgedRegistriesRejected)},
 		{"ingest retries / queries unavailable", fmt.Sprintf("%d / %d", r.IngestRetries, r.QueriesUnavailable)},
 		{"errors", r.Errors},

@@ -112,6 +112,7 @@ type sim struct {
 	parcels, events, updates, nqueries atomic.Int64
 	verifyFail, forgeriesRejected      atomic.Int64
 	forgeriesAccepted, leaked, granted atomic.Int64
+	watchGranted                       atomic.Int64
 	retries, unavailable, errCount     atomic.Int64
 	audienceLeaked, scenarioFailed     atomic.Int64
 	rejected, stale, refused           atomic.Int64
@@ -230,7 +231,7 @@ func (s *sim) watchAll(ctx context.Context) error {
 	s.watchers = make([][]*client.Watcher, len(s.net.Platforms))
 	for pi, p := range s.net.Platforms {
 		for _, c := range s.net.Carriers {
-			w, err := p.WatchAudience(ctx, c)
+			w, err := p.WatchAudience(ctx, c, s.grants[pi][c.Code])
 			if err != nil {
 				return fmt.Errorf("testnet: %s watch %s: %w", p.Name, c.Code, err)
 			}
@@ -273,6 +274,15 @@ func (s *sim) consume(pi int, c *Carrier, w *client.Watcher) {
 			if first {
 				s.updates.Add(1)
 				s.lag.add(lag)
+			}
+		}
+		if len(u.Details) > 0 {
+			// Only the grant holder's own parcels may come with details.
+			if s.grants[pi] != nil && s.led.parcel(u.Number).platform == pi {
+				s.watchGranted.Add(1)
+			} else {
+				s.leaked.Add(1)
+				s.fail("details leaked: %s watch got %v of %s", s.net.Platforms[pi].Name, slices.Sorted(maps.Keys(u.Details)), u.Number)
 			}
 		}
 	}
@@ -670,7 +680,7 @@ func (s *sim) finish(traffic time.Duration) {
 	r.LostUpdates = int64(s.led.missing(live))
 	r.DuplicatesAfterDedup = s.led.duplicates()
 	r.RejectedForgeries, r.ForgeriesAccepted = s.forgeriesRejected.Load(), s.forgeriesAccepted.Load()
-	r.DetailsLeaked, r.DetailsGranted = s.leaked.Load(), s.granted.Load()
+	r.DetailsLeaked, r.DetailsGranted, r.WatchDetailsGranted = s.leaked.Load(), s.granted.Load(), s.watchGranted.Load()
 	r.IngestRetries, r.QueriesUnavailable = s.retries.Load(), s.unavailable.Load()
 	r.AudienceLeaked, r.ScenarioFailures = s.audienceLeaked.Load(), s.scenarioFailed.Load()
 	r.RejectedEvents, r.StaleLookups, r.LookupsRefused = s.rejected.Load(), s.stale.Load(), s.refused.Load()

@@ -141,6 +141,7 @@ func TestScenarios(t *testing.T) {
 			require.Positive(t, r.UpdatesDelivered)
 			require.Positive(t, r.Queries)
 			require.Positive(t, r.DetailsGranted, "the grant holder saw details")
+			require.Positive(t, r.WatchDetailsGranted, "the grant holder's watch brought details")
 			if tc.check != nil {
 				tc.check(t, r)
 			}

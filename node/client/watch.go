@@ -83,6 +83,12 @@ type WatchOptions struct {
 	// Audience subscribes to every parcel whose ingest named this
 	// client's peer ID instead of to Numbers.
 	Audience bool
+	// Grant, when set, is a grant the carrier issued to this client's
+	// peer, presented with every subscription and back-fill lookup: the
+	// updates of the parcels it covers carry the details it names (spec
+	// section 12.2), and a grant the node refuses ends the watch with
+	// forbidden. Default: none.
+	Grant []byte
 	// Sync makes the watcher track every watched number (with Audience,
 	// every parcel it holds a head for, which at start is none) once its
 	// first subscription is live, so that the consumer starts from each
@@ -235,9 +241,12 @@ type WatchUpdate struct {
 	// Events are the events not handed over before, oldest first. Events
 	// that start again at seq 0 are a new parcel with a recycled number
 	// (spec 6.4).
-	Events  []EventView `json:"events"`
-	Error   string      `json:"error,omitempty"`   // protocol code: bad_signature, broken_chain...
-	Message string      `json:"message,omitempty"` // human-readable detail of Error
+	Events []EventView `json:"events"`
+	// Details are what the grant in WatchOptions discloses of the
+	// parcel; they are not signed (spec section 4.7).
+	Details protocol.Details `json:"details,omitempty"`
+	Error   string           `json:"error,omitempty"`   // protocol code: bad_signature, broken_chain...
+	Message string           `json:"message,omitempty"` // human-readable detail of Error
 }
 
 // Watcher is a live subscription over /opentrack/watch/1.0.0 that outlives
@@ -525,7 +534,7 @@ func (w *Watcher) open(ctx context.Context, p peer.ID) (network.Stream, error) {
 	if w.c.isClosed() {
 		return nil, ErrClosed
 	}
-	req := protocol.WatchRequest{Numbers: w.numbers, Audience: w.opts.Audience, Cursor: w.cursor}
+	req := protocol.WatchRequest{Numbers: w.numbers, Audience: w.opts.Audience, Cursor: w.cursor, Grant: w.opts.Grant}
 	msg, err := protocol.Marshal(&req)
 	if err != nil {
 		return nil, fmt.Errorf("client: watch request: %w", err)
@@ -704,12 +713,13 @@ func (w *Watcher) update(ctx context.Context, p peer.ID, m *protocol.WatchMessag
 	if err != nil {
 		return fail(err)
 	}
-	return w.apply(ctx, m.Number, m.Cursor, v)
+	return w.apply(ctx, m.Number, m.Cursor, v, m.Details)
 }
 
 // apply adopts a verified result for number as spec 6.4 says and hands
-// over the events that are new, labelled with cursor.
-func (w *Watcher) apply(ctx context.Context, number, cursor string, v *Verified) error {
+// over the events that are new, labelled with cursor, with the details
+// that came with them.
+func (w *Watcher) apply(ctx context.Context, number, cursor string, v *Verified, details protocol.Details) error {
 	st := w.parcels[number]
 	events, cids := v.Events, v.CIDs
 	if st != nil && v.Full {
@@ -745,7 +755,7 @@ func (w *Watcher) apply(ctx context.Context, number, cursor string, v *Verified)
 	fresh.Events, fresh.CIDs = events, cids
 	pv := View(number, w.opts.Carrier, &protocol.TrackResult{}, &fresh, nil)
 	return w.emit(ctx, WatchUpdate{
-		Number: number, Carrier: w.opts.Carrier, Verified: true, Head: pv.Head, Cursor: cursor, Events: pv.Events,
+		Number: number, Carrier: w.opts.Carrier, Verified: true, Head: pv.Head, Cursor: cursor, Events: pv.Events, Details: details,
 	})
 }
 
@@ -807,7 +817,7 @@ func (w *Watcher) backfill(ctx context.Context, p peer.ID, numbers []string, cur
 		for i, n := range chunk {
 			queries[i] = w.query(n)
 		}
-		resp, err := w.c.Track(ctx, p, queries, nil)
+		resp, err := w.c.Track(ctx, p, queries, w.opts.Grant)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errFetch, err)
 		}
@@ -829,7 +839,7 @@ func (w *Watcher) backfill(ctx context.Context, p peer.ID, numbers []string, cur
 				}
 				continue
 			}
-			if err := w.apply(ctx, chunk[i], cursor, v); err != nil {
+			if err := w.apply(ctx, chunk[i], cursor, v, res.Details); err != nil {
 				return err
 			}
 		}

@@ -163,27 +163,29 @@ func (w *Watch) handle(s network.Stream) {
 // subscription budget, then the grant if one is presented (a failing grant
 // is audited and refused forbidden, spec section 12.2), then public access:
 // with public lookups closed, only the audience scope or a grant opens a
-// subscription to numbers. Details are not sent on watch streams yet.
-func (w *Watch) admit(ctx context.Context, remote peer.ID, req *protocol.WatchRequest) (code, msg string) {
+// subscription to numbers. A valid grant is returned: the updates of the
+// parcels it covers carry the details it names.
+func (w *Watch) admit(ctx context.Context, remote peer.ID, req *protocol.WatchRequest) (g *protocol.Grant, code, msg string) {
 	if p := w.cfg.Policy; p != nil {
 		if ok, retry := p.AdmitWatch(remote); !ok {
-			return protocol.CodeRateLimited, fmt.Sprintf("subscription budget spent; retry after %s", retry.Round(time.Millisecond))
+			return nil, protocol.CodeRateLimited, fmt.Sprintf("subscription budget spent; retry after %s", retry.Round(time.Millisecond))
 		}
 	}
 	if len(req.Grant) > 0 {
-		if _, err := verifyGrant(ctx, w.cfg.Store, w.cfg.Keys, w.cfg.Carrier, req.Grant, remote, time.Now()); err != nil {
+		g, err := verifyGrant(ctx, w.cfg.Store, w.cfg.Keys, w.cfg.Carrier, req.Grant, remote, time.Now())
+		if err != nil {
 			entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote.String(), GrantID: grantID(req.Grant), Reason: "watch: " + err.Error()}
 			if aerr := appendAudit(ctx, w.cfg.Store, w.cfg.Metrics, []store.AuditEntry{entry}); aerr != nil {
-				return protocol.CodeInternal, "audit log unavailable"
+				return nil, protocol.CodeInternal, "audit log unavailable"
 			}
-			return protocol.CodeForbidden, err.Error()
+			return nil, protocol.CodeForbidden, err.Error()
 		}
-		return "", ""
+		return g, "", ""
 	}
 	if !req.Audience && w.cfg.Policy != nil && !w.cfg.Policy.AllowPublic(remote) {
-		return protocol.CodeForbidden, "public lookups are closed on this node: subscribe to your audience or present a grant"
+		return nil, protocol.CodeForbidden, "public lookups are closed on this node: subscribe to your audience or present a grant"
 	}
-	return "", ""
+	return nil, "", ""
 }
 
 // readRequest reads and decodes the one request, within RequestTimeout of
@@ -221,7 +223,8 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 	if err := req.Validate(); err != nil {
 		return nil, protocol.CodeBadRequest, err.Error()
 	}
-	if code, msg := w.admit(ctx, s.Conn().RemotePeer(), req); code != "" {
+	g, code, msg := w.admit(ctx, s.Conn().RemotePeer(), req)
+	if code != "" {
 		return nil, code, msg
 	}
 	start, err := w.position(ctx, req.Cursor)
@@ -234,6 +237,8 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 		start:  start,
 		frames: make(chan frame, w.opts.WatchBuffer),
 		sent:   make(map[uint64]uint64),
+		grant:  g,
+		remote: s.Conn().RemotePeer().String(),
 	}
 	if req.Audience {
 		sub.peer = s.Conn().RemotePeer().String()
@@ -337,6 +342,8 @@ type subscription struct {
 	peer    string              // audience scope: the subscriber's peer ID
 	numbers map[string]struct{} // numbers scope: the numbers watched
 	memory  int                 // reserved for numbers, released by handle
+	grant   *protocol.Grant     // verified at subscription; nil without one
+	remote  string              // the subscriber's peer ID
 
 	frames chan frame // the bounded queue, closed by produce when it ends
 	// final is what the stream ends with (catchup or error). produce sets
@@ -471,7 +478,8 @@ func (sub *subscription) update(ctx context.Context, e *store.FeedEntry) (frame,
 	if err != nil {
 		return frame{}, err
 	}
-	if sub.peer != "" && !slices.Contains(p.Audience, sub.peer) {
+	inAudience := slices.Contains(p.Audience, sub.remote)
+	if sub.peer != "" && !inAudience {
 		return frame{}, nil
 	}
 	if len(p.SignedHead) == 0 || p.Seq < e.ToSeq {
@@ -489,8 +497,12 @@ func (sub *subscription) update(ctx context.Context, e *store.FeedEntry) (frame,
 	for i := range evs {
 		blocks[i] = evs[i].Bytes
 	}
+	details, err := sub.details(ctx, p, inAudience)
+	if err != nil {
+		return frame{}, err
+	}
 	b, err := sub.w.encode(&protocol.WatchMessage{
-		Type: protocol.WatchUpdate, Cursor: sub.w.cursor(e.Pos), Number: p.Number, Head: p.SignedHead, Events: blocks,
+		Type: protocol.WatchUpdate, Cursor: sub.w.cursor(e.Pos), Number: p.Number, Head: p.SignedHead, Events: blocks, Details: details,
 	})
 	if err != nil {
 		return frame{}, err
@@ -502,6 +514,36 @@ func (sub *subscription) update(ctx context.Context, e *store.FeedEntry) (frame,
 		sub.sent[p.ID] = p.Seq
 	}
 	return frame{b: b}, nil
+}
+
+// details returns what the subscription's grant discloses of p (spec
+// section 12.2): nothing without a grant or outside its scope, else the
+// fields it names that the carrier has. A disclosure is audited durably
+// before the update is queued; an audit that fails ends the stream.
+// Each update of a covered parcel carries them, as each track result
+// does, so that a subscriber that resumes from any cursor has them.
+func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudience bool) (protocol.Details, error) {
+	g := sub.grant
+	if g == nil || (g.Audience && !inAudience) || (!g.Audience && !slices.Contains(g.Numbers, p.Number)) {
+		return nil, nil
+	}
+	d, err := sub.w.cfg.Store.Details(ctx, p.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	d = d.Only(g.Fields)
+	if len(d) == 0 {
+		return nil, nil
+	}
+	entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: sub.remote, GrantID: g.ID, Number: p.Number,
+		Fields: detailFields(d), Allowed: true, Reason: "watch: " + grantScope(g)}
+	if err := appendAudit(ctx, sub.w.cfg.Store, sub.w.cfg.Metrics, []store.AuditEntry{entry}); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return d, nil
 }
 
 // readEvents reads count events of a parcel from seq from and checks that

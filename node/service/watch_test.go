@@ -1172,3 +1172,44 @@ func TestWatchAccess(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchGrantDetails: a subscription with a valid grant gets, in the
+// updates of the parcels the grant covers, the details it names and no
+// others, each disclosure audited; a parcel outside its scope comes
+// without details.
+func TestWatchGrantDetails(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	ws := startWatch(t, watchConfig{parcels: 2, events: 2})
+	sub := servicetest.NewHost(t, nil)
+	n0, n1 := servicetest.Number(0), servicetest.Number(1)
+	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: sub.ID().String(),
+		Numbers: []string{n0}, Fields: []string{protocol.FieldRecipientName}}, time.Now(), time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, ws.store.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))
+
+	w := openWatch(t, sub, ws, &protocol.WatchRequest{Numbers: []string{n0, n1}, Grant: b})
+	require.Equal(t, protocol.WatchHeartbeat, w.next(10*time.Second).Type, "the subscription is live")
+	details := protocol.Details{protocol.FieldRecipientName: "Li Wei", protocol.FieldRecipientAddress: "1 Example Road"}
+	batch, which := ws.batch(step{parcel: 0, events: 2}, step{parcel: 1, events: 2})
+	batch.Updates[0].Details, batch.Updates[1].Details = details, details
+	ws.commit(batch, which)
+
+	got := map[string]protocol.Details{}
+	for len(got) < 2 {
+		m := w.nextOf(protocol.WatchUpdate, 10*time.Second)
+		got[m.Number] = m.Details
+	}
+	require.Equal(t, protocol.Details{protocol.FieldRecipientName: "Li Wei"}, got[n0], "the field the grant names, not the address")
+	require.Empty(t, got[n1], "a parcel outside the grant's numbers")
+
+	entries, err := ws.store.Audit(context.Background(), store.AuditQuery{})
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "one disclosure, audited")
+	e := entries[0]
+	require.True(t, e.Allowed)
+	require.Equal(t, n0, e.Number)
+	require.Equal(t, g.ID, e.GrantID)
+	require.Equal(t, sub.ID().String(), e.Peer)
+	require.Equal(t, []string{protocol.FieldRecipientName}, e.Fields)
+	require.Contains(t, e.Reason, "watch")
+}
