@@ -1,7 +1,10 @@
 package host
 
 import (
+	"errors"
 	"fmt"
+	"strings"
+	"syscall"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -57,7 +60,9 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		// The host listens below, once it is built: libp2p leaks its swarm
 		// when listening fails inside New, and accepts a partial failure.
 		libp2p.NoListenAddrs,
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Without SO_REUSEPORT a port another process holds fails to bind;
+		// with it, the kernel would split inbound dials between the two.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		// Noise first: it is the cheaper handshake; TLS stays for peers
 		// that only speak TLS.
 		libp2p.Security(noise.ID, noise.New),
@@ -102,6 +107,10 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		}
 		if err != nil {
 			h.Close()
+			// The swarm flattens the bind error into text.
+			if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), syscall.EADDRINUSE.Error()) {
+				return nil, fmt.Errorf("%w: port %s of %s: %w", ErrAddrInUse, port(a), s, err)
+			}
 			return nil, fmt.Errorf("host: listen on %s: %w", s, err)
 		}
 	}
@@ -155,4 +164,14 @@ func both(conns, streams int, memory int64) rcmgr.ResourceLimits {
 		Streams: s, StreamsInbound: s, StreamsOutbound: s,
 		Memory: rcmgr.LimitVal64(memory),
 	}
+}
+
+// port is a's TCP or UDP port, for errors.
+func port(a ma.Multiaddr) string {
+	for _, code := range []int{ma.P_TCP, ma.P_UDP} {
+		if v, err := a.ValueForProtocol(code); err == nil {
+			return v
+		}
+	}
+	return "?"
 }

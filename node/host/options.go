@@ -26,6 +26,10 @@ var ErrInvalidOptions = errors.New("host: invalid options")
 // libp2p key is its identity in the registry, so it is never generated here.
 var ErrNoIdentity = errors.New("host: no identity key")
 
+// ErrAddrInUse means a listen address's port is held by another socket,
+// most likely another node: the host refuses to share it.
+var ErrAddrInUse = errors.New("host: listen port already in use")
+
 // Options configure the libp2p host. The zero value of a field means its
 // default; call EnsureDefaults to fill them in and Validate to check them.
 // The node config file embeds Options, hence the TOML tags.
