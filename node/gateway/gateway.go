@@ -88,7 +88,7 @@ func New(cfg Config, opts *Options) (*Gateway, error) {
 	}
 	g.closing, g.stopStreams = context.WithCancel(context.Background())
 	g.routes = g.routeTable()
-	g.handler = g.observe(g.cors(g.mux()))
+	g.handler = g.observe(secure(g.cors(g.mux())))
 	return g, nil
 }
 
