@@ -404,6 +404,21 @@ track_burst = {{.Policy.TrackBurst}}
 # not_found answers a second, and bucket size. Defaults: {{.DefPolicy.NotFoundRate}} (60 a minute), {{.DefPolicy.NotFoundBurst}}.
 not_found_rate = {{.Policy.NotFoundRate}}
 not_found_burst = {{.Policy.NotFoundBurst}}
+# not_found answers a second, and bucket size, for all the anonymous peers
+# of one source address (IPv4 /32, IPv6 /64) together, as peer IDs cost
+# nothing. Defaults: {{.DefPolicy.AddrNotFoundRate}}, {{.DefPolicy.AddrNotFoundBurst}}.
+addr_not_found_rate = {{.Policy.AddrNotFoundRate}}
+addr_not_found_burst = {{.Policy.AddrNotFoundBurst}}
+# The node's ceiling on not_found answers to anonymous peers, a second,
+# and bucket size. Defaults: {{.DefPolicy.GlobalNotFoundRate}}, {{.DefPolicy.GlobalNotFoundBurst}}.
+global_not_found_rate = {{.Policy.GlobalNotFoundRate}}
+global_not_found_burst = {{.Policy.GlobalNotFoundBurst}}
+# Peer IDs of platforms (gateways) served on purpose. They and the nodes
+# the registry names get this not_found budget instead, outside the
+# address and node budgets. Defaults: none; {{.DefPolicy.PlatformNotFoundRate}}, {{.DefPolicy.PlatformNotFoundBurst}}.
+platforms = {{list .Policy.Platforms}}
+platform_not_found_rate = {{.Policy.PlatformNotFoundRate}}
+platform_not_found_burst = {{.Policy.PlatformNotFoundBurst}}
 # Watch subscriptions a second, and bucket size. Defaults: {{.DefPolicy.WatchRate}}, {{.DefPolicy.WatchBurst}}.
 watch_rate = {{.Policy.WatchRate}}
 watch_burst = {{.Policy.WatchBurst}}
@@ -417,6 +432,8 @@ deny = {{list .Policy.Deny}}
 # Peers whose buckets are kept; the least recently seen are dropped.
 # Default: {{.DefPolicy.MaxPeers}}.
 max_peers = {{.Policy.MaxPeers}}
+# Source addresses whose buckets are kept. Default: {{.DefPolicy.MaxAddrs}}.
+max_addrs = {{.Policy.MaxAddrs}}
 {{end}}
 [log]
 # debug, info, warn or error. Default: "info".
