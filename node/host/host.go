@@ -9,7 +9,9 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/transport"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -17,6 +19,7 @@ import (
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcpreuse"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/opentrack/opentrack/node/version"
@@ -55,6 +58,7 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		return nil, fmt.Errorf("host: connection manager: %w", err)
 	}
 
+	hs := newHandshakes(o.HandshakeTimeout, o.Limits.Handshakes, o.Limits.AddrHandshakes)
 	lopts := []libp2p.Option{
 		libp2p.Identity(priv),
 		// The host listens below, once it is built: libp2p leaks its swarm
@@ -62,7 +66,9 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		libp2p.NoListenAddrs,
 		// Without SO_REUSEPORT a port another process holds fails to bind;
 		// with it, the kernel would split inbound dials between the two.
-		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.Transport(func(up transport.Upgrader, rm network.ResourceManager, shared *tcpreuse.ConnMgr) (*tcp.TcpTransport, error) {
+			return tcp.NewTCPTransport(&boundedUpgrader{Upgrader: up, h: hs}, rm, shared, tcp.DisableReuseport())
+		}),
 		// Noise first: it is the cheaper handshake; TLS stays for peers
 		// that only speak TLS.
 		libp2p.Security(noise.ID, noise.New),
@@ -98,6 +104,17 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		cm.Close()
 		return nil, fmt.Errorf("host: %w", err)
 	}
+	// The basic host installed its negotiating handler when it started;
+	// the gate goes in front of it before any listener accepts.
+	sw, ok := h.Network().(interface {
+		StreamHandler() network.StreamHandler
+		SetStreamHandler(network.StreamHandler)
+	})
+	if !ok || sw.StreamHandler() == nil {
+		h.Close()
+		return nil, fmt.Errorf("host: the network %T has no stream handler to guard", h.Network())
+	}
+	sw.SetStreamHandler(newNegotiationGate(o.NegotiationTimeout, o.Limits.PeerNegotiating).wrap(sw.StreamHandler()))
 	// Every address must work: a node that silently skips one is not where
 	// the registry says it is.
 	for _, s := range o.ListenAddrs {
@@ -132,6 +149,15 @@ func newLimiter(l *Limits) rcmgr.Limiter {
 		ServicePeer:  map[string]rcmgr.ResourceLimits{},
 		Protocol:     map[libp2pprotocol.ID]rcmgr.ResourceLimits{},
 		ProtocolPeer: map[libp2pprotocol.ID]rcmgr.ResourceLimits{},
+		// Streams wait here until they pick a protocol, and connections
+		// until their handshake is done; the gate and the handshake bounds
+		// keep them below these.
+		Transient: rcmgr.ResourceLimits{
+			StreamsInbound: rcmgr.LimitVal(l.TransientStreams),
+			Streams:        rcmgr.LimitVal(l.TransientStreams + transientOutbound),
+			ConnsInbound:   rcmgr.LimitVal(l.Handshakes),
+			Conns:          rcmgr.LimitVal(l.Handshakes + transientOutbound),
+		},
 	}
 	for _, s := range []struct {
 		name string
@@ -154,6 +180,11 @@ func newLimiter(l *Limits) rcmgr.Limiter {
 	}
 	return rcmgr.NewFixedLimiter(partial.Build(scaling.AutoScale()))
 }
+
+// transientOutbound is room in the transient scope for what the node
+// itself opens: dials during their handshake, streams while they
+// negotiate.
+const transientOutbound = 256
 
 // both returns limits that cap inbound, outbound and the total alike. A
 // zero conns or streams leaves that resource at its default.

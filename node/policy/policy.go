@@ -9,8 +9,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/time/rate"
+
+	nodehost "github.com/opentrack/opentrack/node/host"
 )
 
 // DenyRetryAfter is the retry-after a denied or not allowed peer is told.
@@ -154,30 +155,9 @@ func (p *Policy) notFoundBuckets(b *buckets, addr ma.Multiaddr) []*rate.Limiter 
 	return []*rate.Limiter{b.notFound, p.addrs.get(AddrKey(addr)), p.global}
 }
 
-// AddrKey is the source address a budget is kept for: an IPv4 address
-// whole, an IPv6 address by its /64, which one subscriber holds. An
-// address without IP (a relay, a test transport) is the zero Prefix, one
-// budget for all such.
-func AddrKey(a ma.Multiaddr) netip.Prefix {
-	if a == nil {
-		return netip.Prefix{}
-	}
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return netip.Prefix{}
-	}
-	addr, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Prefix{}
-	}
-	addr = addr.Unmap()
-	bits := 32
-	if addr.Is6() {
-		bits = 64
-	}
-	pfx, _ := addr.Prefix(bits)
-	return pfx
-}
+// AddrKey is the source address a budget is kept for: host.SourceKey,
+// an IPv4 address whole and an IPv6 address by its /64.
+func AddrKey(a ma.Multiaddr) netip.Prefix { return nodehost.SourceKey(a) }
 
 // AdmitWatch admits one subscription from id.
 func (p *Policy) AdmitWatch(id peer.ID) (ok bool, retryAfter time.Duration) {
