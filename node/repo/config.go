@@ -335,6 +335,11 @@ disable_quic = {{.Network.DisableQUIC}}
 conn_mgr_low = {{.Network.ConnMgrLow}}
 conn_mgr_high = {{.Network.ConnMgrHigh}}
 conn_mgr_grace = {{q .Network.ConnMgrGrace.String}}
+# An inbound stream that has not picked its protocol by negotiation_timeout
+# is reset; an inbound TCP connection still in its handshake after
+# handshake_timeout is closed. Defaults: {{q .Def.NegotiationTimeout.String}}, {{q .Def.HandshakeTimeout.String}}.
+negotiation_timeout = {{q .Network.NegotiationTimeout.String}}
+handshake_timeout = {{q .Network.HandshakeTimeout.String}}
 # libp2p Prometheus metrics, incl. the resource manager's per-stream
 # accounting, which costs 10-14% CPU. Default: false.
 metrics = {{.Network.Metrics}}
@@ -349,6 +354,13 @@ system_memory = {{.Network.Limits.SystemMemory}}
 peer_conns = {{.Network.Limits.PeerConns}}
 peer_streams = {{.Network.Limits.PeerStreams}}
 peer_memory = {{.Network.Limits.PeerMemory}}
+# Inbound streams still negotiating, per peer and over all peers (the
+# transient scope); inbound TCP handshakes in flight, over all sources and
+# per source address (IPv4 /32, IPv6 /64). Defaults: {{.Def.Limits.PeerNegotiating}}, {{.Def.Limits.TransientStreams}}, {{.Def.Limits.Handshakes}}, {{.Def.Limits.AddrHandshakes}}.
+peer_negotiating = {{.Network.Limits.PeerNegotiating}}
+transient_streams = {{.Network.Limits.TransientStreams}}
+handshakes = {{.Network.Limits.Handshakes}}
+addr_handshakes = {{.Network.Limits.AddrHandshakes}}
 {{range $name, $l := dict "track" .Network.Limits.Track "watch" .Network.Limits.Watch "info" .Network.Limits.Info}}
 # /opentrack/{{$name}}: streams over all peers, memory, streams per peer.
 [network.limits.{{$name}}]
