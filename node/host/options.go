@@ -112,7 +112,8 @@ type Limits struct {
 	PeerMemory int64 `toml:"peer_memory"`
 
 	// PeerNegotiating bounds one peer's inbound streams that have not yet
-	// picked a protocol; more are reset at once. Default: 16.
+	// picked a protocol; more are reset at once. It must let a client open
+	// its pool of track streams at once. Default: 64.
 	PeerNegotiating int `toml:"peer_negotiating"`
 	// TransientStreams bounds inbound streams over all peers that have not
 	// yet picked a protocol: the resource manager's transient scope.
@@ -151,7 +152,7 @@ type ServiceLimits struct {
 
 // Defaults of the negotiation and handshake bounds that tests refer to.
 const (
-	DefaultPeerNegotiating = 16
+	DefaultPeerNegotiating = 64
 	DefaultAddrHandshakes  = 32
 )
 
