@@ -21,15 +21,15 @@ import (
 
 // notFoundBudget is the gateway's side of the anti-enumeration budget.
 type notFoundBudget struct {
-	clients *limiter      // per client key, Options.NotFoundRate and NotFoundBurst
-	global  *rate.Limiter // over all clients, Options.GlobalNotFoundRate and GlobalNotFoundBurst
+	clients *limiter // per client key, Options.NotFoundRate and NotFoundBurst
+	global  *bucket  // over all clients, Options.GlobalNotFoundRate and GlobalNotFoundBurst
 	neg     *negCache
 }
 
 func newNotFoundBudget(o *Options) *notFoundBudget {
 	return &notFoundBudget{
 		clients: newLimiter(o.NotFoundRate, o.NotFoundBurst, o.MaxClients),
-		global:  rate.NewLimiter(rate.Limit(o.GlobalNotFoundRate), o.GlobalNotFoundBurst),
+		global:  newBucket(o.GlobalNotFoundRate, o.GlobalNotFoundBurst, time.Now()),
 		neg:     newNegCache(o.NegativeTTL, o.MaxNegative),
 	}
 }
@@ -39,32 +39,31 @@ func newNotFoundBudget(o *Options) *notFoundBudget {
 // holds a token again. While the gateway's budget is spent, a client is
 // let through only if its own budget covers the whole request, so that
 // a client that never met not_found is served throughout while the ones
-// spending the gateway's budget wait.
+// spending the gateway's budget wait. An admitted request holds n of the
+// gateway's tokens until settle, as if every number were not_found, so
+// that requests running at once cannot together overspend it.
 func (b *notFoundBudget) admit(key netip.Addr, n int, now time.Time) (bool, time.Duration) {
 	own := b.clients.bucket(key)
 	if wait := waitFor(own, 1, now); wait > 0 {
 		return false, wait
 	}
-	wait := waitFor(b.global, 1, now)
-	if wait == 0 {
+	if b.global.take(n, now, func() bool { return n <= own.Burst() && waitFor(own, n, now) == 0 }) {
 		return true, 0
 	}
+	wait := b.global.wait(1, now)
 	if n <= own.Burst() {
-		if w := waitFor(own, n, now); w == 0 {
-			return true, 0
-		} else {
-			wait = min(wait, w)
-		}
+		wait = min(wait, waitFor(own, n, now))
 	}
 	return false, wait
 }
 
-// spend charges n not_found answers to key and, of them, asked the
-// carriers for fresh of them to the gateway's budget. Buckets may go into
-// debt: a batch of not_found answers is paid whole before the next.
-func (b *notFoundBudget) spend(key netip.Addr, n, asked int, now time.Time) {
+// settle ends an admitted request of n numbers: n not_found answers go
+// to key's budget and, of the asked numbers held from the gateway's, the
+// ones not answered not_found are given back. Buckets may go into debt:
+// a batch of not_found answers is paid whole before the next.
+func (b *notFoundBudget) settle(key netip.Addr, n, held, asked int, now time.Time) {
 	charge(b.clients.bucket(key), n, now)
-	charge(b.global, asked, now)
+	b.global.give(held - asked)
 }
 
 // waitFor is how long until l holds n tokens; 0 if it does now.
@@ -84,6 +83,67 @@ func charge(l *rate.Limiter, n int, now time.Time) {
 		l.ReserveN(now, k)
 		n -= k
 	}
+}
+
+// bucket is a token bucket that can give tokens back, which rate.Limiter
+// cannot once later reservations exist.
+type bucket struct {
+	rate, burst float64
+
+	mu     sync.Mutex
+	tokens float64
+	at     time.Time
+}
+
+func newBucket(perSecond float64, burst int, now time.Time) *bucket {
+	return &bucket{rate: perSecond, burst: float64(burst), tokens: float64(burst), at: now}
+}
+
+// refill brings tokens to now; b.mu is held.
+func (b *bucket) refill(now time.Time) {
+	if now.After(b.at) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+		b.at = now
+	}
+}
+
+// take takes n tokens, into debt, if the bucket holds at least one or
+// covered says the taker may go anyway, and reports whether it took them.
+func (b *bucket) take(n int, now time.Time, covered func() bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(now)
+	if b.tokens < 1 && !covered() {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
+
+// give returns n tokens taken, up to the burst.
+func (b *bucket) give(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = min(b.burst, b.tokens+float64(n))
+}
+
+// level is how many tokens the bucket holds at now, negative in debt.
+func (b *bucket) level(now time.Time) float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(now)
+	return b.tokens
+}
+
+// wait is how long until the bucket holds n tokens.
+func (b *bucket) wait(n int, now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(now)
+	if b.tokens >= float64(n) {
+		return 0
+	}
+	return time.Duration((float64(n) - b.tokens) / b.rate * float64(time.Second))
 }
 
 // negCache remembers numbers every carrier answered not_found, for ttl.
@@ -190,6 +250,8 @@ func (g *Gateway) budgeted(r *http.Request, numbers []string) ([]client.ParcelVi
 	if len(ask) > 0 {
 		var p *problem
 		if asked, p = g.lookup(r.Context(), ask); p != nil {
+			// What the carriers answered is unknown: the held tokens stay
+			// spent, as if all were not_found.
 			return nil, p
 		}
 		shield(asked)
@@ -211,7 +273,7 @@ func (g *Gateway) budgeted(r *http.Request, numbers []string) ([]client.ParcelVi
 			out = append(out, fresh[n]...)
 		}
 	}
-	g.notFound.spend(key, countNotFound(out), countNotFound(asked), now)
+	g.notFound.settle(key, countNotFound(out), len(numbers), countNotFound(asked), now)
 	return out, nil
 }
 

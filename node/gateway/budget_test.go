@@ -101,7 +101,7 @@ func TestNegativeCache(t *testing.T) {
 	unknown, err := carrier.NewNumber()
 	require.NoError(t, err)
 	asked := func() float64 {
-		return f.gw.Gateway.notFound.global.TokensAt(time.Now())
+		return f.gw.Gateway.notFound.global.level(time.Now())
 	}
 	before := asked()
 	c := httpFrom(t, "127.0.0.1")
@@ -154,15 +154,29 @@ func TestNotFoundBudgetAdmit(t *testing.T) {
 		{"fresh", 0, 0, spender, 100, true, 0},
 		{"own spent", 10, 0, spender, 1, false, time.Second},
 		{"clean, gateway has budget", 0, 0, clean, 100, true, 0},
-		{"gateway spent, covered", 0, 20, clean, 5, true, 0},
+		{"gateway spent, covered", 0, 30, clean, 5, true, 0},
 		{"gateway spent, batch not covered", 0, 0, clean, 11, false, time.Second},
 		{"gateway spent, batch above a burst", 0, 0, clean, 100, false, time.Second},
 	}
 	for _, tc := range cases {
-		b.spend(tc.key, tc.spendOwn, tc.spendOwn, now)
-		b.spend(netip.Addr{}, 0, tc.global, now)
+		charge(b.clients.bucket(tc.key), tc.spendOwn, now)
+		b.global.take(tc.global, now, func() bool { return true })
 		ok, wait := b.admit(tc.key, tc.n, now)
 		require.Equal(t, tc.ok, ok, tc.name)
 		require.Equal(t, tc.wait, wait, tc.name)
+		if ok {
+			b.settle(tc.key, 0, tc.n, 0, now) // all found: the held tokens come back
+		}
 	}
+	// Requests at once hold the gateway's budget between them: of 11
+	// fresh clients asking 100 numbers each, only those the budget covers
+	// before any answer are let through.
+	b = newNotFoundBudget((&Options{NotFoundBurst: 20, GlobalNotFoundBurst: 500}).EnsureDefaults())
+	admitted := 0
+	for i := range 11 {
+		if ok, _ := b.admit(netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), 100, now); ok {
+			admitted++
+		}
+	}
+	require.Equal(t, 5, admitted)
 }
