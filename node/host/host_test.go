@@ -254,24 +254,33 @@ func TestServicePeerStreams(t *testing.T) {
 	require.Equal(t, 1, resets)
 }
 
-// TestListenPortTaken: a second host on a TCP port that another holds
-// refuses to start, and says which address, even when the environment
-// asks libp2p for SO_REUSEPORT. Port 0 still picks a free port.
+// TestListenPortTaken: a second host on a port that another holds
+// refuses to start, and says which port and address, even when the
+// environment asks libp2p for SO_REUSEPORT. Port 0 still picks a free
+// port.
 func TestListenPortTaken(t *testing.T) {
 	t.Setenv("LIBP2P_TCP_REUSEPORT", "true")
 	checkLeaks(t)
-	first, err := New(newKey(t), &Options{DisableQUIC: true, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
-	require.NoError(t, err)
-	t.Cleanup(func() { first.Close() })
-	taken := first.Addrs()[0].String()
+	for _, tc := range []struct{ name, listen, proto string }{
+		{"tcp", "/ip4/127.0.0.1/tcp/0", "/tcp/"},
+		{"quic", "/ip4/127.0.0.1/udp/0/quic-v1", "/udp/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, err := New(newKey(t), &Options{ListenAddrs: []string{tc.listen}})
+			require.NoError(t, err)
+			t.Cleanup(func() { first.Close() })
+			taken := first.Addrs()[0].String()
 
-	_, err = New(newKey(t), &Options{DisableQUIC: true, ListenAddrs: []string{taken}})
-	require.ErrorIs(t, err, ErrAddrInUse)
-	require.ErrorContains(t, err, taken, "the error names the address")
-	_, port, _ := strings.Cut(taken, "/tcp/")
-	require.ErrorContains(t, err, "port "+port+" ", "the error names the port")
+			_, err = New(newKey(t), &Options{ListenAddrs: []string{taken}})
+			require.ErrorIs(t, err, ErrAddrInUse)
+			require.ErrorContains(t, err, taken, "the error names the address")
+			_, port, _ := strings.Cut(taken, tc.proto)
+			port, _, _ = strings.Cut(port, "/")
+			require.ErrorContains(t, err, "port "+port+" ", "the error names the port")
 
-	other, err := New(newKey(t), &Options{DisableQUIC: true, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
-	require.NoError(t, err, "port 0 still works")
-	other.Close()
+			other, err := New(newKey(t), &Options{ListenAddrs: []string{tc.listen}})
+			require.NoError(t, err, "port 0 still works")
+			other.Close()
+		})
+	}
 }
