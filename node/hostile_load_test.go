@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/opentrack/opentrack/node"
 	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/internal/loadstat"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -41,15 +40,7 @@ import (
 //
 //	OPENTRACK_HOSTILE_LOAD=1 go test -run TestHostileLoad -v -count=1 ./node/
 func TestHostileLoad(t *testing.T) {
-	if os.Getenv("OPENTRACK_HOSTILE_LOAD") == "" {
-		t.Skip("a measurement: set OPENTRACK_HOSTILE_LOAD=1")
-	}
-	lookups := 2000
-	if s := os.Getenv("OPENTRACK_HOSTILE_LOOKUPS"); s != "" {
-		var err error
-		lookups, err = strconv.Atoi(s)
-		require.NoError(t, err)
-	}
+	lookups := loadstat.Lookups(t, 2000)
 	r, err := repo.Init(t.TempDir(), repo.InitOptions{Carrier: "SF", Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
 	require.NoError(t, err)
 	n, err := node.Start(r, node.Options{AdminAddr: "127.0.0.1:0", Logger: quiet()})
@@ -81,7 +72,7 @@ func TestHostileLoad(t *testing.T) {
 			wg.Go(func() { ph.attack(actx, t, target) })
 			time.Sleep(time.Second) // let the attack build up
 		}
-		rss := newRSSSampler()
+		stopRSS := loadstat.Peak(50 * time.Millisecond)
 		lat := make([]time.Duration, 0, lookups)
 		failed := 0
 		for range lookups {
@@ -94,61 +85,16 @@ func TestHostileLoad(t *testing.T) {
 				failed++
 			}
 		}
-		peak := rss.stop()
+		peak := stopRSS()
 		stop()
 		wg.Wait()
 		slices.Sort(lat)
 		line := fmt.Sprintf("%-48s p50 %7s  p99 %7s  max %7s  failed %d/%d  peak RSS %d MiB",
-			ph.name, pct(lat, 50), pct(lat, 99), lat[len(lat)-1].Round(time.Microsecond), failed, lookups, peak>>20)
+			ph.name, loadstat.Percentile(lat, 50), loadstat.Percentile(lat, 99), lat[len(lat)-1].Round(time.Microsecond), failed, lookups, peak>>20)
 		t.Log(line)
 		report = append(report, line)
 	}
 	t.Log("\n" + strings.Join(report, "\n"))
-}
-
-func pct(sorted []time.Duration, p int) time.Duration {
-	return sorted[min(len(sorted)-1, len(sorted)*p/100)].Round(time.Microsecond)
-}
-
-// rssSampler keeps the peak VmRSS of the process, sampled every 50 ms.
-type rssSampler struct {
-	done chan struct{}
-	peak chan int64
-}
-
-func newRSSSampler() *rssSampler {
-	s := &rssSampler{done: make(chan struct{}), peak: make(chan int64)}
-	go func() {
-		var peak int64
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			peak = max(peak, rss())
-			select {
-			case <-s.done:
-				s.peak <- peak
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *rssSampler) stop() int64 { close(s.done); return <-s.peak }
-
-func rss() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // attackerHost is a bare libp2p host with no limits of its own whose TCP

@@ -6,16 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
+	"github.com/opentrack/opentrack/node/internal/loadstat"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -27,15 +24,7 @@ import (
 //
 //	OPENTRACK_HOSTILE_LOAD=1 go test -run TestHostileGatewayLoad -v -count=1 ./node/gateway/
 func TestHostileGatewayLoad(t *testing.T) {
-	if os.Getenv("OPENTRACK_HOSTILE_LOAD") == "" {
-		t.Skip("a measurement: set OPENTRACK_HOSTILE_LOAD=1")
-	}
-	lookups := 1000
-	if s := os.Getenv("OPENTRACK_HOSTILE_LOOKUPS"); s != "" {
-		var err error
-		lookups, err = strconv.Atoi(s)
-		require.NoError(t, err)
-	}
+	lookups := loadstat.Lookups(t, 1000)
 	// The honest client is one person polling; its own request budget
 	// must not be what is measured.
 	f := newFixture(t, 1, &Options{Rate: 1e6, Burst: 1e6})
@@ -89,7 +78,7 @@ func TestHostileGatewayLoad(t *testing.T) {
 			if err != nil || status != http.StatusOK {
 				failed++
 			}
-			peak = max(peak, rss())
+			peak = max(peak, loadstat.RSS())
 		}
 		stop()
 		wg.Wait()
@@ -99,25 +88,7 @@ func TestHostileGatewayLoad(t *testing.T) {
 			name = fmt.Sprintf("11 addresses enumerating (%d batches, %d refused, %d not_found)", answered, refused, notFound)
 		}
 		report = append(report, fmt.Sprintf("%-64s p50 %7s  p99 %7s  failed %d/%d  peak RSS %d MiB",
-			name, pct(lat, 50), pct(lat, 99), failed, lookups, peak>>20))
+			name, loadstat.Percentile(lat, 50), loadstat.Percentile(lat, 99), failed, lookups, peak>>20))
 	}
 	t.Log("\n" + strings.Join(report, "\n"))
-}
-
-func pct(sorted []time.Duration, p int) time.Duration {
-	return sorted[min(len(sorted)-1, len(sorted)*p/100)].Round(time.Microsecond)
-}
-
-func rss() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
