@@ -180,3 +180,18 @@ func TestNotFoundBudgetAdmit(t *testing.T) {
 	}
 	require.Equal(t, 5, admitted)
 }
+
+// TestBudgetOptions: the not_found options have their defaults and
+// each bad one is reported, all at once.
+func TestBudgetOptions(t *testing.T) {
+	o := (&Options{}).EnsureDefaults()
+	require.Equal(t, DefaultNotFoundRate, o.NotFoundRate)
+	require.Equal(t, DefaultGlobalNotFoundBurst, o.GlobalNotFoundBurst)
+	require.Equal(t, 10*time.Second, o.NegativeTTL)
+	bad := (&Options{NotFoundRate: -1, NotFoundBurst: -2, GlobalNotFoundRate: -3, GlobalNotFoundBurst: -4, NegativeTTL: -time.Second, MaxNegative: -5}).EnsureDefaults()
+	err := bad.Validate()
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	for _, want := range []string{"NotFoundRate (-1)", "NotFoundBurst (-2)", "GlobalNotFoundRate (-3)", "GlobalNotFoundBurst (-4)", "NegativeTTL (-1s)", "MaxNegative (-5)"} {
+		require.ErrorContains(t, err, want)
+	}
+}

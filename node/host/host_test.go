@@ -58,6 +58,10 @@ func TestValidate(t *testing.T) {
 		{"peer above system", func(o *Options) { o.Limits.PeerStreams = 9000 }, []string{"limits.peer_streams (9000) exceeds"}},
 		{"service above system", func(o *Options) { o.Limits.Track.Memory = 2 << 30 }, []string{"limits.track.memory"}},
 		{"service peer above service", func(o *Options) { o.Limits.Info.PeerStreams = 300 }, []string{"limits.info.peer_streams (300) exceeds the enclosing limit (256)"}},
+		{"negotiation timeout", func(o *Options) { o.NegotiationTimeout = -time.Second }, []string{"negotiation_timeout (-1s) must be positive"}},
+		{"handshake timeout", func(o *Options) { o.HandshakeTimeout = -time.Second }, []string{"handshake_timeout (-1s) must be positive"}},
+		{"addr handshakes above total", func(o *Options) { o.Limits.AddrHandshakes = 300 }, []string{"limits.addr_handshakes (300) exceeds the enclosing limit (256)"}},
+		{"peer negotiating above peer streams", func(o *Options) { o.Limits.PeerNegotiating = 300 }, []string{"limits.peer_negotiating (300) exceeds the enclosing limit (256)"}},
 		{"everything at once", func(o *Options) {
 			o.ListenAddrs = []string{"nonsense"}
 			o.ConnMgrHigh = 5000
