@@ -112,8 +112,9 @@ type Limits struct {
 	PeerMemory int64 `toml:"peer_memory"`
 
 	// PeerNegotiating bounds one peer's inbound streams that have not yet
-	// picked a protocol; more are reset at once. It must let a client open
-	// its pool of track streams at once. Default: 64.
+	// picked a protocol; more are reset at once. A peer may open all the
+	// streams its services allow it at once, so the default is their sum:
+	// Track, Watch and Info PeerStreams (84 with their defaults).
 	PeerNegotiating int `toml:"peer_negotiating"`
 	// TransientStreams bounds inbound streams over all peers that have not
 	// yet picked a protocol: the resource manager's transient scope.
@@ -152,7 +153,7 @@ type ServiceLimits struct {
 
 // Defaults of the negotiation and handshake bounds that tests refer to.
 const (
-	DefaultPeerNegotiating = 64
+	DefaultPeerNegotiating = 64 + 16 + 4 // the services' default PeerStreams
 	DefaultAddrHandshakes  = 32
 )
 
@@ -210,13 +211,13 @@ func (o *Options) EnsureDefaults() *Options {
 	setDefault(&l.PeerConns, d.PeerConns)
 	setDefault(&l.PeerStreams, d.PeerStreams)
 	setDefault(&l.PeerMemory, d.PeerMemory)
-	setDefault(&l.PeerNegotiating, d.PeerNegotiating)
 	setDefault(&l.TransientStreams, d.TransientStreams)
 	setDefault(&l.Handshakes, d.Handshakes)
 	setDefault(&l.AddrHandshakes, d.AddrHandshakes)
 	l.Track.ensureDefaults(d.Track)
 	l.Watch.ensureDefaults(d.Watch)
 	l.Info.ensureDefaults(d.Info)
+	setDefault(&l.PeerNegotiating, l.Track.PeerStreams+l.Watch.PeerStreams+l.Info.PeerStreams)
 	if o.Metrics && o.Registerer == nil {
 		o.Registerer = prometheus.DefaultRegisterer
 	}
