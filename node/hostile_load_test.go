@@ -2,16 +2,19 @@ package node_test
 
 import (
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -24,6 +27,7 @@ import (
 
 	"github.com/opentrack/opentrack/node"
 	"github.com/opentrack/opentrack/node/client"
+	lphost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/internal/loadstat"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
@@ -64,6 +68,7 @@ func TestHostileLoad(t *testing.T) {
 		{"100 half-open TCP connections (defect 5)", halfOpenFlood},
 		{"no attack, again", nil},
 	}
+	const newClients = 30
 	var report []string
 	for _, ph := range phases {
 		actx, stop := context.WithCancel(ctx)
@@ -85,16 +90,69 @@ func TestHostileLoad(t *testing.T) {
 				failed++
 			}
 		}
+		// New clients are what the floods of defect 5 locked out: each
+		// connects, opens a track stream and asks once.
+		var fresh []time.Duration
+		freshFailed := 0
+		for range newClients {
+			d, err := newClientLookup(ctx, target, parcel)
+			fresh = append(fresh, d)
+			if err != nil {
+				freshFailed++
+			}
+		}
 		peak := stopRSS()
 		stop()
 		wg.Wait()
 		slices.Sort(lat)
-		line := fmt.Sprintf("%-48s p50 %7s  p99 %7s  max %7s  failed %d/%d  peak RSS %d MiB",
-			ph.name, loadstat.Percentile(lat, 50), loadstat.Percentile(lat, 99), lat[len(lat)-1].Round(time.Microsecond), failed, lookups, peak>>20)
+		slices.Sort(fresh)
+		line := fmt.Sprintf("%-46s | p50 %6s p99 %9s failed %d/%d | new clients p50 %9s p99 %9s failed %d/%d | peak RSS %d MiB",
+			ph.name, loadstat.Percentile(lat, 50), loadstat.Percentile(lat, 99), failed, lookups,
+			loadstat.Percentile(fresh, 50), loadstat.Percentile(fresh, 99), freshFailed, newClients, peak>>20)
+		if n := enumNotFound.Swap(0); n > 0 {
+			line += fmt.Sprintf(" | enumerators got %d not_found", n)
+		}
 		t.Log(line)
 		report = append(report, line)
 	}
 	t.Log("\n" + strings.Join(report, "\n"))
+}
+
+// enumNotFound counts the not_found answers enumerate's peers got.
+var enumNotFound atomic.Int64
+
+// newClientLookup is one lookup by a client that has never connected:
+// a fresh identity, a connection, a track stream, one number.
+func newClientLookup(ctx context.Context, target peer.AddrInfo, number string) (time.Duration, error) {
+	start := time.Now()
+	key, _, err := crypto.GenerateEd25519Key(crand.Reader)
+	if err != nil {
+		return 0, err
+	}
+	h, err := lphost.New(key, &lphost.Options{DisableQUIC: true, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := h.Connect(ctx, target); err != nil {
+		return time.Since(start), err
+	}
+	cl, err := client.New(h, nil)
+	if err != nil {
+		return time.Since(start), err
+	}
+	defer cl.Close()
+	resp, err := cl.Track(ctx, target.ID, []protocol.TrackQuery{{Number: number}}, nil)
+	switch {
+	case err != nil:
+	case resp.Error != nil:
+		err = fmt.Errorf("%s", resp.Error.Code)
+	case resp.Results[0].Code != protocol.CodeOK:
+		err = fmt.Errorf("%s", resp.Results[0].Code)
+	}
+	return time.Since(start), err
 }
 
 // attackerHost is a bare libp2p host with no limits of its own whose TCP
@@ -137,6 +195,13 @@ func enumerate(ctx context.Context, _ *testing.T, target peer.AddrInfo) {
 					q[j] = protocol.TrackQuery{Number: fmt.Sprintf("SF9%011d", rng.Int64N(1e11))}
 				}
 				resp, err := cl.Track(ctx, target.ID, q, nil)
+				if err == nil && resp.Error == nil {
+					for _, r := range resp.Results {
+						if r.Code == protocol.CodeNotFound {
+							enumNotFound.Add(1)
+						}
+					}
+				}
 				if err == nil && resp.Error == nil && resp.Results[0].Code == protocol.CodeRateLimited {
 					// A real enumerator keeps asking; it waits no longer than
 					// a moment, so that the carrier answers many refusals.
