@@ -278,8 +278,23 @@ func withinBatchDuplicates(events []ingest.InputEvent, results []ingest.Result) 
 
 func dialNode(t *testing.T, ctx context.Context, info *repo.NodeInfo) (*client.Client, peer.ID) {
 	t.Helper()
+	key, _ := newIdentity(t)
+	return dialNodeAs(t, ctx, key, info)
+}
+
+// newIdentity is a fresh libp2p key and its peer ID.
+func newIdentity(t *testing.T) (crypto.PrivKey, peer.ID) {
+	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(crand.Reader)
 	require.NoError(t, err)
+	id, err := peer.IDFromPrivateKey(key)
+	require.NoError(t, err)
+	return key, id
+}
+
+// dialNodeAs is dialNode with the client's identity given.
+func dialNodeAs(t *testing.T, ctx context.Context, key crypto.PrivKey, info *repo.NodeInfo) (*client.Client, peer.ID) {
+	t.Helper()
 	h, err := lphost.New(key, &lphost.Options{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
 	require.NoError(t, err)
 	t.Cleanup(func() { h.Close() })

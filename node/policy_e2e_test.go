@@ -78,3 +78,61 @@ func TestPolicyEnumeration(t *testing.T) {
 		require.Equal(t, protocol.CodeNotFound, resp.Results[len(parcels)].Code)
 	}
 }
+
+// TestPolicyFreshIDs: 50 fresh peer IDs dialing from one address share
+// its not_found budget, where each used to bring a budget of its own; a
+// platform the policy names, dialing from the same address, is still
+// served from its own budget.
+func TestPolicyFreshIDs(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	r, err := repo.Init(t.TempDir(), repo.InitOptions{Carrier: "SF", Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	require.NoError(t, err)
+	platKey, platID := newIdentity(t)
+	const peerBurst, addrBurst, batch = 20, 100, 10
+	// Refills too slow to matter during the test.
+	r.Config.Policy = policy.Options{TrackRate: 1000, TrackBurst: 1000, NotFoundRate: 0.001, NotFoundBurst: peerBurst,
+		AddrNotFoundRate: 0.001, AddrNotFoundBurst: addrBurst, Platforms: []string{platID.String()}}
+	n, err := node.Start(r, node.Options{AdminAddr: "127.0.0.1:0", Logger: quiet()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = n.Close() })
+	c := &testCarrier{code: "SF", repo: r, node: n}
+	c.ingest(t, "SF0000001001", 2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(16, 4))
+	random := func() []protocol.TrackQuery {
+		q := make([]protocol.TrackQuery, batch)
+		for i := range q {
+			q[i] = protocol.TrackQuery{Number: fmt.Sprintf("SF9%011d", rng.Int64N(1e11))}
+		}
+		return q
+	}
+	notFound := 0
+	for i := range 50 {
+		cl, pid := dialNode(t, ctx, n.NodeInfo())
+		// Each ID asks until it is refused, at most its own burst.
+		for range peerBurst/batch + 1 {
+			resp, err := cl.Track(ctx, pid, random(), nil)
+			require.NoError(t, err)
+			require.Nil(t, resp.Error)
+			if resp.Results[0].Code == protocol.CodeRateLimited {
+				break
+			}
+			for _, res := range resp.Results {
+				require.Equal(t, protocol.CodeNotFound, res.Code, "peer %d", i)
+				notFound++
+			}
+		}
+	}
+	// The last admitted batch may run the address's bucket into debt.
+	require.LessOrEqual(t, notFound, addrBurst+batch, "not_found answers to 50 fresh IDs from one address")
+	require.GreaterOrEqual(t, notFound, addrBurst)
+
+	plat, pid := dialNodeAs(t, ctx, platKey, n.NodeInfo())
+	resp, err := plat.Track(ctx, pid, append(random(), protocol.TrackQuery{Number: "SF0000001001"}), nil)
+	require.NoError(t, err)
+	require.Nil(t, resp.Error)
+	require.Equal(t, protocol.CodeNotFound, resp.Results[0].Code, "the platform is outside the spent address budget")
+	require.Equal(t, protocol.CodeOK, resp.Results[batch].Code)
+}

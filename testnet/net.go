@@ -266,13 +266,25 @@ func (n *Net) Heal(p *Platform, c *Carrier) error {
 
 // WaitFor polls cond until it holds or timeout passes.
 func (n *Net) WaitFor(timeout time.Duration, cond func() bool) error {
+	return n.WaitUntil(timeout, "condition", func() (bool, string) { return cond(), "" })
+}
+
+// WaitUntil polls cond until it holds or timeout passes. cond also says
+// what it saw; a timeout's error, which wraps ErrTimeout, names what
+// was awaited and the last thing seen, so that a slow machine's failure
+// can be told from a wrong one.
+func (n *Net) WaitUntil(timeout time.Duration, what string, cond func() (ok bool, seen string)) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if cond() {
+		ok, seen := cond()
+		if ok {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return ErrTimeout
+			if seen == "" {
+				return fmt.Errorf("%w: %s, after %s", ErrTimeout, what, timeout)
+			}
+			return fmt.Errorf("%w: %s, after %s: %s", ErrTimeout, what, timeout, seen)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -723,4 +735,11 @@ func (p *Platform) Close() error {
 		errs = append(errs, p.Node.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// watchWait bounds the wait for subs watch subscriptions to go live: a
+// minute, and a tenth of a second more for each, as a loaded machine
+// opens them one after another (50 carriers and 20 platforms are 1000).
+func watchWait(subs int) time.Duration {
+	return time.Minute + time.Duration(subs)*100*time.Millisecond
 }

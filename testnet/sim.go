@@ -9,6 +9,7 @@ import (
 	"maps"
 	mrand "math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -239,15 +240,20 @@ func (s *sim) watchAll(ctx context.Context) error {
 			s.consumed.Go(func() { s.consume(pi, c, w) })
 		}
 	}
-	return s.net.WaitFor(60*time.Second, func() bool {
-		for _, ws := range s.watchers {
-			for _, w := range ws {
-				if w.Cursor() == "" {
-					return false
+	subs := len(s.net.Platforms) * len(s.net.Carriers)
+	return s.net.WaitUntil(watchWait(subs), "every watch subscription live", func() (bool, string) {
+		live := 0
+		var waiting []string
+		for pi, ws := range s.watchers {
+			for ci, w := range ws {
+				if w.Cursor() != "" {
+					live++
+				} else if len(waiting) < 5 {
+					waiting = append(waiting, s.net.Platforms[pi].Name+"→"+s.net.Carriers[ci].Code)
 				}
 			}
 		}
-		return true
+		return live == subs, fmt.Sprintf("%d of %d live; waiting for %s", live, subs, strings.Join(waiting, ", "))
 	})
 }
 

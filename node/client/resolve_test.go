@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/discovery"
@@ -193,10 +194,12 @@ func TestTrackNumbersSpreads(t *testing.T) {
 // refuseAll is a track policy that rate-limits every request.
 type refuseAll struct{}
 
-func (refuseAll) AdmitTrack(peer.ID, int) (bool, time.Duration) { return false, time.Second }
-func (refuseAll) ObserveNotFound(peer.ID, int)                  {}
-func (refuseAll) AdmitWatch(peer.ID) (bool, time.Duration)      { return false, time.Second }
-func (refuseAll) AllowPublic(peer.ID) bool                      { return true }
+func (refuseAll) AdmitTrack(peer.ID, ma.Multiaddr, int) (bool, time.Duration) {
+	return false, time.Second
+}
+func (refuseAll) ObserveNotFound(peer.ID, ma.Multiaddr, int) {}
+func (refuseAll) AdmitWatch(peer.ID) (bool, time.Duration)   { return false, time.Second }
+func (refuseAll) AllowPublic(peer.ID) bool                   { return true }
 
 // TestTrackNumbersNoAnswer reports unavailable, with the reason, for the
 // numbers of a carrier none of whose nodes answers.

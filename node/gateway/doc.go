@@ -22,6 +22,12 @@
 // place. Each client IP has a token bucket and a bound on its open
 // streams; CORS is off (same origin only) unless origins are configured.
 //
+// A carrier sees the gateway as one peer with one not_found budget, so
+// budget.go keeps any one web user from spending it for the others: a
+// not_found budget per client, one for the gateway below the carrier's,
+// and a short negative cache; a carrier's rate_limited is shown to a
+// client as unavailable, never as its own limit.
+//
 // `opentrack gateway` opens a platform repo, starts its node and a
 // Gateway over the node's host, trust and router.
 package gateway

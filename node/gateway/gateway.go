@@ -20,19 +20,20 @@ import (
 // Gateway is the HTTP server of a platform node. Build it with New, then
 // Serve it on a listener, or mount Handler in a server of your own.
 type Gateway struct {
-	opts    Options
-	client  *client.Client
-	trust   client.Trust
-	conn    client.Connector
-	metrics *metrics.Metrics
-	m       *metrics.Gateway
-	log     *slog.Logger
-	limits  *limiter
-	streams *streams
-	origins map[string]bool // nil: same origin only
-	anyOrig bool
-	routes  []route
-	handler http.Handler
+	opts     Options
+	client   *client.Client
+	trust    client.Trust
+	conn     client.Connector
+	metrics  *metrics.Metrics
+	m        *metrics.Gateway
+	log      *slog.Logger
+	limits   *limiter
+	notFound *notFoundBudget
+	streams  *streams
+	origins  map[string]bool // nil: same origin only
+	anyOrig  bool
+	routes   []route
+	handler  http.Handler
 
 	// closing ends every SSE stream when Serve shuts down.
 	closing     context.Context
@@ -66,8 +67,9 @@ func New(cfg Config, opts *Options) (*Gateway, error) {
 	}
 	g := &Gateway{
 		opts: o, client: cfg.Client, trust: cfg.Trust, conn: cfg.Connector, metrics: cfg.Metrics, log: cfg.Logger,
-		limits:  newLimiter(o.Rate, o.Burst, o.MaxClients),
-		streams: newStreams(o.MaxStreams, o.MaxStreamsPerClient),
+		limits:   newLimiter(o.Rate, o.Burst, o.MaxClients),
+		notFound: newNotFoundBudget(&o),
+		streams:  newStreams(o.MaxStreams, o.MaxStreamsPerClient),
 	}
 	if g.metrics == nil {
 		g.metrics = metrics.New()
@@ -88,7 +90,7 @@ func New(cfg Config, opts *Options) (*Gateway, error) {
 	}
 	g.closing, g.stopStreams = context.WithCancel(context.Background())
 	g.routes = g.routeTable()
-	g.handler = g.observe(g.cors(g.mux()))
+	g.handler = g.observe(secure(g.cors(g.mux())))
 	return g, nil
 }
 

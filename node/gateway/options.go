@@ -39,7 +39,26 @@ const (
 	DefaultBurst = protocol.MaxNumbersPerRequest
 	// DefaultMaxClients bounds the per-client bucket table, about 200
 	// bytes a client.
-	DefaultMaxClients          = 100_000
+	DefaultMaxClients = 100_000
+	// DefaultNotFoundRate and DefaultNotFoundBurst are a client's
+	// not_found budget: 20 at once, then one every 10 s. A person mistypes
+	// a number now and then; a script guessing numbers is held to six a
+	// minute, far below what a carrier grants the gateway.
+	DefaultNotFoundRate  = 0.1
+	DefaultNotFoundBurst = 20
+	// DefaultGlobalNotFoundRate and DefaultGlobalNotFoundBurst are the
+	// gateway's budget over all clients: half of what a carrier gives an
+	// anonymous peer by default (node/policy: 1 a second, burst 1000), so
+	// that the gateway never spends the carrier's budget for it. Raise
+	// them when carriers name the gateway in [policy] platforms.
+	DefaultGlobalNotFoundRate  = 0.5
+	DefaultGlobalNotFoundBurst = 500
+	// DefaultNegativeTTL is how long a not_found answer is reused: the
+	// max-age the gateway gives it.
+	DefaultNegativeTTL = DefaultCacheMaxAge
+	// DefaultMaxNegative bounds the negative cache, about 300 bytes a
+	// number.
+	DefaultMaxNegative         = 100_000
 	DefaultMaxStreams          = 1000
 	DefaultMaxStreamsPerClient = 8
 	DefaultMaxWatchNumbers     = protocol.MaxNumbersPerRequest
@@ -91,6 +110,28 @@ type Options struct {
 	// least recently seen are forgotten, so memory stays bounded however
 	// many addresses a client uses. Default: 100000.
 	MaxClients int
+	// NotFoundRate is the steady rate of each client's not_found budget,
+	// in answers a second; keyed as Rate is. While a client's budget is
+	// spent, its lookups are answered 429 without asking a carrier.
+	// Default: 0.1.
+	NotFoundRate float64
+	// NotFoundBurst is the size of each client's not_found bucket.
+	// Default: 20.
+	NotFoundBurst int
+	// GlobalNotFoundRate is the steady rate of the gateway's not_found
+	// budget over all clients, in answers a second, kept below what the
+	// carriers grant the gateway's peer. While it is spent, only clients
+	// whose own budget covers a request are served. Default: 0.5.
+	GlobalNotFoundRate float64
+	// GlobalNotFoundBurst is the size of the gateway's not_found bucket.
+	// Default: 500.
+	GlobalNotFoundBurst int
+	// NegativeTTL is how long a number every carrier answered not_found
+	// is answered from the gateway's cache. Default: 10s.
+	NegativeTTL time.Duration
+	// MaxNegative bounds the numbers the negative cache holds. Default:
+	// 100000.
+	MaxNegative int
 	// CORSOrigins are the origins (scheme://host[:port]) whose pages may
 	// call the API, or "*" for any. Default: none, same origin only.
 	CORSOrigins []string
@@ -136,6 +177,12 @@ func (o *Options) EnsureDefaults() *Options {
 	def(&o.Rate, DefaultRate)
 	def(&o.Burst, DefaultBurst)
 	def(&o.MaxClients, DefaultMaxClients)
+	def(&o.NotFoundRate, DefaultNotFoundRate)
+	def(&o.NotFoundBurst, DefaultNotFoundBurst)
+	def(&o.GlobalNotFoundRate, DefaultGlobalNotFoundRate)
+	def(&o.GlobalNotFoundBurst, DefaultGlobalNotFoundBurst)
+	def(&o.NegativeTTL, DefaultNegativeTTL)
+	def(&o.MaxNegative, DefaultMaxNegative)
 	def(&o.MaxStreams, DefaultMaxStreams)
 	def(&o.MaxStreamsPerClient, DefaultMaxStreamsPerClient)
 	def(&o.MaxWatchNumbers, DefaultMaxWatchNumbers)
@@ -166,7 +213,7 @@ func (o *Options) Validate() error {
 	}{
 		{"TrackTimeout", o.TrackTimeout}, {"CacheMaxAge", o.CacheMaxAge}, {"Heartbeat", o.Heartbeat},
 		{"ReadHeaderTimeout", o.ReadHeaderTimeout}, {"ReadTimeout", o.ReadTimeout},
-		{"WriteTimeout", o.WriteTimeout}, {"IdleTimeout", o.IdleTimeout},
+		{"WriteTimeout", o.WriteTimeout}, {"IdleTimeout", o.IdleTimeout}, {"NegativeTTL", o.NegativeTTL},
 	} {
 		if d.v <= 0 {
 			add("%s (%s) must be positive", d.name, d.v)
@@ -175,8 +222,13 @@ func (o *Options) Validate() error {
 	if o.WriteTimeout <= o.TrackTimeout {
 		add("WriteTimeout (%s) must exceed TrackTimeout (%s)", o.WriteTimeout, o.TrackTimeout)
 	}
-	if !(o.Rate > 0) { // also catches NaN
-		add("Rate (%v) must be positive", o.Rate)
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"Rate", o.Rate}, {"NotFoundRate", o.NotFoundRate}, {"GlobalNotFoundRate", o.GlobalNotFoundRate}} {
+		if !(r.v > 0) { // also catches NaN
+			add("%s (%v) must be positive", r.name, r.v)
+		}
 	}
 	if o.Burst < protocol.MaxNumbersPerRequest {
 		add("Burst (%d) must hold a batch of %d numbers", o.Burst, protocol.MaxNumbersPerRequest)
@@ -187,7 +239,8 @@ func (o *Options) Validate() error {
 	}{
 		{"MaxBodyBytes", o.MaxBodyBytes}, {"MaxClients", int64(o.MaxClients)}, {"MaxStreams", int64(o.MaxStreams)},
 		{"MaxStreamsPerClient", int64(o.MaxStreamsPerClient)}, {"MaxHeaderBytes", int64(o.MaxHeaderBytes)},
-		{"MaxWatchNumbers", int64(o.MaxWatchNumbers)},
+		{"MaxWatchNumbers", int64(o.MaxWatchNumbers)}, {"NotFoundBurst", int64(o.NotFoundBurst)},
+		{"GlobalNotFoundBurst", int64(o.GlobalNotFoundBurst)}, {"MaxNegative", int64(o.MaxNegative)},
 	} {
 		if c.v < 1 {
 			add("%s (%d) must be positive", c.name, c.v)

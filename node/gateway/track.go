@@ -100,7 +100,7 @@ func (g *Gateway) getTrack(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	views, p := g.lookup(r.Context(), []string{number})
+	views, p := g.budgeted(r, []string{number})
 	if p != nil {
 		p.Number = number
 		p.write(w)
@@ -210,7 +210,7 @@ func (g *Gateway) postTrack(w http.ResponseWriter, r *http.Request) {
 	if !g.admit(w, r, len(numbers)) {
 		return
 	}
-	views, p := g.lookup(r.Context(), numbers)
+	views, p := g.budgeted(r, numbers)
 	if p != nil {
 		p.write(w)
 		return

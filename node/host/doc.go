@@ -7,4 +7,10 @@
 // protocol services in node/service and the client in node/client attach
 // their streams to the service scopes named here (ServiceTrack and so on),
 // which is what makes the per-service limits of Options bite.
+//
+// guard.go holds what libp2p leaves to a hostile peer: inbound streams
+// still negotiating their protocol are bounded per peer and reset after
+// NegotiationTimeout, and inbound TCP handshakes are bounded per source
+// address and in total and closed after HandshakeTimeout. TCP listens
+// without SO_REUSEPORT, so a port another node holds is an error.
 package host

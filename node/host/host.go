@@ -1,12 +1,17 @@
 package host
 
 import (
+	"errors"
 	"fmt"
+	"strings"
+	"syscall"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/transport"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -14,6 +19,7 @@ import (
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcpreuse"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/opentrack/opentrack/node/version"
@@ -52,12 +58,17 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		return nil, fmt.Errorf("host: connection manager: %w", err)
 	}
 
+	hs := newHandshakes(o.HandshakeTimeout, o.Limits.Handshakes, o.Limits.AddrHandshakes)
 	lopts := []libp2p.Option{
 		libp2p.Identity(priv),
 		// The host listens below, once it is built: libp2p leaks its swarm
 		// when listening fails inside New, and accepts a partial failure.
 		libp2p.NoListenAddrs,
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Without SO_REUSEPORT a port another process holds fails to bind;
+		// with it, the kernel would split inbound dials between the two.
+		libp2p.Transport(func(up transport.Upgrader, rm network.ResourceManager, shared *tcpreuse.ConnMgr) (*tcp.TcpTransport, error) {
+			return tcp.NewTCPTransport(&boundedUpgrader{Upgrader: up, h: hs}, rm, shared, tcp.DisableReuseport())
+		}),
 		// Noise first: it is the cheaper handshake; TLS stays for peers
 		// that only speak TLS.
 		libp2p.Security(noise.ID, noise.New),
@@ -93,6 +104,17 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		cm.Close()
 		return nil, fmt.Errorf("host: %w", err)
 	}
+	// The basic host installed its negotiating handler when it started;
+	// the gate goes in front of it before any listener accepts.
+	sw, ok := h.Network().(interface {
+		StreamHandler() network.StreamHandler
+		SetStreamHandler(network.StreamHandler)
+	})
+	if !ok || sw.StreamHandler() == nil {
+		h.Close()
+		return nil, fmt.Errorf("host: the network %T has no stream handler to guard", h.Network())
+	}
+	sw.SetStreamHandler(newNegotiationGate(o.NegotiationTimeout, o.Limits.PeerNegotiating).wrap(sw.StreamHandler()))
 	// Every address must work: a node that silently skips one is not where
 	// the registry says it is.
 	for _, s := range o.ListenAddrs {
@@ -102,6 +124,10 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		}
 		if err != nil {
 			h.Close()
+			// The swarm flattens the bind error into text.
+			if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), syscall.EADDRINUSE.Error()) {
+				return nil, fmt.Errorf("%w: port %s of %s: %w", ErrAddrInUse, port(a), s, err)
+			}
 			return nil, fmt.Errorf("host: listen on %s: %w", s, err)
 		}
 	}
@@ -123,6 +149,15 @@ func newLimiter(l *Limits) rcmgr.Limiter {
 		ServicePeer:  map[string]rcmgr.ResourceLimits{},
 		Protocol:     map[libp2pprotocol.ID]rcmgr.ResourceLimits{},
 		ProtocolPeer: map[libp2pprotocol.ID]rcmgr.ResourceLimits{},
+		// Streams wait here until they pick a protocol, and connections
+		// until their handshake is done; the gate and the handshake bounds
+		// keep them below these.
+		Transient: rcmgr.ResourceLimits{
+			StreamsInbound: rcmgr.LimitVal(l.TransientStreams),
+			Streams:        rcmgr.LimitVal(l.TransientStreams + transientOutbound),
+			ConnsInbound:   rcmgr.LimitVal(l.Handshakes),
+			Conns:          rcmgr.LimitVal(l.Handshakes + transientOutbound),
+		},
 	}
 	for _, s := range []struct {
 		name string
@@ -146,6 +181,11 @@ func newLimiter(l *Limits) rcmgr.Limiter {
 	return rcmgr.NewFixedLimiter(partial.Build(scaling.AutoScale()))
 }
 
+// transientOutbound is room in the transient scope for what the node
+// itself opens: dials during their handshake, streams while they
+// negotiate.
+const transientOutbound = 256
+
 // both returns limits that cap inbound, outbound and the total alike. A
 // zero conns or streams leaves that resource at its default.
 func both(conns, streams int, memory int64) rcmgr.ResourceLimits {
@@ -155,4 +195,14 @@ func both(conns, streams int, memory int64) rcmgr.ResourceLimits {
 		Streams: s, StreamsInbound: s, StreamsOutbound: s,
 		Memory: rcmgr.LimitVal64(memory),
 	}
+}
+
+// port is a's TCP or UDP port, for errors.
+func port(a ma.Multiaddr) string {
+	for _, code := range []int{ma.P_TCP, ma.P_UDP} {
+		if v, err := a.ValueForProtocol(code); err == nil {
+			return v
+		}
+	}
+	return "?"
 }

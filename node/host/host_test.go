@@ -58,6 +58,10 @@ func TestValidate(t *testing.T) {
 		{"peer above system", func(o *Options) { o.Limits.PeerStreams = 9000 }, []string{"limits.peer_streams (9000) exceeds"}},
 		{"service above system", func(o *Options) { o.Limits.Track.Memory = 2 << 30 }, []string{"limits.track.memory"}},
 		{"service peer above service", func(o *Options) { o.Limits.Info.PeerStreams = 300 }, []string{"limits.info.peer_streams (300) exceeds the enclosing limit (256)"}},
+		{"negotiation timeout", func(o *Options) { o.NegotiationTimeout = -time.Second }, []string{"negotiation_timeout (-1s) must be positive"}},
+		{"handshake timeout", func(o *Options) { o.HandshakeTimeout = -time.Second }, []string{"handshake_timeout (-1s) must be positive"}},
+		{"addr handshakes above total", func(o *Options) { o.Limits.AddrHandshakes = 300 }, []string{"limits.addr_handshakes (300) exceeds the enclosing limit (256)"}},
+		{"peer negotiating above peer streams", func(o *Options) { o.Limits.PeerNegotiating = 300 }, []string{"limits.peer_negotiating (300) exceeds the enclosing limit (256)"}},
 		{"everything at once", func(o *Options) {
 			o.ListenAddrs = []string{"nonsense"}
 			o.ConnMgrHigh = 5000
@@ -252,4 +256,35 @@ func TestServicePeerStreams(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, resets)
+}
+
+// TestListenPortTaken: a second host on a port that another holds
+// refuses to start, and says which port and address, even when the
+// environment asks libp2p for SO_REUSEPORT. Port 0 still picks a free
+// port.
+func TestListenPortTaken(t *testing.T) {
+	t.Setenv("LIBP2P_TCP_REUSEPORT", "true")
+	checkLeaks(t)
+	for _, tc := range []struct{ name, listen, proto string }{
+		{"tcp", "/ip4/127.0.0.1/tcp/0", "/tcp/"},
+		{"quic", "/ip4/127.0.0.1/udp/0/quic-v1", "/udp/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, err := New(newKey(t), &Options{ListenAddrs: []string{tc.listen}})
+			require.NoError(t, err)
+			t.Cleanup(func() { first.Close() })
+			taken := first.Addrs()[0].String()
+
+			_, err = New(newKey(t), &Options{ListenAddrs: []string{taken}})
+			require.ErrorIs(t, err, ErrAddrInUse)
+			require.ErrorContains(t, err, taken, "the error names the address")
+			_, port, _ := strings.Cut(taken, tc.proto)
+			port, _, _ = strings.Cut(port, "/")
+			require.ErrorContains(t, err, "port "+port+" ", "the error names the port")
+
+			other, err := New(newKey(t), &Options{ListenAddrs: []string{tc.listen}})
+			require.NoError(t, err, "port 0 still works")
+			other.Close()
+		})
+	}
 }

@@ -26,6 +26,10 @@ var ErrInvalidOptions = errors.New("host: invalid options")
 // libp2p key is its identity in the registry, so it is never generated here.
 var ErrNoIdentity = errors.New("host: no identity key")
 
+// ErrAddrInUse means a listen address's port is held by another socket,
+// most likely another node: the host refuses to share it.
+var ErrAddrInUse = errors.New("host: listen port already in use")
+
 // Options configure the libp2p host. The zero value of a field means its
 // default; call EnsureDefaults to fill them in and Validate to check them.
 // The node config file embeds Options, hence the TOML tags.
@@ -52,6 +56,15 @@ type Options struct {
 	// ConnMgrGrace is how long a new connection is exempt from trimming.
 	// Default: 1m.
 	ConnMgrGrace time.Duration `toml:"conn_mgr_grace"`
+
+	// NegotiationTimeout bounds how long an inbound stream may take to
+	// pick its protocol (multistream-select) before it is reset. A client
+	// sends its protocol with its first write. Default: 3s.
+	NegotiationTimeout time.Duration `toml:"negotiation_timeout"`
+
+	// HandshakeTimeout bounds an inbound TCP connection's security and
+	// muxer handshakes; one that takes longer is closed. Default: 5s.
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
 
 	// Limits is the resource-manager budget. Every limit is set
 	// explicitly; libp2p's machine-scaled defaults apply only to the
@@ -98,6 +111,23 @@ type Limits struct {
 	// Default: 64 MiB.
 	PeerMemory int64 `toml:"peer_memory"`
 
+	// PeerNegotiating bounds one peer's inbound streams that have not yet
+	// picked a protocol; more are reset at once. A peer may open all the
+	// streams its services allow it at once, so the default is their sum:
+	// Track, Watch and Info PeerStreams (84 with their defaults).
+	PeerNegotiating int `toml:"peer_negotiating"`
+	// TransientStreams bounds inbound streams over all peers that have not
+	// yet picked a protocol: the resource manager's transient scope.
+	// Default: 1024.
+	TransientStreams int `toml:"transient_streams"`
+	// Handshakes bounds inbound TCP connections in their handshake over
+	// all sources; more are closed at once. It is also the transient
+	// scope's inbound connection limit. Default: 256.
+	Handshakes int `toml:"handshakes"`
+	// AddrHandshakes bounds inbound TCP connections in their handshake
+	// from one source address (IPv4 /32, IPv6 /64). Default: 32.
+	AddrHandshakes int `toml:"addr_handshakes"`
+
 	// Track bounds the /opentrack/track service.
 	// Default: 4096 streams, 256 MiB, 64 streams per peer.
 	Track ServiceLimits `toml:"track"`
@@ -121,19 +151,29 @@ type ServiceLimits struct {
 	PeerStreams int `toml:"peer_streams"`
 }
 
+// Defaults of the negotiation and handshake bounds that tests refer to.
+const (
+	DefaultPeerNegotiating = 64 + 16 + 4 // the services' default PeerStreams
+	DefaultAddrHandshakes  = 32
+)
+
 // Default values, in one place.
 var (
 	defaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
 	defaultLimits      = Limits{
-		SystemConns:   1024,
-		SystemStreams: 8192,
-		SystemMemory:  1 << 30,
-		PeerConns:     8,
-		PeerStreams:   256,
-		PeerMemory:    64 << 20,
-		Track:         ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 64},
-		Watch:         ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 16},
-		Info:          ServiceLimits{Streams: 256, Memory: 16 << 20, PeerStreams: 4},
+		SystemConns:      1024,
+		SystemStreams:    8192,
+		SystemMemory:     1 << 30,
+		PeerConns:        8,
+		PeerStreams:      256,
+		PeerMemory:       64 << 20,
+		PeerNegotiating:  DefaultPeerNegotiating,
+		TransientStreams: 1024,
+		Handshakes:       256,
+		AddrHandshakes:   DefaultAddrHandshakes,
+		Track:            ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 64},
+		Watch:            ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 16},
+		Info:             ServiceLimits{Streams: 256, Memory: 16 << 20, PeerStreams: 4},
 	}
 )
 
@@ -141,6 +181,10 @@ const (
 	defaultConnMgrLow   = 512
 	defaultConnMgrHigh  = 768
 	defaultConnMgrGrace = time.Minute
+	// A multistream-select round trip on loopback takes well under a
+	// millisecond; the rest is room for a loaded machine.
+	defaultNegotiationTimeout = 3 * time.Second
+	defaultHandshakeTimeout   = 5 * time.Second
 )
 
 // EnsureDefaults fills every zero field with its default and returns o. A
@@ -158,6 +202,8 @@ func (o *Options) EnsureDefaults() *Options {
 	setDefault(&o.ConnMgrLow, defaultConnMgrLow)
 	setDefault(&o.ConnMgrHigh, defaultConnMgrHigh)
 	setDefault(&o.ConnMgrGrace, defaultConnMgrGrace)
+	setDefault(&o.NegotiationTimeout, defaultNegotiationTimeout)
+	setDefault(&o.HandshakeTimeout, defaultHandshakeTimeout)
 	l, d := &o.Limits, defaultLimits
 	setDefault(&l.SystemConns, d.SystemConns)
 	setDefault(&l.SystemStreams, d.SystemStreams)
@@ -165,9 +211,13 @@ func (o *Options) EnsureDefaults() *Options {
 	setDefault(&l.PeerConns, d.PeerConns)
 	setDefault(&l.PeerStreams, d.PeerStreams)
 	setDefault(&l.PeerMemory, d.PeerMemory)
+	setDefault(&l.TransientStreams, d.TransientStreams)
+	setDefault(&l.Handshakes, d.Handshakes)
+	setDefault(&l.AddrHandshakes, d.AddrHandshakes)
 	l.Track.ensureDefaults(d.Track)
 	l.Watch.ensureDefaults(d.Watch)
 	l.Info.ensureDefaults(d.Info)
+	setDefault(&l.PeerNegotiating, l.Track.PeerStreams+l.Watch.PeerStreams+l.Info.PeerStreams)
 	if o.Metrics && o.Registerer == nil {
 		o.Registerer = prometheus.DefaultRegisterer
 	}
@@ -214,6 +264,14 @@ func (o *Options) Validate() error {
 	if o.ConnMgrGrace < 0 {
 		add("conn_mgr_grace (%s) is negative", o.ConnMgrGrace)
 	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"negotiation_timeout", o.NegotiationTimeout}, {"handshake_timeout", o.HandshakeTimeout}} {
+		if d.v <= 0 {
+			add("%s (%s) must be positive", d.name, d.v)
+		}
+	}
 	for _, c := range []struct {
 		name      string
 		v, system int64
@@ -224,6 +282,10 @@ func (o *Options) Validate() error {
 		{"peer_conns", int64(l.PeerConns), int64(l.SystemConns)},
 		{"peer_streams", int64(l.PeerStreams), int64(l.SystemStreams)},
 		{"peer_memory", l.PeerMemory, l.SystemMemory},
+		{"transient_streams", int64(l.TransientStreams), int64(l.SystemStreams)},
+		{"peer_negotiating", int64(l.PeerNegotiating), int64(min(l.PeerStreams, l.TransientStreams))},
+		{"handshakes", int64(l.Handshakes), int64(l.SystemConns)},
+		{"addr_handshakes", int64(l.AddrHandshakes), int64(l.Handshakes)},
 	} {
 		checkLimit(add, "limits."+c.name, c.v, c.system)
 	}

@@ -57,6 +57,29 @@ const (
 	DefaultWatchBurst = 20
 	// DefaultPublic is PublicOpen: public events carry no personal data.
 	DefaultPublic = PublicOpen
+	// DefaultAddrNotFoundRate is two not_found answers a second per
+	// source address (IPv4 /32, IPv6 /64): peer IDs cost nothing to make,
+	// so one address gets about the budget of two peers, whatever number
+	// of IDs it uses. A NAT hiding several honest platforms stays within
+	// it, as their lookups are mostly found.
+	DefaultAddrNotFoundRate = 2
+	// DefaultAddrNotFoundBurst is two peers' bursts.
+	DefaultAddrNotFoundBurst = 2 * DefaultNotFoundBurst
+	// DefaultGlobalNotFoundRate is the node's ceiling on not_found
+	// answers to anonymous peers, per second, over all peers and
+	// addresses: 200, a hundred addresses at their steady rate.
+	DefaultGlobalNotFoundRate = 200
+	// DefaultGlobalNotFoundBurst is a minute at the ceiling.
+	DefaultGlobalNotFoundBurst = 60 * DefaultGlobalNotFoundRate
+	// DefaultPlatformNotFoundRate is ten times an anonymous peer's: a
+	// platform's gateway answers many users, each held to its own budget
+	// by the gateway.
+	DefaultPlatformNotFoundRate = 10 * DefaultNotFoundRate
+	// DefaultPlatformNotFoundBurst is ten times an anonymous peer's.
+	DefaultPlatformNotFoundBurst = 10 * DefaultNotFoundBurst
+	// DefaultMaxAddrs bounds the per-address bucket table; about 200
+	// bytes an address.
+	DefaultMaxAddrs = 100_000
 	// DefaultMaxPeers bounds the per-peer bucket table; about 400 bytes a
 	// peer, so some 40 MB at most.
 	DefaultMaxPeers = 100_000
@@ -82,6 +105,35 @@ type Options struct {
 	// NotFoundBurst is the size of a peer's not_found bucket. Default: 1000.
 	NotFoundBurst int `toml:"not_found_burst"`
 
+	// AddrNotFoundRate is the steady rate of not_found answers all the
+	// anonymous peers of one source address (IPv4 /32, IPv6 /64) may
+	// receive together, per second, so that fresh peer IDs do not
+	// multiply the budget. Default: 2.
+	AddrNotFoundRate float64 `toml:"addr_not_found_rate"`
+	// AddrNotFoundBurst is the size of an address's not_found bucket.
+	// Default: 2000.
+	AddrNotFoundBurst int `toml:"addr_not_found_burst"`
+	// GlobalNotFoundRate is the node's ceiling on not_found answers to
+	// anonymous peers, per second, over all of them; past it every
+	// anonymous track request is answered rate_limited. Platforms keep
+	// their own budgets. Default: 200.
+	GlobalNotFoundRate float64 `toml:"global_not_found_rate"`
+	// GlobalNotFoundBurst is the size of the node's not_found bucket.
+	// Default: 12000.
+	GlobalNotFoundBurst int `toml:"global_not_found_burst"`
+
+	// Platforms lists peer IDs of platforms the carrier serves on
+	// purpose. They, and the nodes the registry names, get the platform
+	// not_found budget below and are outside the per-address and global
+	// budgets. Default: empty.
+	Platforms []string `toml:"platforms"`
+	// PlatformNotFoundRate is a platform's steady not_found rate, per
+	// second. Default: 10.
+	PlatformNotFoundRate float64 `toml:"platform_not_found_rate"`
+	// PlatformNotFoundBurst is the size of a platform's not_found bucket.
+	// Default: 10000.
+	PlatformNotFoundBurst int `toml:"platform_not_found_burst"`
+
 	// WatchRate is the steady rate of watch subscriptions a peer may open,
 	// per second. Default: 1.
 	WatchRate float64 `toml:"watch_rate"`
@@ -105,6 +157,9 @@ type Options struct {
 	// recently seen peer's are dropped, so memory stays bounded however
 	// many peer IDs an attacker makes up. Default: 100000.
 	MaxPeers int `toml:"max_peers"`
+	// MaxAddrs bounds how many source addresses' buckets are kept, the
+	// least recently seen dropped first. Default: 100000.
+	MaxAddrs int `toml:"max_addrs"`
 }
 
 // EnsureDefaults fills every zero field with its default and returns o. A
@@ -117,6 +172,13 @@ func (o *Options) EnsureDefaults() *Options {
 	setDefault(&o.TrackBurst, DefaultTrackBurst)
 	setDefault(&o.NotFoundRate, DefaultNotFoundRate)
 	setDefault(&o.NotFoundBurst, DefaultNotFoundBurst)
+	setDefault(&o.AddrNotFoundRate, DefaultAddrNotFoundRate)
+	setDefault(&o.AddrNotFoundBurst, DefaultAddrNotFoundBurst)
+	setDefault(&o.GlobalNotFoundRate, DefaultGlobalNotFoundRate)
+	setDefault(&o.GlobalNotFoundBurst, DefaultGlobalNotFoundBurst)
+	setDefault(&o.PlatformNotFoundRate, DefaultPlatformNotFoundRate)
+	setDefault(&o.PlatformNotFoundBurst, DefaultPlatformNotFoundBurst)
+	setDefault(&o.MaxAddrs, DefaultMaxAddrs)
 	setDefault(&o.WatchRate, DefaultWatchRate)
 	setDefault(&o.WatchBurst, DefaultWatchBurst)
 	setDefault(&o.Public, DefaultPublic)
@@ -126,6 +188,9 @@ func (o *Options) EnsureDefaults() *Options {
 	}
 	if o.Deny == nil {
 		o.Deny = []string{}
+	}
+	if o.Platforms == nil {
+		o.Platforms = []string{}
 	}
 	return o
 }
@@ -145,7 +210,11 @@ func (o *Options) Validate() error {
 	for _, r := range []struct {
 		name string
 		v    float64
-	}{{"track_rate", o.TrackRate}, {"not_found_rate", o.NotFoundRate}, {"watch_rate", o.WatchRate}} {
+	}{
+		{"track_rate", o.TrackRate}, {"not_found_rate", o.NotFoundRate}, {"watch_rate", o.WatchRate},
+		{"addr_not_found_rate", o.AddrNotFoundRate}, {"global_not_found_rate", o.GlobalNotFoundRate},
+		{"platform_not_found_rate", o.PlatformNotFoundRate},
+	} {
 		if !(r.v > 0) { // also catches NaN
 			add("%s %v must be positive", r.name, r.v)
 		}
@@ -153,11 +222,17 @@ func (o *Options) Validate() error {
 	if o.TrackBurst < protocol.MaxNumbersPerRequest {
 		add("track_burst %d must hold a full request of %d numbers", o.TrackBurst, protocol.MaxNumbersPerRequest)
 	}
-	if o.NotFoundBurst < 1 {
-		add("not_found_burst %d must be positive", o.NotFoundBurst)
-	}
-	if o.WatchBurst < 1 {
-		add("watch_burst %d must be positive", o.WatchBurst)
+	for _, b := range []struct {
+		name string
+		v    int
+	}{
+		{"not_found_burst", o.NotFoundBurst}, {"watch_burst", o.WatchBurst}, {"addr_not_found_burst", o.AddrNotFoundBurst},
+		{"global_not_found_burst", o.GlobalNotFoundBurst}, {"platform_not_found_burst", o.PlatformNotFoundBurst},
+		{"max_peers", o.MaxPeers}, {"max_addrs", o.MaxAddrs},
+	} {
+		if b.v < 1 {
+			add("%s %d must be positive", b.name, b.v)
+		}
 	}
 	switch o.Public {
 	case PublicOpen, PublicMembers, PublicOff:
@@ -167,15 +242,12 @@ func (o *Options) Validate() error {
 	for _, l := range []struct {
 		name string
 		ids  []string
-	}{{"allow", o.Allow}, {"deny", o.Deny}} {
+	}{{"allow", o.Allow}, {"deny", o.Deny}, {"platforms", o.Platforms}} {
 		for _, s := range l.ids {
 			if _, err := peer.Decode(s); err != nil {
 				add("%s: %q is not a peer ID: %v", l.name, s, err)
 			}
 		}
-	}
-	if o.MaxPeers < 1 {
-		add("max_peers %d must be positive", o.MaxPeers)
 	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))

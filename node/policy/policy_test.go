@@ -55,14 +55,18 @@ func TestOptions(t *testing.T) {
 	o := (&policy.Options{}).EnsureDefaults()
 	require.Equal(t, policy.Options{
 		TrackRate: 50, TrackBurst: 10000, NotFoundRate: 1, NotFoundBurst: 1000,
-		WatchRate: 1, WatchBurst: 20, Public: "open", Allow: []string{}, Deny: []string{}, MaxPeers: 100000,
+		AddrNotFoundRate: 2, AddrNotFoundBurst: 2000, GlobalNotFoundRate: 200, GlobalNotFoundBurst: 12000,
+		Platforms: []string{}, PlatformNotFoundRate: 10, PlatformNotFoundBurst: 10000,
+		WatchRate: 1, WatchBurst: 20, Public: "open", Allow: []string{}, Deny: []string{}, MaxPeers: 100000, MaxAddrs: 100000,
 	}, *o)
 	require.NoError(t, o.Validate())
 
-	bad := (&policy.Options{TrackRate: -1, TrackBurst: 99, NotFoundBurst: -1, Public: "some", Deny: []string{"x"}, MaxPeers: -5}).EnsureDefaults()
+	bad := (&policy.Options{TrackRate: -1, TrackBurst: 99, NotFoundBurst: -1, Public: "some", Deny: []string{"x"}, MaxPeers: -5,
+		AddrNotFoundRate: -2, GlobalNotFoundBurst: -3, Platforms: []string{"y"}, PlatformNotFoundRate: -4, MaxAddrs: -6}).EnsureDefaults()
 	err := bad.Validate()
 	require.ErrorIs(t, err, policy.ErrInvalidOptions)
-	for _, want := range []string{"track_rate -1", "track_burst 99", "not_found_burst -1", `public "some"`, `deny: "x"`, "max_peers -5"} {
+	for _, want := range []string{"track_rate -1", "track_burst 99", "not_found_burst -1", `public "some"`, `deny: "x"`, "max_peers -5",
+		"addr_not_found_rate -2", "global_not_found_burst -3", `platforms: "y"`, "platform_not_found_rate -4", "max_addrs -6"} {
 		require.Contains(t, err.Error(), want)
 	}
 	_, err = policy.New(bad, nil, nil)
@@ -102,7 +106,7 @@ func TestTrackBucket(t *testing.T) {
 			id := newPeer(t)
 			for i, s := range tc.steps {
 				c.advance(s.advance)
-				ok, retry := p.AdmitTrack(id, s.numbers)
+				ok, retry := p.AdmitTrack(id, nil, s.numbers)
 				require.Equal(t, s.ok, ok, "step %d", i)
 				require.Equal(t, s.retry, retry, "step %d", i)
 			}
@@ -132,13 +136,13 @@ func TestNotFoundBudget(t *testing.T) {
 			p, c := newPolicy(t, &policy.Options{NotFoundRate: 1, NotFoundBurst: 120}, nil)
 			id, other := newPeer(t), newPeer(t)
 			for _, n := range tc.notFound {
-				p.ObserveNotFound(id, n)
+				p.ObserveNotFound(id, nil, n)
 			}
 			c.advance(tc.advance)
-			ok, retry := p.AdmitTrack(id, 1)
+			ok, retry := p.AdmitTrack(id, nil, 1)
 			require.Equal(t, tc.ok, ok)
 			require.Equal(t, tc.retry, retry)
-			ok, _ = p.AdmitTrack(other, 1)
+			ok, _ = p.AdmitTrack(other, nil, 1)
 			require.True(t, ok, "another peer's budget is its own")
 		})
 	}
@@ -156,9 +160,9 @@ func TestEnumeration(t *testing.T) {
 	const minutes = 10
 	for tick := range minutes * 60 * 2 { // every half second
 		c.advance(500 * time.Millisecond)
-		if ok, retry := p.AdmitTrack(enum, 5); ok {
+		if ok, retry := p.AdmitTrack(enum, nil, 5); ok {
 			enumServed += 5
-			p.ObserveNotFound(enum, 5)
+			p.ObserveNotFound(enum, nil, 5)
 		} else {
 			require.Positive(t, retry)
 			enumRefused++
@@ -166,10 +170,10 @@ func TestEnumeration(t *testing.T) {
 				firstRefusal = time.Duration(tick+1) * 500 * time.Millisecond
 			}
 		}
-		ok, _ := p.AdmitTrack(legit, 10)
+		ok, _ := p.AdmitTrack(legit, nil, 10)
 		require.True(t, ok, "legitimate peer refused at tick %d", tick)
 		if tick%4 == 0 {
-			p.ObserveNotFound(legit, 1)
+			p.ObserveNotFound(legit, nil, 1)
 		}
 	}
 	// It spends the burst at 10 a second less the refill of 1.
@@ -194,7 +198,7 @@ func TestWatchBucket(t *testing.T) {
 	ok, _ = p.AdmitWatch(id)
 	require.True(t, ok)
 	// Watch and track budgets are apart.
-	ok, _ = p.AdmitTrack(id, 100)
+	ok, _ = p.AdmitTrack(id, nil, 100)
 	require.True(t, ok)
 }
 
@@ -221,7 +225,7 @@ func TestLists(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p, _ := newPolicy(t, &policy.Options{Allow: str(tc.allow), Deny: str(tc.deny)}, nil)
 			for id, want := range tc.admitted {
-				ok, retry := p.AdmitTrack(id, 1)
+				ok, retry := p.AdmitTrack(id, nil, 1)
 				require.Equal(t, want, ok, id)
 				wok, wretry := p.AdmitWatch(id)
 				require.Equal(t, want, wok, id)
@@ -253,7 +257,7 @@ func TestPublicModes(t *testing.T) {
 			p, _ := newPolicy(t, &policy.Options{Public: tc.mode}, tc.members)
 			require.Equal(t, tc.member, p.AllowPublic(member))
 			require.Equal(t, tc.outsider, p.AllowPublic(outsider))
-			ok, _ := p.AdmitTrack(outsider, 1) // grant holders are still served
+			ok, _ := p.AdmitTrack(outsider, nil, 1) // grant holders are still served
 			require.True(t, ok)
 		})
 	}
@@ -265,18 +269,18 @@ func TestMaxPeers(t *testing.T) {
 	p, _ := newPolicy(t, &policy.Options{TrackBurst: 200, MaxPeers: 3}, nil)
 	a, b, c, d := newPeer(t), newPeer(t), newPeer(t), newPeer(t)
 	for _, id := range []peer.ID{a, b, c} {
-		ok, _ := p.AdmitTrack(id, 200) // drain
+		ok, _ := p.AdmitTrack(id, nil, 200) // drain
 		require.True(t, ok)
 	}
-	p.AdmitTrack(a, 1) // a is seen again; b is now the least recent
-	p.AdmitTrack(d, 1)
+	p.AdmitTrack(a, nil, 1) // a is seen again; b is now the least recent
+	p.AdmitTrack(d, nil, 1)
 	require.Equal(t, 3, p.Peers())
-	ok, _ := p.AdmitTrack(b, 200)
+	ok, _ := p.AdmitTrack(b, nil, 200)
 	require.True(t, ok, "b was dropped and starts afresh")
-	ok, _ = p.AdmitTrack(a, 1)
+	ok, _ = p.AdmitTrack(a, nil, 1)
 	require.False(t, ok, "a was kept, still drained")
 	for i := range 100 {
-		p.ObserveNotFound(newPeer(t), i)
+		p.ObserveNotFound(newPeer(t), nil, i)
 	}
 	require.Equal(t, 3, p.Peers())
 }
@@ -293,8 +297,8 @@ func TestConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range 2000 {
 				id := ids[(g*7+i)%len(ids)]
-				if ok, _ := p.AdmitTrack(id, 1+i%100); ok {
-					p.ObserveNotFound(id, i%3)
+				if ok, _ := p.AdmitTrack(id, nil, 1+i%100); ok {
+					p.ObserveNotFound(id, nil, i%3)
 				}
 				p.AdmitWatch(id)
 				p.AllowPublic(id)
@@ -319,7 +323,7 @@ func BenchmarkAdmitTrack(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			p.AdmitTrack(ids[i%len(ids)], 1)
+			p.AdmitTrack(ids[i%len(ids)], nil, 1)
 			i++
 		}
 	})

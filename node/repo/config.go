@@ -335,6 +335,11 @@ disable_quic = {{.Network.DisableQUIC}}
 conn_mgr_low = {{.Network.ConnMgrLow}}
 conn_mgr_high = {{.Network.ConnMgrHigh}}
 conn_mgr_grace = {{q .Network.ConnMgrGrace.String}}
+# An inbound stream that has not picked its protocol by negotiation_timeout
+# is reset; an inbound TCP connection still in its handshake after
+# handshake_timeout is closed. Defaults: {{q .Def.NegotiationTimeout.String}}, {{q .Def.HandshakeTimeout.String}}.
+negotiation_timeout = {{q .Network.NegotiationTimeout.String}}
+handshake_timeout = {{q .Network.HandshakeTimeout.String}}
 # libp2p Prometheus metrics, incl. the resource manager's per-stream
 # accounting, which costs 10-14% CPU. Default: false.
 metrics = {{.Network.Metrics}}
@@ -349,6 +354,13 @@ system_memory = {{.Network.Limits.SystemMemory}}
 peer_conns = {{.Network.Limits.PeerConns}}
 peer_streams = {{.Network.Limits.PeerStreams}}
 peer_memory = {{.Network.Limits.PeerMemory}}
+# Inbound streams still negotiating, per peer and over all peers (the
+# transient scope); inbound TCP handshakes in flight, over all sources and
+# per source address (IPv4 /32, IPv6 /64). Defaults: {{.Def.Limits.PeerNegotiating}}, {{.Def.Limits.TransientStreams}}, {{.Def.Limits.Handshakes}}, {{.Def.Limits.AddrHandshakes}}.
+peer_negotiating = {{.Network.Limits.PeerNegotiating}}
+transient_streams = {{.Network.Limits.TransientStreams}}
+handshakes = {{.Network.Limits.Handshakes}}
+addr_handshakes = {{.Network.Limits.AddrHandshakes}}
 {{range $name, $l := dict "track" .Network.Limits.Track "watch" .Network.Limits.Watch "info" .Network.Limits.Info}}
 # /opentrack/{{$name}}: streams over all peers, memory, streams per peer.
 [network.limits.{{$name}}]
@@ -404,6 +416,21 @@ track_burst = {{.Policy.TrackBurst}}
 # not_found answers a second, and bucket size. Defaults: {{.DefPolicy.NotFoundRate}} (60 a minute), {{.DefPolicy.NotFoundBurst}}.
 not_found_rate = {{.Policy.NotFoundRate}}
 not_found_burst = {{.Policy.NotFoundBurst}}
+# not_found answers a second, and bucket size, for all the anonymous peers
+# of one source address (IPv4 /32, IPv6 /64) together, as peer IDs cost
+# nothing. Defaults: {{.DefPolicy.AddrNotFoundRate}}, {{.DefPolicy.AddrNotFoundBurst}}.
+addr_not_found_rate = {{.Policy.AddrNotFoundRate}}
+addr_not_found_burst = {{.Policy.AddrNotFoundBurst}}
+# The node's ceiling on not_found answers to anonymous peers, a second,
+# and bucket size. Defaults: {{.DefPolicy.GlobalNotFoundRate}}, {{.DefPolicy.GlobalNotFoundBurst}}.
+global_not_found_rate = {{.Policy.GlobalNotFoundRate}}
+global_not_found_burst = {{.Policy.GlobalNotFoundBurst}}
+# Peer IDs of platforms (gateways) served on purpose. They and the nodes
+# the registry names get this not_found budget instead, outside the
+# address and node budgets. Defaults: none; {{.DefPolicy.PlatformNotFoundRate}}, {{.DefPolicy.PlatformNotFoundBurst}}.
+platforms = {{list .Policy.Platforms}}
+platform_not_found_rate = {{.Policy.PlatformNotFoundRate}}
+platform_not_found_burst = {{.Policy.PlatformNotFoundBurst}}
 # Watch subscriptions a second, and bucket size. Defaults: {{.DefPolicy.WatchRate}}, {{.DefPolicy.WatchBurst}}.
 watch_rate = {{.Policy.WatchRate}}
 watch_burst = {{.Policy.WatchBurst}}
@@ -417,6 +444,8 @@ deny = {{list .Policy.Deny}}
 # Peers whose buckets are kept; the least recently seen are dropped.
 # Default: {{.DefPolicy.MaxPeers}}.
 max_peers = {{.Policy.MaxPeers}}
+# Source addresses whose buckets are kept. Default: {{.DefPolicy.MaxAddrs}}.
+max_addrs = {{.Policy.MaxAddrs}}
 {{end}}
 [log]
 # debug, info, warn or error. Default: "info".

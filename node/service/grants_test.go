@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/ingest"
@@ -229,10 +230,10 @@ func TestGrantRefused(t *testing.T) {
 // closedPolicy admits everything but public lookups.
 type closedPolicy struct{ notFound chan int }
 
-func (closedPolicy) AdmitTrack(peer.ID, int) (bool, time.Duration) { return true, 0 }
-func (p closedPolicy) ObserveNotFound(_ peer.ID, n int)            { p.notFound <- n }
-func (closedPolicy) AdmitWatch(peer.ID) (bool, time.Duration)      { return true, 0 }
-func (closedPolicy) AllowPublic(peer.ID) bool                      { return false }
+func (closedPolicy) AdmitTrack(peer.ID, ma.Multiaddr, int) (bool, time.Duration) { return true, 0 }
+func (p closedPolicy) ObserveNotFound(_ peer.ID, _ ma.Multiaddr, n int)          { p.notFound <- n }
+func (closedPolicy) AdmitWatch(peer.ID) (bool, time.Duration)                    { return true, 0 }
+func (closedPolicy) AllowPublic(peer.ID) bool                                    { return false }
 
 func TestGrantPublicClosed(t *testing.T) {
 	servicetest.CheckLeaks(t)

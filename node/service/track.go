@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	nodehost "github.com/opentrack/opentrack/node/host"
@@ -72,14 +73,15 @@ var errBadEvents = errors.New("service: store returned bad events")
 // DESIGN section 5 (per-peer token buckets, allow and deny lists).
 type Policy interface {
 	// AdmitTrack is asked once per valid request with how many numbers it
-	// carries. When it refuses, every number that normalizes is answered
-	// rate_limited with retryAfter (others invalid_number, as the spec
-	// orders the checks).
-	AdmitTrack(p peer.ID, numbers int) (ok bool, retryAfter time.Duration)
+	// carries and the remote address of the stream's connection, as peer
+	// IDs cost nothing to make. When it refuses, every number that
+	// normalizes is answered rate_limited with retryAfter (others
+	// invalid_number, as the spec orders the checks).
+	AdmitTrack(p peer.ID, addr ma.Multiaddr, numbers int) (ok bool, retryAfter time.Duration)
 	// ObserveNotFound reports how many numbers of an admitted request were
 	// answered not_found, so that enumeration spends a stricter budget
 	// than tracking real parcels.
-	ObserveNotFound(p peer.ID, n int)
+	ObserveNotFound(p peer.ID, addr ma.Multiaddr, n int)
 	// AdmitWatch is asked once per subscription.
 	AdmitWatch(p peer.ID) (ok bool, retryAfter time.Duration)
 	// AllowPublic reports whether p may see public events at all: carrier
@@ -177,7 +179,7 @@ func (t *Track) handle(s network.Stream) {
 	ts := &trackStream{t: t, s: s, base: ctx}
 	defer ts.close()
 	ts.frames = protocol.NewFrameReader(ts, protocol.MaxTrackRequest)
-	remote := s.Conn().RemotePeer()
+	remote, addr := s.Conn().RemotePeer(), s.Conn().RemoteMultiaddr()
 	for {
 		ts.awaitRequest(time.Now())
 		body, err := ts.frames.Next()
@@ -191,7 +193,7 @@ func (t *Track) handle(s network.Stream) {
 			t.srv.reset(s, reasonDecode, err)
 			return
 		}
-		resp := t.serve(ts.requestContext(start), remote, &req)
+		resp := t.serve(ts.requestContext(start), remote, addr, &req)
 		if err := ts.write(resp); err != nil {
 			s.Reset()
 			t.srv.log.Debug("write failed", "peer", remote, "err", err)
@@ -204,7 +206,7 @@ func (t *Track) handle(s network.Stream) {
 // serve answers one decoded request. Audit entries for what it discloses
 // or refuses are stored before it returns, so before the response is
 // written.
-func (t *Track) serve(ctx context.Context, remote peer.ID, req *protocol.TrackRequest) *protocol.TrackResponse {
+func (t *Track) serve(ctx context.Context, remote peer.ID, addr ma.Multiaddr, req *protocol.TrackRequest) *protocol.TrackResponse {
 	if n := len(req.Queries); n > protocol.MaxNumbersPerRequest {
 		return requestError(protocol.CodeTooMany, fmt.Sprintf("%d numbers, limit %d", n, protocol.MaxNumbersPerRequest), 0)
 	}
@@ -212,7 +214,7 @@ func (t *Track) serve(ctx context.Context, remote peer.ID, req *protocol.TrackRe
 		return requestError(protocol.CodeBadRequest, err.Error(), 0)
 	}
 	if t.cfg.Policy != nil {
-		if ok, retry := t.cfg.Policy.AdmitTrack(remote, len(req.Queries)); !ok {
+		if ok, retry := t.cfg.Policy.AdmitTrack(remote, addr, len(req.Queries)); !ok {
 			return t.refuseAll(req, &protocol.TrackResult{Code: protocol.CodeRateLimited, RetryAfter: millis(retry)})
 		}
 	}
@@ -245,7 +247,7 @@ func (t *Track) serve(ctx context.Context, remote peer.ID, req *protocol.TrackRe
 		return requestError(protocol.CodeInternal, "audit log unavailable", 0)
 	}
 	if t.cfg.Policy != nil {
-		t.cfg.Policy.ObserveNotFound(remote, notFound)
+		t.cfg.Policy.ObserveNotFound(remote, addr, notFound)
 	}
 	return &protocol.TrackResponse{Results: results}
 }

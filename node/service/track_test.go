@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
@@ -357,10 +358,12 @@ func TestTrackIdleBetweenRequests(t *testing.T) {
 
 type policyFunc func(peer.ID, int) (bool, time.Duration)
 
-func (f policyFunc) AdmitTrack(p peer.ID, n int) (bool, time.Duration) { return f(p, n) }
-func (policyFunc) ObserveNotFound(peer.ID, int)                        {}
-func (policyFunc) AdmitWatch(peer.ID) (bool, time.Duration)            { return true, 0 }
-func (policyFunc) AllowPublic(peer.ID) bool                            { return true }
+func (f policyFunc) AdmitTrack(p peer.ID, _ ma.Multiaddr, n int) (bool, time.Duration) {
+	return f(p, n)
+}
+func (policyFunc) ObserveNotFound(peer.ID, ma.Multiaddr, int) {}
+func (policyFunc) AdmitWatch(peer.ID) (bool, time.Duration)   { return true, 0 }
+func (policyFunc) AllowPublic(peer.ID) bool                   { return true }
 
 func TestTrackPolicy(t *testing.T) {
 	servicetest.CheckLeaks(t)

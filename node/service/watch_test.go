@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"io"
 	"maps"
 	"os"
@@ -1112,10 +1113,10 @@ func benchmarkWatchLag(b *testing.B, open func(testing.TB) store.Store) {
 // watchPolicy refuses subscriptions or closes public lookups.
 type watchPolicy struct{ refuseWatch, closed bool }
 
-func (watchPolicy) AdmitTrack(peer.ID, int) (bool, time.Duration) { return true, 0 }
-func (watchPolicy) ObserveNotFound(peer.ID, int)                  {}
-func (p watchPolicy) AdmitWatch(peer.ID) (bool, time.Duration)    { return !p.refuseWatch, time.Second }
-func (p watchPolicy) AllowPublic(peer.ID) bool                    { return !p.closed }
+func (watchPolicy) AdmitTrack(peer.ID, ma.Multiaddr, int) (bool, time.Duration) { return true, 0 }
+func (watchPolicy) ObserveNotFound(peer.ID, ma.Multiaddr, int)                  {}
+func (p watchPolicy) AdmitWatch(peer.ID) (bool, time.Duration)                  { return !p.refuseWatch, time.Second }
+func (p watchPolicy) AllowPublic(peer.ID) bool                                  { return !p.closed }
 
 // TestWatchAccess: the subscription budget, a grant that fails (refused
 // and audited) and closed public lookups each refuse a subscription, while
