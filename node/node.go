@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -65,6 +66,9 @@ type Node struct {
 	Store    store.Store // nil on a platform node
 	Metrics  *metrics.Metrics
 	Ingester *ingest.Ingester // nil on a platform node
+	// Space guards the pebble store's free space; nil on postgres and on
+	// a platform node.
+	Space *store.Space
 	// Trust holds the anchors and the newest registry; nil on a node
 	// whose repo has no trust anchors, which then neither routes nor
 	// exchanges registries.
@@ -158,7 +162,7 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 			// again to a replica that keeps committing.
 			iopts = &ingest.Options{ConflictRetries: replicaConflictRetries}
 		}
-		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, iopts)
+		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Space: n.Space, Metrics: n.Metrics, Logger: log}, iopts)
 		if err != nil {
 			return nil, err
 		}
@@ -233,9 +237,24 @@ func (n *Node) registryMember(p peer.ID) bool {
 func (n *Node) Router() *discovery.Router { return n.router }
 
 func (n *Node) startCarrierStore() error {
-	st, err := OpenStore(context.Background(), n.Repo)
+	st, space, err := openStore(context.Background(), n.Repo)
 	if err != nil {
 		return fmt.Errorf("node: open store: %w", err)
+	}
+	if space != nil {
+		n.Space = space
+		if space.ReadOnly() {
+			n.Log.Warn("store opened read-only: the disk is below its free-space reserve; ingest is refused until the node is restarted with space",
+				"dir", space.Dir(), "free_bytes", space.FreeNow(), "reserve_bytes", space.Reserve())
+		}
+		writable := func() float64 {
+			if space.Check() != nil {
+				return 0
+			}
+			return 1
+		}
+		n.Metrics.WatchSpace(func() float64 { _ = space.Check(); return float64(space.FreeNow()) },
+			func() float64 { return float64(space.Reserve()) }, writable)
 	}
 	if sc := n.Repo.Config.Store; sc.Backend == repo.BackendPostgres {
 		n.Log.Info("store", "backend", sc.Backend, "url", postgres.Redact(sc.URL), "id", st.ID())
@@ -254,14 +273,38 @@ const replicaConflictRetries = 10
 // OpenStore opens the carrier store the repo's config names. A postgres
 // store is migrated to this build's schema first.
 func OpenStore(ctx context.Context, r *repo.Repo) (store.Store, error) {
+	st, _, err := openStore(ctx, r)
+	return st, err
+}
+
+// openStore is OpenStore with the free-space guard of a pebble store: a
+// store on a disk already below the reserve is opened read-only, so that
+// the node comes up and serves lookups rather than failing its first
+// write (pebble exits the process on ENOSPC).
+func openStore(ctx context.Context, r *repo.Repo) (store.Store, *store.Space, error) {
 	sc := r.Config.Store
 	if sc.Backend == repo.BackendPostgres {
-		return postgres.Open(ctx, PostgresOptions(sc))
+		st, err := postgres.Open(ctx, PostgresOptions(sc))
+		return st, nil, err
 	}
-	return pebble.Open(r.Path(sc.Path), &pebble.Options{
-		CacheSize:    int64(sc.CacheMB) << 20,
-		MemTableSize: uint64(sc.MemTableMB) << 20,
-	})
+	dir := r.Path(sc.Path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	space := store.NewSpace(dir, uint64(sc.ReserveMB)<<20, nil)
+	o := &pebble.Options{CacheSize: int64(sc.CacheMB) << 20, MemTableSize: uint64(sc.MemTableMB) << 20}
+	if err := space.Check(); err != nil {
+		o.ReadOnly = true
+		space.SetReadOnly()
+	}
+	st, err := pebble.Open(dir, o)
+	if err != nil && o.ReadOnly {
+		err = fmt.Errorf("%w (%v; a new store cannot be created read-only)", err, space.Check())
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, space, nil
 }
 
 // PostgresOptions are the postgres store options of a [store] config.
@@ -297,15 +340,23 @@ func (n *Node) startAdmin(addr string) error {
 	return nil
 }
 
-// health reports whether the store answers.
+// health reports whether the store answers, and, as degraded, why ingest
+// is refused when the disk is below its reserve.
 func (n *Node) health() error {
 	if n.Store == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := n.Store.FeedTail(ctx)
-	return err
+	if _, err := n.Store.FeedTail(ctx); err != nil {
+		return err
+	}
+	if n.Space != nil {
+		if err := n.Space.Check(); err != nil {
+			return fmt.Errorf("%w: ingest refused: %w", admin.ErrDegraded, err)
+		}
+	}
+	return nil
 }
 
 // Addrs returns the node's full multiaddrs, each ending in /p2p/<id>.

@@ -66,6 +66,12 @@ func (g *Ingester) serveEvents(w http.ResponseWriter, r *http.Request) {
 			r.Header.Get("Content-Type"), TypeNDJSON, TypeJSON, TypeCBOR))
 		return
 	}
+	if err := g.writable(); err != nil {
+		// 507 Insufficient Storage: nothing was read or written, and the
+		// same batch posted once space is freed goes through.
+		writeProblem(w, http.StatusInsufficientStorage, fmt.Sprintf("ingest refused, nothing acknowledged: %v; track, watch and info keep serving, and ingest resumes once space is freed", err))
+		return
+	}
 	body, err := g.readBody(w, r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
