@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -265,6 +266,80 @@ func (n *Node) startCarrierStore() error {
 	return nil
 }
 
+// Backoff of waitStore between tries to reach the database.
+const (
+	storeRetryMin = 100 * time.Millisecond
+	storeRetryMax = 10 * time.Second
+)
+
+// waitStore holds the start of a carrier node whose PostgreSQL cannot be
+// reached, as the node already rides out a database that dies while it
+// runs: it retries with backoff, logs why, and answers /healthz on the
+// admin address with 503 and the reason until the database answers. It
+// returns nil once it does, or when ctx ends.
+func waitStore(ctx context.Context, r *repo.Repo, o Options) error {
+	sc := r.Config.Store
+	if r.Config.Role != repo.RoleCarrier || sc.Backend != repo.BackendPostgres {
+		return nil
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	probe := func() error {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st, err := postgres.Open(pctx, PostgresOptions(sc))
+		if err == nil {
+			err = st.Close()
+		}
+		return err
+	}
+	err := probe()
+	if err == nil {
+		return nil
+	}
+	addr := r.Config.Admin.Addr
+	if o.AdminAddr != "" {
+		addr = o.AdminAddr
+	}
+	ln, lerr := net.Listen("tcp", addr)
+	if lerr != nil {
+		return fmt.Errorf("node: admin listen: %w", lerr)
+	}
+	var why atomic.Value
+	why.Store(err.Error())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "unhealthy: store unavailable, retrying: "+why.Load().(string), http.StatusServiceUnavailable)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	defer func() {
+		_ = srv.Close()
+		<-done
+	}()
+	for wait := storeRetryMin; ; wait = min(2*wait, storeRetryMax) {
+		log.Warn("node: store unavailable at start, retrying", "url", postgres.Redact(sc.URL), "err", err, "retry_in", wait, "healthz", "http://"+ln.Addr().String()+"/healthz")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		if err = probe(); err == nil {
+			log.Info("node: store reachable, starting")
+			return nil
+		}
+		why.Store(err.Error())
+	}
+}
+
 // replicaConflictRetries is how often ingest on a shared database
 // replans a commit that another replica beat before it gives up (and the
 // poster, told nothing was acknowledged, posts again).
@@ -438,6 +513,9 @@ func (n *Node) Close() error {
 // Run starts the node, writes node.json, and serves until ctx ends; then
 // it removes node.json and shuts down gracefully.
 func Run(ctx context.Context, r *repo.Repo, o Options) error {
+	if err := waitStore(ctx, r, o); err != nil || ctx.Err() != nil {
+		return err
+	}
 	n, err := Start(r, o)
 	if err != nil {
 		return err
