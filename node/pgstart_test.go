@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,44 +27,6 @@ func freeAddr(t *testing.T) string {
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
 	return addr
-}
-
-// forward accepts on addr and pipes each connection to target until the
-// test ends: the database "comes up" at addr.
-func forward(t *testing.T, addr, target string) {
-	t.Helper()
-	l, err := net.Listen("tcp", addr)
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(up, c); up.Close() })
-			wg.Go(func() { _, _ = io.Copy(c, up); c.Close() })
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
 }
 
 // TestNodeWaitsForPostgres starts a carrier node whose database is not
@@ -122,7 +83,7 @@ func TestNodeWaitsForPostgres(t *testing.T) {
 	require.Contains(t, body, "store unavailable, retrying")
 	require.Contains(t, body, strings.Split(dbAddr, ":")[1], "the reason names the database it cannot reach")
 
-	forward(t, dbAddr, target)
+	pgtest.StartProxy(t, dbAddr, target)
 	for range 600 {
 		if code, body = healthz(); code == http.StatusOK {
 			break
