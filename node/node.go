@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -65,6 +67,9 @@ type Node struct {
 	Store    store.Store // nil on a platform node
 	Metrics  *metrics.Metrics
 	Ingester *ingest.Ingester // nil on a platform node
+	// Space guards the pebble store's free space; nil on postgres and on
+	// a platform node.
+	Space *store.Space
 	// Trust holds the anchors and the newest registry; nil on a node
 	// whose repo has no trust anchors, which then neither routes nor
 	// exchanges registries.
@@ -158,7 +163,7 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 			// again to a replica that keeps committing.
 			iopts = &ingest.Options{ConflictRetries: replicaConflictRetries}
 		}
-		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Metrics: n.Metrics, Logger: log}, iopts)
+		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Space: n.Space, Metrics: n.Metrics, Logger: log}, iopts)
 		if err != nil {
 			return nil, err
 		}
@@ -233,9 +238,24 @@ func (n *Node) registryMember(p peer.ID) bool {
 func (n *Node) Router() *discovery.Router { return n.router }
 
 func (n *Node) startCarrierStore() error {
-	st, err := OpenStore(context.Background(), n.Repo)
+	st, space, err := openStore(context.Background(), n.Repo)
 	if err != nil {
 		return fmt.Errorf("node: open store: %w", err)
+	}
+	if space != nil {
+		n.Space = space
+		if space.ReadOnly() {
+			n.Log.Warn("store opened read-only: the disk is below its free-space reserve; ingest is refused until the node is restarted with space",
+				"dir", space.Dir(), "free_bytes", space.FreeNow(), "reserve_bytes", space.Reserve())
+		}
+		writable := func() float64 {
+			if space.Check() != nil {
+				return 0
+			}
+			return 1
+		}
+		n.Metrics.WatchSpace(func() float64 { _ = space.Check(); return float64(space.FreeNow()) },
+			func() float64 { return float64(space.Reserve()) }, writable)
 	}
 	if sc := n.Repo.Config.Store; sc.Backend == repo.BackendPostgres {
 		n.Log.Info("store", "backend", sc.Backend, "url", postgres.Redact(sc.URL), "id", st.ID())
@@ -246,6 +266,80 @@ func (n *Node) startCarrierStore() error {
 	return nil
 }
 
+// Backoff of waitStore between tries to reach the database.
+const (
+	storeRetryMin = 100 * time.Millisecond
+	storeRetryMax = 10 * time.Second
+)
+
+// waitStore holds the start of a carrier node whose PostgreSQL cannot be
+// reached, as the node already rides out a database that dies while it
+// runs: it retries with backoff, logs why, and answers /healthz on the
+// admin address with 503 and the reason until the database answers. It
+// returns nil once it does, or when ctx ends.
+func waitStore(ctx context.Context, r *repo.Repo, o Options) error {
+	sc := r.Config.Store
+	if r.Config.Role != repo.RoleCarrier || sc.Backend != repo.BackendPostgres {
+		return nil
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	probe := func() error {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st, err := postgres.Open(pctx, PostgresOptions(sc))
+		if err == nil {
+			err = st.Close()
+		}
+		return err
+	}
+	err := probe()
+	if err == nil {
+		return nil
+	}
+	addr := r.Config.Admin.Addr
+	if o.AdminAddr != "" {
+		addr = o.AdminAddr
+	}
+	ln, lerr := net.Listen("tcp", addr)
+	if lerr != nil {
+		return fmt.Errorf("node: admin listen: %w", lerr)
+	}
+	var why atomic.Value
+	why.Store(err.Error())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "unhealthy: store unavailable, retrying: "+why.Load().(string), http.StatusServiceUnavailable)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	defer func() {
+		_ = srv.Close()
+		<-done
+	}()
+	for wait := storeRetryMin; ; wait = min(2*wait, storeRetryMax) {
+		log.Warn("node: store unavailable at start, retrying", "url", postgres.Redact(sc.URL), "err", err, "retry_in", wait, "healthz", "http://"+ln.Addr().String()+"/healthz")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		if err = probe(); err == nil {
+			log.Info("node: store reachable, starting")
+			return nil
+		}
+		why.Store(err.Error())
+	}
+}
+
 // replicaConflictRetries is how often ingest on a shared database
 // replans a commit that another replica beat before it gives up (and the
 // poster, told nothing was acknowledged, posts again).
@@ -254,14 +348,38 @@ const replicaConflictRetries = 10
 // OpenStore opens the carrier store the repo's config names. A postgres
 // store is migrated to this build's schema first.
 func OpenStore(ctx context.Context, r *repo.Repo) (store.Store, error) {
+	st, _, err := openStore(ctx, r)
+	return st, err
+}
+
+// openStore is OpenStore with the free-space guard of a pebble store: a
+// store on a disk already below the reserve is opened read-only, so that
+// the node comes up and serves lookups rather than failing its first
+// write (pebble exits the process on ENOSPC).
+func openStore(ctx context.Context, r *repo.Repo) (store.Store, *store.Space, error) {
 	sc := r.Config.Store
 	if sc.Backend == repo.BackendPostgres {
-		return postgres.Open(ctx, PostgresOptions(sc))
+		st, err := postgres.Open(ctx, PostgresOptions(sc))
+		return st, nil, err
 	}
-	return pebble.Open(r.Path(sc.Path), &pebble.Options{
-		CacheSize:    int64(sc.CacheMB) << 20,
-		MemTableSize: uint64(sc.MemTableMB) << 20,
-	})
+	dir := r.Path(sc.Path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	space := store.NewSpace(dir, uint64(sc.ReserveMB)<<20, nil)
+	o := &pebble.Options{CacheSize: int64(sc.CacheMB) << 20, MemTableSize: uint64(sc.MemTableMB) << 20}
+	if err := space.Check(); err != nil {
+		o.ReadOnly = true
+		space.SetReadOnly()
+	}
+	st, err := pebble.Open(dir, o)
+	if err != nil && o.ReadOnly {
+		err = fmt.Errorf("%w (%v; a new store cannot be created read-only)", err, space.Check())
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, space, nil
 }
 
 // PostgresOptions are the postgres store options of a [store] config.
@@ -297,15 +415,23 @@ func (n *Node) startAdmin(addr string) error {
 	return nil
 }
 
-// health reports whether the store answers.
+// health reports whether the store answers, and, as degraded, why ingest
+// is refused when the disk is below its reserve.
 func (n *Node) health() error {
 	if n.Store == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := n.Store.FeedTail(ctx)
-	return err
+	if _, err := n.Store.FeedTail(ctx); err != nil {
+		return err
+	}
+	if n.Space != nil {
+		if err := n.Space.Check(); err != nil {
+			return fmt.Errorf("%w: ingest refused: %w", admin.ErrDegraded, err)
+		}
+	}
+	return nil
 }
 
 // Addrs returns the node's full multiaddrs, each ending in /p2p/<id>.
@@ -387,6 +513,9 @@ func (n *Node) Close() error {
 // Run starts the node, writes node.json, and serves until ctx ends; then
 // it removes node.json and shuts down gracefully.
 func Run(ctx context.Context, r *repo.Repo, o Options) error {
+	if err := waitStore(ctx, r, o); err != nil || ctx.Err() != nil {
+		return err
+	}
 	n, err := Start(r, o)
 	if err != nil {
 		return err

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/ingest"
-	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 	"github.com/opentrack/opentrack/testnet"
 )
@@ -34,13 +32,7 @@ func TestGatewayCommand(t *testing.T) {
 		Status: string(protocol.StatusPickedUp), Location: ingest.InputLocation{Country: "GB"}}})
 	require.NoError(t, err)
 
-	dir := filepath.Join(t.TempDir(), "shop")
-	r, err := repo.Init(dir, repo.InitOptions{Platform: "shop", Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Trust: []string{n.AuthorityPub}})
-	require.NoError(t, err)
-	trust, err := r.Trust()
-	require.NoError(t, err)
-	_, err = trust.Install(n.Registry)
-	require.NoError(t, err)
+	dir := platformRepo(t, n)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

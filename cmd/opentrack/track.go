@@ -51,7 +51,10 @@ presented, and the parcels and fields it names come back as details (under
 use the platform repo it was issued to; a refused grant answers forbidden.
 Details are shown only from a node the registry lists for the carrier.
 
-Exit status is 1 if any record fails verification.`,
+A history longer than the client's bound (10000 events) is printed as
+partial and not verified ("partial": true, "verified": false).
+
+Exit status is 1 if any record fails verification or is partial.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
@@ -190,11 +193,16 @@ func (p *trackPlatform) close() {
 	}
 }
 
-// verificationStatus fails when a record came back but did not verify;
-// not_found and invalid numbers are answers, not verification failures.
+// verificationStatus fails when a record came back but did not verify,
+// or only in part; not_found and invalid numbers are answers, not
+// verification failures.
 func verificationStatus(views []client.ParcelView) error {
 	bad := 0
 	for _, v := range views {
+		if v.Partial {
+			bad++
+			continue
+		}
 		switch v.Error {
 		case "", protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden:
 		default:
@@ -202,7 +210,7 @@ func verificationStatus(views []client.ParcelView) error {
 		}
 	}
 	if bad > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("%d of %d numbers failed verification", bad, len(views))}
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d numbers failed verification or are partial", bad, len(views))}
 	}
 	return nil
 }
@@ -220,7 +228,11 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			}
 			continue
 		}
-		fmt.Fprintf(w, "%s  carrier %s  verified against the %s key %s  head %s\n", v.Number, v.Carrier, v.KeySource, v.KeyID, v.Head)
+		if v.Partial {
+			fmt.Fprintf(w, "%s  carrier %s  PARTIAL, NOT VERIFIED: %s  head %s\n", v.Number, v.Carrier, v.Message, v.Head)
+		} else {
+			fmt.Fprintf(w, "%s  carrier %s  verified against the %s key %s  head %s\n", v.Number, v.Carrier, v.KeySource, v.KeyID, v.Head)
+		}
 		for _, e := range v.Events {
 			place := strings.Join(nonEmpty(e.Location.Facility, e.Location.City, e.Location.Country), ", ")
 			status := string(e.Status)

@@ -32,6 +32,11 @@ var (
 	ErrNoToken = errors.New("admin: empty admin token")
 	// ErrStarted means Start or ListenAndServe was called twice.
 	ErrStarted = errors.New("admin: server already started")
+	// ErrDegraded, wrapped by what health returns, means the node serves
+	// but not fully (ingest refused for a full disk): /healthz answers 200
+	// with "degraded: " and the reason, so that lookups stay in rotation
+	// while monitoring sees why.
+	ErrDegraded = errors.New("admin: degraded")
 )
 
 // Defaults of Options, in one place.
@@ -174,7 +179,11 @@ func New(opts *Options, token string, ingest http.Handler, m *metrics.Metrics, h
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if health != nil {
-			if err := health(); err != nil {
+			if err := health(); errors.Is(err, ErrDegraded) {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				_, _ = w.Write([]byte("degraded: " + err.Error() + "\n"))
+				return
+			} else if err != nil {
 				http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}

@@ -49,6 +49,13 @@ type Options struct {
 	// for a dial at the registry's addresses that times out and a peer
 	// routing lookup after it. Default: 20s.
 	ConnectTimeout time.Duration
+	// MaxHistoryEvents bounds how many events of one parcel a lookup
+	// reads: a history that goes on past them (spec 6.3) is shown
+	// partial, never verified. Default: 10000 events (10 full pages).
+	MaxHistoryEvents int
+	// MaxHistoryPages bounds how many results (pages) of one parcel a
+	// lookup reads, against a node that sends tiny pages. Default: 100.
+	MaxHistoryPages int
 	// TamperResponse is a test hook: when set, Track calls it on every
 	// decoded response before checking it, as if the bytes had been
 	// altered in transit, so that tests can show verification catches it.
@@ -74,6 +81,12 @@ func (o *Options) EnsureDefaults() *Options {
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 20 * time.Second
 	}
+	if o.MaxHistoryEvents == 0 {
+		o.MaxHistoryEvents = 10000
+	}
+	if o.MaxHistoryPages == 0 {
+		o.MaxHistoryPages = 100
+	}
 	return o
 }
 
@@ -91,6 +104,12 @@ func (o *Options) Validate() error {
 	}
 	if o.ConnectTimeout <= 0 {
 		p = append(p, fmt.Sprintf("ConnectTimeout (%s) must be positive", o.ConnectTimeout))
+	}
+	if o.MaxHistoryEvents < 0 {
+		p = append(p, fmt.Sprintf("MaxHistoryEvents (%d) is negative", o.MaxHistoryEvents))
+	}
+	if o.MaxHistoryPages < 0 {
+		p = append(p, fmt.Sprintf("MaxHistoryPages (%d) is negative", o.MaxHistoryPages))
 	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))

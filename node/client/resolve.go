@@ -288,8 +288,8 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 		}
 		answered = true
 		var still []string
-		for i := range resp.Results {
-			o := judge(&resp.Results[i], pending[i], code, trust)
+		for i, h := range c.histories(ctx, p, code, trust, pending, resp.Results, grant) {
+			o := judge(h, code, c.bound())
 			*w.outcome(pending[i]) = o
 			if o.kind == unanswered {
 				still = append(still, pending[i])
@@ -314,14 +314,18 @@ func (c *Client) trackAt(ctx context.Context, conn Connector, p peer.ID, queries
 	return c.Track(ctx, p, queries, grant)
 }
 
-// judge verifies the result for number from carrier against the
-// registry and sorts it.
-func judge(res *protocol.TrackResult, number, carrier string, trust Trust) outcome {
-	v, err := VerifyResult(res, carrier, trust, protocol.Link{}, 0)
-	o := outcome{view: View(number, carrier, res, v, err)}
-	switch {
-	case err == nil:
-		o.kind, o.view.KeySource = found, KeySourceRegistry
+// judge sorts a number's history from carrier, verified against the
+// registry.
+func judge(h *history, carrier, bound string) outcome {
+	o := outcome{view: h.view(carrier, bound)}
+	switch res := h.res; {
+	case h.err == nil:
+		o.kind = found
+		if o.view.Verified {
+			o.view.KeySource = KeySourceRegistry
+		}
+	case h.refused:
+		o.kind = unanswered
 	case res.Code == protocol.CodeOK:
 		o.kind = forged
 	case res.Code == protocol.CodeNotFound || res.Code == protocol.CodeWrongCarrier:

@@ -19,8 +19,9 @@ type ParcelView struct {
 	Carrier  string `json:"carrier"`
 	Found    bool   `json:"found"`
 	Verified bool   `json:"verified"`
-	Head     string `json:"head,omitempty"`   // CID of the newest event
-	KeyID    string `json:"key_id,omitempty"` // hex id of the key that signed the head
+	Partial  bool   `json:"partial,omitempty"` // the history goes on past Events and the lookup's bound: not verified (spec 6.3)
+	Head     string `json:"head,omitempty"`    // CID of the newest event
+	KeyID    string `json:"key_id,omitempty"`  // hex id of the key that signed the head
 	// KeySource says where the verifying key came from: "registry", or
 	// "node" when it is only what the node itself presented (spec §8.6).
 	KeySource  string           `json:"key_source,omitempty"`
@@ -59,7 +60,15 @@ func View(number, carrier string, res *protocol.TrackResult, v *Verified, verr e
 		}
 		return pv
 	}
-	pv.Found, pv.Verified = true, true
+	pv.Found, pv.Verified = true, !v.More
+	if v.More {
+		pv.Partial = true
+		last := uint64(0)
+		if n := len(v.Events); n > 0 {
+			last = v.Events[n-1].Seq
+		}
+		pv.Message = fmt.Sprintf("partial history, not verified: events to seq %d of %d", last, v.Head.Seq)
+	}
 	pv.Head, pv.KeyID = v.Head.Head.Head.String(), hex.EncodeToString(v.KeyID)
 	pv.Details = res.Details
 	for i, e := range v.Events {
@@ -78,9 +87,11 @@ func View(number, carrier string, res *protocol.TrackResult, v *Verified, verr e
 func formatMillis(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
 // Lookup asks p for numbers (any count; sent in requests of at most
-// protocol.MaxNumbersPerRequest), verifies every result against keys, and
-// returns one view per number in order. A number that fails to verify has
-// Verified false and Error set; err is only for a failed exchange.
+// protocol.MaxNumbersPerRequest), follows every paged history to its
+// signed head within Options.MaxHistoryEvents, verifies every result
+// against keys, and returns one view per number in order. A number that
+// fails to verify has Verified false and Error set; one past the bound
+// has Partial set; err is only for a failed exchange.
 func (c *Client) Lookup(ctx context.Context, p peer.ID, carrier string, numbers []string, keys protocol.KeyResolver, grant []byte) ([]ParcelView, error) {
 	out := make([]ParcelView, 0, len(numbers))
 	for start := 0; start < len(numbers); start += protocol.MaxNumbersPerRequest {
@@ -102,10 +113,8 @@ func (c *Client) Lookup(ctx context.Context, p peer.ID, carrier string, numbers 
 			}
 			continue
 		}
-		for i := range resp.Results {
-			res := &resp.Results[i]
-			v, err := VerifyResult(res, carrier, keys, protocol.Link{}, 0)
-			out = append(out, View(chunk[i], carrier, res, v, err))
+		for _, h := range c.histories(ctx, p, carrier, keys, chunk, resp.Results, grant) {
+			out = append(out, h.view(carrier, c.bound()))
 		}
 	}
 	return out, nil

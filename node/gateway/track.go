@@ -140,11 +140,18 @@ func ambiguous(w http.ResponseWriter, number string, views []client.ParcelView) 
 	p.write(w)
 }
 
-// writeView sends a view that verified, with its ETag, or the problem of
-// one that did not.
+// writeView sends a view that verified, with its ETag, a partial one
+// uncached, or the problem of one that did not verify.
 func (g *Gateway) writeView(w http.ResponseWriter, r *http.Request, v client.ParcelView) {
 	h := w.Header()
 	maxAge := "public, max-age=" + strconv.Itoa(int(g.opts.CacheMaxAge/time.Second))
+	if v.Partial && v.Error == "" {
+		// Its events are provisional (spec 6.3): served as they are,
+		// marked, and never cached as the parcel's answer.
+		h.Set("Cache-Control", "no-store")
+		writeJSON(w, v)
+		return
+	}
 	if v.Error != "" || !v.Verified {
 		code := v.Error
 		if code == "" {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -86,7 +87,7 @@ func TestRefusedBodies(t *testing.T) {
 		{"body over limit", ingest.Options{MaxBodyBytes: 512}, ingest.TypeNDJSON, bytes.NewReader(big), 413, "body exceeds 512 bytes; split the batch"},
 		{"chunked body over limit", ingest.Options{MaxBodyBytes: 512}, ingest.TypeNDJSON, io.MultiReader(bytes.NewReader(big)), 413, "body exceeds 512 bytes"},
 		{"too many NDJSON events", ingest.Options{MaxBatchEvents: 2}, ingest.TypeNDJSON, bytes.NewReader(three), 413, "more than 2 events"},
-		{"too many JSON events", ingest.Options{MaxBatchEvents: 2}, ingest.TypeJSON, bytes.NewReader(threeJSON), 413, "3 events, limit 2"},
+		{"too many JSON events", ingest.Options{MaxBatchEvents: 2}, ingest.TypeJSON, bytes.NewReader(threeJSON), 413, "more than 2 events"},
 		{"too many CBOR events", ingest.Options{MaxBatchEvents: 2}, ingest.TypeCBOR, bytes.NewReader(threeCBOR), 413, "3 events, limit 2"},
 		{"JSON not an array", ingest.Options{}, ingest.TypeJSON, strings.NewReader(`{"id": "a"}`), 400, "want a JSON array of event objects"},
 		{"JSON truncated", ingest.Options{}, ingest.TypeJSON, bytes.NewReader(threeJSON[:40]), 400, "want a JSON array"},
@@ -110,6 +111,27 @@ func TestRefusedBodies(t *testing.T) {
 			require.Zero(t, e.eventCount())
 		})
 	}
+}
+
+// TestHugeJSONArrayCountedAsDecoded refuses a JSON array of 2M empty
+// objects (6 MB) at the 10,001st element: before, the whole array was
+// decoded first, 1.3 s and 242 MB of RSS.
+func TestHugeJSONArrayCountedAsDecoded(t *testing.T) {
+	e := newEnv(t, &ingest.Options{MaxBodyBytes: 8 << 20}, nil)
+	h := e.g.Handler()
+	body := append(append([]byte("["), bytes.Repeat([]byte("{},"), 2_000_000-1)...), "{}]"...)
+	req := httptest.NewRequest(http.MethodPost, "/v1/events", bytes.NewReader(body))
+	req.Header.Set("Content-Type", ingest.TypeJSON)
+	w := httptest.NewRecorder()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	h.ServeHTTP(w, req)
+	runtime.ReadMemStats(&after)
+	require.Equal(t, http.StatusRequestEntityTooLarge, w.Code, "%s", w.Body)
+	require.Contains(t, w.Body.String(), "more than 10000 events")
+	// The body itself is 6 MB; decoding it whole allocated over 100 MB.
+	alloc := after.TotalAlloc - before.TotalAlloc
+	require.Less(t, alloc, uint64(24<<20), "allocated %d MB to refuse the batch", alloc>>20)
 }
 
 // TestHTTPStoreFailure answers 503 without results when the commit fails.

@@ -51,6 +51,7 @@ type Ingester struct {
 	schemeList string // for rejections: the schemes a number must match
 	signer     *protocol.Signer
 	st         store.Store
+	space      *store.Space // nil: no free-space check
 	m          *metrics.Metrics
 	log        *slog.Logger
 	now        func() time.Time
@@ -85,7 +86,7 @@ func New(cfg Config, opts *Options) (*Ingester, error) {
 		schemes = []protocol.Scheme{protocol.DefaultScheme(cfg.Carrier)}
 	}
 	g := &Ingester{
-		carrier: cfg.Carrier, signer: cfg.Signer, st: cfg.Store, m: cfg.Metrics,
+		carrier: cfg.Carrier, signer: cfg.Signer, st: cfg.Store, space: cfg.Space, m: cfg.Metrics,
 		log: cfg.Logger, now: cfg.Now, opts: *o,
 	}
 	names := make([]string, 0, len(schemes))
@@ -123,6 +124,9 @@ func New(cfg Config, opts *Options) (*Ingester, error) {
 func (g *Ingester) Ingest(ctx context.Context, events []InputEvent) ([]Result, error) {
 	if len(events) > g.opts.MaxBatchEvents {
 		return nil, fmt.Errorf("%w: %d events, limit %d", ErrTooManyEvents, len(events), g.opts.MaxBatchEvents)
+	}
+	if err := g.writable(); err != nil {
+		return nil, err
 	}
 	start := g.now()
 	results := make([]Result, len(events))
@@ -197,6 +201,19 @@ type request struct {
 
 // commit queues items for the committer and waits until they are durable.
 // It returns early only when ctx ends, and then acknowledges nothing.
+// writable refuses a batch while the store's disk is below its reserve,
+// counting the refusal.
+func (g *Ingester) writable() error {
+	if g.space == nil {
+		return nil
+	}
+	err := g.space.Check()
+	if err != nil && g.m != nil {
+		g.m.IngestRefused.Inc()
+	}
+	return err
+}
+
 func (g *Ingester) commit(ctx context.Context, items []*item) error {
 	if len(items) == 0 {
 		return nil

@@ -135,6 +135,10 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Logger receives commit failures; nil discards them.
 	Logger *slog.Logger
+	// Space, when set, guards the store's free space: a batch that comes
+	// while it is below the reserve is refused (507 over HTTP) before
+	// anything is read or written. Nil: no check (postgres, memstore).
+	Space *store.Space
 	// Now is the clock for the future-time check and head signing times;
 	// nil means time.Now.
 	Now func() time.Time

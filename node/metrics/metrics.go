@@ -24,6 +24,7 @@ type Metrics struct {
 	Disclosures    *prometheus.CounterVec // audit: by result allowed, refused
 	StoreEvents    prometheus.GaugeFunc   // set by the node once the store is open
 	StoreDiskBytes prometheus.GaugeFunc
+	IngestRefused  prometheus.Counter // batches refused for a disk below the reserve
 }
 
 // New creates the collectors and registers them, with Go and process
@@ -60,14 +61,27 @@ func New() *Metrics {
 		Disclosures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "opentrack_details_disclosures_total", Help: "Requests for details, by result (allowed, refused).",
 		}, []string{"result"}),
+		IngestRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "opentrack_ingest_refused_disk_full_total", Help: "Ingest batches refused because the store's free disk space was below the reserve.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.IngestEvents, m.IngestBatches, m.IngestLatency, m.TrackRequests, m.TrackLatency,
-		m.StreamResets, m.WatchStreams, m.WatchUpdates, m.Disclosures,
+		m.StreamResets, m.WatchStreams, m.WatchUpdates, m.Disclosures, m.IngestRefused,
 	)
 	return m
+}
+
+// WatchSpace exports the store disk's free space, its reserve and whether
+// ingest may write (1) or is refused for a full disk (0).
+func (m *Metrics) WatchSpace(free, reserve, writable func() float64) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "opentrack_store_free_bytes", Help: "Free bytes on the store's filesystem at the newest reading."}, free),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "opentrack_store_reserve_bytes", Help: "Free space kept on the store's filesystem; ingest stops below it."}, reserve),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "opentrack_store_writable", Help: "1 while ingest may write, 0 while it is refused for a full disk or a read-only store."}, writable),
+	)
 }
 
 // WatchStore exports store sizes through the given functions, which the

@@ -29,6 +29,7 @@ const (
 	DefaultStorePath    = "store"
 	DefaultCacheMB      = 64
 	DefaultMemTableMB   = 64
+	DefaultReserveMB    = 256
 	DefaultLogLevel     = "info"
 	DefaultLogFormat    = "text"
 	DefaultRegistryFile = "registry.cose"
@@ -88,6 +89,9 @@ type StoreConfig struct {
 	Path       string `toml:"path"`
 	CacheMB    int    `toml:"cache_mb"`
 	MemTableMB int    `toml:"memtable_mb"`
+	// ReserveMB is the free space, in MiB, that ingest leaves on the
+	// pebble store's filesystem (0: DefaultReserveMB); see store.Space.
+	ReserveMB int `toml:"reserve_mb"`
 	// URL, MaxConns and DisableNotify are the postgres backend's; see
 	// postgres.Options. A zero MaxConns means its default.
 	URL           string `toml:"url"`
@@ -109,7 +113,7 @@ func configFor(o InitOptions) (*Config, error) {
 	cfg := &Config{
 		Network: *(&host.Options{ListenAddrs: o.Listen}).EnsureDefaults(),
 		Admin:   AdminConfig{Addr: DefaultAdminAddr},
-		Store:   StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, MaxConns: DefaultMaxConns},
+		Store:   StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, ReserveMB: DefaultReserveMB, MaxConns: DefaultMaxConns},
 		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Trust:   TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
 		Policy:  *(&policy.Options{}).EnsureDefaults(),
@@ -196,6 +200,9 @@ func (c *Config) Validate() error {
 	if c.Store.CacheMB <= 0 || c.Store.MemTableMB <= 0 {
 		p = append(p, "store.cache_mb and store.memtable_mb must be positive")
 	}
+	if c.Store.ReserveMB < 0 {
+		p = append(p, fmt.Sprintf("store.reserve_mb %d must not be negative", c.Store.ReserveMB))
+	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: %s", ErrBadOptions, strings.Join(p, "; "))
 	}
@@ -271,7 +278,7 @@ func (c *Config) Render() ([]byte, error) {
 		DefPolicy *policy.Options
 		DefAdmin  string
 		DefStore  map[string]int
-	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "max_conns": DefaultMaxConns}})
+	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "reserve": DefaultReserveMB, "max_conns": DefaultMaxConns}})
 	if err != nil {
 		return nil, err
 	}
@@ -383,6 +390,13 @@ path = {{q .Store.Path}}
 cache_mb = {{.Store.CacheMB}}
 # Memtable size in MiB. Default: {{index .DefStore "memtable"}}.
 memtable_mb = {{.Store.MemTableMB}}
+# backend "pebble": free space in MiB that ingest leaves on the store's
+# filesystem. Below it, POST /v1/events answers 507 (nothing acknowledged)
+# while track, watch and info keep serving, and /healthz and /metrics
+# (opentrack_store_writable) say why; ingest resumes by itself once space
+# is freed. A node started below it opens the store read-only and says so
+# until it is restarted with space. Default: {{index .DefStore "reserve"}}.
+reserve_mb = {{.Store.ReserveMB}}
 # backend "postgres": the database's connection URL, e.g.
 # "postgres://opentrack@db.internal:5432/opentrack?sslmode=verify-full".
 # Keep the password out of this file: libpq's PGPASSWORD or ~/.pgpass work.

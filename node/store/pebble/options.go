@@ -8,6 +8,7 @@ import (
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Compression algorithms for Options.Compression.
@@ -119,6 +120,11 @@ type Options struct {
 	// MaxOpenFiles bounds the open sstables, each of which holds a file
 	// descriptor and its index in memory. Default 1000.
 	MaxOpenFiles int
+
+	// ReadOnly opens the store without writing anything, as a node does on
+	// a disk below its free-space reserve: reads are served, every write
+	// fails. Default false.
+	ReadOnly bool
 }
 
 // EnsureDefaults fills in every zero field with its default.
@@ -245,6 +251,8 @@ func (o *Options) pebbleOptions() *pebbledb.Options {
 		MaxOpenFiles:                o.MaxOpenFiles,
 		FormatMajorVersion:          pebbledb.FormatNewest,
 		Logger:                      quietLogger{},
+		ReadOnly:                    o.ReadOnly,
+		FS:                          privateFS{vfs.Default},
 	}
 	// CockroachDB: L0 compactions may run in parallel once L0 is 2 deep.
 	po.Experimental.L0CompactionConcurrency = 2

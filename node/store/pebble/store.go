@@ -56,6 +56,11 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
+	if !o.ReadOnly {
+		if err := makePrivate(dir); err != nil {
+			return nil, err
+		}
+	}
 	db, err := pebbledb.Open(dir, o.pebbleOptions())
 	if err != nil {
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)

@@ -1,10 +1,7 @@
 package postgres_test
 
 import (
-	"io"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,52 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// proxy forwards TCP connections to target until cut, which closes the
-// listener and every connection: the database "dies" for its clients.
-type proxy struct {
-	l     net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &proxy{l: l}
-	p.wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			p.wg.Go(func() { _, _ = io.Copy(up, c); up.Close() })
-			p.wg.Go(func() { _, _ = io.Copy(c, up); c.Close() })
-		}
-	})
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *proxy) cut() {
-	p.l.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // TestDatabaseDies: when the database goes away under a running store,
 // every call fails with ErrUnavailable (never a panic, never a hang past
 // its context), and nothing half-written shows once it is back.
@@ -68,8 +19,8 @@ func TestDatabaseDies(t *testing.T) {
 	direct := pgtest.URL(t)
 	u, err := url.Parse(direct)
 	require.NoError(t, err)
-	p := startProxy(t, u.Host)
-	u.Host = p.l.Addr().String()
+	p := pgtest.StartProxy(t, "127.0.0.1:0", u.Host)
+	u.Host = p.Addr()
 	ctx := t.Context()
 	s, err := postgres.Open(ctx, &postgres.Options{URL: u.String(), ConnectTimeout: time.Second, PollInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
@@ -78,7 +29,7 @@ func TestDatabaseDies(t *testing.T) {
 	res, err := s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{up}})
 	require.NoError(t, err)
 
-	p.cut()
+	p.Cut()
 	next, _ := c.Update(t, res.ParcelIDs[0], 1)
 	_, err = s.Append(ctx, &store.Batch{Updates: []store.ParcelUpdate{next}})
 	require.ErrorIs(t, err, postgres.ErrUnavailable)
