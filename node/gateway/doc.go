@@ -4,9 +4,10 @@
 //
 // It serves verified JSON lookups (GET /v1/track/{number}, POST
 // /v1/track), live verified updates as Server-Sent Events (GET
-// /v1/watch), its OpenAPI 3.1 document (/openapi.json), Prometheus
-// metrics (/metrics) and a tracking web page (/) whose HTML, CSS and
-// JavaScript are embedded in the binary.
+// /v1/watch), its OpenAPI 3.1 document (/openapi.json), its own
+// Prometheus metrics (/metrics: its series and opentrack_build_info, not
+// the node's libp2p ones), pprof only with Options.Pprof, and a tracking
+// web page (/) whose HTML, CSS and JavaScript are embedded in the binary.
 //
 // Every record it serves went through node/client: numbers resolve to
 // carriers through the platform's signed registry, and every head is
