@@ -17,6 +17,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // Gateway is the HTTP server of a platform node. Build it with New, then
@@ -101,10 +102,22 @@ func (g *Gateway) routeTable() []route {
 		{http.MethodGet, "/v1/track/{number}", "track", g.getTrack},
 		{http.MethodPost, "/v1/track", "track_batch", g.postTrack},
 		{http.MethodGet, "/v1/watch", "watch", g.watch},
-		{http.MethodGet, "/openapi.json", "openapi", serveOpenAPI},
-		{http.MethodGet, "/metrics", "metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}).ServeHTTP},
+		{http.MethodGet, "/openapi.json", "openapi", noQuery(serveOpenAPI)},
+		{http.MethodGet, "/metrics", "metrics", noQuery(promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}).ServeHTTP)},
 		{http.MethodGet, "/", "page", servePage},
 		{http.MethodGet, "/static/{file}", "static", serveStatic},
+	}
+}
+
+// noQuery answers any query parameter with bad_request, as the lookups
+// do, so that a typo is an error rather than ignored.
+func noQuery(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			newProblem(protocol.CodeBadRequest, r.URL.Path+" takes no query parameters").write(w)
+			return
+		}
+		h(w, r)
 	}
 }
 

@@ -78,6 +78,11 @@ func TestRunMetricsOwnSeries(t *testing.T) {
 	require.NotEmpty(t, labels["version"], "build info labels: %v", labels)
 	require.NotEmpty(t, labels["commit"], "build info labels: %v", labels)
 
+	for _, path := range []string{"/metrics?debug=1", "/openapi.json?v=2"} {
+		code, body := get(t, url+path)
+		require.Equal(t, http.StatusBadRequest, code, "%s: a query parameter is refused: %s", path, body)
+	}
+
 	code, _ = get(t, url+"/debug/pprof/")
 	require.Equal(t, http.StatusNotFound, code, "pprof is off by default")
 
