@@ -104,7 +104,7 @@ func (g *Gateway) routeTable() []route {
 		{http.MethodGet, "/v1/watch", "watch", g.watch},
 		{http.MethodGet, "/openapi.json", "openapi", noQuery(serveOpenAPI)},
 		{http.MethodGet, "/metrics", "metrics", noQuery(promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}).ServeHTTP)},
-		{http.MethodGet, "/", "page", servePage},
+		{http.MethodGet, "/", "page", g.page},
 		{http.MethodGet, "/static/{file}", "static", serveStatic},
 	}
 }
