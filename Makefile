@@ -66,15 +66,17 @@ interop:
 	fi
 
 ## e2e: the gateway's tracking page in headless Chromium against a small
-## testnet (installs Debian's chromium when it is missing). SCREENSHOT=1
-## rewrites docs/gateway.png and docs/gateway-phone.png.
+## testnet (installs Debian's chromium when it is missing; CHROMIUM=path
+## picks another). SCREENSHOT=1 rewrites docs/gateway.png,
+## gateway-phone.png, gateway-handoff.png and gateway-zh.png (the Chinese
+## one needs a CJK font, e.g. fonts-wqy-microhei).
 CHROMIUM ?= /usr/bin/chromium
 e2e:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		echo "e2e: $(CHROMIUM) missing, installing chromium"; \
 		apt-get update && apt-get install -y chromium; \
 	fi
-	UPDATE_SCREENSHOT=$(SCREENSHOT) $(GO) test -tags e2e -race -count=1 ./node/gateway/...
+	CHROMIUM=$(CHROMIUM) UPDATE_SCREENSHOT=$(SCREENSHOT) $(GO) test -tags e2e -race -count=1 ./node/gateway/...
 
 ## bench: the harness against DESIGN section 8 (a table and
 ## bench/results.json; about 6 minutes), then the micro-benchmarks.
