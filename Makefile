@@ -19,7 +19,7 @@ FUZZ_TARGETS := \
 	./node/gateway:FuzzParseWatch \
 	./node/gateway:FuzzParseBatch
 
-.PHONY: all run testnet-large scenarios demo test unit interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
+.PHONY: all run testnet-large scenarios demo test unit npm-deps interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
 
 all: build
 
@@ -48,19 +48,44 @@ demo:
 	$(GO) run ./cmd/opentrack demo
 
 ## test: vet, the whole test suite with the race detector, and the
-## independent JS check of the test vectors when Node.js is present.
+## independent JS check of the test vectors when Node.js is present. The
+## suite runs through scripts/testprogress: a line per package as it
+## finishes, every 20 s what still runs, the slowest at the end, and the
+## raw go test -json events in bin/test-events.json.
 test: interop unit
+
+# TESTP is how many test binaries run at once. Most of the slow tests
+# wait on timers, fsync, PostgreSQL and loopback streams rather than the
+# CPU, so on 2 cores more than go test's default of GOMAXPROCS overlaps
+# their waits.
+TESTP ?= 4
 
 ## unit runs the PostgreSQL store's tests too, against a throwaway
 ## PostgreSQL 15 cluster (scripts/testpg.sh installs and starts it, or
 ## uses OPENTRACK_TEST_POSTGRES when set).
-unit:
+unit: npm-deps
+	@echo "== go vet ./..."
 	$(GO) vet ./...
-	scripts/testpg.sh run $(GO) test -race -count=1 ./...
+	@mkdir -p bin
+	scripts/testpg.sh run $(GO) run ./scripts/testprogress -json bin/test-events.json -- \
+		$(GO) test -race -count=1 -p $(TESTP) ./...
 
-interop:
-	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
-		cd spec/interop && npm ci --no-audit --no-fund --loglevel=error && node verify.mjs ../vectors/vectors.json; \
+# The npm packages the tests use, each locked. npm ci runs only when a
+# package-lock.json is newer than the install it made (npm records that
+# in node_modules/.package-lock.json), not on every make test.
+NPM_DIRS := spec/interop node/gateway/testdata/redocly
+HAVE_NODE := $(shell command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && echo yes)
+npm-deps: $(if $(HAVE_NODE),$(NPM_DIRS:%=%/node_modules/.package-lock.json))
+	@$(if $(HAVE_NODE),:,echo "npm-deps: Node.js not installed; the JS checks will say they are SKIPPED (apt-get install nodejs npm)")
+
+%/node_modules/.package-lock.json: %/package-lock.json
+	@echo "== npm ci in $*"
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
+
+interop: npm-deps
+	@if [ -n "$(HAVE_NODE)" ]; then \
+		echo "== interop: the JS check of spec/vectors"; \
+		cd spec/interop && node verify.mjs ../vectors/vectors.json; \
 	else \
 		echo "interop: Node.js not installed, skipping the JS check of spec/vectors (apt-get install nodejs npm)"; \
 	fi
