@@ -23,6 +23,14 @@
 // place. Each client IP has a token bucket and a bound on its open
 // streams; CORS is off (same origin only) unless origins are configured.
 //
+// The page (page.go, web/) speaks the reader's language by
+// Accept-Language, English or Simplified Chinese from the web/i18n
+// tables that the script gets too. It names carriers as the registry
+// does and follows handoffs, so that a parcel's legs at several carriers
+// are one timeline, each leg verified against its own carrier. With ?n=
+// the server renders that summary itself, for readers without
+// JavaScript.
+//
 // `opentrack gateway` opens a platform repo, starts its node and a
 // Gateway over the node's host, trust and router.
 package gateway
