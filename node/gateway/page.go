@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,15 +178,15 @@ func (g *Gateway) summarize(w http.ResponseWriter, r *http.Request, s pageString
 		return http.StatusBadRequest
 	}
 	for _, v := range views {
-		d.Cards = append(d.Cards, g.card(r.Context(), s, v))
+		d.Cards = append(d.Cards, g.card(r, s, v))
 	}
 	return http.StatusOK
 }
 
 // card is v and the legs its handoffs lead to, summarized.
-func (g *Gateway) card(ctx context.Context, s pageStrings, v client.ParcelView) summaryCard {
+func (g *Gateway) card(r *http.Request, s pageStrings, v client.ParcelView) summaryCard {
 	c := summaryCard{Number: v.Number}
-	for i, leg := range g.legs(ctx, v) {
+	for i, leg := range g.legs(r.Context(), clientKey(r), v) {
 		name := g.displayName(leg.Carrier)
 		c.Legs = append(c.Legs, summaryLeg{Name: name, Verified: leg.Verified, NoScans: leg.Error == protocol.CodeNotFound})
 		switch {
@@ -224,9 +225,11 @@ func (g *Gateway) card(ctx context.Context, s pageStrings, v client.ParcelView) 
 
 // legs is v and, while the newest leg's newest handoff names another
 // carrier's parcel, that parcel, each verified against its own carrier,
-// up to maxLegs. A next leg that cannot be looked up is a view with its
-// code, so that the page says so.
-func (g *Gateway) legs(ctx context.Context, v client.ParcelView) []client.ParcelView {
+// up to maxLegs. Each further leg costs the client (who) a token, as the script's
+// own lookup of it would; out of tokens, the legs end there. A next leg
+// that cannot be looked up is a view with its code, so that the page
+// says so.
+func (g *Gateway) legs(ctx context.Context, who netip.Addr, v client.ParcelView) []client.ParcelView {
 	legs := []client.ParcelView{v}
 	seen := map[protocol.Handoff]bool{{Carrier: v.Carrier, Number: v.Number}: true}
 	for len(legs) < maxLegs {
@@ -235,6 +238,9 @@ func (g *Gateway) legs(ctx context.Context, v client.ParcelView) []client.Parcel
 			break
 		}
 		seen[*h] = true
+		if ok, _ := g.limits.allow(who, 1, time.Now()); !ok {
+			break
+		}
 		next := client.ParcelView{Number: h.Number, Carrier: h.Carrier, Events: []client.EventView{}, Error: protocol.CodeNotFound}
 		views, p := g.lookup(ctx, []string{h.Number})
 		if p != nil {
