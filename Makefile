@@ -17,7 +17,8 @@ FUZZ_TARGETS := \
 	./protocol:FuzzNormalizeAndMatch \
 	./node/ingest:FuzzPostEvents \
 	./node/gateway:FuzzParseWatch \
-	./node/gateway:FuzzParseBatch
+	./node/gateway:FuzzParseBatch \
+	./node/gateway:FuzzPickLang
 
 .PHONY: all run testnet-large scenarios demo test unit npm-deps interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
 
