@@ -18,9 +18,10 @@ FUZZ_TARGETS := \
 	./node/ingest:FuzzPostEvents \
 	./node/ingest:FuzzDecodeFlat \
 	./node/gateway:FuzzParseWatch \
-	./node/gateway:FuzzParseBatch
+	./node/gateway:FuzzParseBatch \
+	./node/gateway:FuzzPickLang
 
-.PHONY: all run testnet-large scenarios demo test unit interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
+.PHONY: all run testnet-large scenarios demo test unit npm-deps interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
 
 all: build
 
@@ -49,40 +50,71 @@ demo:
 	$(GO) run ./cmd/opentrack demo
 
 ## test: vet, the whole test suite with the race detector, and the
-## independent JS check of the test vectors when Node.js is present.
+## independent JS check of the test vectors when Node.js is present. The
+## suite runs through scripts/testprogress: a line per package as it
+## finishes, every 20 s what still runs, the slowest at the end, and the
+## raw go test -json events in bin/test-events.json.
 test: interop unit
+
+# TESTP is how many test binaries run at once. Most of the slow tests
+# wait on timers, fsync, PostgreSQL and loopback streams rather than the
+# CPU, so on 2 cores more than go test's default of GOMAXPROCS overlaps
+# their waits.
+TESTP ?= 4
 
 ## unit runs the PostgreSQL store's tests too, against a throwaway
 ## PostgreSQL 15 cluster (scripts/testpg.sh installs and starts it, or
 ## uses OPENTRACK_TEST_POSTGRES when set).
-unit:
+unit: npm-deps
+	@echo "== go vet ./..."
 	$(GO) vet ./...
-	scripts/testpg.sh run $(GO) test -race -count=1 ./...
+	@mkdir -p bin
+	scripts/testpg.sh run $(GO) run ./scripts/testprogress -json bin/test-events.json -- \
+		$(GO) test -race -count=1 -p $(TESTP) ./...
+
+# The npm packages the tests use, each locked. npm ci runs only when a
+# package-lock.json is newer than the install it made (npm records that
+# in node_modules/.package-lock.json), not on every make test.
+NPM_DIRS := spec/interop node/gateway/testdata/redocly
+# In CI (CI=true) a JS check that cannot run fails, so Node.js is
+# installed from Debian's packages first when it is missing.
+ifeq ($(CI),true)
+ifeq ($(shell command -v npm),)
+$(info CI=true and Node.js missing: apt-get install nodejs npm)
+$(shell apt-get update >&2 && apt-get install -y nodejs npm >&2)
+endif
+endif
+HAVE_NODE := $(shell command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && echo yes)
+npm-deps: $(if $(HAVE_NODE),$(NPM_DIRS:%=%/node_modules/.package-lock.json))
+	@$(if $(HAVE_NODE),:,echo "npm-deps: Node.js not installed; the JS checks will say they are SKIPPED (apt-get install nodejs npm)")
+
+%/node_modules/.package-lock.json: %/package-lock.json
+	@echo "== npm ci in $*"
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
 
 ## interop: the JS check of spec/vectors. Without Node.js it is skipped,
-## loudly; in CI (CI=true) Debian's nodejs and npm are installed instead,
+## loudly; in CI (CI=true) Debian's nodejs and npm are installed first,
 ## and the JS tests of `unit` fail rather than skip.
-interop:
-	@if [ "$$CI" = true ] && ! command -v npm >/dev/null 2>&1; then \
-		echo "interop: CI=true and Node.js missing, installing nodejs npm"; \
-		apt-get update && apt-get install -y nodejs npm; \
-	fi
-	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
-		cd spec/interop && npm ci --no-audit --no-fund --loglevel=error && node verify.mjs ../vectors/vectors.json; \
+interop: npm-deps
+	@if [ -n "$(HAVE_NODE)" ]; then \
+		echo "== interop: the JS check of spec/vectors"; \
+		cd spec/interop && node verify.mjs ../vectors/vectors.json; \
 	else \
 		echo "interop: SKIPPED: Node.js not installed, no JS check of spec/vectors (apt-get install nodejs npm)"; \
 	fi
 
 ## e2e: the gateway's tracking page in headless Chromium against a small
-## testnet (installs Debian's chromium when it is missing). SCREENSHOT=1
-## rewrites docs/gateway.png and docs/gateway-phone.png.
+## testnet (installs Debian's chromium when it is missing; CHROMIUM=path
+## picks another). SCREENSHOT=1 rewrites docs/gateway.png,
+## gateway-phone.png, gateway-handoff.png and gateway-zh.png (the Chinese
+## one needs a CJK font, e.g. fonts-wqy-microhei).
 CHROMIUM ?= /usr/bin/chromium
 e2e:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		echo "e2e: $(CHROMIUM) missing, installing chromium"; \
 		apt-get update && apt-get install -y chromium; \
 	fi
-	UPDATE_SCREENSHOT=$(SCREENSHOT) $(GO) test -tags e2e -race -count=1 ./node/gateway/...
+	CHROMIUM=$(CHROMIUM) UPDATE_SCREENSHOT=$(SCREENSHOT) $(GO) test -tags e2e -race -count=1 ./node/gateway/...
 
 ## bench: the harness against DESIGN section 8 (a table and
 ## bench/results.json; about 6 minutes), then the micro-benchmarks.

@@ -28,7 +28,8 @@ func gatewayCmd() *cobra.Command {
   POST /v1/track            {"numbers": [...]}, up to 100, as track --json
   GET  /v1/watch?number=N   verified updates as Server-Sent Events (or ?audience)
   GET  /openapi.json        the OpenAPI 3.1 document
-  GET  /metrics             Prometheus metrics
+  GET  /metrics             the gateway's Prometheus metrics
+  GET  /debug/pprof/        Go profiles, only with --pprof
   GET  /                    the tracking web page
 
 Every record is verified against the carrier key the repo's signed registry
@@ -77,6 +78,7 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 	f.IntVar(&o.MaxStreamsPerClient, "max-streams-per-client", gateway.DefaultMaxStreamsPerClient, "open SSE streams per client IP")
 	f.IntVar(&o.MaxStreams, "max-streams", gateway.DefaultMaxStreams, "open SSE streams in total")
 	f.BoolVar(&o.LogRequests, "log-requests", true, "log every request")
+	f.BoolVar(&o.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ (for debugging; they show internals)")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }

@@ -4,9 +4,10 @@
 //
 // It serves verified JSON lookups (GET /v1/track/{number}, POST
 // /v1/track), live verified updates as Server-Sent Events (GET
-// /v1/watch), its OpenAPI 3.1 document (/openapi.json), Prometheus
-// metrics (/metrics) and a tracking web page (/) whose HTML, CSS and
-// JavaScript are embedded in the binary.
+// /v1/watch), its OpenAPI 3.1 document (/openapi.json), its own
+// Prometheus metrics (/metrics: its series and opentrack_build_info, not
+// the node's libp2p ones), pprof only with Options.Pprof, and a tracking
+// web page (/) whose HTML, CSS and JavaScript are embedded in the binary.
 //
 // Every record it serves went through node/client: numbers resolve to
 // carriers through the platform's signed registry, and every head is
@@ -27,6 +28,14 @@
 // not_found budget per client, one for the gateway below the carrier's,
 // and a short negative cache; a carrier's rate_limited is shown to a
 // client as unavailable, never as its own limit.
+//
+// The page (page.go, web/) speaks the reader's language by
+// Accept-Language, English or Simplified Chinese from the web/i18n
+// tables that the script gets too. It names carriers as the registry
+// does and follows handoffs, so that a parcel's legs at several carriers
+// are one timeline, each leg verified against its own carrier. With ?n=
+// the server renders that summary itself, for readers without
+// JavaScript.
 //
 // `opentrack gateway` opens a platform repo, starts its node and a
 // Gateway over the node's host, trust and router.

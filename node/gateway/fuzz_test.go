@@ -79,3 +79,16 @@ func FuzzParseBatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPickLang: any Accept-Language picks one of the page's languages;
+// never a panic.
+func FuzzPickLang(f *testing.F) {
+	for _, s := range []string{"", "zh-CN,zh;q=0.9,en;q=0.8", "en-GB", "*", "zh-Hant-TW;q=0.5", "x;q=1e9,,;;", "de-DE-u-co-phonebk"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, accept string) {
+		if _, ok := stringsByLang[pickLang(accept)]; !ok {
+			t.Fatalf("Accept-Language %q picked %q, which has no strings", accept, pickLang(accept))
+		}
+	})
+}

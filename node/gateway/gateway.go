@@ -6,15 +6,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // Gateway is the HTTP server of a platform node. Build it with New, then
@@ -24,7 +27,7 @@ type Gateway struct {
 	client   *client.Client
 	trust    client.Trust
 	conn     client.Connector
-	metrics  *metrics.Metrics
+	reg      *prometheus.Registry
 	m        *metrics.Gateway
 	log      *slog.Logger
 	limits   *limiter
@@ -66,19 +69,19 @@ func New(cfg Config, opts *Options) (*Gateway, error) {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(p, "; "))
 	}
 	g := &Gateway{
-		opts: o, client: cfg.Client, trust: cfg.Trust, conn: cfg.Connector, metrics: cfg.Metrics, log: cfg.Logger,
+		opts: o, client: cfg.Client, trust: cfg.Trust, conn: cfg.Connector, reg: cfg.Registry, log: cfg.Logger,
 		limits:   newLimiter(o.Rate, o.Burst, o.MaxClients),
 		notFound: newNotFoundBudget(&o),
 		streams:  newStreams(o.MaxStreams, o.MaxStreamsPerClient),
 	}
-	if g.metrics == nil {
-		g.metrics = metrics.New()
+	if g.reg == nil {
+		g.reg = metrics.NewGatewayRegistry()
 	}
 	if g.log == nil {
 		g.log = slog.Default()
 	}
 	var err error
-	if g.m, err = g.metrics.NewGateway(); err != nil {
+	if g.m, err = metrics.NewGateway(g.reg); err != nil {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	if len(o.CORSOrigins) > 0 {
@@ -101,10 +104,22 @@ func (g *Gateway) routeTable() []route {
 		{http.MethodGet, "/v1/track/{number}", "track", g.getTrack},
 		{http.MethodPost, "/v1/track", "track_batch", g.postTrack},
 		{http.MethodGet, "/v1/watch", "watch", g.watch},
-		{http.MethodGet, "/openapi.json", "openapi", serveOpenAPI},
-		{http.MethodGet, "/metrics", "metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
-		{http.MethodGet, "/", "page", servePage},
+		{http.MethodGet, "/openapi.json", "openapi", noQuery(serveOpenAPI)},
+		{http.MethodGet, "/metrics", "metrics", noQuery(promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}).ServeHTTP)},
+		{http.MethodGet, "/", "page", g.page},
 		{http.MethodGet, "/static/{file}", "static", serveStatic},
+	}
+}
+
+// noQuery answers any query parameter with bad_request, as the lookups
+// do, so that a typo is an error rather than ignored.
+func noQuery(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			newProblem(protocol.CodeBadRequest, r.URL.Path+" takes no query parameters").write(w)
+			return
+		}
+		h(w, r)
 	}
 }
 
@@ -139,11 +154,22 @@ func (g *Gateway) mux() *http.ServeMux {
 			newProblem(codeMethod, fmt.Sprintf("%s takes %s", path, strings.Join(allow, ", "))).write(w)
 		})
 	}
+	if g.opts.Pprof {
+		// Debugging, not API: the OpenAPI document leaves these out.
+		mux.HandleFunc(pprofIndex, pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		newProblem("not_found", "no such endpoint: see /openapi.json").write(w)
 	})
 	return mux
 }
+
+// pprofIndex serves the index and every named profile (heap, goroutine...).
+const pprofIndex = "GET /debug/pprof/"
 
 // Handler returns the gateway's routes with CORS, logging and metrics,
 // for tests and for mounting in another server.
@@ -221,6 +247,9 @@ func (g *Gateway) observe(next http.Handler) http.Handler {
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		name := names[r.Pattern] // set by the mux on r
+		if strings.HasPrefix(r.Pattern, pprofIndex) {
+			name = "pprof"
+		}
 		if name == "" {
 			name = "other"
 		}

@@ -15,7 +15,7 @@ import (
 // comes from, forbids framing and referrers and carries a CSP; the HTML
 // page carries its own, which keeps it to its origin.
 func TestSecurityHeaders(t *testing.T) {
-	g := &Gateway{metrics: metrics.New()}
+	g := &Gateway{reg: metrics.NewGatewayRegistry()}
 	g.routes = g.routeTable()
 	h := secure(g.cors(g.mux()))
 	cases := []struct {

@@ -8,8 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/opentrack/opentrack/node/client"
-	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -81,9 +82,10 @@ type Config struct {
 	Trust client.Trust
 	// Connector reaches a carrier's registry nodes (discovery.Router).
 	Connector client.Connector
-	// Metrics is the node's metrics, to which the gateway adds its own
-	// and which /metrics serves. Default: a fresh metrics.New().
-	Metrics *metrics.Metrics
+	// Registry receives the gateway's collectors, and /metrics serves
+	// it. Default: metrics.NewGatewayRegistry(), the gateway's own series
+	// and no node's.
+	Registry *prometheus.Registry
 	// Logger receives request logs and errors. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -163,6 +165,10 @@ type Options struct {
 	// LogRequests logs every request at Info: method, route, status,
 	// bytes, duration and client. Default: false.
 	LogRequests bool
+	// Pprof serves net/http/pprof under /debug/pprof/ on the gateway's
+	// listener. Profiles show internals and cost CPU: only for
+	// debugging, behind a listener you control. Default: false.
+	Pprof bool
 }
 
 // EnsureDefaults fills every zero field with its default and returns o. A

@@ -30,7 +30,7 @@ func Run(ctx context.Context, n *node.Node, ln net.Listener, opts *Options) erro
 		return err
 	}
 	defer cl.Close()
-	g, err := New(Config{Client: cl, Trust: n.Trust, Connector: n.Router(), Metrics: n.Metrics, Logger: n.Log}, opts)
+	g, err := New(Config{Client: cl, Trust: n.Trust, Connector: n.Router(), Logger: n.Log}, opts)
 	if err != nil {
 		return err
 	}

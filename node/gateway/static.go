@@ -26,17 +26,14 @@ var openAPI []byte
 // the API it calls.
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
-func servePage(w http.ResponseWriter, r *http.Request) {
-	b, err := web.ReadFile("web/index.html")
-	if err != nil {
-		newProblem(protocol.CodeInternal, "the page is missing from the build").write(w)
-		return
-	}
+// writePage sends the rendered page (page.go) with status.
+func writePage(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", pageCSP)
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-cache")
+	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
 

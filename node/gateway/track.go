@@ -177,7 +177,7 @@ func (g *Gateway) writeView(w http.ResponseWriter, r *http.Request, v client.Par
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeJSON(w, v)
+	writeJSON(w, g.named(v))
 }
 
 // etagMatch is If-None-Match's weak comparison (RFC 9110 13.1.2).
@@ -223,7 +223,7 @@ func (g *Gateway) postTrack(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, views)
+	writeJSON(w, g.namedAll(views))
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -28,7 +28,7 @@ type Metrics struct {
 }
 
 // New creates the collectors and registers them, with Go and process
-// collectors, on a fresh registry.
+// collectors and opentrack_build_info, on a fresh registry.
 func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
@@ -68,6 +68,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		BuildInfo(),
 		m.IngestEvents, m.IngestBatches, m.IngestLatency, m.TrackRequests, m.TrackLatency,
 		m.StreamResets, m.WatchStreams, m.WatchUpdates, m.Disclosures, m.IngestRefused,
 	)

@@ -1,34 +1,14 @@
 // OpenTrack tracking page: looks a number up through the gateway's
-// verified JSON API and keeps the timeline current over Server-Sent
+// verified JSON API, follows the parcel's handoffs to the carriers of its
+// later legs, and keeps the joined timeline current over Server-Sent
 // Events. Plain JavaScript, no dependencies; text is set with
-// textContent only, never parsed as HTML.
+// textContent only, never parsed as HTML. The texts come from the page
+// (the gateway picks the language from Accept-Language).
 "use strict";
 (() => {
-  const STATUS = {
-    info_received: "Shipment information received",
-    picked_up: "Picked up",
-    in_transit: "In transit",
-    arrived_at_facility: "Arrived at facility",
-    departed_facility: "Departed facility",
-    customs_hold: "Held by customs",
-    customs_cleared: "Cleared customs",
-    out_for_delivery: "Out for delivery",
-    delivery_attempted: "Delivery attempted",
-    available_for_pickup: "Ready for pickup",
-    delivered: "Delivered",
-    returned_to_sender: "Returned to sender",
-    exception: "Exception",
-    cancelled: "Cancelled",
-  };
-  const PROBLEMS = {
-    invalid_number: "That is not a valid tracking number. Check it for typos.",
-    bad_check_digit: "The check digit of this number is wrong. Check it for typos.",
-    not_found: "The carrier has no scans for this number yet. This page updates by itself when it does.",
-    forbidden: "The carrier does not share this parcel's tracking.",
-    rate_limited: "Too many lookups. Please wait a moment and try again.",
-    unavailable: "The carrier could not be reached. Please try again later.",
-    timeout: "The carrier took too long to answer. Please try again.",
-  };
+  const T = JSON.parse(document.getElementById("i18n").textContent);
+  const LANG = document.documentElement.lang || undefined;
+  const MAX_LEGS = 4; // as the gateway's summary: a loop of handoffs must end
 
   const form = document.getElementById("track");
   const input = document.getElementById("n");
@@ -36,8 +16,11 @@
   const statusEl = document.getElementById("status");
   const results = document.getElementById("results");
 
-  let source = null; // the EventSource of the number shown
-  const parcels = new Map(); // carrier -> {view, cids, fresh}
+  let source = null; // the EventSource of the numbers shown
+  let watched = ""; // its query
+  // cards: one per carrier the entered number is at. A card's legs are
+  // the parcel at that carrier, then each carrier it was handed over to.
+  let cards = [];
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
@@ -51,133 +34,206 @@
     return e;
   }
 
-  const words = (s) => STATUS[s] || String(s).replace(/_/g, " ");
+  const fill = (text, vars) => String(text).replace(/\{(\w+)\}/g, (m, k) => (vars && k in vars ? String(vars[k]) : m));
+  const ui = (key, vars) => fill(T.ui[key] || key, vars);
+  const words = (s) => T.status[s] || String(s).replace(/_/g, " ");
   const place = (loc) => [loc && loc.facility, loc && loc.city, loc && loc.country].filter(Boolean).join(", ");
   function when(iso) {
     const d = new Date(iso);
     if (isNaN(d)) return iso;
-    return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    return d.toLocaleString(LANG, { dateStyle: "medium", timeStyle: "short" });
   }
   function setStatus(text) { statusEl.textContent = text; }
-
   function problemText(code, message) {
-    if (PROBLEMS[code]) return PROBLEMS[code];
-    return "This record failed verification (" + code + ") and is not shown as the carrier's." + (message ? " " + message : "");
+    if (T.problem[code]) return T.problem[code];
+    return ui("failed", { code }) + (message ? " " + message : "");
   }
 
-  // render draws one parcel's card from its state, newest event first.
-  function render(carrier) {
-    const st = parcels.get(carrier);
-    const v = st.view;
-    const id = "parcel-" + (carrier || "none");
-    const heading = el("h2", { id: id + "-h" }, v.number);
-    const meta = el("dl", { class: "meta" });
-    if (v.carrier) meta.append(el("dt", {}, "Carrier"), el("dd", { class: "carrier" }, "Carrier " + v.carrier));
-    meta.append(el("dt", {}, "Verification"), el("dd", {},
-      v.verified
-        ? el("span", { class: "badge ok", "data-testid": "verified" }, "✓ Verified")
-        : el("span", { class: "badge bad" }, "✗ Not verified")));
-    const card = el("article", { class: "parcel", id: id, "aria-labelledby": id + "-h" }, heading, meta);
-    if (v.error) {
-      card.append(el("p", { class: v.error === "not_found" ? "notice" : "problem" }, problemText(v.error, v.error === "not_found" ? "" : v.message)));
+  function newLeg(v) {
+    return { view: v, cids: new Set(v.events.map((e) => e.cid)), fresh: new Set(), ready: v.events.length > 0 };
+  }
+  const legName = (leg) => leg.view.carrier_name || leg.view.carrier;
+  function nameOf(code) {
+    for (const c of cards) for (const l of c.legs) if (l.view.carrier === code && l.view.carrier_name) return l.view.carrier_name;
+    return code;
+  }
+
+  // nextHandoff is the handoff of the leg's newest event that has one.
+  function nextHandoff(leg) {
+    if (!leg.view.verified) return null;
+    let h = null, seq = -1;
+    for (const e of leg.view.events) if (e.handoff && e.seq > seq) { h = e.handoff; seq = e.seq; }
+    return h;
+  }
+
+  // follow looks up the legs the card's last leg hands over to, each
+  // verified by the gateway against its own carrier.
+  async function follow(card) {
+    while (card.legs.length < MAX_LEGS) {
+      const h = nextHandoff(card.legs[card.legs.length - 1]);
+      if (!h || card.legs.some((l) => l.view.carrier === h.carrier && l.view.number === h.number)) return;
+      let next = { number: h.number, carrier: h.carrier, events: [], error: "not_found", missing: true };
+      try {
+        const resp = await fetch("/v1/track", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ numbers: [h.number] }),
+        });
+        const body = await resp.json().catch(() => null);
+        if (resp.ok && Array.isArray(body)) {
+          next = body.find((v) => v.carrier === h.carrier) || next;
+        } else {
+          next.error = (body && body.code) || "unavailable";
+          next.message = body && body.detail;
+        }
+      } catch (e) {
+        next.error = "unavailable";
+        next.message = e.message;
+      }
+      card.legs.push(newLeg(next));
+      render(card);
     }
-    if (st.warning) card.append(el("p", { class: "problem" }, st.warning));
-    const events = [...v.events].sort((a, b) => b.seq - a.seq);
+  }
+
+  // render draws one card: a badge per leg, then every verified leg's
+  // events in one timeline, newest first, each marked with its carrier.
+  function render(card) {
+    const root = card.legs[0].view;
+    const id = "parcel-" + (root.carrier || "none");
+    const meta = el("dl", { class: "meta" });
+    card.legs.forEach((leg, i) => {
+      const v = leg.view;
+      if (!v.carrier) return;
+      let badge;
+      if (v.verified) badge = el("span", { class: "badge ok", "data-testid": "verified" }, ui("verified"));
+      else if (v.error === "not_found") badge = el("span", { class: "badge none", "data-testid": "no-scans" }, ui("no_scans"));
+      else badge = el("span", { class: "badge bad", "data-testid": "not-verified" }, ui("not_verified"));
+      meta.append(el("dt", {}, ui("carrier")),
+        el("dd", { class: "carrier", "data-carrier": v.carrier }, (i > 0 ? "→ " : "") + legName(leg)),
+        el("dt", {}, ui("verification")), el("dd", {}, badge));
+    });
+    const art = el("article", { class: "parcel", id, "aria-labelledby": id + "-h" }, el("h2", { id: id + "-h" }, root.number), meta);
+    const events = [];
+    card.legs.forEach((leg, i) => {
+      const v = leg.view;
+      if (i === 0 && v.error) {
+        art.append(el("p", { class: v.error === "not_found" ? "notice" : "problem" }, problemText(v.error, v.error === "not_found" ? "" : v.message)));
+      } else if (v.missing) {
+        art.append(el("p", { class: "notice" }, ui("leg_missing", { carrier: legName(leg), number: v.number, why: problemText("not_found") })));
+      } else if (v.error && v.error !== "not_found") {
+        art.append(el("p", { class: "problem" }, ui("leg_failed", { carrier: legName(leg), code: v.error })));
+      }
+      if (leg.warning) art.append(el("p", { class: "problem" }, leg.warning));
+      if (v.verified) for (const e of v.events) events.push({ e, leg, i });
+    });
+    events.sort((a, b) => (Date.parse(b.e.time) - Date.parse(a.e.time)) || (b.i - a.i) || (b.e.seq - a.e.seq));
     if (events.length > 0) {
-      card.append(el("p", { class: "current" }, words(events[0].status)));
-      const eta = events.find((e) => e.eta);
-      if (eta && events[0].status !== "delivered") card.append(el("p", { class: "eta" }, "Expected delivery: " + when(eta.eta)));
-      const list = el("ol", { class: "timeline", "aria-label": "Tracking history, newest first" });
-      for (const e of events) {
+      art.append(el("p", { class: "current" }, words(events[0].e.status)));
+      const eta = events.find((x) => x.e.eta);
+      if (eta && events[0].e.status !== "delivered") art.append(el("p", { class: "eta" }, ui("eta", { when: when(eta.e.eta) })));
+      const list = el("ol", { class: "timeline", "aria-label": ui("history") });
+      for (const { e, leg } of events) {
+        const fresh = leg.fresh.has(e.cid);
         const status = words(e.status) + (e.reason ? " (" + e.reason.replace(/_/g, " ") + ")" : "");
-        const li = el("li", { "data-status": e.status, class: st.fresh.has(e.cid) ? "new" : null },
-          el("span", { class: "st" }, status, st.fresh.has(e.cid) ? el("span", { class: "fresh" }, "New") : null),
+        list.append(el("li", { "data-status": e.status, "data-carrier": leg.view.carrier, class: fresh ? "new" : null },
+          el("span", { class: "st" }, status, fresh ? el("span", { class: "fresh" }, ui("new")) : null),
+          el("span", { class: "leg" }, legName(leg)),
           el("time", { class: "when", datetime: e.time }, when(e.time)),
           place(e.location) ? el("span", { class: "where" }, place(e.location)) : null,
-          e.description ? el("span", { class: "desc", lang: e.lang || null }, e.description) : null);
-        list.append(li);
+          e.description ? el("span", { class: "desc", lang: e.lang || null }, e.description) : null,
+          e.handoff ? el("span", { class: "handoff" }, ui("handoff", { carrier: nameOf(e.handoff.carrier), number: e.handoff.number })) : null));
       }
-      card.append(list);
+      art.append(list);
     }
-    if (v.verified && v.key_id) {
-      card.append(el("p", { class: "keyinfo" }, "Signed by key " + v.key_id.slice(0, 16) + "… bound to " + v.carrier + " by the " + (v.key_source || "registry") + "; head " + v.head));
+    for (const leg of card.legs) {
+      const v = leg.view;
+      if (v.verified && v.key_id) {
+        art.append(el("p", { class: "keyinfo" }, ui("keyinfo", { key: v.key_id.slice(0, 16), carrier: legName(leg), head: v.head })));
+      }
     }
     const old = document.getElementById(id);
-    if (old) old.replaceWith(card); else results.append(card);
+    if (old) old.replaceWith(art); else results.append(art);
   }
 
   function stopLive() {
     if (source) { source.close(); source = null; }
+    watched = "";
   }
 
-  function startLive(number) {
+  // live (re)subscribes to every leg's number, once the set changed. A
+  // fresh stream starts with each parcel's history, and events already
+  // shown are skipped by CID.
+  function live() {
+    const numbers = new Set();
+    for (const c of cards) for (const l of c.legs) {
+      if (l.view.carrier && (l.view.verified || l.view.error === "not_found")) numbers.add(l.view.number);
+    }
+    const q = [...numbers].sort().map((n) => "number=" + encodeURIComponent(n)).join("&");
+    if (q === watched) return;
     stopLive();
-    source = new EventSource("/v1/watch?number=" + encodeURIComponent(number));
-    source.addEventListener("open", () => setStatus("Live updates are on."));
-    source.addEventListener("update", (ev) => {
+    if (!q) return;
+    watched = q;
+    const es = new EventSource("/v1/watch?" + q);
+    source = es;
+    es.addEventListener("open", () => setStatus(ui("live")));
+    es.addEventListener("update", (ev) => {
       let u;
       try { u = JSON.parse(ev.data); } catch { return; }
       apply(u);
     });
-    source.addEventListener("problem", (ev) => {
+    es.addEventListener("problem", (ev) => {
       let p = {};
       try { p = JSON.parse(ev.data); } catch { /* keep the default text */ }
-      setStatus("Live updates stopped: " + (p.detail || p.code || "the carrier refused"));
+      setStatus(ui("stopped_why", { why: p.detail || p.code || "" }));
       stopLive();
     });
-    source.addEventListener("error", () => {
-      if (!source) return;
-      setStatus(source.readyState === EventSource.CLOSED ? "Live updates stopped." : "Live updates paused, reconnecting…");
+    es.addEventListener("error", () => {
+      if (source !== es) return;
+      setStatus(es.readyState === EventSource.CLOSED ? ui("stopped") : ui("paused"));
     });
   }
 
-  // apply merges a verified update into its parcel's timeline; an update
-  // that failed verification is reported, and its events are not shown.
+  // apply merges a verified update into its leg; an update that failed
+  // verification is reported, and its events are not shown. A new
+  // handoff leads to the next leg.
   function apply(u) {
-    let st = parcels.get(u.carrier);
-    if (!u.verified) {
-      if (!st) return;
-      st.warning = "An update from " + u.carrier + " failed verification (" + u.error + ") and is not shown.";
-      render(u.carrier);
-      return;
-    }
-    if (!st) {
-      st = { view: { number: u.number, carrier: u.carrier, events: [] }, cids: new Set(), fresh: new Set() };
-      parcels.set(u.carrier, st);
-      parcels.delete("");
-      results.querySelector("#parcel-none")?.remove();
-    }
-    const v = st.view;
-    if (u.events.length > 0 && u.events[0].seq === 0 && v.events.length > 0 && v.events.find((e) => e.seq === 0)?.cid !== u.events[0].cid) {
-      // A new parcel with a recycled number: its history replaces the old.
-      v.events = [];
-      st.cids.clear();
-    }
-    let added = false;
-    for (const e of u.events) {
-      if (st.cids.has(e.cid)) continue;
-      st.cids.add(e.cid);
-      v.events.push(e);
-      if (st.ready) st.fresh.add(e.cid);
-      added = true;
-    }
-    st.ready = true;
-    v.verified = true;
-    v.found = true;
-    v.error = undefined;
-    v.message = undefined;
-    v.head = u.head || v.head;
-    if (added) {
-      render(u.carrier);
-      setStatus("Live updates are on. Last update " + new Date().toLocaleTimeString() + ".");
+    for (const card of cards) {
+      const leg = card.legs.find((l) => l.view.carrier === u.carrier && l.view.number === u.number);
+      if (!leg) continue;
+      if (!u.verified) {
+        leg.warning = ui("update_failed", { carrier: legName(leg), code: u.error });
+        render(card);
+        continue;
+      }
+      const v = leg.view;
+      if (u.events.length > 0 && u.events[0].seq === 0 && v.events.length > 0 && v.events.find((e) => e.seq === 0)?.cid !== u.events[0].cid) {
+        // A new parcel with a recycled number: its history replaces the old.
+        v.events = [];
+        leg.cids.clear();
+      }
+      let added = false;
+      for (const e of u.events) {
+        if (leg.cids.has(e.cid)) continue;
+        leg.cids.add(e.cid);
+        v.events.push(e);
+        if (leg.ready) leg.fresh.add(e.cid);
+        added = true;
+      }
+      leg.ready = true;
+      Object.assign(v, { verified: true, found: true, error: undefined, message: undefined, missing: undefined, head: u.head || v.head });
+      if (added) {
+        render(card);
+        setStatus(ui("live_last", { time: new Date().toLocaleTimeString(LANG) }));
+        follow(card).then(live);
+      }
     }
   }
 
   async function track(raw) {
     stopLive();
-    parcels.clear();
+    cards = [];
     results.replaceChildren();
-    setStatus("Looking up " + raw + "…");
+    setStatus(ui("looking", { number: raw }));
     button.disabled = true;
     try {
       const resp = await fetch("/v1/track", {
@@ -188,20 +244,17 @@
       const body = await resp.json().catch(() => null);
       if (!resp.ok || !Array.isArray(body)) {
         const code = body && body.code;
-        setStatus(PROBLEMS[code] || (body && body.detail) || "The lookup failed (" + resp.status + ").");
+        setStatus(T.problem[code] || (body && body.detail) || ui("lookup_failed", { why: resp.status }));
         return;
       }
-      for (const v of body) {
-        const st = { view: v, cids: new Set(v.events.map((e) => e.cid)), fresh: new Set(), ready: v.events.length > 0 };
-        parcels.set(v.carrier || "", st);
-        render(v.carrier || "");
-      }
+      cards = body.map((v) => ({ legs: [newLeg(v)] }));
+      cards.forEach(render);
+      await Promise.all(cards.map(follow));
       const found = body.filter((v) => v.verified).length;
-      setStatus(found > 0 ? "Found and verified." : "");
-      const watchable = body.some((v) => v.carrier && (v.verified || v.error === "not_found"));
-      if (watchable) startLive(body[0].number);
+      setStatus(found > 0 ? ui("found") : "");
+      live();
     } catch (e) {
-      setStatus("The lookup failed: " + e.message);
+      setStatus(ui("lookup_failed", { why: e.message }));
     } finally {
       button.disabled = false;
     }
@@ -211,7 +264,7 @@
     ev.preventDefault();
     const raw = input.value.trim();
     if (!raw) {
-      setStatus("Enter a tracking number.");
+      setStatus(ui("enter_number"));
       input.focus();
       return;
     }
