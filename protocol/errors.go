@@ -46,7 +46,8 @@ var (
 	ErrHeadMismatch    = &Error{Code: "head_mismatch", Msg: "events do not end at the signed head"}
 	ErrBadSignature    = &Error{Code: "bad_signature", Msg: "signature does not verify"}
 	ErrUnknownKey      = &Error{Code: "unknown_key", Msg: "signing key not bound to the carrier"}
-	ErrKeyExpired      = &Error{Code: "key_expired", Msg: "signing key outside its validity window"}
+	ErrKeyExpired      = &Error{Code: "key_expired", Msg: "signing key past its validity window"}
+	ErrKeyNotYetValid  = &Error{Code: "key_not_yet_valid", Msg: "signing key not yet valid"}
 	ErrWrongContent    = &Error{Code: "wrong_content_type", Msg: "COSE content type is not the one expected"}
 	ErrExpired         = &Error{Code: "expired", Msg: "statement outside its validity window"}
 	ErrWrongCarrier    = &Error{Code: "wrong_carrier", Msg: "record belongs to another carrier"}

@@ -105,7 +105,7 @@ func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyRe
 		return nil, sigErr
 	}
 	if limit := now.Add(MaxClockSkew).UnixMilli(); sh.Time > limit {
-		return nil, fmt.Errorf("%w: head signed at %d, more than %s ahead of %d", protocol.ErrExpired, sh.Time, MaxClockSkew, now.UnixMilli())
+		return nil, fmt.Errorf("%w: head signed at %s, more than %s ahead of %s", protocol.ErrExpired, protocol.FormatTime(sh.Time), MaxClockSkew, protocol.FormatTime(now.UnixMilli()))
 	}
 
 	if known.Defined() && len(res.Events) > 0 {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/opentrack/opentrack/node/host"
@@ -63,6 +64,11 @@ type CarrierConfig struct {
 	Country string   `toml:"country"`
 	Schemes []string `toml:"schemes"`
 	KeyFile string   `toml:"key_file"`
+	// KeyCreated is when the signing key was made (set by init, copied
+	// by a replica). The registry's window for the key starts there by
+	// default, so that heads signed before the carrier was registered
+	// verify. Zero in repos made before it was recorded.
+	KeyCreated time.Time `toml:"key_created,omitempty"`
 }
 
 // PlatformConfig names a platform node.
@@ -319,6 +325,9 @@ country = {{q .Carrier.Country}}
 schemes = {{list .Carrier.Schemes}}
 # Ed25519 signing key (PKCS#8 PEM, mode 0600). Not the libp2p node key.
 key_file = {{q .Carrier.KeyFile}}
+# When the signing key was made (RFC 3339); the registry's window for it
+# starts here unless the authority says otherwise. Set by init.
+{{if not .Carrier.KeyCreated.IsZero}}key_created = {{.Carrier.KeyCreated.UTC.Format "2006-01-02T15:04:05Z07:00"}}{{end}}
 {{else}}
 [platform]
 name = {{q .Platform.Name}}
