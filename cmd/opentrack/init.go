@@ -61,7 +61,7 @@ copied, so keep DIR2 as private as DIR.`,
 	f.StringVar(&o.Name, "name", "", "carrier display name (default: the code)")
 	f.StringVar(&o.Country, "country", "", `carrier country, ISO 3166-1 alpha-2 (default "ZZ")`)
 	f.StringArrayVar(&o.Schemes, "scheme", nil, `tracking-number scheme, PATTERN[:ALGO] or s10:CC (repeatable; default: CODE\d{10,20})`)
-	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr (repeatable; default TCP and QUIC on port 4001)")
+	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr (repeatable; default TCP and QUIC on loopback, ports the OS picks, written to node.json)")
 	f.StringArrayVar(&o.Trust, "trust", nil, "registry authority public key (PEM) to trust as an anchor; copied into the repo (repeatable)")
 	f.StringVar(&o.Registry, "registry", "", "signed registry to start with; it must verify against a --trust key and be in force")
 	f.StringVar(&o.Store, "store", "", "carrier store in PostgreSQL: a postgres:// URL (default: pebble, in the repo)")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -23,7 +24,15 @@ const (
 
 // Defaults of the config file. Every one is written into a new config
 // with a comment, so an operator sees what is in force.
-var DefaultAdminAddr = "127.0.0.1:7401"
+//
+// A new repo listens on loopback at ports the OS picks, and node.json
+// says which: so a carrier, a platform and a gateway run side by side on
+// one machine with no flags, and nothing is exposed until the operator
+// names a public, fixed address (--listen), the one the registry lists.
+var (
+	DefaultAdminAddr   = "127.0.0.1:0"
+	DefaultListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+)
 
 const (
 	DefaultCountry      = "ZZ" // ISO 3166 user-assigned: "not stated"
@@ -110,10 +119,17 @@ type LogConfig struct {
 	Format string `toml:"format"`
 }
 
+func listenOrDefault(addrs []string) []string {
+	if len(addrs) == 0 {
+		return slices.Clone(DefaultListenAddrs)
+	}
+	return addrs
+}
+
 func configFor(o InitOptions) (*Config, error) {
 	var problems []string
 	cfg := &Config{
-		Network: *(&host.Options{ListenAddrs: o.Listen}).EnsureDefaults(),
+		Network: *(&host.Options{ListenAddrs: listenOrDefault(o.Listen)}).EnsureDefaults(),
 		Admin:   AdminConfig{Addr: DefaultAdminAddr},
 		Store:   StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, MaxConns: DefaultMaxConns},
 		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
@@ -276,8 +292,9 @@ func (c *Config) Render() ([]byte, error) {
 		Def       *host.Options
 		DefPolicy *policy.Options
 		DefAdmin  string
+		DefListen []string
 		DefStore  map[string]int
-	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "max_conns": DefaultMaxConns}})
+	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, DefaultListenAddrs, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "max_conns": DefaultMaxConns}})
 	if err != nil {
 		return nil, err
 	}
@@ -334,7 +351,9 @@ name = {{q .Platform.Name}}
 {{end}}
 [network]
 # libp2p listen multiaddrs (TCP and QUIC).
-# Default: {{list .Def.ListenAddrs}}
+# Default: {{list .DefListen}} (loopback, ports the OS picks;
+# the running node writes them to node.json). A carrier in the registry
+# needs a fixed, reachable address here.
 listen_addrs = {{list .Network.ListenAddrs}}
 # Leave out QUIC (for networks that drop UDP). Default: false.
 disable_quic = {{.Network.DisableQUIC}}
