@@ -20,7 +20,7 @@ func gatewayCmd() *cobra.Command {
 	var listen []string
 	var o gateway.Options
 	cmd := &cobra.Command{
-		Use:   "gateway --repo PLATFORMDIR [--http 127.0.0.1:8080]",
+		Use:   "gateway [--repo PLATFORMDIR] [--http 127.0.0.1:8080]",
 		Short: "Run a platform node with an HTTP/JSON API, live updates over SSE and a tracking web page",
 		Long: `Run a platform node and serve, on --http:
 
@@ -66,7 +66,7 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "repo", "", "platform repo directory (required)")
+	repoFlag(cmd, &dir, "platform repo directory")
 	f.StringVar(&addr, "http", gateway.DefaultAddr, "HTTP listen address")
 	f.StringArrayVar(&listen, "listen", nil, "libp2p listen multiaddr, replacing the config's (repeatable)")
 	f.StringArrayVar(&o.CORSOrigins, "cors-origin", nil, `origin allowed to call the API from a browser, scheme://host[:port], or "*" (repeatable; default: same origin only)`)
@@ -77,6 +77,5 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 	f.IntVar(&o.MaxStreamsPerClient, "max-streams-per-client", gateway.DefaultMaxStreamsPerClient, "open SSE streams per client IP")
 	f.IntVar(&o.MaxStreams, "max-streams", gateway.DefaultMaxStreams, "open SSE streams in total")
 	f.BoolVar(&o.LogRequests, "log-requests", true, "log every request")
-	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }

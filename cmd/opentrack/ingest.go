@@ -16,7 +16,7 @@ func ingestCmd() *cobra.Command {
 	var dir string
 	var batch int
 	cmd := &cobra.Command{
-		Use:   "ingest --repo DIR [FILE|-]",
+		Use:   "ingest [--repo DIR] [FILE|-]",
 		Short: "Post NDJSON events to the running carrier node's admin API",
 		Long: `Read NDJSON events (one JSON object per line) from FILE or standard input and
 post them in batches to the node running from DIR (its node.json gives the
@@ -66,9 +66,8 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "repo", "", "carrier repo directory of the running node (required)")
+	repoFlag(cmd, &dir, "carrier repo directory of the running node")
 	cmd.Flags().IntVar(&batch, "batch", ingest.DefaultPostBatch, "events per request")
-	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
 

@@ -21,7 +21,7 @@ func nodeCmd() *cobra.Command {
 	var dir, registry string
 	var o node.Options
 	cmd := &cobra.Command{
-		Use:   "node --repo DIR",
+		Use:   "node [--repo DIR]",
 		Short: "Run a node in the foreground until SIGINT or SIGTERM",
 		Long: `Run a node in the foreground. Once it listens it writes DIR/node.json
 ({"peer_id", "carrier", "addrs", "admin_url"}) and removes it on a clean exit.
@@ -50,12 +50,11 @@ node from starting.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "repo", "", "repo directory (required)")
+	repoFlag(cmd, &dir, "repo directory")
 	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr, replacing the config's (repeatable)")
 	f.StringVar(&o.AdminAddr, "admin", "", "admin API address on loopback, replacing the config's (port 0 picks one)")
 	f.BoolVar(&o.MDNS, "mdns", false, "find peers on the local network with mDNS (for LAN testnets)")
 	f.StringVar(&registry, "registry", "", "signed registry file to install before starting, if newer than the repo's")
-	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
 

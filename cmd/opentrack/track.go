@@ -27,7 +27,7 @@ func trackCmd() *cobra.Command {
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "track (--repo PLATFORMDIR | --peer MULTIADDR) [--grant FILE] [--json] NUMBER...",
+		Use:   "track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...",
 		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
 		Long: `Look up tracking numbers, verify each signed head and event chain, and print
 a readable timeline (or, with --json, a JSON array with one object per parcel,
@@ -91,7 +91,7 @@ Exit status is 1 if any record fails verification.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&repoDir, "repo", "", "platform repo whose trust anchors and registry resolve and verify (its node key is the client's identity)")
+	repoFlag(cmd, &repoDir, "platform repo whose trust anchors and registry resolve and verify (its node key is the client's identity)")
 	f.StringVar(&peerAddr, "peer", "", "ask only this node: a multiaddr ending in /p2p/<peer id>")
 	f.BoolVar(&asJSON, "json", false, "print a JSON array, one object per parcel")
 	f.StringVar(&grantFile, "grant", "", "present the signed grant in this file to receive details")

@@ -96,7 +96,7 @@ apart. It runs until interrupted.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&repoDir, "repo", "", "platform repo whose registry resolves and verifies (its node key is the client's identity)")
+	repoFlag(cmd, &repoDir, "platform repo whose registry resolves and verifies (its node key is the client's identity)")
 	f.StringVar(&peerAddr, "peer", "", "subscribe at this node: a multiaddr ending in /p2p/<peer id>")
 	f.StringVar(&cursorFile, "cursor-file", "", "resume from the cursor in this file, and keep it current")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per update and line")

@@ -138,7 +138,8 @@ func configFor(o InitOptions) (*Config, error) {
 	}
 	switch {
 	case (o.Carrier == "") == (o.Platform == ""):
-		problems = append(problems, "give exactly one of a carrier code and a platform name")
+		// Without a role, the rest cannot be judged.
+		return nil, fmt.Errorf("%w: give exactly one of a carrier code and a platform name", ErrBadOptions)
 	case o.Carrier != "":
 		cfg.Role = RoleCarrier
 		cfg.Carrier = CarrierConfig{Code: o.Carrier, Name: o.Name, Country: o.Country, Schemes: o.Schemes, KeyFile: CarrierKeyFile}
@@ -176,13 +177,12 @@ func (c *Config) Validate() error {
 	switch c.Role {
 	case RoleCarrier:
 		if err := protocol.ValidCarrierCode(c.Carrier.Code); err != nil {
-			p = append(p, err.Error())
+			p = append(p, strings.TrimPrefix(err.Error(), protocol.ErrInvalid.Error()+": "))
+		} else if len(c.Carrier.Schemes) == 0 {
+			p = append(p, "carrier.schemes is empty")
 		}
 		if len(c.Carrier.Country) != 2 || strings.ToUpper(c.Carrier.Country) != c.Carrier.Country {
 			p = append(p, fmt.Sprintf("carrier.country %q is not an ISO 3166-1 alpha-2 code", c.Carrier.Country))
-		}
-		if len(c.Carrier.Schemes) == 0 {
-			p = append(p, "carrier.schemes is empty")
 		}
 		if _, err := c.Schemes(); err != nil {
 			p = append(p, err.Error())

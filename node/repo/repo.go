@@ -396,3 +396,20 @@ func writeExclusive(path string, data []byte) error {
 	}
 	return f.Close()
 }
+
+// EnvRepo is the environment variable naming the default repo.
+const EnvRepo = "OPENTRACK_REPO"
+
+// DefaultDir is the repo a command uses without --repo, as Kubo does with
+// IPFS_PATH: $OPENTRACK_REPO, then ~/.opentrack (.opentrack in the working
+// directory when there is no home).
+func DefaultDir() string {
+	if d := os.Getenv(EnvRepo); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".opentrack"
+	}
+	return filepath.Join(home, ".opentrack")
+}

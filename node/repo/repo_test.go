@@ -47,20 +47,26 @@ func TestInitPlatform(t *testing.T) {
 }
 
 func TestInitRejects(t *testing.T) {
+	// msg is the whole message when set: one clause per problem, no
+	// clause that only follows from another, no code twice.
 	cases := []struct {
 		name string
 		o    InitOptions
+		msg  string
 	}{
-		{"neither", InitOptions{}},
-		{"both", InitOptions{Carrier: "SF", Platform: "x"}},
-		{"bad code", InitOptions{Carrier: "s-f"}},
-		{"bad scheme", InitOptions{Carrier: "SF", Schemes: []string{"SF.*"}}},
-		{"bad country", InitOptions{Carrier: "SF", Country: "China"}},
+		{"neither", InitOptions{}, "repo: invalid options: give exactly one of a carrier code and a platform name"},
+		{"both", InitOptions{Carrier: "SF", Platform: "x"}, ""},
+		{"bad code", InitOptions{Carrier: "s-f"}, `repo: invalid options: carrier code "s-f" must be upper-case letters and digits, starting with a letter`},
+		{"bad scheme", InitOptions{Carrier: "SF", Schemes: []string{"SF.*"}}, ""},
+		{"bad country", InitOptions{Carrier: "SF", Country: "China"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Init(t.TempDir(), tc.o)
 			require.ErrorIs(t, err, ErrBadOptions)
+			if tc.msg != "" {
+				require.Equal(t, tc.msg, err.Error())
+			}
 		})
 	}
 }
@@ -90,4 +96,13 @@ func TestNodeInfo(t *testing.T) {
 	require.NoError(t, r.RemoveNodeInfo())
 	_, err = ReadNodeInfo(dir)
 	require.Error(t, err)
+}
+
+func TestDefaultDir(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv(EnvRepo, "")
+	require.Equal(t, filepath.Join(home, ".opentrack"), DefaultDir())
+	t.Setenv(EnvRepo, "/srv/sf")
+	require.Equal(t, "/srv/sf", DefaultDir(), "OPENTRACK_REPO comes before the home directory")
 }
