@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/protocol"
 	"github.com/stretchr/testify/require"
 )
 
@@ -63,4 +64,40 @@ func mustOpen(t *testing.T, dir string) *repo.Repo {
 	r, err := repo.Open(dir)
 	require.NoError(t, err)
 	return r
+}
+
+// TestTrustAddRegistryInstall: a platform made before its registry trusts
+// the authority and installs an edition with no node run.
+func TestTrustAddRegistryInstall(t *testing.T) {
+	dir := t.TempDir()
+	auth, sf, shop, reg := filepath.Join(dir, "auth"), filepath.Join(dir, "sf"), filepath.Join(dir, "shop"), filepath.Join(dir, "registry.cose")
+	for _, args := range [][]string{
+		{"registry", "init", "--dir", auth},
+		{"init", "--repo", sf, "--carrier", "SF", "--listen", "/ip4/127.0.0.1/tcp/4001"},
+		{"registry", "add", "--dir", auth, "--carrier-repo", sf},
+		{"registry", "sign", "--dir", auth, "--out", reg},
+		{"init", "--repo", shop, "--platform", "shop"},
+	} {
+		_, err := execCmd(t, newRoot(), args...)
+		require.NoError(t, err, "opentrack %v", args)
+	}
+	_, err := execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
+	require.ErrorIs(t, err, repo.ErrNoAnchors)
+	require.ErrorContains(t, err, "opentrack trust add --repo "+shop, "the error says how to trust an authority")
+
+	out, err := execCmd(t, newRoot(), "trust", "add", "--repo", shop, filepath.Join(auth, "authority.pub"))
+	require.NoError(t, err)
+	require.Contains(t, out, "now trusts authority key")
+	out, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
+	require.NoError(t, err)
+	require.Contains(t, out, "registry seq 1 (was 0)")
+	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
+	require.ErrorIs(t, err, protocol.ErrStaleRegistry, "the same edition again is not newer")
+	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop)
+	require.EqualError(t, err, "opentrack registry install needs FILE, the signed registry (usage: opentrack registry install [--repo DIR] FILE)")
+}
+
+func TestTrackNeedsNumbers(t *testing.T) {
+	_, err := execCmd(t, newRoot(), "track", "--repo", t.TempDir())
+	require.EqualError(t, err, "opentrack track needs one or more tracking numbers (usage: opentrack track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...)")
 }

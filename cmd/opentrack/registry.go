@@ -25,7 +25,7 @@ a directory (init), edits the draft (add, remove), and signs editions
 (sign) that nodes install (opentrack init --registry, opentrack node
 --registry). Keep the directory offline.`,
 	}
-	cmd.AddCommand(registryInitCmd(), registryAddCmd(), registryRemoveCmd(), registrySignCmd(), registryShowCmd())
+	cmd.AddCommand(registryInitCmd(), registryAddCmd(), registryRemoveCmd(), registrySignCmd(), registryShowCmd(), registryInstallCmd())
 	return cmd
 }
 

@@ -52,7 +52,7 @@ use the platform repo it was issued to; a refused grant answers forbidden.
 Details are shown only from a node the registry lists for the carrier.
 
 Exit status is 1 if any record fails verification.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
 				return fmt.Errorf("give --repo PLATFORMDIR to resolve numbers through its registry, or --peer MULTIADDR to ask one node")

@@ -1,9 +1,14 @@
 package repo
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/opentrack/opentrack/protocol"
 
 	"github.com/stretchr/testify/require"
 )
@@ -105,4 +110,50 @@ func TestDefaultDir(t *testing.T) {
 	require.Equal(t, filepath.Join(home, ".opentrack"), DefaultDir())
 	t.Setenv(EnvRepo, "/srv/sf")
 	require.Equal(t, "/srv/sf", DefaultDir(), "OPENTRACK_REPO comes before the home directory")
+}
+
+// TestAddAnchorInstallRegistry: a repo made before its registry trusts an
+// authority afterwards, and then installs an edition as the node would:
+// a newer one is kept, the same one is stale, a foreign one is refused.
+func TestAddAnchorInstallRegistry(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shop")
+	r, err := Init(dir, InitOptions{Platform: "shop"})
+	require.NoError(t, err)
+	authPub, authKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	_, rogueKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	edition := func(key ed25519.PrivateKey, seq uint64) []byte {
+		s, err := protocol.NewSigner(key)
+		require.NoError(t, err)
+		now := time.Now()
+		b, err := protocol.SignRegistry(s, &protocol.Registry{Seq: seq, Issued: now.UnixMilli(),
+			NotBefore: now.Add(-time.Minute).UnixMilli(), NotAfter: now.Add(time.Hour).UnixMilli(), Carriers: []protocol.CarrierEntry{}})
+		require.NoError(t, err)
+		return b
+	}
+
+	_, _, err = r.InstallRegistry(edition(authKey, 1))
+	require.ErrorIs(t, err, ErrNoAnchors)
+
+	path, added, err := r.AddAnchor(authPub)
+	require.NoError(t, err)
+	require.True(t, added)
+	_, added, err = r.AddAnchor(authPub)
+	require.NoError(t, err)
+	require.False(t, added, "the same key twice is one anchor")
+	again, err := Open(dir)
+	require.NoError(t, err)
+	require.Equal(t, []string{path}, again.Config.Trust.Anchors, "config.toml lists the anchor")
+
+	from, to, err := again.InstallRegistry(edition(authKey, 1))
+	require.NoError(t, err)
+	require.Equal(t, [2]uint64{0, 1}, [2]uint64{from, to})
+	_, _, err = again.InstallRegistry(edition(authKey, 1))
+	require.ErrorIs(t, err, protocol.ErrStaleRegistry)
+	_, _, err = again.InstallRegistry(edition(rogueKey, 2))
+	require.ErrorIs(t, err, protocol.ErrUntrustedIssuer)
+	tr, err := again.Trust()
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), tr.Seq(), "the held edition survives a reopen")
 }
