@@ -1,6 +1,9 @@
 package protocol
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Error is a protocol error with a stable machine-readable code: the code
 // spec/vectors/vectors.json names in "error". Result codes on the wire are
@@ -63,4 +66,19 @@ func CodeOf(err error) string {
 		return pe.Code
 	}
 	return ""
+}
+
+// Detail is err's text without the lead its protocol code already says
+// ("opentrack: invalid tracking number: "), for messages that print the
+// code beside it. An error that is only its code gives the code's text.
+func Detail(err error) string {
+	s := err.Error()
+	var pe *Error
+	if !errors.As(err, &pe) {
+		return s
+	}
+	if s == pe.Error() {
+		return pe.Msg
+	}
+	return strings.TrimPrefix(s, pe.Error()+": ")
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 	"github.com/stretchr/testify/require"
@@ -100,4 +101,35 @@ func TestTrustAddRegistryInstall(t *testing.T) {
 func TestTrackNeedsNumbers(t *testing.T) {
 	_, err := execCmd(t, newRoot(), "track", "--repo", t.TempDir())
 	require.EqualError(t, err, "opentrack track needs one or more tracking numbers (usage: opentrack track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...)")
+}
+
+// TestTrackExitStatus: 1 for a record that did not verify or came from
+// a node that is not the carrier's, told apart; 2 when only answers were
+// missing; 0 when everything verified.
+func TestTrackExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		errors []string
+		code   int
+		msg    string
+	}{
+		{"all verified", []string{"", ""}, 0, ""},
+		{"not found", []string{"", "not_found"}, 2, "of 2 numbers, 1 were not answered"},
+		{"bad signature", []string{"bad_signature", "not_found"}, 1, "of 2 numbers, 1 failed verification, 1 were not answered"},
+		{"wrong carrier", []string{"wrong_carrier"}, 1, "of 1 numbers, 1 came from a node that does not sign for their carrier"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var views []client.ParcelView
+			for _, e := range tc.errors {
+				views = append(views, client.ParcelView{Error: e})
+			}
+			err := verificationStatus(views)
+			if tc.code == 0 {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, tc.msg)
+			require.Equal(t, tc.code, exitCode(err))
+		})
+	}
 }

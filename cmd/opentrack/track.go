@@ -51,7 +51,11 @@ presented, and the parcels and fields it names come back as details (under
 use the platform repo it was issued to; a refused grant answers forbidden.
 Details are shown only from a node the registry lists for the carrier.
 
-Exit status is 1 if any record fails verification.`,
+Exit status: 0 when every number was answered and verified; 1 when a
+record failed verification or came from a node that does not sign for the
+number's carrier (wrong_carrier); 2 when everything that came back verified
+but some number was not answered (not_found, invalid_number, forbidden,
+rate_limited, unavailable).`,
 		Args: minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
@@ -190,21 +194,42 @@ func (p *trackPlatform) close() {
 	}
 }
 
-// verificationStatus fails when a record came back but did not verify;
-// not_found and invalid numbers are answers, not verification failures.
+// verificationStatus sets the exit status: 1 when a record came back but
+// did not verify, or came from a node that does not sign for the number's
+// carrier; 2 when all that came back verified but some number asked for
+// was not answered (not_found, invalid_number, forbidden, unreachable...).
 func verificationStatus(views []client.ParcelView) error {
-	bad := 0
+	var bad, foreign, unanswered int
 	for _, v := range views {
 		switch v.Error {
-		case "", protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden:
+		case "":
+		case protocol.ErrWrongCarrier.Code:
+			foreign++
+		case protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden,
+			protocol.CodeUnavailable, protocol.CodeInternal:
+			unanswered++
 		default:
 			bad++
 		}
 	}
+	var parts []string
 	if bad > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("%d of %d numbers failed verification", bad, len(views))}
+		parts = append(parts, fmt.Sprintf("%d failed verification", bad))
 	}
-	return nil
+	if foreign > 0 {
+		parts = append(parts, fmt.Sprintf("%d came from a node that does not sign for their carrier", foreign))
+	}
+	if unanswered > 0 {
+		parts = append(parts, fmt.Sprintf("%d were not answered", unanswered))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	code := 2
+	if bad+foreign > 0 {
+		code = 1
+	}
+	return &exitError{code: code, err: fmt.Errorf("of %d numbers, %s", len(views), strings.Join(parts, ", "))}
 }
 
 func printTimeline(w io.Writer, views []client.ParcelView) {

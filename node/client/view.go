@@ -53,7 +53,7 @@ func View(number, carrier string, res *protocol.TrackResult, v *Verified, verr e
 		pv.RetryAfter = res.RetryAfter
 	}
 	if verr != nil {
-		pv.Error, pv.Message = protocol.CodeOf(verr), verr.Error()
+		pv.Error, pv.Message = protocol.CodeOf(verr), protocol.Detail(verr)
 		if pv.Error == "" {
 			pv.Error = protocol.CodeInternal
 		}
