@@ -44,7 +44,9 @@ When the stream ends or the node restarts, watch subscribes again by itself,
 backing off, and resumes where it was. With --cursor-file it resumes from the
 cursor in the file and keeps the file current, so that stopping and starting
 watch loses no update; some may print twice, and the event CID tells them
-apart. It runs until interrupted.`,
+apart. It prints the current state of every watched parcel first, then
+"watching N parcels" on stderr once every later change will be delivered,
+and runs until interrupted.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case peerAddr == "" && repoDir == "":
@@ -75,24 +77,39 @@ apart. It runs until interrupted.`,
 				return err
 			}
 			opts.CursorFile = cursorFile
+			opts.Sync = true // the current state of each parcel first
 			w, err := p.cl.Watch(ctx, opts)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
-			for u := range w.Updates() {
-				if asJSON {
-					err = enc.Encode(u)
-				} else {
-					err = printUpdate(out, u)
-				}
-				if err != nil {
-					w.Close()
-					return err
+			live := w.Live()
+			for {
+				select {
+				case u, ok := <-w.Updates():
+					if !ok {
+						return w.Close()
+					}
+					if asJSON {
+						err = enc.Encode(u)
+					} else {
+						err = printUpdate(out, u)
+					}
+					if err != nil {
+						w.Close()
+						return err
+					}
+				case <-live:
+					live = nil
+					// On stderr, so that --json output stays one object a line.
+					if audience {
+						fmt.Fprintln(cmd.ErrOrStderr(), "watching the parcels booked by this platform")
+					} else {
+						fmt.Fprintf(cmd.ErrOrStderr(), "watching %d parcel%s\n", len(args), map[bool]string{true: "s"}[len(args) != 1])
+					}
 				}
 			}
-			return w.Close()
 		},
 	}
 	f := cmd.Flags()

@@ -274,6 +274,8 @@ type Watcher struct {
 	done     chan struct{}
 	err      error // why run stopped; read after done
 	position atomic.Pointer[string]
+	live     chan struct{}
+	liveOnce sync.Once
 
 	// Owned by the run goroutine.
 	parcels   map[string]*parcelState
@@ -303,7 +305,7 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (*Watcher, error)
 		return nil, err
 	}
 	w := &Watcher{
-		c: c, opts: opts, out: make(chan WatchUpdate), done: make(chan struct{}),
+		c: c, opts: opts, out: make(chan WatchUpdate), done: make(chan struct{}), live: make(chan struct{}),
 		parcels: map[string]*parcelState{}, cursor: opts.Cursor, resync: opts.Sync,
 	}
 	w.opts.Peers = slices.Clone(opts.Peers)
@@ -332,6 +334,15 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (*Watcher, error)
 	go w.run(ctx)
 	return w, nil
 }
+
+// Live is closed once the first subscription is live, and with Sync once
+// the current state of every watched parcel has been handed over on
+// Updates: from then on every change is delivered. A consumer that must
+// not miss an event caused after it started waits for it.
+func (w *Watcher) Live() <-chan struct{} { return w.live }
+
+// markLive closes live, once.
+func (w *Watcher) markLive() { w.liveOnce.Do(func() { close(w.live) }) }
 
 // Updates returns the channel of updates. It is unbuffered, so that a
 // cursor is never persisted ahead of what the consumer has received, and
@@ -493,6 +504,7 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 			if err := w.resyncAll(ctx, p); err != nil {
 				return progress, err
 			}
+			w.markLive()
 		case <-flushAt:
 			if err := w.flush(); err != nil {
 				return progress, err
@@ -514,6 +526,9 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 				if err := w.resyncAll(ctx, p); err != nil {
 					return progress, err
 				}
+			}
+			if !w.resync {
+				w.markLive()
 			}
 		}
 	}

@@ -343,6 +343,8 @@ type NodeInfo struct {
 	Carrier  string   `json:"carrier"`
 	Addrs    []string `json:"addrs"` // full multiaddrs ending in /p2p/<peer_id>
 	AdminURL string   `json:"admin_url"`
+	// HTTPURL is the gateway's base URL when the node runs as one.
+	HTTPURL string `json:"http_url,omitempty"`
 }
 
 // WriteNodeInfo atomically replaces node.json.
