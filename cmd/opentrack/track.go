@@ -48,14 +48,16 @@ catches tampering in transit, but not who the node is.
 With --grant, the signed grant in FILE (from opentrack grant issue) is
 presented, and the parcels and fields it names come back as details (under
 "details" with --json). Only the holder the grant names may present it, so
-use the platform repo it was issued to; a refused grant answers forbidden.
+use the platform repo it was issued to. A refused grant (revoked, expired,
+another holder's) costs only the details: the public events come back with
+"details_error": "forbidden" and the node's reason in "details_message".
 Details are shown only from a node the registry lists for the carrier.
 
 Exit status: 0 when every number was answered and verified; 1 when a
 record failed verification or came from a node that does not sign for the
 number's carrier (wrong_carrier); 2 when everything that came back verified
 but some number was not answered (not_found, invalid_number, forbidden,
-rate_limited, unavailable).`,
+rate_limited, unavailable) or its details were refused.`,
 		Args: minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
@@ -199,10 +201,13 @@ func (p *trackPlatform) close() {
 // carrier; 2 when all that came back verified but some number asked for
 // was not answered (not_found, invalid_number, forbidden, unreachable...).
 func verificationStatus(views []client.ParcelView) error {
-	var bad, foreign, unanswered int
+	var bad, foreign, unanswered, refused int
 	for _, v := range views {
 		switch v.Error {
 		case "":
+			if v.DetailsError != "" {
+				refused++
+			}
 		case protocol.ErrWrongCarrier.Code:
 			foreign++
 		case protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden,
@@ -221,6 +226,9 @@ func verificationStatus(views []client.ParcelView) error {
 	}
 	if unanswered > 0 {
 		parts = append(parts, fmt.Sprintf("%d were not answered", unanswered))
+	}
+	if refused > 0 {
+		parts = append(parts, fmt.Sprintf("%d had their details refused", refused))
 	}
 	if len(parts) == 0 {
 		return nil
@@ -256,6 +264,9 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			if e.Description != "" {
 				fmt.Fprintf(w, "       %s\n", e.Description)
 			}
+		}
+		if v.DetailsError != "" {
+			fmt.Fprintf(w, "  details  %s: %s\n", v.DetailsError, v.DetailsMessage)
 		}
 		for _, f := range protocol.DetailFields {
 			if d, ok := v.Details[f]; ok {

@@ -264,7 +264,9 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 		for i, n := range pending {
 			queries[i].Number = n
 		}
-		resp, err := c.trackAt(ctx, conn, p, queries, grant)
+		resp, refused, err := withoutRefusedGrant(grant, func(g []byte) (*protocol.TrackResponse, error) {
+			return c.trackAt(ctx, conn, p, queries, g)
+		})
 		if err != nil || resp.Error != nil {
 			reached := err == nil || protocol.CodeOf(err) != ""
 			if answered && !reached {
@@ -290,6 +292,7 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 		var still []string
 		for i := range resp.Results {
 			o := judge(&resp.Results[i], pending[i], code, trust)
+			refused.mark(&o.view)
 			*w.outcome(pending[i]) = o
 			if o.kind == unanswered {
 				still = append(still, pending[i])
