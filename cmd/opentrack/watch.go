@@ -63,10 +63,30 @@ and runs until interrupted.`,
 				return err
 			}
 			defer p.close()
+			out := cmd.OutOrStdout()
+			enc := json.NewEncoder(out)
+			print := func(u client.WatchUpdate) error {
+				if asJSON {
+					return enc.Encode(u)
+				}
+				return printUpdate(out, u)
+			}
 			var opts client.WatchOptions
 			if peerAddr != "" {
 				opts, err = p.watchPeer(ctx, peerAddr, args, audience)
 			} else {
+				// Each number gets its result: one that no carrier's scheme
+				// matches is reported and the others are watched.
+				var rejected []client.WatchUpdate
+				args, rejected = client.Watchable(p.trust, args)
+				for _, u := range rejected {
+					if err := print(u); err != nil {
+						return err
+					}
+				}
+				if len(args) == 0 {
+					return &exitError{code: 2, err: fmt.Errorf("no number to watch: none matches a carrier in the registry")}
+				}
 				opts, err = client.WatchTarget(p.trust, args)
 				opts.Connector = p.router
 			}
@@ -82,8 +102,6 @@ and runs until interrupted.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			enc := json.NewEncoder(out)
 			live := w.Live()
 			for {
 				select {
@@ -91,12 +109,7 @@ and runs until interrupted.`,
 					if !ok {
 						return w.Close()
 					}
-					if asJSON {
-						err = enc.Encode(u)
-					} else {
-						err = printUpdate(out, u)
-					}
-					if err != nil {
+					if err := print(u); err != nil {
 						w.Close()
 						return err
 					}
@@ -154,7 +167,11 @@ func (p *trackPlatform) watchPeer(ctx context.Context, addr string, numbers []st
 
 // printUpdate prints a line per event of u, or why u did not verify.
 func printUpdate(w io.Writer, u client.WatchUpdate) error {
-	if !u.Verified {
+	switch {
+	case u.Carrier == "": // not watched: no carrier to ask
+		_, err := fmt.Fprintf(w, "%s  %s: %s\n", u.Number, u.Error, u.Message)
+		return err
+	case !u.Verified:
 		_, err := fmt.Fprintf(w, "%s  carrier %s  NOT VERIFIED  %s: %s\n", u.Number, u.Carrier, u.Error, u.Message)
 		return err
 	}

@@ -957,3 +957,26 @@ func writeCursorFile(path, cursor string) error {
 	}
 	return nil
 }
+
+// Watchable splits numbers into those the registry resolves to a carrier,
+// which a watch can subscribe to, and a failed update for each other one
+// (invalid_number, with why), so that one unknown number does not stop
+// the watch of the rest.
+func Watchable(trust Trust, numbers []string) (ok []string, rejected []WatchUpdate) {
+	for _, raw := range numbers {
+		entries, err := Resolve(trust, raw)
+		if err == nil && len(entries) == 0 {
+			err = fmt.Errorf("%w: %s matches no carrier in the registry", protocol.ErrInvalidNumber, raw)
+		}
+		if err != nil {
+			code := protocol.CodeOf(err)
+			if code == "" {
+				code = protocol.CodeInvalidNumber
+			}
+			rejected = append(rejected, WatchUpdate{Number: raw, Events: []EventView{}, Error: code, Message: protocol.Detail(err)})
+			continue
+		}
+		ok = append(ok, raw)
+	}
+	return ok, rejected
+}
