@@ -65,7 +65,7 @@ and runs until interrupted.`,
 			defer p.close()
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
-			print := func(u client.WatchUpdate) error {
+			show := func(u client.WatchUpdate) error {
 				if asJSON {
 					return enc.Encode(u)
 				}
@@ -80,7 +80,7 @@ and runs until interrupted.`,
 				var rejected []client.WatchUpdate
 				args, rejected = client.Watchable(p.trust, args)
 				for _, u := range rejected {
-					if err := print(u); err != nil {
+					if err := show(u); err != nil {
 						return err
 					}
 				}
@@ -109,7 +109,7 @@ and runs until interrupted.`,
 					if !ok {
 						return w.Close()
 					}
-					if err := print(u); err != nil {
+					if err := show(u); err != nil {
 						w.Close()
 						return err
 					}
@@ -119,7 +119,11 @@ and runs until interrupted.`,
 					if audience {
 						fmt.Fprintln(cmd.ErrOrStderr(), "watching the parcels booked by this platform")
 					} else {
-						fmt.Fprintf(cmd.ErrOrStderr(), "watching %d parcel%s\n", len(args), map[bool]string{true: "s"}[len(args) != 1])
+						noun := "parcels"
+						if len(args) == 1 {
+							noun = "parcel"
+						}
+						fmt.Fprintf(cmd.ErrOrStderr(), "watching %d %s\n", len(args), noun)
 					}
 				}
 			}
