@@ -15,6 +15,7 @@ import (
 func ingestCmd() *cobra.Command {
 	var dir string
 	var batch int
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ingest [--repo DIR] [FILE|-]",
 		Short: "Post NDJSON events to the running carrier node's admin API",
@@ -51,7 +52,12 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 				_ = bar.Finish()
 				fmt.Fprintln(out)
 			}
-			if sum != nil {
+			switch {
+			case sum != nil && asJSON:
+				if jerr := printJSON(out, sum); jerr != nil {
+					return jerr
+				}
+			case sum != nil:
 				for _, rej := range sum.Rejections {
 					fmt.Fprintf(out, "rejected line %d id %q: %s\n", rej.Line, rej.ID, rej.Reason)
 				}
@@ -68,6 +74,7 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 	}
 	repoFlag(cmd, &dir, "carrier repo directory of the running node")
 	cmd.Flags().IntVar(&batch, "batch", ingest.DefaultPostBatch, "events per request")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print the summary as JSON: {"accepted", "duplicates", "rejected", ...}`)
 	return cmd
 }
 
