@@ -2,7 +2,9 @@ package node_test
 
 import (
 	"context"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node"
+	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 )
 
@@ -98,4 +101,30 @@ func TestNodeWithoutAnchors(t *testing.T) {
 	c := launchCarrier(t, nil, "CA")
 	require.Nil(t, c.node.Trust)
 	require.Nil(t, c.node.Router())
+}
+
+// TestDefaultReposSideBySide: a carrier repo and two platform repos made
+// with no listen or admin flags start together on one machine, each on
+// loopback, and their node.json says at which ports.
+func TestDefaultReposSideBySide(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	base := t.TempDir()
+	for _, o := range []repo.InitOptions{{Carrier: "SF"}, {Platform: "shop"}, {Platform: "gw"}} {
+		name := o.Carrier + o.Platform
+		r, err := repo.Init(filepath.Join(base, name), o)
+		require.NoError(t, err)
+		n, err := node.Start(r, node.Options{})
+		require.NoError(t, err, "%s with the default config did not start beside the others", name)
+		t.Cleanup(func() { _ = n.Close() })
+		info := n.NodeInfo() // what Run writes to node.json
+		require.NotEmpty(t, info.Addrs, "%s: node.json has no addresses", name)
+		for _, a := range info.Addrs {
+			require.True(t, strings.HasPrefix(a, "/ip4/127.0.0.1/"), "%s listens beyond loopback by default: %s", name, a)
+			require.NotContains(t, a, "/tcp/0/", "%s: node.json has port 0, not the chosen port: %s", name, a)
+		}
+		if o.Carrier != "" {
+			require.NotEmpty(t, info.AdminURL, "%s: node.json has no admin URL", name)
+			require.NotContains(t, info.AdminURL, ":0/", "%s: admin URL %s", name, info.AdminURL)
+		}
+	}
 }

@@ -197,8 +197,9 @@ func TestSecurityOlderRegistryIgnored(t *testing.T) {
 	requireRejected(t, views[0], number, "SF", "unknown_key", "is not registered for SF")
 }
 
-// TestSecurityKeyUsedAfterValidity: a head signed outside its key's
-// window is rejected with key_expired, and the reason gives the window.
+// TestSecurityKeyUsedAfterValidity: a head signed after its key's window
+// is rejected with key_expired, one signed before it with
+// key_not_yet_valid, and the reason gives the window in RFC 3339.
 func TestSecurityKeyUsedAfterValidity(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	a := newAuthority(t)
@@ -210,9 +211,10 @@ func TestSecurityKeyUsedAfterValidity(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		from, to time.Time
+		code     string
 	}{
-		{"window ended before the head", now.Add(-48 * time.Hour), now.Add(-24 * time.Hour)},
-		{"window not begun at the head", now.Add(time.Hour), now.Add(48 * time.Hour)},
+		{"window ended before the head", now.Add(-48 * time.Hour), now.Add(-24 * time.Hour), "key_expired"},
+		{"window not begun at the head", now.Add(time.Hour), now.Add(48 * time.Hour), "key_not_yet_valid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := sf.entry(t)
@@ -220,7 +222,7 @@ func TestSecurityKeyUsedAfterValidity(t *testing.T) {
 			p := launchPlatform(t, a, a.sign(t, e), nil)
 			views := p.track(t, number)
 			require.Len(t, views, 1)
-			requireRejected(t, views[0], number, "SF", "key_expired", "is valid from")
+			requireRejected(t, views[0], number, "SF", tc.code, "is valid from "+protocol.FormatTime(tc.from.UnixMilli()))
 		})
 	}
 }

@@ -1,6 +1,9 @@
 package protocol
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Error is a protocol error with a stable machine-readable code: the code
 // spec/vectors/vectors.json names in "error". Result codes on the wire are
@@ -46,7 +49,8 @@ var (
 	ErrHeadMismatch    = &Error{Code: "head_mismatch", Msg: "events do not end at the signed head"}
 	ErrBadSignature    = &Error{Code: "bad_signature", Msg: "signature does not verify"}
 	ErrUnknownKey      = &Error{Code: "unknown_key", Msg: "signing key not bound to the carrier"}
-	ErrKeyExpired      = &Error{Code: "key_expired", Msg: "signing key outside its validity window"}
+	ErrKeyExpired      = &Error{Code: "key_expired", Msg: "signing key past its validity window"}
+	ErrKeyNotYetValid  = &Error{Code: "key_not_yet_valid", Msg: "signing key not yet valid"}
 	ErrWrongContent    = &Error{Code: "wrong_content_type", Msg: "COSE content type is not the one expected"}
 	ErrExpired         = &Error{Code: "expired", Msg: "statement outside its validity window"}
 	ErrWrongCarrier    = &Error{Code: "wrong_carrier", Msg: "record belongs to another carrier"}
@@ -62,4 +66,19 @@ func CodeOf(err error) string {
 		return pe.Code
 	}
 	return ""
+}
+
+// Detail is err's text without the lead its protocol code already says
+// ("opentrack: invalid tracking number: "), for messages that print the
+// code beside it. An error that is only its code gives the code's text.
+func Detail(err error) string {
+	s := err.Error()
+	var pe *Error
+	if !errors.As(err, &pe) {
+		return s
+	}
+	if s == pe.Error() {
+		return pe.Msg
+	}
+	return strings.TrimPrefix(s, pe.Error()+": ")
 }

@@ -140,7 +140,7 @@ func OpenGrant(b []byte, keys KeyResolver, holder string, now int64) (*Grant, er
 		return nil, err
 	}
 	if now < g.Issued || now > g.Expires {
-		return nil, fmt.Errorf("%w: grant %s is valid from %d to %d, now is %d", ErrExpired, g.ID, g.Issued, g.Expires, now)
+		return nil, fmt.Errorf("%w: grant %s is valid from %s to %s, now is %s", ErrExpired, g.ID, FormatTime(g.Issued), FormatTime(g.Expires), FormatTime(now))
 	}
 	if hid, err := peer.Decode(holder); err != nil || hid.String() != g.Holder {
 		return nil, fmt.Errorf("%w: grant %s was issued to %s, presented by %s", ErrForbidden, g.ID, g.Holder, holder)

@@ -70,8 +70,8 @@ func (sh *SignedHead) KeyID() []byte { return sh.signed.KeyID }
 func (sh *SignedHead) Verify(pub ed25519.PublicKey) error { return sh.signed.Verify(pub) }
 
 // KeyResolver finds the public key a carrier signed with at a given time.
-// The registry implements it; it returns ErrUnknownKey, ErrKeyExpired or
-// ErrWrongCarrier when no key may be used.
+// The registry implements it; it returns ErrUnknownKey, ErrKeyNotYetValid,
+// ErrKeyExpired or ErrWrongCarrier when no key may be used.
 type KeyResolver interface {
 	CarrierKey(carrier string, kid []byte, at int64) (ed25519.PublicKey, error)
 }

@@ -3,6 +3,8 @@ package protocol
 import (
 	"bytes"
 	"crypto/ed25519"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -345,4 +347,21 @@ func TestGrantValidate(t *testing.T) {
 	both := *g
 	both.Audience = true
 	require.ErrorIs(t, both.Validate(), ErrInvalid)
+}
+
+func TestDetail(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w: RB123456785GB matches no carrier", ErrInvalidNumber), "RB123456785GB matches no carrier"},
+		{ErrForbidden, "forbidden"},
+		{&Error{Code: CodeNotFound, Msg: "no parcel SF1"}, "no parcel SF1"},
+		{fmt.Errorf("dial: %w", ErrBadSignature), "dial: opentrack: signature does not verify"},
+		{errors.New("plain"), "plain"},
+	} {
+		if got := Detail(tc.err); got != tc.want {
+			t.Errorf("Detail(%q) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
 }

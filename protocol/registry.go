@@ -143,8 +143,14 @@ func (r *Registry) CarrierKey(carrier string, kid []byte, at int64) (ed25519.Pub
 		if !bytes.Equal(KeyID(k.Key), kid) {
 			continue
 		}
-		if at < k.NotBefore || at > k.NotAfter {
-			return nil, fmt.Errorf("%w: key %x of %s is valid from %d to %d, used at %d", ErrKeyExpired, kid, carrier, k.NotBefore, k.NotAfter, at)
+		// Before and after get their own codes: a key used too early is
+		// most often a registry entry made after the carrier started
+		// signing, which the authority fixes with --not-before.
+		switch {
+		case at < k.NotBefore:
+			return nil, fmt.Errorf("%w: key %x of %s is valid from %s to %s, used at %s", ErrKeyNotYetValid, kid, carrier, FormatTime(k.NotBefore), FormatTime(k.NotAfter), FormatTime(at))
+		case at > k.NotAfter:
+			return nil, fmt.Errorf("%w: key %x of %s is valid from %s to %s, used at %s", ErrKeyExpired, kid, carrier, FormatTime(k.NotBefore), FormatTime(k.NotAfter), FormatTime(at))
 		}
 		return ed25519.PublicKey(k.Key), nil
 	}
@@ -169,7 +175,7 @@ func OpenRegistry(b []byte, anchors []ed25519.PublicKey, now int64) (*Registry, 
 		return nil, err
 	}
 	if now < r.NotBefore || now > r.NotAfter {
-		return nil, fmt.Errorf("%w: registry seq %d is valid from %d to %d, now is %d", ErrExpired, r.Seq, r.NotBefore, r.NotAfter, now)
+		return nil, fmt.Errorf("%w: registry seq %d is valid from %s to %s, now is %s", ErrExpired, r.Seq, FormatTime(r.NotBefore), FormatTime(r.NotAfter), FormatTime(now))
 	}
 	return r, nil
 }

@@ -16,7 +16,7 @@ func auditCmd() *cobra.Command {
 	var dir, since, peerID string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "audit --repo CARRIERDIR [--since TIME] [--peer ID] [--json]",
+		Use:   "audit [--repo CARRIERDIR] [--since TIME] [--peer ID] [--json]",
 		Short: "Read the audit log of detail disclosures and refused grants",
 		Long: `Print the running carrier node's audit log, oldest first: every response that
 disclosed details (time, peer, grant id, number, fields) and every refused
@@ -55,11 +55,10 @@ from now, such as 24h.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "repo", "", "carrier repo of the running node (required)")
+	repoFlag(cmd, &dir, "carrier repo of the running node")
 	f.StringVar(&since, "since", "", "only entries at or after this RFC 3339 time, or this long ago (24h)")
 	f.StringVar(&peerID, "peer", "", "only entries of this peer ID")
 	f.BoolVar(&asJSON, "json", false, "print a JSON array")
-	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
 

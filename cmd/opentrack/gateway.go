@@ -20,9 +20,10 @@ func gatewayCmd() *cobra.Command {
 	var listen []string
 	var o gateway.Options
 	cmd := &cobra.Command{
-		Use:   "gateway --repo PLATFORMDIR [--http 127.0.0.1:8080]",
+		Use:   "gateway [--repo PLATFORMDIR] [--http 127.0.0.1:8080]",
 		Short: "Run a platform node with an HTTP/JSON API, live updates over SSE and a tracking web page",
-		Long: `Run a platform node and serve, on --http:
+		Long: `Run a platform node and serve, on --http (port 0 picks a free one; the
+running gateway writes DIR/node.json with "http_url"):
 
   GET  /v1/track/{number}   one parcel, verified, as one element of track --json
   POST /v1/track            {"numbers": [...]}, up to 100, as track --json
@@ -56,6 +57,14 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 				ln.Close()
 				return err
 			}
+			// node.json says where it listens, --http port 0 included.
+			info := n.NodeInfo()
+			info.HTTPURL = "http://" + ln.Addr().String()
+			if err := r.WriteNodeInfo(info); err != nil {
+				ln.Close()
+				return errors.Join(err, n.Close())
+			}
+			defer r.RemoveNodeInfo()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			err = gateway.Run(ctx, n, ln, &o)
@@ -67,8 +76,8 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "repo", "", "platform repo directory (required)")
-	f.StringVar(&addr, "http", gateway.DefaultAddr, "HTTP listen address")
+	repoFlag(cmd, &dir, "platform repo directory")
+	f.StringVar(&addr, "http", gateway.DefaultAddr, "HTTP listen address (port 0: a free one, in node.json's http_url)")
 	f.StringArrayVar(&listen, "listen", nil, "libp2p listen multiaddr, replacing the config's (repeatable)")
 	f.StringArrayVar(&o.CORSOrigins, "cors-origin", nil, `origin allowed to call the API from a browser, scheme://host[:port], or "*" (repeatable; default: same origin only)`)
 	f.Float64Var(&o.Rate, "rate", gateway.DefaultRate, "per-client requests a second (a batch costs one per number)")
@@ -79,6 +88,5 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 	f.IntVar(&o.MaxStreams, "max-streams", gateway.DefaultMaxStreams, "open SSE streams in total")
 	f.BoolVar(&o.LogRequests, "log-requests", true, "log every request")
 	f.BoolVar(&o.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ (for debugging; they show internals)")
-	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }

@@ -47,7 +47,7 @@ func grantIssueCmd() *cobra.Command {
 	var audience bool
 	var ttl time.Duration
 	cmd := &cobra.Command{
-		Use:   "issue --repo CARRIERDIR --to PEERID (--number N... | --audience) --fields F[,F...] --ttl DURATION --out FILE",
+		Use:   "issue [--repo CARRIERDIR] --to PEERID (--number N... | --audience) --fields F[,F...] --ttl DURATION --out FILE",
 		Short: "Sign a grant with the carrier key, record it in the running node and write it to FILE",
 		Long: `Sign a grant that lets the platform PEERID read the named detail fields of
 the listed parcels (--number, repeatable) or of its own bookings (--audience)
@@ -87,14 +87,14 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "repo", "", "carrier repo of the running node (required)")
+	repoFlag(cmd, &dir, "carrier repo of the running node")
 	f.StringVar(&to, "to", "", "peer ID of the platform that may present the grant (required)")
 	f.StringArrayVar(&numbers, "number", nil, "tracking number in scope (repeatable)")
 	f.BoolVar(&audience, "audience", false, "scope: the parcels whose ingest names the holder in their audience")
 	f.StringSliceVar(&fields, "fields", nil, "detail fields to disclose, comma-separated (required)")
 	f.DurationVar(&ttl, "ttl", 0, "how long the grant is valid, such as 720h (required)")
 	f.StringVar(&out, "out", "", "file to write the signed grant to (required)")
-	for _, name := range []string{"repo", "to", "fields", "ttl", "out"} {
+	for _, name := range []string{"to", "fields", "ttl", "out"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
@@ -103,7 +103,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 func grantRevokeCmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "revoke --repo CARRIERDIR GRANTFILE|ID",
+		Use:   "revoke [--repo CARRIERDIR] GRANTFILE|ID",
 		Short: "Revoke a grant in the running node; it is refused from then on",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -123,8 +123,7 @@ func grantRevokeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "repo", "", "carrier repo of the running node (required)")
-	_ = cmd.MarkFlagRequired("repo")
+	repoFlag(cmd, &dir, "carrier repo of the running node")
 	return cmd
 }
 
@@ -153,7 +152,7 @@ func grantListCmd() *cobra.Command {
 	var dir string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list --repo CARRIERDIR [--json]",
+		Use:   "list [--repo CARRIERDIR] [--json]",
 		Short: "List the grants the running node holds",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -172,9 +171,8 @@ func grantListCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "repo", "", "carrier repo of the running node (required)")
+	repoFlag(cmd, &dir, "carrier repo of the running node")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
-	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
 

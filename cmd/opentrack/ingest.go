@@ -15,8 +15,9 @@ import (
 func ingestCmd() *cobra.Command {
 	var dir string
 	var batch int
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "ingest --repo DIR [FILE|-]",
+		Use:   "ingest [--repo DIR] [FILE|-]",
 		Short: "Post NDJSON events to the running carrier node's admin API",
 		Long: `Read NDJSON events (one JSON object per line) from FILE or standard input and
 post them in batches to the node running from DIR (its node.json gives the
@@ -51,7 +52,12 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 				_ = bar.Finish()
 				fmt.Fprintln(out)
 			}
-			if sum != nil {
+			switch {
+			case sum != nil && asJSON:
+				if jerr := printJSON(out, sum); jerr != nil {
+					return jerr
+				}
+			case sum != nil:
 				for _, rej := range sum.Rejections {
 					fmt.Fprintf(out, "rejected line %d id %q: %s\n", rej.Line, rej.ID, rej.Reason)
 				}
@@ -66,9 +72,9 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "repo", "", "carrier repo directory of the running node (required)")
+	repoFlag(cmd, &dir, "carrier repo directory of the running node")
 	cmd.Flags().IntVar(&batch, "batch", ingest.DefaultPostBatch, "events per request")
-	_ = cmd.MarkFlagRequired("repo")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print the summary as JSON: {"accepted", "duplicates", "rejected", ...}`)
 	return cmd
 }
 

@@ -6,21 +6,52 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/node/version"
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	root := &cobra.Command{
-		Use:           "opentrack",
-		Short:         "OpenTrack: open, verifiable parcel tracking over libp2p",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(versionCmd(), demoCmd(), initCmd(), idCmd(), nodeCmd(), ingestCmd(), trackCmd(), watchCmd(), gatewayCmd(), registryCmd(), grantCmd(), auditCmd(), testnetCmd(), benchCmd(), migrateCmd())
-	if err := root.Execute(); err != nil {
+	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "opentrack:", err)
 		os.Exit(exitCode(err))
 	}
+}
+
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:               "opentrack",
+		Short:             "OpenTrack: open, verifiable parcel tracking over libp2p",
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: defaultRepo,
+		Version:           version.Version,
+	}
+	root.SetVersionTemplate(versionLine() + "\n")
+	root.AddCommand(versionCmd(), demoCmd(), initCmd(), idCmd(), nodeCmd(), ingestCmd(), trackCmd(), watchCmd(), gatewayCmd(), registryCmd(), grantCmd(), auditCmd(), testnetCmd(), benchCmd(), migrateCmd(), trustCmd())
+	return root
+}
+
+// repoFlag adds --repo to cmd; defaultRepo fills it in when not given.
+func repoFlag(cmd *cobra.Command, dir *string, what string) {
+	cmd.Flags().StringVar(dir, "repo", "", what+" (default $"+repo.EnvRepo+", then ~/.opentrack)")
+}
+
+// defaultRepo gives --repo, when it is not set, the default repo: except
+// beside --peer (track and watch then trust the node's own keys) and
+// --store (migrate names the database itself).
+func defaultRepo(cmd *cobra.Command, _ []string) error {
+	f := cmd.Flags()
+	if r := f.Lookup("repo"); r == nil || r.Changed {
+		return nil
+	}
+	for _, name := range []string{"peer", "store"} {
+		if o := f.Lookup(name); o != nil && o.Changed {
+			return nil
+		}
+	}
+	return f.Set("repo", repo.DefaultDir())
 }
 
 // exitError carries a specific exit status through cobra.

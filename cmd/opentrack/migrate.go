@@ -44,9 +44,8 @@ database whose schema is newer than this build's is left alone.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "repo", "", "carrier repo whose [store] names the database")
+	repoFlag(cmd, &dir, "carrier repo whose [store] names the database")
 	cmd.Flags().StringVar(&url, "store", "", "the database's postgres:// URL")
-	cmd.MarkFlagsOneRequired("repo", "store")
 	cmd.MarkFlagsMutuallyExclusive("repo", "store")
 	return cmd
 }

@@ -11,7 +11,6 @@ import (
 	"syscall"
 
 	"github.com/opentrack/opentrack/node"
-	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 	"github.com/spf13/cobra"
@@ -21,7 +20,7 @@ func nodeCmd() *cobra.Command {
 	var dir, registry string
 	var o node.Options
 	cmd := &cobra.Command{
-		Use:   "node --repo DIR",
+		Use:   "node [--repo DIR]",
 		Short: "Run a node in the foreground until SIGINT or SIGTERM",
 		Long: `Run a node in the foreground. Once it listens it writes DIR/node.json
 ({"peer_id", "carrier", "addrs", "admin_url"}) and removes it on a clean exit.
@@ -50,12 +49,11 @@ node from starting.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "repo", "", "repo directory (required)")
+	repoFlag(cmd, &dir, "repo directory")
 	f.StringArrayVar(&o.Listen, "listen", nil, "libp2p listen multiaddr, replacing the config's (repeatable)")
 	f.StringVar(&o.AdminAddr, "admin", "", "admin API address on loopback, replacing the config's (port 0 picks one)")
 	f.BoolVar(&o.MDNS, "mdns", false, "find peers on the local network with mDNS (for LAN testnets)")
 	f.StringVar(&registry, "registry", "", "signed registry file to install before starting, if newer than the repo's")
-	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
 
@@ -63,26 +61,17 @@ node from starting.`,
 // keeps it if it is newer. A stale edition is only logged: handing a node
 // the file it already has must not stop it.
 func installRegistry(r *repo.Repo, path string, log *slog.Logger) error {
-	t, err := r.Trust()
-	if errors.Is(err, discovery.ErrNoAnchors) {
-		return fmt.Errorf("--registry: repo %s has no trust anchors to check it against; set [trust] anchors in %s: %w",
-			r.Dir, r.Path(repo.ConfigFile), err)
-	}
-	if err != nil {
-		return fmt.Errorf("repo %s trust: %w", r.Dir, err)
-	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--registry: %w", err)
 	}
-	held := t.Seq()
-	switch _, err := t.Install(b); {
+	switch from, to, err := r.InstallRegistry(b); {
 	case errors.Is(err, protocol.ErrStaleRegistry):
-		log.Warn("registry file ignored: not newer than the one held", "file", path, "held_seq", held, "err", err)
+		log.Warn("registry file ignored: not newer than the one held", "file", path, "held_seq", from, "err", err)
 	case err != nil:
 		return withRegistryHint(fmt.Errorf("--registry %s not accepted: %w", path, err))
 	default:
-		log.Info("registry installed", "file", path, "seq", t.Seq(), "previous_seq", held)
+		log.Info("registry installed", "file", path, "seq", to, "previous_seq", from)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ a directory (init), edits the draft (add, remove), and signs editions
 (sign) that nodes install (opentrack init --registry, opentrack node
 --registry). Keep the directory offline.`,
 	}
-	cmd.AddCommand(registryInitCmd(), registryAddCmd(), registryRemoveCmd(), registrySignCmd(), registryShowCmd())
+	cmd.AddCommand(registryInitCmd(), registryAddCmd(), registryRemoveCmd(), registrySignCmd(), registryShowCmd(), registryInstallCmd())
 	return cmd
 }
 
@@ -139,7 +139,7 @@ old key's window after a rotation.`,
 	f.StringVar(&in.Name, "name", "", "carrier display name (default for a new carrier: the code)")
 	f.StringVar(&in.Country, "country", "", `carrier home country, ISO 3166-1 alpha-2 (default for a new carrier "ZZ")`)
 	f.StringVar(&key, "key", "", "carrier signing public key: 64 hex digits or a PEM public key file")
-	f.StringVar(&notBefore, "not-before", "", "start of the key's window, RFC 3339 (default for a new key: now)")
+	f.StringVar(&notBefore, "not-before", "", "start of the key's window, RFC 3339 (default for a new key: when the carrier repo made it, or now)")
 	f.StringVar(&notAfter, "not-after", "", "end of the key's window, RFC 3339 (default for a new key: 2 years after its start)")
 	f.StringVar(&peerID, "peer", "", "peer ID of the carrier's node (replaces the carrier's nodes)")
 	f.StringArrayVar(&addrs, "addr", nil, "dialable multiaddr of that node (repeatable)")

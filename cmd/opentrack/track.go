@@ -27,7 +27,7 @@ func trackCmd() *cobra.Command {
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "track (--repo PLATFORMDIR | --peer MULTIADDR) [--grant FILE] [--json] NUMBER...",
+		Use:   "track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...",
 		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
 		Long: `Look up tracking numbers, verify each signed head and event chain, and print
 a readable timeline (or, with --json, a JSON array with one object per parcel,
@@ -48,14 +48,21 @@ catches tampering in transit, but not who the node is.
 With --grant, the signed grant in FILE (from opentrack grant issue) is
 presented, and the parcels and fields it names come back as details (under
 "details" with --json). Only the holder the grant names may present it, so
-use the platform repo it was issued to; a refused grant answers forbidden.
+use the platform repo it was issued to. A refused grant (revoked, expired,
+another holder's) costs only the details: the public events come back with
+"details_error": "forbidden" and the node's reason in "details_message".
 Details are shown only from a node the registry lists for the carrier.
 
 A history longer than the client's bound (10000 events) is printed as
 partial and not verified ("partial": true, "verified": false).
 
-Exit status is 1 if any record fails verification or is partial.`,
-		Args: cobra.MinimumNArgs(1),
+Exit status: 0 when every number was answered and verified; 1 when a
+record failed verification or is partial, or came from a node that does
+not sign for the number's carrier (wrong_carrier); 2 when everything that
+came back verified but some number was not answered (not_found,
+invalid_number, forbidden, rate_limited, unavailable) or its details were
+refused.`,
+		Args: minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
 				return fmt.Errorf("give --repo PLATFORMDIR to resolve numbers through its registry, or --peer MULTIADDR to ask one node")
@@ -94,7 +101,7 @@ Exit status is 1 if any record fails verification or is partial.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&repoDir, "repo", "", "platform repo whose trust anchors and registry resolve and verify (its node key is the client's identity)")
+	repoFlag(cmd, &repoDir, "platform repo whose trust anchors and registry resolve and verify (its node key is the client's identity)")
 	f.StringVar(&peerAddr, "peer", "", "ask only this node: a multiaddr ending in /p2p/<peer id>")
 	f.BoolVar(&asJSON, "json", false, "print a JSON array, one object per parcel")
 	f.StringVar(&grantFile, "grant", "", "present the signed grant in this file to receive details")
@@ -193,26 +200,53 @@ func (p *trackPlatform) close() {
 	}
 }
 
-// verificationStatus fails when a record came back but did not verify,
-// or only in part; not_found and invalid numbers are answers, not
-// verification failures.
+// verificationStatus sets the exit status: 1 when a record came back but
+// did not verify or only in part, or came from a node that does not sign
+// for the number's carrier; 2 when all that came back verified but some
+// number asked for was not answered (not_found, invalid_number,
+// forbidden, unreachable...).
 func verificationStatus(views []client.ParcelView) error {
-	bad := 0
+	var bad, foreign, unanswered, refused int
 	for _, v := range views {
 		if v.Partial {
 			bad++
 			continue
 		}
 		switch v.Error {
-		case "", protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden:
+		case "":
+			if v.DetailsError != "" {
+				refused++
+			}
+		case protocol.ErrWrongCarrier.Code:
+			foreign++
+		case protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden,
+			protocol.CodeUnavailable, protocol.CodeInternal:
+			unanswered++
 		default:
 			bad++
 		}
 	}
+	var parts []string
 	if bad > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("%d of %d numbers failed verification or are partial", bad, len(views))}
+		parts = append(parts, fmt.Sprintf("%d failed verification or are partial", bad))
 	}
-	return nil
+	if foreign > 0 {
+		parts = append(parts, fmt.Sprintf("%d came from a node that does not sign for their carrier", foreign))
+	}
+	if unanswered > 0 {
+		parts = append(parts, fmt.Sprintf("%d were not answered", unanswered))
+	}
+	if refused > 0 {
+		parts = append(parts, fmt.Sprintf("%d had their details refused", refused))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	code := 2
+	if bad+foreign > 0 {
+		code = 1
+	}
+	return &exitError{code: code, err: fmt.Errorf("of %d numbers, %s", len(views), strings.Join(parts, ", "))}
 }
 
 func printTimeline(w io.Writer, views []client.ParcelView) {
@@ -243,6 +277,9 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			if e.Description != "" {
 				fmt.Fprintf(w, "       %s\n", e.Description)
 			}
+		}
+		if v.DetailsError != "" {
+			fmt.Fprintf(w, "  details  %s: %s\n", v.DetailsError, v.DetailsMessage)
 		}
 		for _, f := range protocol.DetailFields {
 			if d, ok := v.Details[f]; ok {

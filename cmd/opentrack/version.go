@@ -8,14 +8,27 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// versionLine is what both `opentrack version` and `opentrack --version`
+// print.
+func versionLine() string {
+	return fmt.Sprintf("opentrack %s commit %s (%s %s/%s)", version.Version, version.Commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
 func versionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the software version",
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version [--json]",
+		Short: "Print the software version and the commit it was built from",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "opentrack %s (%s %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"version": version.Version, "commit": version.Commit(),
+					"go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), versionLine())
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object")
+	return cmd
 }

@@ -44,7 +44,9 @@ When the stream ends or the node restarts, watch subscribes again by itself,
 backing off, and resumes where it was. With --cursor-file it resumes from the
 cursor in the file and keeps the file current, so that stopping and starting
 watch loses no update; some may print twice, and the event CID tells them
-apart. It runs until interrupted.`,
+apart. It prints the current state of every watched parcel first, then
+"watching N parcels" on stderr once every later change will be delivered,
+and runs until interrupted.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case peerAddr == "" && repoDir == "":
@@ -61,10 +63,30 @@ apart. It runs until interrupted.`,
 				return err
 			}
 			defer p.close()
+			out := cmd.OutOrStdout()
+			enc := json.NewEncoder(out)
+			show := func(u client.WatchUpdate) error {
+				if asJSON {
+					return enc.Encode(u)
+				}
+				return printUpdate(out, u)
+			}
 			var opts client.WatchOptions
 			if peerAddr != "" {
 				opts, err = p.watchPeer(ctx, peerAddr, args, audience)
 			} else {
+				// Each number gets its result: one that no carrier's scheme
+				// matches is reported and the others are watched.
+				var rejected []client.WatchUpdate
+				args, rejected = client.Watchable(p.trust, args)
+				for _, u := range rejected {
+					if err := show(u); err != nil {
+						return err
+					}
+				}
+				if len(args) == 0 {
+					return &exitError{code: 2, err: fmt.Errorf("no number to watch: none matches a carrier in the registry")}
+				}
 				opts, err = client.WatchTarget(p.trust, args)
 				opts.Connector = p.router
 			}
@@ -75,28 +97,40 @@ apart. It runs until interrupted.`,
 				return err
 			}
 			opts.CursorFile = cursorFile
+			opts.Sync = true // the current state of each parcel first
 			w, err := p.cl.Watch(ctx, opts)
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			enc := json.NewEncoder(out)
-			for u := range w.Updates() {
-				if asJSON {
-					err = enc.Encode(u)
-				} else {
-					err = printUpdate(out, u)
-				}
-				if err != nil {
-					w.Close()
-					return err
+			live := w.Live()
+			for {
+				select {
+				case u, ok := <-w.Updates():
+					if !ok {
+						return w.Close()
+					}
+					if err := show(u); err != nil {
+						w.Close()
+						return err
+					}
+				case <-live:
+					live = nil
+					// On stderr, so that --json output stays one object a line.
+					if audience {
+						fmt.Fprintln(cmd.ErrOrStderr(), "watching the parcels booked by this platform")
+					} else {
+						noun := "parcels"
+						if len(args) == 1 {
+							noun = "parcel"
+						}
+						fmt.Fprintf(cmd.ErrOrStderr(), "watching %d %s\n", len(args), noun)
+					}
 				}
 			}
-			return w.Close()
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&repoDir, "repo", "", "platform repo whose registry resolves and verifies (its node key is the client's identity)")
+	repoFlag(cmd, &repoDir, "platform repo whose registry resolves and verifies (its node key is the client's identity)")
 	f.StringVar(&peerAddr, "peer", "", "subscribe at this node: a multiaddr ending in /p2p/<peer id>")
 	f.StringVar(&cursorFile, "cursor-file", "", "resume from the cursor in this file, and keep it current")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per update and line")
@@ -137,7 +171,11 @@ func (p *trackPlatform) watchPeer(ctx context.Context, addr string, numbers []st
 
 // printUpdate prints a line per event of u, or why u did not verify.
 func printUpdate(w io.Writer, u client.WatchUpdate) error {
-	if !u.Verified {
+	switch {
+	case u.Carrier == "": // not watched: no carrier to ask
+		_, err := fmt.Fprintf(w, "%s  %s: %s\n", u.Number, u.Error, u.Message)
+		return err
+	case !u.Verified:
 		_, err := fmt.Fprintf(w, "%s  carrier %s  NOT VERIFIED  %s: %s\n", u.Number, u.Carrier, u.Error, u.Message)
 		return err
 	}

@@ -414,3 +414,56 @@ func TestShow(t *testing.T) {
 	_, err = authority.Show([]byte("not a registry"), nil, t0)
 	require.ErrorIs(t, err, protocol.ErrMalformed)
 }
+
+// TestFromRepoKeyWindow: a key added from its repo is valid from when init
+// made it, not from when it was added, so heads the carrier signed before
+// its registration verify; --not-before overrides, a key already in the
+// draft keeps its window, and a repo that predates key_created falls back
+// to the key file's time.
+func TestFromRepoKeyWindow(t *testing.T) {
+	before := time.Now().UTC().Truncate(time.Second)
+	dir := filepath.Join(t.TempDir(), "sf")
+	r, err := repo.Init(dir, repo.InitOptions{Carrier: "SF"})
+	require.NoError(t, err)
+	made := r.Config.Carrier.KeyCreated
+	require.False(t, made.Before(before), "key_created %s is before init began at %s", made, before)
+	again, err := repo.Open(dir)
+	require.NoError(t, err)
+	require.True(t, made.Equal(again.Config.Carrier.KeyCreated), "key_created read back as %s, written %s", again.Config.Carrier.KeyCreated, made)
+
+	later := made.Add(72 * time.Hour)
+	w := newWorkspace(t)
+	w.Now = func() time.Time { return later }
+	c, _, err := w.AddFromRepo(dir)
+	require.NoError(t, err)
+	require.Len(t, c.Keys, 1)
+	require.True(t, c.Keys[0].NotBefore.Equal(made), "window starts %s, the key was made %s", c.Keys[0].NotBefore, made)
+
+	// The authority moves the window; adding the repo again keeps it.
+	moved := made.Add(time.Hour)
+	in, _, err := authority.CarrierFromRepo(dir)
+	require.NoError(t, err)
+	in.Update(authority.CarrierInput{NotBefore: moved})
+	_, err = w.AddCarrier(in)
+	require.NoError(t, err)
+	c, _, err = w.AddFromRepo(dir)
+	require.NoError(t, err)
+	require.True(t, c.Keys[0].NotBefore.Equal(moved), "re-adding the repo moved the window to %s from %s", c.Keys[0].NotBefore, moved)
+
+	// A repo made before key_created was recorded: the key file's time.
+	cfg := filepath.Join(dir, repo.ConfigFile)
+	b, err := os.ReadFile(cfg)
+	require.NoError(t, err)
+	var kept []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "key_created") {
+			kept = append(kept, line)
+		}
+	}
+	require.NoError(t, os.WriteFile(cfg, []byte(strings.Join(kept, "\n")), 0o600))
+	old := t0.Add(-24 * time.Hour)
+	require.NoError(t, os.Chtimes(filepath.Join(dir, repo.CarrierKeyFile), old, old))
+	in, _, err = authority.CarrierFromRepo(dir)
+	require.NoError(t, err)
+	require.True(t, in.KeyMade.Equal(old), "without key_created the key was made %s, want the file's %s", in.KeyMade, old)
+}

@@ -31,8 +31,14 @@ type CarrierInput struct {
 	// keys rotate; for a key it has, only the window bounds given change.
 	Key ed25519.PublicKey
 	// NotBefore and NotAfter bound the key's window. Defaults for a new
-	// key: now, and NotBefore + DefaultKeyValidity. They need Key.
+	// key: KeyMade, or now without it, and NotBefore + DefaultKeyValidity.
+	// They need Key.
 	NotBefore, NotAfter time.Time
+	// KeyMade is when Key was made, if known (a carrier repo records it):
+	// the default start of a new key's window, so that heads the carrier
+	// signed before it was registered verify. It is ignored for a key the
+	// carrier already has, whose window only moves when told to.
+	KeyMade time.Time
 	// Nodes, when not empty, replace the carrier's nodes.
 	Nodes []protocol.NodeEntry
 	// AddNodes are added to the carrier's nodes after Nodes, each
@@ -57,6 +63,9 @@ func (in *CarrierInput) Update(o CarrierInput) {
 	set(&in.Name, o.Name)
 	set(&in.Country, o.Country)
 	if o.Key != nil {
+		if !in.Key.Equal(o.Key) {
+			in.KeyMade = o.KeyMade // the repo's time is its own key's
+		}
 		in.Key = o.Key
 	}
 	if !o.NotBefore.IsZero() {
@@ -155,7 +164,11 @@ func (d *Draft) mergeKey(c *DraftCarrier, in CarrierInput, now time.Time) error 
 	}
 	j := slices.IndexFunc(c.Keys, func(k DraftKey) bool { return k.Key == keyHex })
 	if j < 0 {
-		c.Keys = append(c.Keys, DraftKey{Key: keyHex, NotBefore: now.UTC().Truncate(time.Second)})
+		start := now
+		if !in.KeyMade.IsZero() {
+			start = in.KeyMade
+		}
+		c.Keys = append(c.Keys, DraftKey{Key: keyHex, NotBefore: start.UTC().Truncate(time.Second)})
 		j = len(c.Keys) - 1
 	}
 	k := &c.Keys[j]

@@ -3,6 +3,7 @@ package authority
 import (
 	"crypto/ed25519"
 	"fmt"
+	"os"
 
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
@@ -38,7 +39,15 @@ func CarrierFromRepo(dir string) (CarrierInput, []string, error) {
 		return CarrierInput{}, nil, fmt.Errorf("repo %s: %w", dir, err)
 	}
 	c := r.Config.Carrier
-	in := CarrierInput{Code: c.Code, Name: c.Name, Country: c.Country, Key: r.CarrierKey.Public().(ed25519.PublicKey), Schemes: schemes}
+	in := CarrierInput{Code: c.Code, Name: c.Name, Country: c.Country, Key: r.CarrierKey.Public().(ed25519.PublicKey), Schemes: schemes,
+		KeyMade: c.KeyCreated}
+	if in.KeyMade.IsZero() {
+		// A repo made before init recorded it: the key file was written
+		// when the key was made.
+		if fi, err := os.Stat(r.Path(c.KeyFile)); err == nil {
+			in.KeyMade = fi.ModTime()
+		}
+	}
 	if r.Config.Store.Backend == repo.BackendPostgres {
 		// One of several replicas on a shared database: listed next to
 		// the others.

@@ -264,7 +264,9 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 		for i, n := range pending {
 			queries[i].Number = n
 		}
-		resp, err := c.trackAt(ctx, conn, p, queries, grant)
+		resp, refused, err := withoutRefusedGrant(grant, func(g []byte) (*protocol.TrackResponse, error) {
+			return c.trackAt(ctx, conn, p, queries, g)
+		})
 		if err != nil || resp.Error != nil {
 			reached := err == nil || protocol.CodeOf(err) != ""
 			if answered && !reached {
@@ -288,8 +290,13 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 		}
 		answered = true
 		var still []string
-		for i, h := range c.histories(ctx, p, code, trust, pending, resp.Results, grant) {
+		pageGrant := grant
+		if refused != nil {
+			pageGrant = nil // the node refused it: the later pages go without, as the first did
+		}
+		for i, h := range c.histories(ctx, p, code, trust, pending, resp.Results, pageGrant) {
 			o := judge(h, code, c.bound())
+			refused.mark(&o.view)
 			*w.outcome(pending[i]) = o
 			if o.kind == unanswered {
 				still = append(still, pending[i])

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -79,7 +80,13 @@ func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyRe
 	case "":
 		return nil, fmt.Errorf("%w: track result for %q without a code", protocol.ErrInvalid, res.Number)
 	default:
-		return nil, &protocol.Error{Code: res.Code, Msg: fmt.Sprintf("track result for %q: %s %s", res.Number, res.Code, res.Message)}
+		// The carrier's own words when it gave some; the code is beside
+		// the message wherever it is shown.
+		msg := strings.TrimSpace(res.Message)
+		if msg == "" {
+			msg = fmt.Sprintf("the carrier answered %s for %q", res.Code, res.Number)
+		}
+		return nil, &protocol.Error{Code: res.Code, Msg: msg}
 	}
 	if pre == nil {
 		pre = &checkedHead{}
@@ -105,7 +112,7 @@ func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyRe
 		return nil, sigErr
 	}
 	if limit := now.Add(MaxClockSkew).UnixMilli(); sh.Time > limit {
-		return nil, fmt.Errorf("%w: head signed at %d, more than %s ahead of %d", protocol.ErrExpired, sh.Time, MaxClockSkew, now.UnixMilli())
+		return nil, fmt.Errorf("%w: head signed at %s, more than %s ahead of %s", protocol.ErrExpired, protocol.FormatTime(sh.Time), MaxClockSkew, protocol.FormatTime(now.UnixMilli()))
 	}
 
 	if known.Defined() && len(res.Events) > 0 {

@@ -30,6 +30,12 @@ type ParcelView struct {
 	Error      string           `json:"error,omitempty"`   // protocol code: not_found, rate_limited, bad_signature...
 	Message    string           `json:"message,omitempty"` // human-readable detail of Error
 	RetryAfter uint64           `json:"retry_after_ms,omitempty"`
+	// DetailsError is why details asked for with a grant are missing
+	// ("forbidden": the grant was refused, revoked or not this holder's),
+	// with DetailsMessage the node's reason. The events are the public
+	// view all the same.
+	DetailsError   string `json:"details_error,omitempty"`
+	DetailsMessage string `json:"details_message,omitempty"`
 }
 
 // EventView is one verified event.
@@ -54,7 +60,7 @@ func View(number, carrier string, res *protocol.TrackResult, v *Verified, verr e
 		pv.RetryAfter = res.RetryAfter
 	}
 	if verr != nil {
-		pv.Error, pv.Message = protocol.CodeOf(verr), verr.Error()
+		pv.Error, pv.Message = protocol.CodeOf(verr), protocol.Detail(verr)
 		if pv.Error == "" {
 			pv.Error = protocol.CodeInternal
 		}
@@ -100,7 +106,9 @@ func (c *Client) Lookup(ctx context.Context, p peer.ID, carrier string, numbers 
 		for i, n := range chunk {
 			queries[i] = protocol.TrackQuery{Number: n}
 		}
-		resp, err := c.Track(ctx, p, queries, grant)
+		resp, refused, err := withoutRefusedGrant(grant, func(g []byte) (*protocol.TrackResponse, error) {
+			return c.Track(ctx, p, queries, g)
+		})
 		if err != nil {
 			return out, err
 		}
@@ -113,8 +121,14 @@ func (c *Client) Lookup(ctx context.Context, p peer.ID, carrier string, numbers 
 			}
 			continue
 		}
-		for _, h := range c.histories(ctx, p, carrier, keys, chunk, resp.Results, grant) {
-			out = append(out, h.view(carrier, c.bound()))
+		pageGrant := grant
+		if refused != nil {
+			pageGrant = nil
+		}
+		for _, h := range c.histories(ctx, p, carrier, keys, chunk, resp.Results, pageGrant) {
+			pv := h.view(carrier, c.bound())
+			refused.mark(&pv)
+			out = append(out, pv)
 		}
 	}
 	return out, nil
@@ -139,4 +153,28 @@ func (k InfoKeys) CarrierKey(carrier string, kid []byte, _ int64) (ed25519.Publi
 		}
 	}
 	return nil, fmt.Errorf("%w: key %x is not one the node presents", protocol.ErrUnknownKey, kid)
+}
+
+// grantRefusal is a grant the node refused for a whole request.
+type grantRefusal struct{ code, msg string }
+
+// withoutRefusedGrant runs do with grant and, if the node refuses the
+// grant (forbidden for the whole request, spec §12.2), again without it,
+// so that a bad grant costs the details and not the public timeline. The
+// refusal says why the details are missing; nil when there was none.
+func withoutRefusedGrant(grant []byte, do func(grant []byte) (*protocol.TrackResponse, error)) (*protocol.TrackResponse, *grantRefusal, error) {
+	resp, err := do(grant)
+	if err != nil || len(grant) == 0 || resp.Error == nil || resp.Error.Code != protocol.CodeForbidden {
+		return resp, nil, err
+	}
+	refused := &grantRefusal{code: resp.Error.Code, msg: resp.Error.Message}
+	resp, err = do(nil)
+	return resp, refused, err
+}
+
+// mark records the refusal on a view that was answered.
+func (r *grantRefusal) mark(pv *ParcelView) {
+	if r != nil && pv.Error == "" {
+		pv.DetailsError, pv.DetailsMessage = r.code, r.msg
+	}
 }

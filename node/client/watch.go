@@ -283,6 +283,8 @@ type Watcher struct {
 	done     chan struct{}
 	err      error // why run stopped; read after done
 	position atomic.Pointer[string]
+	live     chan struct{}
+	liveOnce sync.Once
 
 	// Owned by the run goroutine.
 	parcels   map[string]*parcelState
@@ -312,7 +314,7 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (*Watcher, error)
 		return nil, err
 	}
 	w := &Watcher{
-		c: c, opts: opts, out: make(chan WatchUpdate), done: make(chan struct{}),
+		c: c, opts: opts, out: make(chan WatchUpdate), done: make(chan struct{}), live: make(chan struct{}),
 		parcels: map[string]*parcelState{}, cursor: opts.Cursor, resync: opts.Sync,
 	}
 	w.opts.Peers = slices.Clone(opts.Peers)
@@ -341,6 +343,15 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (*Watcher, error)
 	go w.run(ctx)
 	return w, nil
 }
+
+// Live is closed once the first subscription is live, and with Sync once
+// the current state of every watched parcel has been handed over on
+// Updates: from then on every change is delivered. A consumer that must
+// not miss an event caused after it started waits for it.
+func (w *Watcher) Live() <-chan struct{} { return w.live }
+
+// markLive closes live, once.
+func (w *Watcher) markLive() { w.liveOnce.Do(func() { close(w.live) }) }
 
 // Updates returns the channel of updates. It is unbuffered, so that a
 // cursor is never persisted ahead of what the consumer has received, and
@@ -502,6 +513,7 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 			if err := w.resyncAll(ctx, p); err != nil {
 				return progress, err
 			}
+			w.markLive()
 		case <-flushAt:
 			if err := w.flush(); err != nil {
 				return progress, err
@@ -523,6 +535,9 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 				if err := w.resyncAll(ctx, p); err != nil {
 					return progress, err
 				}
+			}
+			if !w.resync {
+				w.markLive()
 			}
 		}
 	}
@@ -951,4 +966,27 @@ func writeCursorFile(path, cursor string) error {
 		return fmt.Errorf("%w: %w", ErrCursorFile, err)
 	}
 	return nil
+}
+
+// Watchable splits numbers into those the registry resolves to a carrier,
+// which a watch can subscribe to, and a failed update for each other one
+// (invalid_number, with why), so that one unknown number does not stop
+// the watch of the rest.
+func Watchable(trust Trust, numbers []string) (ok []string, rejected []WatchUpdate) {
+	for _, raw := range numbers {
+		entries, err := Resolve(trust, raw)
+		if err == nil && len(entries) == 0 {
+			err = fmt.Errorf("%w: %s matches no carrier in the registry", protocol.ErrInvalidNumber, raw)
+		}
+		if err != nil {
+			code := protocol.CodeOf(err)
+			if code == "" {
+				code = protocol.CodeInvalidNumber
+			}
+			rejected = append(rejected, WatchUpdate{Number: raw, Events: []EventView{}, Error: code, Message: protocol.Detail(err)})
+			continue
+		}
+		ok = append(ok, raw)
+	}
+	return ok, rejected
 }

@@ -593,7 +593,19 @@ func TestWatchRealService(t *testing.T) {
 			}
 		}
 	}
+	// The back-fill waits for this consumer (Updates is unbuffered), so
+	// the watcher cannot be live before it is received.
+	select {
+	case <-w.Live():
+		t.Fatal("Live closed before the current state was handed over")
+	default:
+	}
 	receive(3)
+	select {
+	case <-w.Live():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Live still open after the current state of both parcels was handed over")
+	}
 	appendEvents(4, 6)
 	receive(6)
 

@@ -262,7 +262,7 @@ func TestCarrierKey(t *testing.T) {
 		{"new key in the overlap", "SF", f.sf2, at(0), nil},
 		{"window bounds are inclusive", "SF", f.sf1, at(time.Hour), nil},
 		{"old key after its window", "SF", f.sf1, at(time.Hour) + 1, protocol.ErrKeyExpired},
-		{"new key before its window", "SF", f.sf2, at(-time.Hour) - 1, protocol.ErrKeyExpired},
+		{"new key before its window", "SF", f.sf2, at(-time.Hour) - 1, protocol.ErrKeyNotYetValid},
 		{"another carrier's key", "SF", f.rm, at(0), protocol.ErrWrongCarrier},
 		{"unregistered key", "SF", newKey(t), at(0), protocol.ErrUnknownKey},
 		{"unregistered carrier", "DHL", f.sf1, at(0), protocol.ErrUnknownKey},

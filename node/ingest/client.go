@@ -33,18 +33,18 @@ var ErrPost = errors.New("ingest: post failed")
 
 // Summary is what Post did with a file.
 type Summary struct {
-	Accepted   int
-	Duplicates int
-	Rejected   int
+	Accepted   int `json:"accepted"`
+	Duplicates int `json:"duplicates"`
+	Rejected   int `json:"rejected"`
 	// Rejections lists every rejected event, in file order.
-	Rejections []Rejection
+	Rejections []Rejection `json:"rejections"`
 }
 
 // Rejection is one rejected line of the input.
 type Rejection struct {
-	Line   int    // 1-based line number in the input
-	ID     string // the event id, when the line decoded far enough
-	Reason string
+	Line   int    `json:"line"` // 1-based line number in the input
+	ID     string `json:"id"`   // the event id, when the line decoded far enough
+	Reason string `json:"reason"`
 }
 
 // Post reads NDJSON events from r and posts them to the admin API at url

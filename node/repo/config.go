@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/opentrack/opentrack/node/host"
@@ -22,7 +24,15 @@ const (
 
 // Defaults of the config file. Every one is written into a new config
 // with a comment, so an operator sees what is in force.
-var DefaultAdminAddr = "127.0.0.1:7401"
+//
+// A new repo listens on loopback at ports the OS picks, and node.json
+// says which: so a carrier, a platform and a gateway run side by side on
+// one machine with no flags, and nothing is exposed until the operator
+// names a public, fixed address (--listen), the one the registry lists.
+var (
+	DefaultAdminAddr   = "127.0.0.1:0"
+	DefaultListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+)
 
 const (
 	DefaultCountry      = "ZZ" // ISO 3166 user-assigned: "not stated"
@@ -64,6 +74,11 @@ type CarrierConfig struct {
 	Country string   `toml:"country"`
 	Schemes []string `toml:"schemes"`
 	KeyFile string   `toml:"key_file"`
+	// KeyCreated is when the signing key was made (set by init, copied
+	// by a replica). The registry's window for the key starts there by
+	// default, so that heads signed before the carrier was registered
+	// verify. Zero in repos made before it was recorded.
+	KeyCreated time.Time `toml:"key_created,omitempty"`
 }
 
 // PlatformConfig names a platform node.
@@ -108,10 +123,17 @@ type LogConfig struct {
 	Format string `toml:"format"`
 }
 
+func listenOrDefault(addrs []string) []string {
+	if len(addrs) == 0 {
+		return slices.Clone(DefaultListenAddrs)
+	}
+	return addrs
+}
+
 func configFor(o InitOptions) (*Config, error) {
 	var problems []string
 	cfg := &Config{
-		Network: *(&host.Options{ListenAddrs: o.Listen}).EnsureDefaults(),
+		Network: *(&host.Options{ListenAddrs: listenOrDefault(o.Listen)}).EnsureDefaults(),
 		Admin:   AdminConfig{Addr: DefaultAdminAddr},
 		Store:   StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, ReserveMB: DefaultReserveMB, MaxConns: DefaultMaxConns},
 		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
@@ -120,7 +142,8 @@ func configFor(o InitOptions) (*Config, error) {
 	}
 	switch {
 	case (o.Carrier == "") == (o.Platform == ""):
-		problems = append(problems, "give exactly one of a carrier code and a platform name")
+		// Without a role, the rest cannot be judged.
+		return nil, fmt.Errorf("%w: give exactly one of a carrier code and a platform name", ErrBadOptions)
 	case o.Carrier != "":
 		cfg.Role = RoleCarrier
 		cfg.Carrier = CarrierConfig{Code: o.Carrier, Name: o.Name, Country: o.Country, Schemes: o.Schemes, KeyFile: CarrierKeyFile}
@@ -158,13 +181,12 @@ func (c *Config) Validate() error {
 	switch c.Role {
 	case RoleCarrier:
 		if err := protocol.ValidCarrierCode(c.Carrier.Code); err != nil {
-			p = append(p, err.Error())
+			p = append(p, strings.TrimPrefix(err.Error(), protocol.ErrInvalid.Error()+": "))
+		} else if len(c.Carrier.Schemes) == 0 {
+			p = append(p, "carrier.schemes is empty")
 		}
 		if len(c.Carrier.Country) != 2 || strings.ToUpper(c.Carrier.Country) != c.Carrier.Country {
 			p = append(p, fmt.Sprintf("carrier.country %q is not an ISO 3166-1 alpha-2 code", c.Carrier.Country))
-		}
-		if len(c.Carrier.Schemes) == 0 {
-			p = append(p, "carrier.schemes is empty")
 		}
 		if _, err := c.Schemes(); err != nil {
 			p = append(p, err.Error())
@@ -277,8 +299,9 @@ func (c *Config) Render() ([]byte, error) {
 		Def       *host.Options
 		DefPolicy *policy.Options
 		DefAdmin  string
+		DefListen []string
 		DefStore  map[string]int
-	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "reserve": DefaultReserveMB, "max_conns": DefaultMaxConns}})
+	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, DefaultListenAddrs, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "reserve": DefaultReserveMB, "max_conns": DefaultMaxConns}})
 	if err != nil {
 		return nil, err
 	}
@@ -326,13 +349,18 @@ country = {{q .Carrier.Country}}
 schemes = {{list .Carrier.Schemes}}
 # Ed25519 signing key (PKCS#8 PEM, mode 0600). Not the libp2p node key.
 key_file = {{q .Carrier.KeyFile}}
+# When the signing key was made (RFC 3339); the registry's window for it
+# starts here unless the authority says otherwise. Set by init.
+{{if not .Carrier.KeyCreated.IsZero}}key_created = {{.Carrier.KeyCreated.UTC.Format "2006-01-02T15:04:05Z07:00"}}{{end}}
 {{else}}
 [platform]
 name = {{q .Platform.Name}}
 {{end}}
 [network]
 # libp2p listen multiaddrs (TCP and QUIC).
-# Default: {{list .Def.ListenAddrs}}
+# Default: {{list .DefListen}} (loopback, ports the OS picks;
+# the running node writes them to node.json). A carrier in the registry
+# needs a fixed, reachable address here.
 listen_addrs = {{list .Network.ListenAddrs}}
 # Leave out QUIC (for networks that drop UDP). Default: false.
 disable_quic = {{.Network.DisableQUIC}}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -73,21 +74,21 @@ var ErrNotReplicable = errors.New("repo: cannot replicate")
 
 // replicaOf fills o from the carrier repo dir and returns its signing
 // key, which the replica shares.
-func replicaOf(dir string, o *InitOptions) (ed25519.PrivateKey, error) {
+func replicaOf(dir string, o *InitOptions) (ed25519.PrivateKey, time.Time, error) {
 	src, err := Open(dir)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	c := src.Config
 	switch {
 	case c.Role != RoleCarrier:
-		return nil, fmt.Errorf("%w: %s is a %s repo", ErrNotReplicable, dir, c.Role)
+		return nil, time.Time{}, fmt.Errorf("%w: %s is a %s repo", ErrNotReplicable, dir, c.Role)
 	case c.Store.Backend != BackendPostgres:
-		return nil, fmt.Errorf("%w: %s keeps its store in %s; only a carrier on a shared PostgreSQL store can have replicas", ErrNotReplicable, dir, c.Store.Backend)
+		return nil, time.Time{}, fmt.Errorf("%w: %s keeps its store in %s; only a carrier on a shared PostgreSQL store can have replicas", ErrNotReplicable, dir, c.Store.Backend)
 	case o.Carrier != "" && o.Carrier != c.Carrier.Code:
-		return nil, fmt.Errorf("%w: %s serves carrier %s, not %s", ErrNotReplicable, dir, c.Carrier.Code, o.Carrier)
+		return nil, time.Time{}, fmt.Errorf("%w: %s serves carrier %s, not %s", ErrNotReplicable, dir, c.Carrier.Code, o.Carrier)
 	case o.Platform != "":
-		return nil, fmt.Errorf("%w: a replica is a carrier node", ErrBadOptions)
+		return nil, time.Time{}, fmt.Errorf("%w: a replica is a carrier node", ErrBadOptions)
 	}
 	o.Carrier = c.Carrier.Code
 	if o.Store == "" {
@@ -102,15 +103,18 @@ func replicaOf(dir string, o *InitOptions) (ed25519.PrivateKey, error) {
 	if len(o.Schemes) == 0 {
 		o.Schemes = c.Carrier.Schemes
 	}
-	return src.CarrierKey, nil
+	return src.CarrierKey, c.Carrier.KeyCreated, nil
 }
 
 // Init creates a repo in dir, which must not hold one already.
 func Init(dir string, o InitOptions) (*Repo, error) {
 	var shared ed25519.PrivateKey
+	// Truncated so that the window the registry derives from it starts
+	// no later than the first head the key signs.
+	created := time.Now().UTC().Truncate(time.Second)
 	if o.ReplicaOf != "" {
 		var err error
-		if shared, err = replicaOf(o.ReplicaOf, &o); err != nil {
+		if shared, created, err = replicaOf(o.ReplicaOf, &o); err != nil {
 			return nil, err
 		}
 	}
@@ -141,6 +145,7 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		data []byte
 	}{{NodeKeyFile, raw}}
 	if cfg.Role == RoleCarrier {
+		cfg.Carrier.KeyCreated = created
 		r.CarrierKey = shared
 		if r.CarrierKey == nil {
 			if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
@@ -338,6 +343,8 @@ type NodeInfo struct {
 	Carrier  string   `json:"carrier"`
 	Addrs    []string `json:"addrs"` // full multiaddrs ending in /p2p/<peer_id>
 	AdminURL string   `json:"admin_url"`
+	// HTTPURL is the gateway's base URL when the node runs as one.
+	HTTPURL string `json:"http_url,omitempty"`
 }
 
 // WriteNodeInfo atomically replaces node.json.
@@ -390,4 +397,21 @@ func writeExclusive(path string, data []byte) error {
 		return fmt.Errorf("repo: %w", err)
 	}
 	return f.Close()
+}
+
+// EnvRepo is the environment variable naming the default repo.
+const EnvRepo = "OPENTRACK_REPO"
+
+// DefaultDir is the repo a command uses without --repo, as Kubo does with
+// IPFS_PATH: $OPENTRACK_REPO, then ~/.opentrack (.opentrack in the working
+// directory when there is no home).
+func DefaultDir() string {
+	if d := os.Getenv(EnvRepo); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".opentrack"
+	}
+	return filepath.Join(home, ".opentrack")
 }

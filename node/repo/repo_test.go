@@ -1,9 +1,14 @@
 package repo
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/opentrack/opentrack/protocol"
 
 	"github.com/stretchr/testify/require"
 )
@@ -47,20 +52,26 @@ func TestInitPlatform(t *testing.T) {
 }
 
 func TestInitRejects(t *testing.T) {
+	// msg is the whole message when set: one clause per problem, no
+	// clause that only follows from another, no code twice.
 	cases := []struct {
 		name string
 		o    InitOptions
+		msg  string
 	}{
-		{"neither", InitOptions{}},
-		{"both", InitOptions{Carrier: "SF", Platform: "x"}},
-		{"bad code", InitOptions{Carrier: "s-f"}},
-		{"bad scheme", InitOptions{Carrier: "SF", Schemes: []string{"SF.*"}}},
-		{"bad country", InitOptions{Carrier: "SF", Country: "China"}},
+		{"neither", InitOptions{}, "repo: invalid options: give exactly one of a carrier code and a platform name"},
+		{"both", InitOptions{Carrier: "SF", Platform: "x"}, ""},
+		{"bad code", InitOptions{Carrier: "s-f"}, `repo: invalid options: carrier code "s-f" must be upper-case letters and digits, starting with a letter`},
+		{"bad scheme", InitOptions{Carrier: "SF", Schemes: []string{"SF.*"}}, ""},
+		{"bad country", InitOptions{Carrier: "SF", Country: "China"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Init(t.TempDir(), tc.o)
 			require.ErrorIs(t, err, ErrBadOptions)
+			if tc.msg != "" {
+				require.Equal(t, tc.msg, err.Error())
+			}
 		})
 	}
 }
@@ -90,4 +101,59 @@ func TestNodeInfo(t *testing.T) {
 	require.NoError(t, r.RemoveNodeInfo())
 	_, err = ReadNodeInfo(dir)
 	require.Error(t, err)
+}
+
+func TestDefaultDir(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv(EnvRepo, "")
+	require.Equal(t, filepath.Join(home, ".opentrack"), DefaultDir())
+	t.Setenv(EnvRepo, "/srv/sf")
+	require.Equal(t, "/srv/sf", DefaultDir(), "OPENTRACK_REPO comes before the home directory")
+}
+
+// TestAddAnchorInstallRegistry: a repo made before its registry trusts an
+// authority afterwards, and then installs an edition as the node would:
+// a newer one is kept, the same one is stale, a foreign one is refused.
+func TestAddAnchorInstallRegistry(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shop")
+	r, err := Init(dir, InitOptions{Platform: "shop"})
+	require.NoError(t, err)
+	authPub, authKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	_, rogueKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	edition := func(key ed25519.PrivateKey, seq uint64) []byte {
+		s, err := protocol.NewSigner(key)
+		require.NoError(t, err)
+		now := time.Now()
+		b, err := protocol.SignRegistry(s, &protocol.Registry{Seq: seq, Issued: now.UnixMilli(),
+			NotBefore: now.Add(-time.Minute).UnixMilli(), NotAfter: now.Add(time.Hour).UnixMilli(), Carriers: []protocol.CarrierEntry{}})
+		require.NoError(t, err)
+		return b
+	}
+
+	_, _, err = r.InstallRegistry(edition(authKey, 1))
+	require.ErrorIs(t, err, ErrNoAnchors)
+
+	path, added, err := r.AddAnchor(authPub)
+	require.NoError(t, err)
+	require.True(t, added)
+	_, added, err = r.AddAnchor(authPub)
+	require.NoError(t, err)
+	require.False(t, added, "the same key twice is one anchor")
+	again, err := Open(dir)
+	require.NoError(t, err)
+	require.Equal(t, []string{path}, again.Config.Trust.Anchors, "config.toml lists the anchor")
+
+	from, to, err := again.InstallRegistry(edition(authKey, 1))
+	require.NoError(t, err)
+	require.Equal(t, [2]uint64{0, 1}, [2]uint64{from, to})
+	_, _, err = again.InstallRegistry(edition(authKey, 1))
+	require.ErrorIs(t, err, protocol.ErrStaleRegistry)
+	_, _, err = again.InstallRegistry(edition(rogueKey, 2))
+	require.ErrorIs(t, err, protocol.ErrUntrustedIssuer)
+	tr, err := again.Trust()
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), tr.Seq(), "the held edition survives a reopen")
 }

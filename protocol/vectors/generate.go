@@ -211,6 +211,9 @@ func (g *gen) chains() error {
 	g.add(Vector{Name: "signed_head_key_expired", Type: "signed_head", Valid: false, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.carrier),
 		KeyNotBefore: t0 - 365*24*hour, KeyNotAfter: t0, Error: protocol.ErrKeyExpired.Code,
 		Note: "the head was signed at time t0+9h; the key's window ended at t0"})
+	g.add(Vector{Name: "signed_head_key_not_yet_valid", Type: "signed_head", Valid: false, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.carrier),
+		KeyNotBefore: t0 + 10*hour, KeyNotAfter: t0 + 365*24*hour, Error: protocol.ErrKeyNotYetValid.Code,
+		Note: "the head was signed at time t0+9h; the key's window starts at t0+10h"})
 	return nil
 }
 

@@ -41,9 +41,9 @@ import {
 // lie in [not_before, not_after]. Without a window in the vector, any time.
 function checkKeyWindow (v, at) {
   if (!v.key_not_after) return
-  if (big(at) < big(v.key_not_before ?? 0) || big(at) > big(v.key_not_after)) {
-    fail('key_expired', `key valid from ${v.key_not_before} to ${v.key_not_after}, used at ${at}`, 'key window')
-  }
+  const window = `key valid from ${v.key_not_before ?? 0} to ${v.key_not_after}, used at ${at}`
+  if (big(at) < big(v.key_not_before ?? 0)) fail('key_not_yet_valid', window, 'key window')
+  if (big(at) > big(v.key_not_after)) fail('key_expired', window, 'key window')
 }
 
 // Parse and verify a signed head the way a client holding a one-key

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/protocol"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDefaultRepo: without --repo, commands use $OPENTRACK_REPO, then
+// ~/.opentrack; init and id print JSON with --json, and init ends with
+// the next three commands.
+func TestDefaultRepo(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv(repo.EnvRepo, "")
+	out, err := execCmd(t, newRoot(), "init", "--carrier", "SF", "--json")
+	require.NoError(t, err)
+	var res initResult
+	require.NoError(t, json.Unmarshal([]byte(out), &res), "init --json printed %q", out)
+	want := filepath.Join(home, ".opentrack")
+	require.Equal(t, want, res.Repo)
+	require.Len(t, res.Next, 3)
+	require.Equal(t, "opentrack node --repo "+want+" &", res.Next[0])
+
+	out, err = execCmd(t, newRoot(), "id", "--json")
+	require.NoError(t, err)
+	var id repo.Identity
+	require.NoError(t, json.Unmarshal([]byte(out), &id), "id --json printed %q", out)
+	require.Equal(t, res.PeerID, id.ID, "id without --repo read another repo than init made")
+	require.Equal(t, "SF", id.Carrier)
+	require.NotEmpty(t, id.Addresses)
+
+	env := filepath.Join(t.TempDir(), "shop")
+	t.Setenv(repo.EnvRepo, env)
+	out, err = execCmd(t, newRoot(), "init", "--platform", "shop")
+	require.NoError(t, err)
+	require.Contains(t, out, "initialized platform repo in "+env)
+	require.Contains(t, out, "opentrack trust add --repo "+env, "a platform without a registry is told to trust an authority next")
+	out, err = execCmd(t, newRoot(), "id")
+	require.NoError(t, err)
+	require.Equal(t, strings.SplitN(out, "\n", 2)[0], mustOpen(t, env).PeerID().String(), "id's first line is the peer ID of $OPENTRACK_REPO")
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		out, err := execCmd(t, newRoot(), args...)
+		require.NoError(t, err)
+		require.Regexp(t, `^opentrack \S+ commit \S+ \(go`, out, "opentrack %v", args)
+	}
+}
+
+func TestInitNeedsRole(t *testing.T) {
+	_, err := execCmd(t, newRoot(), "init", "--repo", filepath.Join(t.TempDir(), "x"))
+	require.EqualError(t, err, "init makes a carrier repo (--carrier CODE) or a platform repo (--platform NAME): give one of them")
+}
+
+func mustOpen(t *testing.T, dir string) *repo.Repo {
+	t.Helper()
+	r, err := repo.Open(dir)
+	require.NoError(t, err)
+	return r
+}
+
+// TestTrustAddRegistryInstall: a platform made before its registry trusts
+// the authority and installs an edition with no node run.
+func TestTrustAddRegistryInstall(t *testing.T) {
+	dir := t.TempDir()
+	auth, sf, shop, reg := filepath.Join(dir, "auth"), filepath.Join(dir, "sf"), filepath.Join(dir, "shop"), filepath.Join(dir, "registry.cose")
+	for _, args := range [][]string{
+		{"registry", "init", "--dir", auth},
+		{"init", "--repo", sf, "--carrier", "SF", "--listen", "/ip4/127.0.0.1/tcp/4001"},
+		{"registry", "add", "--dir", auth, "--carrier-repo", sf},
+		{"registry", "sign", "--dir", auth, "--out", reg},
+		{"init", "--repo", shop, "--platform", "shop"},
+	} {
+		_, err := execCmd(t, newRoot(), args...)
+		require.NoError(t, err, "opentrack %v", args)
+	}
+	_, err := execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
+	require.ErrorIs(t, err, repo.ErrNoAnchors)
+	require.ErrorContains(t, err, "opentrack trust add --repo "+shop, "the error says how to trust an authority")
+
+	out, err := execCmd(t, newRoot(), "trust", "add", "--repo", shop, filepath.Join(auth, "authority.pub"))
+	require.NoError(t, err)
+	require.Contains(t, out, "now trusts authority key")
+	out, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
+	require.NoError(t, err)
+	require.Contains(t, out, "registry seq 1 (was 0)")
+	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
+	require.ErrorIs(t, err, protocol.ErrStaleRegistry, "the same edition again is not newer")
+	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop)
+	require.EqualError(t, err, "opentrack registry install needs FILE, the signed registry (usage: opentrack registry install [--repo DIR] FILE)")
+}
+
+func TestTrackNeedsNumbers(t *testing.T) {
+	_, err := execCmd(t, newRoot(), "track", "--repo", t.TempDir())
+	require.EqualError(t, err, "opentrack track needs one or more tracking numbers (usage: opentrack track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...)")
+}
+
+// TestTrackExitStatus: 1 for a record that did not verify or came from
+// a node that is not the carrier's, told apart; 2 when only answers were
+// missing; 0 when everything verified.
+func TestTrackExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		errors []string
+		code   int
+		msg    string
+	}{
+		{"all verified", []string{"", ""}, 0, ""},
+		{"not found", []string{"", "not_found"}, 2, "of 2 numbers, 1 were not answered"},
+		{"bad signature", []string{"bad_signature", "not_found"}, 1, "of 2 numbers, 1 failed verification, 1 were not answered"},
+		{"wrong carrier", []string{"wrong_carrier"}, 1, "of 1 numbers, 1 came from a node that does not sign for their carrier"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var views []client.ParcelView
+			for _, e := range tc.errors {
+				views = append(views, client.ParcelView{Error: e})
+			}
+			err := verificationStatus(views)
+			if tc.code == 0 {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, tc.msg)
+			require.Equal(t, tc.code, exitCode(err))
+		})
+	}
+}

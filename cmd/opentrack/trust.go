@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/protocol"
+	"github.com/spf13/cobra"
+)
+
+func trustCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "trust",
+		Short: "Manage the registry authorities a repo trusts",
+	}
+	var dir string
+	add := &cobra.Command{
+		Use:   "add [--repo DIR] PUBFILE",
+		Short: "Trust a registry authority's public key (PEM, e.g. authority/authority.pub)",
+		Long: `Trust a registry authority's public key in an existing repo: the key is
+copied into DIR/trust and listed in config.toml's [trust] anchors, so that
+registries it signs can be installed (opentrack registry install, or
+opentrack node --registry). config.toml is rewritten with every option and
+its comment; comments of your own in it are not kept.`,
+		Args: exactArgs(1, "PUBFILE, the authority's public key"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pub, err := discovery.ReadPublicKey(args[0])
+			if err != nil {
+				return err
+			}
+			r, err := repo.Open(dir)
+			if err != nil {
+				return err
+			}
+			path, added, err := r.AddAnchor(pub)
+			if err != nil {
+				return err
+			}
+			if !added {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s already trusts authority key %s (%s)\n", dir, protocol.KeyIDString(pub), path)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s now trusts authority key %s (%s)\n", dir, protocol.KeyIDString(pub), path)
+			return nil
+		},
+	}
+	repoFlag(add, &dir, "repo directory")
+	cmd.AddCommand(add)
+	return cmd
+}
+
+func registryInstallCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "install [--repo DIR] FILE",
+		Short: "Install a signed registry into a repo, checked as the node checks it",
+		Long: `Install a signed registry into a repo, checked as the node checks it: it
+must be signed by one of the repo's trust anchors, be within its validity
+window and be newer than the edition the repo holds. A running node picks
+up editions from its peers; a stopped one reads the installed edition when
+it starts. Exit status 1 when the edition is not installed.`,
+		Args: exactArgs(1, "FILE, the signed registry"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := repo.Open(dir)
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			from, to, err := r.InstallRegistry(b)
+			if err != nil {
+				return withRegistryHint(fmt.Errorf("%s not installed: %w", args[0], err))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "installed %s in %s: registry seq %d (was %d)\n", args[0], dir, to, from)
+			return nil
+		},
+	}
+	repoFlag(cmd, &dir, "repo directory")
+	return cmd
+}
+
+// exactArgs is cobra.ExactArgs with a message that says what is missing.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s needs %s (usage: %s)", cmd.CommandPath(), what, usage(cmd))
+		}
+		return nil
+	}
+}
+
+// minArgs is cobra.MinimumNArgs with a message that says what is missing.
+func minArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return fmt.Errorf("%s needs %s (usage: %s)", cmd.CommandPath(), what, usage(cmd))
+		}
+		return nil
+	}
+}
+
+// usage is the command's synopsis, without cobra's "[flags]".
+func usage(cmd *cobra.Command) string {
+	if cmd.HasParent() {
+		return cmd.Parent().CommandPath() + " " + cmd.Use
+	}
+	return cmd.Use
+}
