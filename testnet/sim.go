@@ -124,6 +124,8 @@ type sim struct {
 	cutOff        atomic.Int64 // 1 + the platform cut off from victim; 0: the victim is down for all
 	failuresSeen  atomic.Int64
 	rejectPlanted atomic.Bool
+	// rogueUnreachable counts lookups at the rogue that got no answer.
+	rogueUnreachable atomic.Int64
 	// disrupted is set while a scenario has a node down or a link cut,
 	// and for a grace period after: failed lookups then are expected.
 	disrupted atomic.Bool
@@ -691,6 +693,9 @@ func (s *sim) finish(traffic time.Duration) {
 	r.AudienceLeaked, r.ScenarioFailures = s.audienceLeaked.Load(), s.scenarioFailed.Load()
 	r.RejectedEvents, r.StaleLookups, r.LookupsRefused = s.rejected.Load(), s.stale.Load(), s.refused.Load()
 	r.ForgedRecordsRejected, r.ForgedRegistriesRejected = s.forgedRecords.Load(), s.forgedRegistries.Load()
+	if n := s.rogueUnreachable.Load(); n > 0 {
+		s.note("%d lookups at the rogue got no answer", n)
+	}
 	r.DurationS = traffic.Seconds()
 	if traffic > 0 {
 		r.EventsPerS = float64(r.EventsIngested) / traffic.Seconds()
