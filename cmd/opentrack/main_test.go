@@ -108,20 +108,22 @@ func TestTrackNeedsNumbers(t *testing.T) {
 // missing; 0 when everything verified.
 func TestTrackExitStatus(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		errors []string
-		code   int
-		msg    string
+		name    string
+		errors  []string
+		partial bool
+		code    int
+		msg     string
 	}{
-		{"all verified", []string{"", ""}, 0, ""},
-		{"not found", []string{"", "not_found"}, 2, "of 2 numbers, 1 were not answered"},
-		{"bad signature", []string{"bad_signature", "not_found"}, 1, "of 2 numbers, 1 failed verification, 1 were not answered"},
-		{"wrong carrier", []string{"wrong_carrier"}, 1, "of 1 numbers, 1 came from a node that does not sign for their carrier"},
+		{"all verified", []string{"", ""}, false, 0, ""},
+		{"not found", []string{"", "not_found"}, false, 2, "of 2 numbers, 1 were not answered"},
+		{"bad signature", []string{"bad_signature", "not_found"}, false, 1, "of 2 numbers, 1 failed verification, 1 were not answered"},
+		{"wrong carrier", []string{"wrong_carrier"}, false, 1, "of 1 numbers, 1 came from a node that does not sign for their carrier"},
+		{"partial", []string{""}, true, 1, "of 1 numbers, 1 are partial (verified in part only)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var views []client.ParcelView
 			for _, e := range tc.errors {
-				views = append(views, client.ParcelView{Error: e})
+				views = append(views, client.ParcelView{Error: e, Partial: tc.partial})
 			}
 			err := verificationStatus(views)
 			if tc.code == 0 {

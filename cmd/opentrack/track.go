@@ -206,10 +206,10 @@ func (p *trackPlatform) close() {
 // number asked for was not answered (not_found, invalid_number,
 // forbidden, unreachable...).
 func verificationStatus(views []client.ParcelView) error {
-	var bad, foreign, unanswered, refused int
+	var bad, partial, foreign, unanswered, refused int
 	for _, v := range views {
 		if v.Partial {
-			bad++
+			partial++
 			continue
 		}
 		switch v.Error {
@@ -228,7 +228,10 @@ func verificationStatus(views []client.ParcelView) error {
 	}
 	var parts []string
 	if bad > 0 {
-		parts = append(parts, fmt.Sprintf("%d failed verification or are partial", bad))
+		parts = append(parts, fmt.Sprintf("%d failed verification", bad))
+	}
+	if partial > 0 {
+		parts = append(parts, fmt.Sprintf("%d are partial (verified in part only)", partial))
 	}
 	if foreign > 0 {
 		parts = append(parts, fmt.Sprintf("%d came from a node that does not sign for their carrier", foreign))
@@ -243,7 +246,7 @@ func verificationStatus(views []client.ParcelView) error {
 		return nil
 	}
 	code := 2
-	if bad+foreign > 0 {
+	if bad+partial+foreign > 0 {
 		code = 1
 	}
 	return &exitError{code: code, err: fmt.Errorf("of %d numbers, %s", len(views), strings.Join(parts, ", "))}
