@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node"
@@ -37,7 +39,9 @@ import (
 // latency and the process's RSS with no attack and under each attack of
 // issue 16 that a carrier node meets (defects 4 and 5): 50 fresh peer
 // IDs enumerating from another address, 5 peers holding 1000 streams
-// that never negotiate, and 100 half-open TCP connections. Attackers,
+// that never negotiate, 100 half-open TCP connections and 100 QUIC
+// handshakes that are never finished (new clients then come over QUIC,
+// the other phases' over TCP). Attackers,
 // node and client share the process, so RSS is all of them. It is a
 // measurement, not a check: set OPENTRACK_HOSTILE_LOAD=1 (and
 // OPENTRACK_HOSTILE_LOOKUPS for the lookups a phase, default 2000):
@@ -45,7 +49,7 @@ import (
 //	OPENTRACK_HOSTILE_LOAD=1 go test -run TestHostileLoad -v -count=1 ./node/
 func TestHostileLoad(t *testing.T) {
 	lookups := loadstat.Lookups(t, 2000)
-	r, err := repo.Init(t.TempDir(), repo.InitOptions{Carrier: "SF", Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	r, err := repo.Init(t.TempDir(), repo.InitOptions{Carrier: "SF", Listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}})
 	require.NoError(t, err)
 	n, err := node.Start(r, node.Options{AdminAddr: "127.0.0.1:0", Logger: quiet()})
 	require.NoError(t, err)
@@ -55,18 +59,20 @@ func TestHostileLoad(t *testing.T) {
 	c.ingest(t, parcel, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	honest, pid := dialNode(t, ctx, n.NodeInfo())
 	target := peer.AddrInfo{ID: n.Host.ID(), Addrs: n.Host.Addrs()}
 
 	phases := []struct {
 		name   string
 		attack func(ctx context.Context, t *testing.T, target peer.AddrInfo)
+		quic   bool // new clients dial QUIC
 	}{
-		{"no attack", nil},
-		{"50 fresh IDs enumerating (defect 4)", enumerate},
-		{"5 peers, 1000 unnegotiated streams (defect 5)", negotiationFlood},
-		{"100 half-open TCP connections (defect 5)", halfOpenFlood},
-		{"no attack, again", nil},
+		{"no attack", nil, false},
+		{"50 fresh IDs enumerating (defect 4)", enumerate, false},
+		{"5 peers, 1000 unnegotiated streams (defect 5)", negotiationFlood, false},
+		{"100 half-open TCP connections (defect 5)", halfOpenFlood, false},
+		{"no attack, new clients over QUIC", nil, true},
+		{"100 unfinished QUIC handshakes", quicHalfOpenFlood, true},
+		{"no attack, again", nil, false},
 	}
 	const newClients = 30
 	var report []string
@@ -77,9 +83,13 @@ func TestHostileLoad(t *testing.T) {
 			wg.Go(func() { ph.attack(actx, t, target) })
 			time.Sleep(time.Second) // let the attack build up
 		}
+		// A fresh honest client a phase, so that its own lookups stay
+		// within one peer's track budget (policy.DefaultTrackBurst).
+		honest, pid := dialNode(t, ctx, n.NodeInfo())
 		stopRSS := loadstat.Peak(50 * time.Millisecond)
 		lat := make([]time.Duration, 0, lookups)
 		failed := 0
+		var firstErr string
 		for range lookups {
 			start := time.Now()
 			lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
@@ -88,6 +98,9 @@ func TestHostileLoad(t *testing.T) {
 			lat = append(lat, time.Since(start))
 			if err != nil || resp.Error != nil || resp.Results[0].Code != protocol.CodeOK {
 				failed++
+				if firstErr == "" {
+					firstErr = fmt.Sprint(err, resp)
+				}
 			}
 		}
 		// New clients are what the floods of defect 5 locked out: each
@@ -95,7 +108,7 @@ func TestHostileLoad(t *testing.T) {
 		var fresh []time.Duration
 		freshFailed := 0
 		for range newClients {
-			d, err := newClientLookup(ctx, target, parcel)
+			d, err := newClientLookup(ctx, target, parcel, ph.quic)
 			fresh = append(fresh, d)
 			if err != nil {
 				freshFailed++
@@ -109,6 +122,9 @@ func TestHostileLoad(t *testing.T) {
 		line := fmt.Sprintf("%-46s | p50 %6s p99 %9s failed %d/%d | new clients p50 %9s p99 %9s failed %d/%d | peak RSS %d MiB",
 			ph.name, loadstat.Percentile(lat, 50), loadstat.Percentile(lat, 99), failed, lookups,
 			loadstat.Percentile(fresh, 50), loadstat.Percentile(fresh, 99), freshFailed, newClients, peak>>20)
+		if firstErr != "" {
+			line += " | first failure: " + firstErr
+		}
 		if n := enumNotFound.Swap(0); n > 0 {
 			line += fmt.Sprintf(" | enumerators got %d not_found", n)
 		}
@@ -123,13 +139,18 @@ var enumNotFound atomic.Int64
 
 // newClientLookup is one lookup by a client that has never connected:
 // a fresh identity, a connection, a track stream, one number.
-func newClientLookup(ctx context.Context, target peer.AddrInfo, number string) (time.Duration, error) {
+func newClientLookup(ctx context.Context, target peer.AddrInfo, number string, overQUIC bool) (time.Duration, error) {
 	start := time.Now()
 	key, _, err := crypto.GenerateEd25519Key(crand.Reader)
 	if err != nil {
 		return 0, err
 	}
-	h, err := lphost.New(key, &lphost.Options{DisableQUIC: true, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	opts := &lphost.Options{DisableQUIC: true, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}
+	if overQUIC {
+		opts = &lphost.Options{ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1"}}
+		target = peer.AddrInfo{ID: target.ID, Addrs: quicAddrs(target.Addrs)}
+	}
+	h, err := lphost.New(key, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -290,3 +311,64 @@ func halfOpenFlood(ctx context.Context, _ *testing.T, target peer.AddrInfo) {
 	}
 	wg.Wait()
 }
+
+func quicAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var q []ma.Multiaddr
+	for _, a := range addrs {
+		if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+			q = append(q, a)
+		}
+	}
+	return q
+}
+
+// quicHalfOpenFlood keeps 100 QUIC handshakes from 127.0.0.2 open that
+// never finish: each client sends its Initial and reads nothing back,
+// so the node holds the handshake until it gives up on it.
+func quicHalfOpenFlood(ctx context.Context, _ *testing.T, target peer.AddrInfo) {
+	addrs := quicAddrs(target.Addrs)
+	if len(addrs) == 0 {
+		return
+	}
+	to, err := manet.ToNetAddr(addrs[0].Decapsulate(ma.StringCast("/quic-v1")))
+	if err != nil {
+		return
+	}
+	tlsConf := &tls.Config{NextProtos: []string{"libp2p"}, InsecureSkipVerify: true} //nolint:gosec // the attacker never finishes
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+				if err != nil {
+					return
+				}
+				dctx, cancel := context.WithTimeout(ctx, 6*time.Second)
+				_, _ = quic.Dial(dctx, deafConn{c, dctx}, to, tlsConf, &quic.Config{HandshakeIdleTimeout: 6 * time.Second})
+				cancel()
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// deafConn sends but never hears: reads wait until its context ends.
+// It wraps rather than embeds the socket, so that quic-go cannot reach
+// the socket's own ReadMsgUDP.
+type deafConn struct {
+	c   *net.UDPConn
+	ctx context.Context
+}
+
+func (d deafConn) ReadFrom([]byte) (int, net.Addr, error) {
+	<-d.ctx.Done()
+	return 0, nil, d.ctx.Err()
+}
+
+func (d deafConn) WriteTo(b []byte, a net.Addr) (int, error) { return d.c.WriteTo(b, a) }
+func (d deafConn) Close() error                              { return d.c.Close() }
+func (d deafConn) LocalAddr() net.Addr                       { return d.c.LocalAddr() }
+func (d deafConn) SetDeadline(t time.Time) error             { return d.c.SetDeadline(t) }
+func (d deafConn) SetReadDeadline(t time.Time) error         { return d.c.SetReadDeadline(t) }
+func (d deafConn) SetWriteDeadline(t time.Time) error        { return d.c.SetWriteDeadline(t) }
