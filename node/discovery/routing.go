@@ -268,10 +268,30 @@ func (r *Router) Close() error {
 func (r *Router) RoutingTableSize() int { return r.dht.RoutingTable().Size() }
 
 // dial connects to ai within DialTimeout.
+//
+// libp2p's dial worker answers a dial that joins an earlier one with the
+// connection that one made, even when it has been closed since (the
+// bootstrap's dial, say, and a ClosePeer in between); so a nil error is
+// trusted only with a live connection. Otherwise dial waits for that
+// worker to finish, backing off, and dials again until DialTimeout.
 func (r *Router) dial(ctx context.Context, ai peer.AddrInfo) error {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.DialTimeout)
 	defer cancel()
-	return r.h.Connect(ctx, ai)
+	wait := time.Millisecond
+	for closed := 0; ; closed++ {
+		if err := r.h.Connect(ctx, ai); err != nil {
+			return err
+		}
+		if r.h.Network().Connectedness(ai.ID) == network.Connected {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s: %d dials each gave a connection closed at once: %w", ErrUnreachable, ai.ID, closed+1, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
 }
 
 // lookup asks the DHT where p is, within LookupTimeout once a lookup slot
