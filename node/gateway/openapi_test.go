@@ -2,14 +2,20 @@ package gateway
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // openAPIDoc is the part of the document the tests read.
@@ -80,4 +86,57 @@ func requireDocumentedCodes(t *testing.T, g *Gateway) {
 		checked++
 	}
 	require.Positive(t, checked)
+}
+
+// TestOpenAPISchemasMatchJSON fails when a JSON key the gateway serves is
+// missing from its schema in the document, or the schema lists a key no
+// served type has.
+func TestOpenAPISchemasMatchJSON(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	require.NoError(t, json.Unmarshal(openAPI, &doc))
+	for _, tc := range []struct {
+		schema string
+		typ    reflect.Type
+	}{
+		{"ParcelView", reflect.TypeFor[trackView]()},
+		{"Event", reflect.TypeFor[client.EventView]()},
+		{"Location", reflect.TypeFor[protocol.Location]()},
+		{"WatchUpdate", reflect.TypeFor[client.WatchUpdate]()},
+	} {
+		t.Run(tc.schema, func(t *testing.T) {
+			s, ok := doc.Components.Schemas[tc.schema]
+			require.True(t, ok, "no schema %s in the document", tc.schema)
+			documented := slices.Sorted(maps.Keys(s.Properties))
+			require.Equal(t, jsonKeys(tc.typ), documented, "the JSON keys of %s against the properties of schema %s", tc.typ, tc.schema)
+		})
+	}
+}
+
+// jsonKeys lists the JSON keys encoding/json gives t's fields, sorted,
+// with embedded structs flattened as encoding/json does.
+func jsonKeys(t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		if tag == "-" || (!f.IsExported() && !f.Anonymous) {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			keys = append(keys, jsonKeys(f.Type)...)
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		keys = append(keys, name)
+	}
+	slices.Sort(keys)
+	return keys
 }
