@@ -44,7 +44,7 @@ func adminGrants(dir string) (*repo.Repo, *service.GrantsClient, error) {
 func grantIssueCmd() *cobra.Command {
 	var dir, to, out string
 	var numbers, fields []string
-	var audience bool
+	var audience, asJSON bool
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "issue [--repo CARRIERDIR] --to PEERID (--number N... | --audience) --fields F[,F...] --ttl DURATION --out FILE",
@@ -75,11 +75,18 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 			if err != nil {
 				return err
 			}
-			if _, err := c.Put(cmd.Context(), signed); err != nil {
+			info, err := c.Put(cmd.Context(), signed)
+			if err != nil {
 				return err
 			}
 			if err := os.WriteFile(out, signed, 0o600); err != nil {
 				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					*service.GrantInfo
+					File string `json:"file"`
+				}{info, out})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "grant %s to %s, fields %s, expires %s, written to %s\n",
 				g.ID, g.Holder, strings.Join(g.Fields, ","), time.UnixMilli(g.Expires).UTC().Format(time.RFC3339), out)
@@ -94,6 +101,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 	f.StringSliceVar(&fields, "fields", nil, "detail fields to disclose, comma-separated (required)")
 	f.DurationVar(&ttl, "ttl", 0, "how long the grant is valid, such as 720h (required)")
 	f.StringVar(&out, "out", "", "file to write the signed grant to (required)")
+	f.BoolVar(&asJSON, "json", false, `print the grant as the node recorded it, a JSON object: {"id", "carrier", "holder", "numbers", "audience", "fields", "issued", "expires", "file"}`)
 	for _, name := range []string{"to", "fields", "ttl", "out"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -102,6 +110,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 
 func grantRevokeCmd() *cobra.Command {
 	var dir string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "revoke [--repo CARRIERDIR] GRANTFILE|ID",
 		Short: "Revoke a grant in the running node; it is refused from then on",
@@ -119,11 +128,15 @@ func grantRevokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), g)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "grant %s revoked at %s\n", g.ID, g.Revoked.Format(time.RFC3339))
 			return nil
 		},
 	}
 	repoFlag(cmd, &dir, "carrier repo of the running node")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print the revoked grant, a JSON object: {"id", "carrier", "holder", "numbers", "audience", "fields", "issued", "expires", "revoked"}`)
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 
 func migrateCmd() *cobra.Command {
 	var dir, url string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "migrate (--repo DIR | --store URL)",
 		Short: "Bring a PostgreSQL store's schema up to this build's version",
@@ -36,6 +37,13 @@ database whose schema is newer than this build's is left alone.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					Store string `json:"store"`
+					From  int    `json:"from_version"`
+					To    int    `json:"version"`
+				}{postgres.Redact(opts.URL), from, to})
+			}
 			if from == to {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: schema version %d, up to date\n", postgres.Redact(opts.URL), to)
 				return nil
@@ -46,6 +54,7 @@ database whose schema is newer than this build's is left alone.`,
 	}
 	repoFlag(cmd, &dir, "carrier repo whose [store] names the database")
 	cmd.Flags().StringVar(&url, "store", "", "the database's postgres:// URL")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"store" (password redacted), "from_version", "version"}`)
 	cmd.MarkFlagsMutuallyExclusive("repo", "store")
 	return cmd
 }

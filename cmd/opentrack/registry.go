@@ -31,6 +31,7 @@ a directory (init), edits the draft (add, remove), and signs editions
 
 func registryInitCmd() *cobra.Command {
 	var dir, name string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "init --dir AUTHDIR [--name NAME]",
 		Short: "Create the authority key and an empty draft",
@@ -40,14 +41,18 @@ func registryInitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			out, pub := cmd.OutOrStdout(), filepath.Join(dir, w.PubPath())
+			if asJSON {
+				return printJSON(out, map[string]string{"key_id": protocol.KeyIDString(w.Public()), "public_key_file": pub})
+			}
 			fmt.Fprintf(out, "authority key id %s\n", protocol.KeyIDString(w.Public()))
-			fmt.Fprintln(out, filepath.Join(dir, w.PubPath()))
+			fmt.Fprintln(out, pub)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "authority directory to create (required)")
 	cmd.Flags().StringVar(&name, "name", authority.DefaultName, "base name of the key files, NAME.key and NAME.pub")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"key_id", "public_key_file"}`)
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
 }
@@ -56,6 +61,7 @@ func registryAddCmd() *cobra.Command {
 	var dir, repoDir, key, peerID, notBefore, notAfter string
 	var in authority.CarrierInput
 	var addrs, schemes []string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "add --dir AUTHDIR (--carrier-repo DIR | --code C --key PUBHEX|PEMFILE ...)",
 		Short: "Add a carrier to the draft, or update one; a new key is added next to the old",
@@ -128,6 +134,12 @@ old key's window after a rotation.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					*authority.DraftCarrier
+					Warnings []string `json:"warnings"`
+				}{c, append([]string{}, warnings...)})
+			}
 			printDraftCarrier(cmd.OutOrStdout(), c)
 			return nil
 		},
@@ -144,6 +156,7 @@ old key's window after a rotation.`,
 	f.StringVar(&peerID, "peer", "", "peer ID of the carrier's node (replaces the carrier's nodes)")
 	f.StringArrayVar(&addrs, "addr", nil, "dialable multiaddr of that node (repeatable)")
 	f.StringArrayVar(&schemes, "scheme", nil, `number scheme, PATTERN[:ALGO] or s10:CC[,CC][:PRODUCTS] (repeatable; replaces the carrier's; default for a new carrier: CODE\d{10,20})`)
+	f.BoolVar(&asJSON, "json", false, `print the carrier as the draft now has it, a JSON object: {"code", "name", "country", "keys", "nodes", "schemes", "warnings"}`)
 	_ = cmd.MarkFlagRequired("dir")
 	cmd.MarkFlagsOneRequired("carrier-repo", "code")
 	return cmd
@@ -151,6 +164,7 @@ old key's window after a rotation.`,
 
 func registryRemoveCmd() *cobra.Command {
 	var dir, code, keyID string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "remove --dir AUTHDIR --code C [--key-id KEYID]",
 		Short: "Remove a key from a carrier (revocation), or the whole carrier, from the draft",
@@ -164,22 +178,27 @@ everything it signed, earlier records included, stops verifying. Without
 				return err
 			}
 			if keyID == "" {
-				if err := w.RemoveCarrier(code); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed carrier %s from the draft\n", code)
-				return nil
+				err = w.RemoveCarrier(code)
+			} else {
+				err = w.RemoveKey(code, keyID)
 			}
-			if err := w.RemoveKey(code, keyID); err != nil {
+			switch {
+			case err != nil:
 				return err
+			case asJSON:
+				return printJSON(cmd.OutOrStdout(), map[string]string{"carrier": code, "key_id": keyID})
+			case keyID == "":
+				fmt.Fprintf(cmd.OutOrStdout(), "removed carrier %s from the draft\n", code)
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "removed key %s from carrier %s in the draft\n", keyID, code)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed key %s from carrier %s in the draft\n", keyID, code)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "authority directory (required)")
 	cmd.Flags().StringVar(&code, "code", "", "carrier code (required)")
 	cmd.Flags().StringVar(&keyID, "key-id", "", "key id (hex, as registry show prints it) to remove")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"carrier", "key_id"}, key_id "" when the whole carrier was removed`)
 	_ = cmd.MarkFlagRequired("dir")
 	_ = cmd.MarkFlagRequired("code")
 	return cmd
@@ -188,6 +207,7 @@ everything it signed, earlier records included, stops verifying. Without
 func registrySignCmd() *cobra.Command {
 	var dir, out string
 	var valid time.Duration
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "sign --dir AUTHDIR --out FILE [--valid 720h]",
 		Short: "Sign the draft as the next edition, with the next sequence number",
@@ -201,13 +221,23 @@ func registrySignCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			until := time.UnixMilli(r.NotAfter).UTC()
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					File     string    `json:"file"`
+					Seq      uint64    `json:"seq"`
+					Carriers int       `json:"carriers"`
+					NotAfter time.Time `json:"not_after"`
+				}{out, r.Seq, len(r.Carriers), until})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "signed %s: seq %d, %d carriers, valid until %s\n",
-				out, r.Seq, len(r.Carriers), time.UnixMilli(r.NotAfter).UTC().Format(time.RFC3339))
+				out, r.Seq, len(r.Carriers), until.Format(time.RFC3339))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "authority directory (required)")
 	cmd.Flags().StringVar(&out, "out", "", "signed registry file to write (required)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"file", "seq", "carriers", "not_after"}`)
 	cmd.Flags().DurationVar(&valid, "valid", 0, `how long nodes accept the edition (default: the draft's "validity", 720h)`)
 	_ = cmd.MarkFlagRequired("dir")
 	_ = cmd.MarkFlagRequired("out")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"bytes"
 	"fmt"
 	"os"
@@ -85,6 +86,11 @@ func TestMigrateCommand(t *testing.T) {
 	out, err = execCmd(t, migrateCmd(), "--repo", sf)
 	require.NoError(t, err)
 	require.Contains(t, out, "up to date")
+	out, err = execCmd(t, migrateCmd(), "--repo", sf, "--json")
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &m), "migrate --json printed %q", out)
+	require.Equal(t, map[string]any{"store": postgres.Redact(url), "from_version": float64(postgres.SchemaVersion), "version": float64(postgres.SchemaVersion)}, m)
 	peb := filepath.Join(t.TempDir(), "peb")
 	_, err = execCmd(t, initCmd(), "--repo", peb, "--carrier", "SF")
 	require.NoError(t, err)

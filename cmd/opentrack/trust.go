@@ -16,6 +16,7 @@ func trustCmd() *cobra.Command {
 		Short: "Manage the registry authorities a repo trusts",
 	}
 	var dir string
+	var asJSON bool
 	add := &cobra.Command{
 		Use:   "add [--repo DIR] PUBFILE",
 		Short: "Trust a registry authority's public key (PEM, e.g. authority/authority.pub)",
@@ -38,21 +39,31 @@ its comment; comments of your own in it are not kept.`,
 			if err != nil {
 				return err
 			}
-			if !added {
+			switch {
+			case asJSON:
+				return printJSON(cmd.OutOrStdout(), struct {
+					Repo  string `json:"repo"`
+					KeyID string `json:"key_id"`
+					File  string `json:"file"`
+					Added bool   `json:"added"`
+				}{r.Dir, protocol.KeyIDString(pub), r.Path(path), added})
+			case !added:
 				fmt.Fprintf(cmd.OutOrStdout(), "%s already trusts authority key %s (%s)\n", dir, protocol.KeyIDString(pub), path)
-				return nil
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "%s now trusts authority key %s (%s)\n", dir, protocol.KeyIDString(pub), path)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s now trusts authority key %s (%s)\n", dir, protocol.KeyIDString(pub), path)
 			return nil
 		},
 	}
 	repoFlag(add, &dir, "repo directory")
+	add.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"repo", "key_id", "file", "added"}, added false when the repo trusted the key already`)
 	cmd.AddCommand(add)
 	return cmd
 }
 
 func registryInstallCmd() *cobra.Command {
 	var dir string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "install [--repo DIR] FILE",
 		Short: "Install a signed registry into a repo, checked as the node checks it",
@@ -75,11 +86,20 @@ it starts. Exit status 1 when the edition is not installed.`,
 			if err != nil {
 				return withRegistryHint(fmt.Errorf("%s not installed: %w", args[0], err))
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					File        string `json:"file"`
+					Repo        string `json:"repo"`
+					Seq         uint64 `json:"seq"`
+					PreviousSeq uint64 `json:"previous_seq"`
+				}{args[0], dir, to, from})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "installed %s in %s: registry seq %d (was %d)\n", args[0], dir, to, from)
 			return nil
 		},
 	}
 	repoFlag(cmd, &dir, "repo directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"file", "repo", "seq", "previous_seq"}`)
 	return cmd
 }
 
