@@ -71,6 +71,10 @@ type Options struct {
 	// Progress, when set, is called about twice a second with the
 	// counters so far, for a live display.
 	Progress func(Stats)
+	// Follow, when set, receives each verified event of one parcel as the
+	// platform that booked it receives it: the first parcel whose whole
+	// history the first platform watches. Default: nil, none followed.
+	Follow func(Followed)
 	// Fault plants a deliberate defect, so that the testnet's own tests
 	// can show each verdict fails when it should. Default: FaultNone. No
 	// command sets it.

@@ -47,7 +47,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // Simulate runs traffic, queries and the scenario on n, as Run does.
 func (n *Net) Simulate(ctx context.Context) (*Report, error) {
 	o := n.Opts
-	s := &sim{net: n, o: o, led: newLedger(len(n.Platforms)), rng: mrand.New(mrand.NewPCG(o.Seed, 0x0917))}
+	s := &sim{net: n, o: o, led: newLedger(len(n.Platforms)), rng: mrand.New(mrand.NewPCG(o.Seed, 0x0917)), follow: follower{fn: o.Follow}}
 	s.report.Carriers, s.report.Platforms = len(n.Carriers), len(n.Platforms)
 	s.report.Scenario, s.report.Procs, s.report.Seed = o.Scenario, o.Procs, o.Seed
 	s.report.StartupS = n.Startup.Seconds()
@@ -100,6 +100,7 @@ func (n *Net) Simulate(ctx context.Context) (*Report, error) {
 type sim struct {
 	net    *Net
 	o      Options
+	follow follower
 	led    *ledger
 	rng    *mrand.Rand // setup only; each goroutine draws its own from it
 	start  time.Time
@@ -282,6 +283,7 @@ func (s *sim) consume(pi int, c *Carrier, w *client.Watcher) {
 			if first {
 				s.updates.Add(1)
 				s.lag.add(lag)
+				s.follow.event(pi, s.net.Platforms[pi].Name, c.Code, u.Number, e)
 			}
 		}
 		if len(u.Details) > 0 {

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -89,7 +90,7 @@ func TestScenarios(t *testing.T) {
 		opts  testnet.Options
 		check func(t *testing.T, r *testnet.Report)
 	}{
-		{"traffic", short("", false), nil},
+		{"traffic", short("", false), nil}, // also follows a parcel: see followed below
 		{"crash", short(testnet.ScenarioCrash, false), func(t *testing.T, r *testnet.Report) {
 			requireTimeline(t, r, "killed", "restarted")
 			d := requireDisrupted(t, r)
@@ -128,8 +129,23 @@ func TestScenarios(t *testing.T) {
 			servicetest.CheckLeaks(t)
 			o := tc.opts
 			o.Dir = t.TempDir()
+			var mu sync.Mutex
+			var followed []testnet.Followed
+			if tc.name == "traffic" {
+				o.Follow = func(f testnet.Followed) { mu.Lock(); followed = append(followed, f); mu.Unlock() }
+			}
 			r, err := testnet.Run(context.Background(), o)
 			require.NoError(t, err)
+			if o.Follow != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				require.NotEmpty(t, followed, "the first platform's first parcel was followed")
+				for i, f := range followed {
+					require.Equal(t, followed[0].Number, f.Number, "one parcel is followed")
+					require.Equal(t, "platform1", f.Platform)
+					require.EqualValues(t, i, f.Event.Seq, "its events arrive once each, in order, from seq 0: %v", followed)
+				}
+			}
 			b, _ := json.MarshalIndent(r, "", "  ")
 			t.Logf("report: %s", b)
 			require.True(t, r.Passed, "failures: %v; errors: %v", r.Failures, r.ErrorSamples)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -67,10 +68,11 @@ record or registry rejected. The report names each one that failed
 				return err
 			}
 			display := newLiveDisplay(out, o.Duration)
-			o.Progress = display.update
+			o.Progress, o.Follow = display.update, display.follow
 			fmt.Fprintf(out, "starting %d carriers and %d platforms on loopback (%s)...\n", o.Carriers, o.Platforms, modeName(o.Procs))
 			rep, err := testnet.Run(ctx, o)
 			display.finish()
+			display.followedSummary()
 			if rep == nil {
 				return err
 			}
@@ -148,7 +150,9 @@ type liveDisplay struct {
 	out      io.Writer
 	bar      *progressbar.ProgressBar
 	total    time.Duration
+	mu       sync.Mutex // update and follow come from different goroutines
 	lastLine time.Time
+	followed []testnet.Followed
 }
 
 func newLiveDisplay(out io.Writer, total time.Duration) *liveDisplay {
@@ -165,7 +169,35 @@ func newLiveDisplay(out io.Writer, total time.Duration) *liveDisplay {
 	return d
 }
 
+// follow prints an event of the followed parcel as its platform verified
+// it, above the bar on a terminal.
+func (d *liveDisplay) follow(f testnet.Followed) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bar != nil {
+		_ = d.bar.Clear()
+	}
+	if len(d.followed) == 0 {
+		fmt.Fprintf(d.out, "following %s of carrier %s, each event as %s verifies it:\n", f.Number, f.Carrier, f.Platform)
+	}
+	d.followed = append(d.followed, f)
+	fmt.Fprintf(d.out, "  %s\n", eventLine(f.Event))
+}
+
+// followedSummary names the followed parcel once the run is over.
+func (d *liveDisplay) followedSummary() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.followed) == 0 {
+		return
+	}
+	last := d.followed[len(d.followed)-1]
+	fmt.Fprintf(d.out, "followed %s (carrier %s): %d verified events, the last %s\n", last.Number, last.Carrier, len(d.followed), last.Event.Status)
+}
+
 func (d *liveDisplay) update(s testnet.Stats) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	desc := fmt.Sprintf("%-7s events %d · updates %d · queries %d · lag p99 %.1f ms · errors %d",
 		s.Phase, s.EventsIngested, s.UpdatesDelivered, s.Queries, float64(s.WatchLagP99.Microseconds())/1000, s.Errors)
 	if d.bar != nil {

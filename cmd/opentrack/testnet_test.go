@@ -21,6 +21,8 @@ func TestTestnetCommand(t *testing.T) {
 	require.NoError(t, err, out)
 	require.Contains(t, out, "PASS")
 	require.Contains(t, out, "events ingested")
+	require.Regexp(t, `following \S+ of carrier \S+, each event as platform1 verifies it:\n\s+0  `, out, "one parcel's timeline, from its first event")
+	require.Regexp(t, `followed \S+ \(carrier \S+\): \d+ verified events`, out)
 	b, err := os.ReadFile(report)
 	require.NoError(t, err)
 	var got map[string]any

@@ -271,12 +271,7 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			fmt.Fprintf(w, "%s  carrier %s  verified against the %s key %s  head %s\n", v.Number, v.Carrier, v.KeySource, v.KeyID, v.Head)
 		}
 		for _, e := range v.Events {
-			place := strings.Join(nonEmpty(e.Location.Facility, e.Location.City, e.Location.Country), ", ")
-			status := string(e.Status)
-			if e.Reason != "" {
-				status += " (" + e.Reason + ")"
-			}
-			fmt.Fprintf(w, "  %3d  %s  %-38s %s\n", e.Seq, strings.Replace(strings.TrimSuffix(e.Time, "Z"), "T", " ", 1), status, place)
+			fmt.Fprintf(w, "  %s\n", eventLine(e))
 			if e.Description != "" {
 				fmt.Fprintf(w, "       %s\n", e.Description)
 			}
@@ -290,6 +285,16 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 			}
 		}
 	}
+}
+
+// eventLine is one event of a timeline: seq, time, status and place.
+func eventLine(e client.EventView) string {
+	place := strings.Join(nonEmpty(e.Location.Facility, e.Location.City, e.Location.Country), ", ")
+	status := string(e.Status)
+	if e.Reason != "" {
+		status += " (" + e.Reason + ")"
+	}
+	return fmt.Sprintf("%3d  %s  %-38s %s", e.Seq, strings.Replace(strings.TrimSuffix(e.Time, "Z"), "T", " ", 1), status, place)
 }
 
 func nonEmpty(xs ...string) []string {
