@@ -157,6 +157,7 @@ const (
 	WatchCatchUp   = "catchup"
 	WatchHeartbeat = "heartbeat"
 	WatchError     = "error"
+	WatchStatus    = "status"
 )
 
 // WatchMessage is one server frame on a watch stream. Type says which
@@ -164,7 +165,13 @@ const (
 //   - update: cursor, number, head, events (new since the last update);
 //   - catchup: cursor and message; the client re-syncs by track from cursor;
 //   - heartbeat: cursor and time;
-//   - error: code and message, then the stream ends.
+//   - error: code and message, then the stream ends;
+//   - status: number, code, message and retry_after: the node's answer
+//     for a watched number it has no parcel for, at the start of a
+//     subscription; the subscription goes on, for that number too.
+//
+// The struct holds the union of the types' fields: a key outside it is
+// unknown_field, a known key of another type invalid_record (spec 8.5).
 type WatchMessage struct {
 	Type    string   `cbor:"type"`
 	Cursor  string   `cbor:"cursor,omitempty"`
@@ -175,6 +182,8 @@ type WatchMessage struct {
 	Time    int64    `cbor:"time,omitempty"`
 	Code    string   `cbor:"code,omitempty"`
 	Message string   `cbor:"message,omitempty"`
+	// RetryAfter is in ms, with a status of rate_limited.
+	RetryAfter uint64 `cbor:"retry_after,omitempty"`
 }
 
 // Validate checks that a watch message has the fields its type needs.
@@ -183,6 +192,9 @@ func (m *WatchMessage) Validate() error {
 		return fmt.Errorf("%w: cursor or message too long", ErrTooLarge)
 	}
 	data := m.Number != "" || len(m.Head) > 0 || len(m.Events) > 0 || len(m.Details) > 0
+	if m.RetryAfter != 0 && m.Type != WatchStatus {
+		return fmt.Errorf("%w: retry_after outside a status", ErrInvalid)
+	}
 	switch m.Type {
 	case WatchUpdate:
 		if m.Cursor == "" || m.Number == "" || len(m.Head) == 0 || len(m.Events) == 0 {
@@ -210,6 +222,13 @@ func (m *WatchMessage) Validate() error {
 	case WatchError:
 		if m.Code == "" || data || m.Cursor != "" || m.Time != 0 {
 			return fmt.Errorf("%w: error carries a code and a message only", ErrInvalid)
+		}
+	case WatchStatus:
+		if !isNormalizedNumber(m.Number) || m.Code == "" || m.Code == CodeOK {
+			return fmt.Errorf("%w: status needs a normalized number and a code other than ok", ErrInvalid)
+		}
+		if m.Cursor != "" || len(m.Head) > 0 || len(m.Events) > 0 || len(m.Details) > 0 || m.Time != 0 {
+			return fmt.Errorf("%w: status carries a number, a code, a message and retry_after only", ErrInvalid)
 		}
 	default:
 		return fmt.Errorf("%w: unknown watch message type %q", ErrInvalid, m.Type)

@@ -325,6 +325,10 @@ func (g *gen) messages() error {
 	g.valid("watch_update", "watch_update", enc(&protocol.WatchMessage{Type: protocol.WatchUpdate, Cursor: "1a2b3c4d.43", Number: "SF1234567890", Head: signed, Events: blocks[7:]}), "the delivered event, pushed")
 	g.valid("watch_catchup", "watch_update", enc(&protocol.WatchMessage{Type: protocol.WatchCatchUp, Cursor: "1a2b3c4d.43", Message: "subscriber buffer full"}), "the subscriber fell behind: re-sync from the cursor")
 	g.valid("watch_heartbeat", "watch_update", enc(&protocol.WatchMessage{Type: protocol.WatchHeartbeat, Cursor: "1a2b3c4d.43", Time: t0 + 10*hour}), "keep-alive with the current cursor")
+	g.valid("watch_status", "watch_update", enc(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: "SF9999999999", Code: protocol.CodeNotFound, Message: "no such parcel at carrier SF"}),
+		"a watched number the node has no parcel for, before the first heartbeat; the subscription goes on")
+	g.valid("watch_status_rate_limited", "watch_update", enc(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: "SF9999999999", Code: protocol.CodeRateLimited, RetryAfter: 30000}),
+		"the not_found budget is spent: no number's status is told, retry after 30 s")
 	g.valid("info", "info", enc(&protocol.Info{Carrier: "SF", Version: "opentrack/0.1.0", Protocols: []string{protocol.InfoID, protocol.TrackID, protocol.WatchID},
 		Limits: protocol.DefaultLimits(), RegistrySeq: 7, Keys: [][]byte{g.carrier.Public()}}), "a carrier node's info")
 	return nil
@@ -370,6 +374,10 @@ func (g *gen) invalidEncodings() error {
 	grantArray := []byte{0xa2, 0x65, 'g', 'r', 'a', 'n', 't', 0x83, 0x01, 0x02, 0x03, 0x67, 'q', 'u', 'e', 'r', 'i', 'e', 's', 0x81, 0xa1, 0x66, 'n', 'u', 'm', 'b', 'e', 'r', 0x6c}
 	grantArray = append(grantArray, []byte("SF1234567890")...)
 	g.invalid("bytes_as_array", "track_request", grantArray, protocol.ErrNonCanonical, "grant given as an array of integers [1, 2, 3] where a byte string belongs")
+	g.invalid("watch_status_with_cursor", "watch_update", enc(map[string]any{"type": "status", "number": "SF9999999999", "code": "not_found", "cursor": "1a2b3c4d.43"}), protocol.ErrInvalid,
+		"cursor is a field of other watch message types, not of status")
+	g.invalid("watch_status_unknown_field", "watch_update", enc(map[string]any{"type": "status", "number": "SF9999999999", "code": "not_found", "carrier": "SF"}), protocol.ErrUnknownField,
+		"carrier is no field of any watch message type")
 	g.invalid("watch_heartbeat_without_cursor", "watch_update", enc(map[string]any{"type": "heartbeat", "time": t0}), protocol.ErrInvalid, "a heartbeat must carry the current cursor")
 	g.invalid("undefined_value", "track_request", []byte{0xa1, 0x67, 'q', 'u', 'e', 'r', 'i', 'e', 's', 0xf7}, protocol.ErrMalformed, "undefined (0xf7) is not in the data model")
 	g.invalid("integer_map_key", "track_request", []byte{0xa1, 0x01, 0x80}, protocol.ErrMalformed, "map keys must be text")

@@ -359,8 +359,19 @@ export const WATCH_MESSAGE = obj('watch_message', {
   details: [mapOf('str'), 'opt'],
   time: ['int', 'opt'],
   code: ['str', 'opt'],
-  message: ['str', 'opt']
+  message: ['str', 'opt'],
+  retry_after: ['uint', 'opt']
 })
+// The fields each watch message type may carry (spec 8.5). WATCH_MESSAGE
+// is their union: a key outside it is unknown_field, a key of another
+// type invalid_record.
+const WATCH_FIELDS = {
+  update: ['type', 'cursor', 'number', 'head', 'events', 'details'],
+  catchup: ['type', 'cursor', 'message'],
+  heartbeat: ['type', 'cursor', 'time'],
+  error: ['type', 'code', 'message'],
+  status: ['type', 'number', 'code', 'message', 'retry_after']
+}
 export const INFO = obj('info', {
   carrier: ['str', 'opt'],
   version: ['str', 'req'],
@@ -614,6 +625,11 @@ export async function validateWatchMessage (m, ctx) {
   if ((m.cursor !== undefined && utf8Len(m.cursor) > MAX_CURSOR_LEN) || (m.message !== undefined && utf8Len(m.message) > MAX_MESSAGE_LEN)) {
     fail('too_large', 'cursor or message too long', VALID)
   }
+  const allowed = WATCH_FIELDS[m.type]
+  if (allowed === undefined) invalid(`unknown watch message type ${JSON.stringify(m.type)}`)
+  for (const k of Object.keys(m)) {
+    if (m[k] !== undefined && !allowed.includes(k)) invalid(`${m.type} carries ${k}, a field of another type`)
+  }
   switch (m.type) {
     case 'update':
       if (!m.cursor || !m.number || !m.head || !m.events) invalid('update needs cursor, number, head and events')
@@ -628,6 +644,10 @@ export async function validateWatchMessage (m, ctx) {
       break
     case 'error':
       if (!m.code) invalid('error needs a code')
+      break
+    case 'status':
+      if (!m.number || !m.code || m.code === 'ok') invalid('status needs a number and a code other than ok')
+      if (!isNormalized(m.number)) invalid('status number is not normalized')
       break
     default:
       invalid(`unknown watch message type ${JSON.stringify(m.type)}`)
