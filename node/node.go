@@ -151,7 +151,7 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 		}
 		n.track.Register(n.Host)
 		n.watch, err = service.NewWatch(service.WatchConfig{Store: n.Store, Metrics: n.Metrics, Logger: log, Policy: pol,
-			Carrier: cfg.Carrier.Code, Keys: protocol.PublicKeyResolver{Carrier: cfg.Carrier.Code, Key: signer.Public()}}, o.Service)
+			Carrier: cfg.Carrier.Code, Schemes: schemes, Keys: protocol.PublicKeyResolver{Carrier: cfg.Carrier.Code, Key: signer.Public()}}, o.Service)
 		if err != nil {
 			return nil, err
 		}

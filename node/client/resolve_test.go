@@ -199,7 +199,10 @@ func (refuseAll) AdmitTrack(peer.ID, ma.Multiaddr, int) (bool, time.Duration) {
 }
 func (refuseAll) ObserveNotFound(peer.ID, ma.Multiaddr, int) {}
 func (refuseAll) AdmitWatch(peer.ID) (bool, time.Duration)   { return false, time.Second }
-func (refuseAll) AllowPublic(peer.ID) bool                   { return true }
+func (refuseAll) AdmitNotFound(peer.ID, ma.Multiaddr) (bool, time.Duration) {
+	return false, time.Second
+}
+func (refuseAll) AllowPublic(peer.ID) bool { return true }
 
 // TestTrackNumbersNoAnswer reports unavailable, with the reason, for the
 // numbers of a carrier none of whose nodes answers.

@@ -110,6 +110,16 @@ func (p *Policy) platform(id peer.ID) bool {
 // lacks n tokens. A refused request spends nothing; retryAfter is how
 // long until it would be admitted.
 func (p *Policy) AdmitTrack(id peer.ID, addr ma.Multiaddr, n int) (ok bool, retryAfter time.Duration) {
+	if ok, retry := p.AdmitNotFound(id, addr); !ok {
+		return false, retry
+	}
+	return reserve(p.buckets(id).track, p.now(), n)
+}
+
+// AdmitNotFound reports whether id at addr may be told now which numbers
+// do not exist: it is not listed out and every not_found budget it
+// answers to holds a token. It spends nothing.
+func (p *Policy) AdmitNotFound(id peer.ID, addr ma.Multiaddr) (ok bool, retryAfter time.Duration) {
 	if !p.admitted(id) {
 		return false, DenyRetryAfter
 	}
@@ -125,7 +135,7 @@ func (p *Policy) AdmitTrack(id peer.ID, addr ma.Multiaddr, n int) (ok bool, retr
 	if wait > 0 {
 		return false, ceilMillis(wait)
 	}
-	return reserve(b.track, now, n)
+	return true, 0
 }
 
 // ObserveNotFound spends n tokens of every not_found budget id at addr

@@ -328,3 +328,26 @@ func BenchmarkAdmitTrack(b *testing.B) {
 		}
 	})
 }
+
+// TestAdmitNotFound: the check a watch makes before its statuses refuses
+// once not_found answers spent the budget, spends nothing itself (the
+// track bucket included), and admits again once the debt is repaid.
+func TestAdmitNotFound(t *testing.T) {
+	p, c := newPolicy(t, &policy.Options{NotFoundBurst: 10, NotFoundRate: 1, TrackBurst: 100, TrackRate: 1}, nil)
+	id := newPeer(t)
+	for range 100 {
+		ok, _ := p.AdmitNotFound(id, nil)
+		require.True(t, ok, "a fresh peer")
+	}
+	ok, _ := p.AdmitTrack(id, nil, 100)
+	require.True(t, ok, "AdmitNotFound took no track tokens")
+	for range 3 { // 30 not_found statuses: 20 in debt
+		p.ObserveNotFound(id, nil, 10)
+	}
+	ok, retry := p.AdmitNotFound(id, nil)
+	require.False(t, ok, "budget in debt")
+	require.Equal(t, 21*time.Second, retry, "until one token is back")
+	c.advance(21 * time.Second)
+	ok, _ = p.AdmitNotFound(id, nil)
+	require.True(t, ok, "debt repaid")
+}

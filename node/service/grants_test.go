@@ -233,6 +233,7 @@ type closedPolicy struct{ notFound chan int }
 func (closedPolicy) AdmitTrack(peer.ID, ma.Multiaddr, int) (bool, time.Duration) { return true, 0 }
 func (p closedPolicy) ObserveNotFound(_ peer.ID, _ ma.Multiaddr, n int)          { p.notFound <- n }
 func (closedPolicy) AdmitWatch(peer.ID) (bool, time.Duration)                    { return true, 0 }
+func (closedPolicy) AdmitNotFound(peer.ID, ma.Multiaddr) (bool, time.Duration)   { return true, 0 }
 func (closedPolicy) AllowPublic(peer.ID) bool                                    { return false }
 
 func TestGrantPublicClosed(t *testing.T) {

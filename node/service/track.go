@@ -82,6 +82,11 @@ type Policy interface {
 	// answered not_found, so that enumeration spends a stricter budget
 	// than tracking real parcels.
 	ObserveNotFound(p peer.ID, addr ma.Multiaddr, n int)
+	// AdmitNotFound is asked before a watch subscription's statuses tell
+	// which numbers exist: when it refuses, every number is answered
+	// rate_limited with retryAfter, as AdmitTrack's refusal answers a
+	// request. It spends nothing; ObserveNotFound charges the answers.
+	AdmitNotFound(p peer.ID, addr ma.Multiaddr) (ok bool, retryAfter time.Duration)
 	// AdmitWatch is asked once per subscription.
 	AdmitWatch(p peer.ID) (ok bool, retryAfter time.Duration)
 	// AllowPublic reports whether p may see public events at all: carrier
@@ -121,7 +126,7 @@ type TrackConfig struct {
 type Track struct {
 	cfg     TrackConfig
 	opts    Options
-	schemes []*protocol.CompiledScheme
+	schemes schemeSet
 	codes   map[string]prometheus.Counter // result counters by code, nil without metrics
 	srv     server
 }
@@ -139,19 +144,8 @@ func NewTrack(cfg TrackConfig, opts *Options) (*Track, error) {
 	if cfg.Store == nil {
 		p = append(p, "no store")
 	}
-	schemes := cfg.Schemes
-	if len(schemes) == 0 && cfg.Carrier != "" {
-		schemes = []protocol.Scheme{protocol.DefaultScheme(cfg.Carrier)}
-	}
 	t := &Track{cfg: cfg, opts: o, srv: newServer(TrackID, "track", cfg.Metrics, cfg.Logger)}
-	for i, s := range schemes {
-		c, err := protocol.CompileScheme(s)
-		if err != nil {
-			p = append(p, fmt.Sprintf("scheme %d (%s): %v", i, s, err))
-			continue
-		}
-		t.schemes = append(t.schemes, c)
-	}
+	t.schemes, p = compileSchemes(cfg.Carrier, cfg.Schemes, p)
 	if err := problems(p); err != nil {
 		return nil, err
 	}
@@ -321,7 +315,7 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access,
 	if err != nil {
 		return protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(err.Error())}
 	}
-	if code, msg := t.match(n); code != "" {
+	if code, msg := t.schemes.match(n); code != "" {
 		return protocol.TrackResult{Number: n, Code: code, Message: msg}
 	}
 	p, err := t.cfg.Store.Parcel(ctx, n)
@@ -363,26 +357,6 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access,
 		})
 	}
 	return res
-}
-
-// match tests n against the carrier's schemes. It returns no code when one
-// matches; invalid_number when only a check digit is wrong, most likely a
-// typo; and wrong_carrier for a number this carrier does not issue, which
-// tells the client to resolve the number again.
-func (t *Track) match(n string) (code, msg string) {
-	code = protocol.CodeWrongCarrier
-	for _, s := range t.schemes {
-		switch err := s.Check(n); {
-		case err == nil:
-			return "", ""
-		case errors.Is(err, protocol.ErrCheckDigit):
-			code, msg = protocol.CodeInvalidNumber, truncate(err.Error())
-		}
-	}
-	if code == protocol.CodeWrongCarrier {
-		msg = "not a number " + t.cfg.Carrier + " issues"
-	}
-	return code, msg
 }
 
 func (t *Track) internal(number string, err error) protocol.TrackResult {

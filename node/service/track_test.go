@@ -363,7 +363,10 @@ func (f policyFunc) AdmitTrack(p peer.ID, _ ma.Multiaddr, n int) (bool, time.Dur
 }
 func (policyFunc) ObserveNotFound(peer.ID, ma.Multiaddr, int) {}
 func (policyFunc) AdmitWatch(peer.ID) (bool, time.Duration)   { return true, 0 }
-func (policyFunc) AllowPublic(peer.ID) bool                   { return true }
+func (f policyFunc) AdmitNotFound(p peer.ID, _ ma.Multiaddr) (bool, time.Duration) {
+	return f(p, 0)
+}
+func (policyFunc) AllowPublic(peer.ID) bool { return true }
 
 func TestTrackPolicy(t *testing.T) {
 	servicetest.CheckLeaks(t)

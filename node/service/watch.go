@@ -44,6 +44,9 @@ const (
 	// watchNumberMemory is charged per watched number: its entry in the
 	// subscription's set.
 	watchNumberMemory = 64
+	// watchStatusMemory is charged per status until the opening that
+	// carries it is written.
+	watchStatusMemory = 64
 	// watchCoalesce bounds the bytes of queued frames written in one
 	// Write: yamux sends every Write as its own frame, so a burst of small
 	// updates costs one packet rather than one each.
@@ -84,6 +87,12 @@ type WatchConfig struct {
 	// Keys refuses every grant.
 	Carrier string
 	Keys    protocol.KeyResolver
+	// Schemes are the carrier's tracking-number schemes: a watched number
+	// that matches none gets the status wrong_carrier, and one that fails
+	// only a check digit invalid_number, without a store lookup.
+	// Default: protocol.DefaultScheme(Carrier); without a Carrier, none,
+	// and every number the store lacks gets not_found.
+	Schemes []protocol.Scheme
 }
 
 // Watch serves /opentrack/watch/1.0.0 (spec section 8.5): a stream carries
@@ -100,11 +109,12 @@ type WatchConfig struct {
 // cursor the service sends names a position up to which the subscriber
 // has every matching update once it has processed that message.
 type Watch struct {
-	cfg    WatchConfig
-	opts   Options
-	prefix string                        // the store ID and a dot: every cursor starts so
-	sent   map[string]prometheus.Counter // messages by type, nil without metrics
-	srv    server
+	cfg     WatchConfig
+	opts    Options
+	schemes schemeSet
+	prefix  string                        // the store ID and a dot: every cursor starts so
+	sent    map[string]prometheus.Counter // messages by type, nil without metrics
+	srv     server
 }
 
 // NewWatch checks cfg and opts (nil for defaults) and builds the service.
@@ -115,6 +125,7 @@ func NewWatch(cfg WatchConfig, opts *Options) (*Watch, error) {
 		p = append(p, err.Error())
 	}
 	w := &Watch{cfg: cfg, opts: o, srv: newServer(WatchID, "watch", cfg.Metrics, cfg.Logger)}
+	w.schemes, p = compileSchemes(cfg.Carrier, cfg.Schemes, p)
 	if cfg.Store == nil {
 		p = append(p, "no store")
 	} else {
@@ -128,7 +139,7 @@ func NewWatch(cfg WatchConfig, opts *Options) (*Watch, error) {
 		return nil, err
 	}
 	if cfg.Metrics != nil {
-		w.sent = counters(cfg.Metrics.WatchUpdates, protocol.WatchUpdate, protocol.WatchCatchUp, protocol.WatchHeartbeat, protocol.WatchError)
+		w.sent = counters(cfg.Metrics.WatchUpdates, protocol.WatchUpdate, protocol.WatchCatchUp, protocol.WatchHeartbeat, protocol.WatchError, protocol.WatchStatus)
 	}
 	return w, nil
 }
@@ -251,8 +262,77 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 		for _, n := range req.Numbers {
 			sub.numbers[n] = struct{}{}
 		}
+		if req.Cursor == "" {
+			if code, msg := sub.answerNumbers(ctx, req.Numbers); code != "" {
+				s.Scope().ReleaseMemory(sub.memory)
+				return nil, code, msg
+			}
+		}
 	}
 	return sub, "", ""
+}
+
+// numberStatus is the opening status of one watched number.
+type numberStatus struct {
+	number, code, msg string
+	retryAfter        uint64 // ms
+}
+
+// answerNumbers finds the watched numbers the node has no parcel for, in
+// the order of spec section 8.4 (schemes, then the store), and keeps a
+// status for each for the opening (spec 8.5). It runs once the start
+// position is fixed, so a parcel it misses is created after it, and is
+// delivered by update. Each not_found is charged to the peer's not_found
+// budget as track charges it, per 100 numbers; when that budget is spent,
+// every number is answered rate_limited and none looked up, so that
+// watch tells no more than track. It returns the code to refuse the
+// subscription with when the store fails or memory is short.
+func (sub *subscription) answerNumbers(ctx context.Context, numbers []string) (code, msg string) {
+	w, remote, addr := sub.w, sub.s.Conn().RemotePeer(), sub.s.Conn().RemoteMultiaddr()
+	var statuses []numberStatus
+	if p := w.cfg.Policy; p != nil {
+		if ok, retry := p.AdmitNotFound(remote, addr); !ok {
+			statuses = make([]numberStatus, len(numbers))
+			for i, n := range numbers {
+				statuses[i] = numberStatus{number: n, code: protocol.CodeRateLimited, retryAfter: millis(retry),
+					msg: "not_found budget spent: no number's status is told"}
+			}
+		}
+	}
+	if statuses == nil {
+		ctx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
+		defer cancel()
+		notFound := 0
+		for i, n := range numbers {
+			if code, msg := w.schemes.match(n); code != "" {
+				statuses = append(statuses, numberStatus{number: n, code: code, msg: msg})
+			} else {
+				switch _, err := w.cfg.Store.Parcel(ctx, n); {
+				case errors.Is(err, store.ErrNotFound):
+					statuses = append(statuses, numberStatus{number: n, code: protocol.CodeNotFound, msg: w.notFoundMessage()})
+					notFound++
+				case err != nil:
+					return w.errorCode(err), err.Error()
+				}
+			}
+			// Charged as the track requests of 100 that would have told
+			// the same: ObserveNotFound caps one charge at a burst.
+			if i%protocol.MaxNumbersPerRequest == protocol.MaxNumbersPerRequest-1 || i == len(numbers)-1 {
+				if p := w.cfg.Policy; p != nil {
+					p.ObserveNotFound(remote, addr, notFound)
+				}
+				notFound = 0
+			}
+		}
+	}
+	if n := len(statuses) * watchStatusMemory; n > 0 {
+		if err := sub.s.Scope().ReserveMemory(n, network.ReservationPriorityHigh); err != nil {
+			return protocol.CodeUnavailable, "node is out of memory for this subscription"
+		}
+		sub.statusMemory = n
+	}
+	sub.statuses = statuses
+	return "", ""
 }
 
 // position resolves a request's cursor to a feed position: the current
@@ -295,6 +375,14 @@ func (w *Watch) errorCode(err error) string {
 		w.srv.log.Warn("watch failed", "err", err)
 		return protocol.CodeInternal
 	}
+}
+
+// notFoundMessage is the message of a not_found status.
+func (w *Watch) notFoundMessage() string {
+	if w.cfg.Carrier == "" {
+		return "no such parcel"
+	}
+	return "no such parcel at carrier " + w.cfg.Carrier
 }
 
 // refuse answers a request with an error frame and closes the stream.
@@ -344,6 +432,10 @@ type subscription struct {
 	memory  int                 // reserved for numbers, released by handle
 	grant   *protocol.Grant     // verified at subscription; nil without one
 	remote  string              // the subscriber's peer ID
+	// statuses open the stream (spec 8.5); the writer sends them, then
+	// drops them and releases statusMemory.
+	statuses     []numberStatus
+	statusMemory int
 
 	frames chan frame // the bounded queue, closed by produce when it ends
 	// final is what the stream ends with (catchup or error). produce sets
@@ -375,16 +467,22 @@ func (sub *subscription) run(ctx context.Context) {
 		defer m.WatchStreams.Dec()
 	}
 	sub.scanned.Store(sub.start)
+	defer sub.dropStatuses()
 	// The request deadline is over; from now on the stream is only read
 	// to notice a reset.
 	if err := sub.s.SetReadDeadline(time.Time{}); err != nil {
 		sub.s.Reset()
 		return
 	}
+	ww := &watchWriter{sub: sub}
+	if err := ww.opening(); err != nil {
+		ww.failed(err)
+		return
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { sub.produce(ctx) })
 	wg.Go(func() { sub.watchPeer(cancel) })
-	sub.write(ctx)
+	sub.write(ctx, ww)
 	cancel()
 	wg.Wait()
 	for f := range sub.frames { // left unwritten when the stream failed
@@ -617,14 +715,58 @@ func (sub *subscription) fail(ctx context.Context, err error) {
 	}
 }
 
+// dropStatuses lets go of the opening statuses and their memory.
+func (sub *subscription) dropStatuses() {
+	sub.statuses = nil
+	if sub.statusMemory > 0 {
+		sub.s.Scope().ReleaseMemory(sub.statusMemory)
+		sub.statusMemory = 0
+	}
+}
+
+// opening writes what every subscription starts with (spec 8.5): the
+// statuses, watchCoalesce bytes a Write, then a heartbeat with the cursor
+// it starts from. Nothing else is written before it, so no update, and no
+// replay, comes ahead of that heartbeat.
+func (ww *watchWriter) opening() error {
+	sub := ww.sub
+	bp := coalesceBuffers.Get().(*[]byte)
+	defer coalesceBuffers.Put(bp)
+	buf := (*bp)[:0]
+	for _, st := range sub.statuses {
+		b, err := sub.w.encode(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: st.number, Code: st.code,
+			Message: st.msg, RetryAfter: st.retryAfter})
+		if err != nil {
+			return err
+		}
+		if len(buf)+len(b) > watchCoalesce {
+			if err := ww.write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		buf = append(buf, b...)
+	}
+	b, err := sub.w.encode(&protocol.WatchMessage{Type: protocol.WatchHeartbeat, Cursor: sub.w.cursor(sub.start), Time: time.Now().UnixMilli()})
+	if err != nil {
+		return err
+	}
+	buf = append(buf, b...)
+	*bp = buf
+	if err := ww.write(buf); err != nil {
+		return err
+	}
+	sub.w.count(protocol.WatchStatus, len(sub.statuses))
+	sub.w.count(protocol.WatchHeartbeat, 1)
+	sub.dropStatuses()
+	return nil
+}
+
 // write writes queued frames, several at a time when they are waiting,
 // and a heartbeat whenever the stream has been quiet for Heartbeat. It
 // returns when the stream has ended.
-func (sub *subscription) write(ctx context.Context) {
-	ww := watchWriter{sub: sub}
-	// The first heartbeat goes out at once (spec 8.5): it tells the
-	// subscriber that the subscription is live, and from which cursor.
-	hb := time.NewTimer(0)
+func (sub *subscription) write(ctx context.Context, ww *watchWriter) {
+	hb := time.NewTimer(sub.w.opts.Heartbeat)
 	defer hb.Stop()
 	for {
 		var err error

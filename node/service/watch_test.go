@@ -79,7 +79,7 @@ func startWatch(tb testing.TB, cfg watchConfig) *watchServer {
 	}
 	var err error
 	ws.watch, err = service.NewWatch(service.WatchConfig{Store: served, Metrics: ws.metrics, Policy: cfg.policy,
-		Carrier: servicetest.Carrier, Keys: servicetest.Keys()}, cfg.opts)
+		Carrier: servicetest.Carrier, Keys: servicetest.Keys(), Schemes: []protocol.Scheme{servicetest.Scheme}}, cfg.opts)
 	require.NoError(tb, err)
 	ws.watch.Register(ws.host)
 	// Cleanups run last-in first-out: the service stops, then the store
@@ -235,14 +235,36 @@ func (w *watcher) read(within time.Duration) (*protocol.WatchMessage, error) {
 	return &m, m.Validate()
 }
 
-// nextOf reads messages, skipping heartbeats, until one of type typ.
+// nextOf reads messages, skipping heartbeats and the statuses of
+// numbers not stored yet, until one of type typ.
 func (w *watcher) nextOf(typ string, within time.Duration) *protocol.WatchMessage {
 	w.tb.Helper()
 	for {
 		m := w.next(within)
-		if m.Type != protocol.WatchHeartbeat {
+		if m.Type != protocol.WatchHeartbeat && (m.Type != protocol.WatchStatus || typ == protocol.WatchStatus) {
 			require.Equal(w.tb, typ, m.Type, "%+v", m)
 			return m
+		}
+	}
+}
+
+// opening reads a subscription's opening (spec 8.5): its statuses, as
+// number to code, then its first heartbeat, which it returns. Any other
+// message before that heartbeat fails the test.
+func (w *watcher) opening() (map[string]string, *protocol.WatchMessage) {
+	w.tb.Helper()
+	statuses := map[string]string{}
+	for {
+		m := w.next(10 * time.Second)
+		switch m.Type {
+		case protocol.WatchHeartbeat:
+			return statuses, m
+		case protocol.WatchStatus:
+			_, dup := statuses[m.Number]
+			require.False(w.tb, dup, "two statuses for %s", m.Number)
+			statuses[m.Number] = m.Code
+		default:
+			require.Fail(w.tb, "a message before the opening heartbeat", "%+v", m)
 		}
 	}
 }
@@ -1115,6 +1137,7 @@ type watchPolicy struct{ refuseWatch, closed bool }
 
 func (watchPolicy) AdmitTrack(peer.ID, ma.Multiaddr, int) (bool, time.Duration) { return true, 0 }
 func (watchPolicy) ObserveNotFound(peer.ID, ma.Multiaddr, int)                  {}
+func (watchPolicy) AdmitNotFound(peer.ID, ma.Multiaddr) (bool, time.Duration)   { return true, 0 }
 func (p watchPolicy) AdmitWatch(peer.ID) (bool, time.Duration)                  { return !p.refuseWatch, time.Second }
 func (p watchPolicy) AllowPublic(peer.ID) bool                                  { return !p.closed }
 
@@ -1189,7 +1212,8 @@ func TestWatchGrantDetails(t *testing.T) {
 	require.NoError(t, ws.store.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))
 
 	w := openWatch(t, sub, ws, &protocol.WatchRequest{Numbers: []string{n0, n1}, Grant: b})
-	require.Equal(t, protocol.WatchHeartbeat, w.next(10*time.Second).Type, "the subscription is live")
+	statuses, _ := w.opening()
+	require.Equal(t, map[string]string{n0: protocol.CodeNotFound, n1: protocol.CodeNotFound}, statuses, "nothing stored yet")
 	details := protocol.Details{protocol.FieldRecipientName: "Li Wei", protocol.FieldRecipientAddress: "1 Example Road"}
 	batch, which := ws.batch(step{parcel: 0, events: 2}, step{parcel: 1, events: 2})
 	batch.Updates[0].Details, batch.Updates[1].Details = details, details
@@ -1213,4 +1237,121 @@ func TestWatchGrantDetails(t *testing.T) {
 	require.Equal(t, sub.ID().String(), e.Peer)
 	require.Equal(t, []string{protocol.FieldRecipientName}, e.Fields)
 	require.Contains(t, e.Reason, "watch")
+}
+
+// budgetPolicy records the not_found charges and can say the not_found
+// budget is spent.
+type budgetPolicy struct {
+	watchPolicy
+	spent   bool
+	mu      sync.Mutex
+	charges []int
+}
+
+func (p *budgetPolicy) ObserveNotFound(_ peer.ID, _ ma.Multiaddr, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.charges = append(p.charges, n)
+}
+
+func (p *budgetPolicy) AdmitNotFound(peer.ID, ma.Multiaddr) (bool, time.Duration) {
+	return !p.spent, 2 * time.Second
+}
+
+func (p *budgetPolicy) charged() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.charges)
+}
+
+// TestWatchStatus: a subscription of numbers the node has and has not
+// opens with a status for each number it has no parcel for (spec 8.5),
+// charged to the not_found budget per 100 numbers, and goes on for all of
+// them: the stored parcel keeps its updates, and one created later is
+// delivered from its first event. A spent budget tells nothing; a resume
+// gets no statuses.
+func TestWatchStatus(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	known, unknown, foreign := servicetest.Number(0), servicetest.Number(1), "SF1234567890"
+	many := make([]string, 250)
+	for i := range many {
+		many[i] = servicetest.Number(1000 + i)
+	}
+	manyStatuses := map[string]string{}
+	for _, n := range many {
+		manyStatuses[n] = protocol.CodeNotFound
+	}
+	cases := []struct {
+		name     string
+		numbers  []string
+		spent    bool
+		resume   bool
+		statuses map[string]string
+		charges  []int
+	}{
+		{name: "known, unknown and another carrier's", numbers: []string{known, unknown, foreign},
+			statuses: map[string]string{unknown: protocol.CodeNotFound, foreign: protocol.CodeWrongCarrier}, charges: []int{1}},
+		{name: "all known", numbers: []string{known}, statuses: map[string]string{}, charges: []int{0}},
+		{name: "charged per 100", numbers: many, statuses: manyStatuses, charges: []int{100, 100, 50}},
+		{name: "budget spent", numbers: []string{known, unknown, foreign}, spent: true,
+			statuses: map[string]string{known: protocol.CodeRateLimited, unknown: protocol.CodeRateLimited, foreign: protocol.CodeRateLimited}},
+		{name: "resume", numbers: []string{known, unknown, foreign}, resume: true, statuses: map[string]string{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := &budgetPolicy{spent: tc.spent}
+			ws := startWatch(t, watchConfig{parcels: 2, events: 4, policy: pol})
+			ws.append(step{parcel: 0, events: 1}) // 1
+			req := &protocol.WatchRequest{Numbers: tc.numbers}
+			if tc.resume {
+				req.Cursor = ws.cursor(1)
+			}
+			w := openWatch(t, servicetest.NewHost(t, nil), ws, req)
+			statuses, hb := w.opening()
+			require.Equal(t, tc.statuses, statuses, "the opening statuses")
+			require.Equal(t, ws.cursor(1), hb.Cursor, "the first heartbeat carries the start cursor")
+			require.Equal(t, tc.charges, pol.charged(), "not_found charged")
+			if tc.spent {
+				// The statuses were read in order; check one's retry_after.
+				w2 := openWatch(t, servicetest.NewHost(t, nil), ws, &protocol.WatchRequest{Numbers: []string{unknown}})
+				m := w2.next(10 * time.Second)
+				require.Equal(t, protocol.WatchStatus, m.Type, "%+v", m)
+				require.Equal(t, uint64(2000), m.RetryAfter)
+			}
+			require.Equal(t, float64(len(tc.statuses)), counter(t, ws.metrics.WatchUpdates.WithLabelValues(protocol.WatchStatus))-
+				map[bool]float64{true: 1, false: 0}[tc.spent], "statuses counted")
+
+			// The subscription goes on: the stored parcel changes, and the
+			// unknown number's parcel is created.
+			if slices.Contains(tc.numbers, known) {
+				ws.append(step{parcel: 0, events: 1}) // 2
+				ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 10*time.Second), 0, 1, 2)
+			}
+			if slices.Contains(tc.numbers, unknown) {
+				ws.append(step{parcel: 1, events: 2})
+				ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 10*time.Second), 1, 0, ws.tail())
+			}
+		})
+	}
+}
+
+// TestWatchOpeningHeartbeat: the first heartbeat of a resumed
+// subscription carries the request's cursor and comes before the replay
+// it has pending (spec 8.5), every time.
+func TestWatchOpeningHeartbeat(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	ws := startWatch(t, watchConfig{parcels: 8, events: 2})
+	ws.append(each(0, 8, 1)...) // 1-8
+	ws.append(each(0, 8, 1)...) // 9-16
+	numbers := numbersOf(ws, 0, 1, 2, 3, 4, 5, 6, 7)
+	client := servicetest.NewHost(t, nil)
+	for i := range 20 {
+		from := uint64(i % 8)
+		w := openWatch(t, client, ws, &protocol.WatchRequest{Numbers: numbers, Cursor: ws.cursor(from)})
+		m := w.next(10 * time.Second)
+		require.Equal(t, protocol.WatchHeartbeat, m.Type, "attempt %d: first message %+v", i, m)
+		require.Equal(t, ws.cursor(from), m.Cursor, "attempt %d", i)
+		require.Equal(t, protocol.WatchUpdate, w.next(10*time.Second).Type, "attempt %d: the replay follows", i)
+		w.s.Reset()
+	}
 }
