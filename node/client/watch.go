@@ -222,9 +222,10 @@ func WatchTarget(trust Trust, numbers []string) (WatchOptions, error) {
 }
 
 // WatchUpdate is what a Watcher hands over for one parcel: its new
-// verified events, or why an update for it failed verification. It is
-// also the line `opentrack watch --json` prints, so its JSON keys are a
-// contract for scripts.
+// verified events, why an update for it failed verification, or (Code)
+// that the node has no parcel with the number. It is also the line
+// `opentrack watch --json` prints, so its JSON keys are a contract for
+// scripts.
 type WatchUpdate struct {
 	Number  string `json:"number"`
 	Carrier string `json:"carrier"`
@@ -245,8 +246,15 @@ type WatchUpdate struct {
 	// Details are what the grant in WatchOptions discloses of the
 	// parcel; they are not signed (spec section 4.7).
 	Details protocol.Details `json:"details,omitempty"`
-	Error   string           `json:"error,omitempty"`   // protocol code: bad_signature, broken_chain...
-	Message string           `json:"message,omitempty"` // human-readable detail of Error
+	Error   string           `json:"error,omitempty"` // protocol code: bad_signature, broken_chain...
+	// Code is the result code (spec 8.3) of a watched number that has no
+	// parcel to show: the node's status at the start of a subscription
+	// (not_found, wrong_carrier, invalid_number, rate_limited; spec 8.5),
+	// or invalid_number from Watchable for one no carrier claims. Such an
+	// update has no events, and the watch goes on for the number: a parcel
+	// created later comes as an update.
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"` // human-readable detail of Error or Code
 }
 
 // Watcher is a live subscription over /opentrack/watch/1.0.0 that outlives
@@ -288,6 +296,8 @@ type Watcher struct {
 
 	// Owned by the run goroutine.
 	parcels   map[string]*parcelState
+	told      map[string]string // number -> the Code last handed over for it
+	answered  map[string]bool   // numbers the current subscription's statuses settle: a re-sync skips them
 	cursor    string
 	saved     string // the cursor in the file
 	resync    bool   // a re-sync by track is due once a subscription is live
@@ -315,7 +325,7 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (*Watcher, error)
 	}
 	w := &Watcher{
 		c: c, opts: opts, out: make(chan WatchUpdate), done: make(chan struct{}), live: make(chan struct{}),
-		parcels: map[string]*parcelState{}, cursor: opts.Cursor, resync: opts.Sync,
+		parcels: map[string]*parcelState{}, told: map[string]string{}, cursor: opts.Cursor, resync: opts.Sync,
 	}
 	w.opts.Peers = slices.Clone(opts.Peers)
 	if !opts.Audience {
@@ -461,6 +471,7 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 	if err != nil {
 		return false, err
 	}
+	w.answered = map[string]bool{}
 	ahead := 2 * runtime.GOMAXPROCS(0)
 	frames := make(chan *frame, ahead)
 	checks := make(chan *frame, ahead)
@@ -528,6 +539,9 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 			}
 			if err := w.handle(ctx, p, f.msg, f.pre); err != nil {
 				return progress, err
+			}
+			if f.msg.Type == protocol.WatchStatus {
+				continue // the opening goes on up to its heartbeat (spec 8.5)
 			}
 			if resyncAt != nil {
 				// The first frame shows the subscription is live.
@@ -650,6 +664,8 @@ func (w *Watcher) handle(ctx context.Context, p peer.ID, m *protocol.WatchMessag
 	case protocol.WatchCatchUp:
 		w.setCursor(m.Cursor)
 		return errCatchUp
+	case protocol.WatchStatus:
+		return w.status(ctx, m)
 	case protocol.WatchError:
 		e := &protocol.Error{Code: m.Code, Msg: fmt.Sprintf("client: watch: %s %s", m.Code, m.Message)}
 		switch m.Code {
@@ -668,6 +684,33 @@ func (w *Watcher) handle(ctx context.Context, p peer.ID, m *protocol.WatchMessag
 func (w *Watcher) setCursor(c string) {
 	w.cursor = c
 	w.position.Store(&c)
+}
+
+// status hands over the node's status for a watched number once, and
+// again only when it changes. A number it settles (the node has no parcel
+// for it as the subscription starts, which then delivers one created
+// later) is not tracked by a re-sync on this subscription.
+func (w *Watcher) status(ctx context.Context, m *protocol.WatchMessage) error {
+	if _, ok := w.watched[m.Number]; !ok {
+		return w.emit(ctx, w.failed(m.Number, w.cursor, fmt.Errorf("%w: status for %q, which is not watched", protocol.ErrInvalid, m.Number)))
+	}
+	if settles[m.Code] {
+		w.answered[m.Number] = true
+	}
+	return w.tell(ctx, m.Number, m.Code, m.Message)
+}
+
+// settles are the status codes after which tracking the number tells
+// nothing new: the node has no parcel for it, or never will.
+var settles = map[string]bool{protocol.CodeNotFound: true, protocol.CodeWrongCarrier: true, protocol.CodeInvalidNumber: true}
+
+// tell hands over code for number unless it was the last one handed over.
+func (w *Watcher) tell(ctx context.Context, number, code, msg string) error {
+	if w.told[number] == code {
+		return nil
+	}
+	w.told[number] = code
+	return w.emit(ctx, WatchUpdate{Number: number, Carrier: w.opts.Carrier, Cursor: w.cursor, Events: []EventView{}, Code: code, Message: msg})
 }
 
 // update verifies an update and hands over its new events. Spec 8.5: an
@@ -763,6 +806,7 @@ func (w *Watcher) apply(ctx context.Context, number, cursor string, v *Verified,
 		next.genesis = v.CIDs[0]
 	}
 	w.parcels[number] = next
+	delete(w.told, number)
 	if len(events) == 0 {
 		return nil
 	}
@@ -796,7 +840,7 @@ func (w *Watcher) emit(ctx context.Context, u WatchUpdate) error {
 // resyncAll tracks every watched number (with Audience, every parcel
 // held) from the head held, as spec 8.5 says after unknown_cursor.
 func (w *Watcher) resyncAll(ctx context.Context, p peer.ID) error {
-	numbers := w.numbers
+	numbers := slices.DeleteFunc(slices.Clone(w.numbers), func(n string) bool { return w.answered[n] })
 	if w.opts.Audience {
 		numbers = slices.Sorted(func(yield func(string) bool) {
 			for n := range w.parcels {
@@ -841,7 +885,11 @@ func (w *Watcher) backfill(ctx context.Context, p peer.ID, numbers []string, cur
 		}
 		for i := range resp.Results {
 			res := &resp.Results[i]
-			if res.Code == protocol.CodeNotFound && !reportMissing {
+			if settles[res.Code] && !reportMissing {
+				// No parcel to show yet: the number's result, once.
+				if err := w.tell(ctx, chunk[i], res.Code, res.Message); err != nil {
+					return err
+				}
 				continue
 			}
 			v, err := w.fetchPages(ctx, p, chunk[i], queries[i], res)
@@ -983,7 +1031,7 @@ func Watchable(trust Trust, numbers []string) (ok []string, rejected []WatchUpda
 			if code == "" {
 				code = protocol.CodeInvalidNumber
 			}
-			rejected = append(rejected, WatchUpdate{Number: raw, Events: []EventView{}, Error: code, Message: protocol.Detail(err)})
+			rejected = append(rejected, WatchUpdate{Number: raw, Events: []EventView{}, Code: code, Message: protocol.Detail(err)})
 			continue
 		}
 		ok = append(ok, raw)

@@ -11,8 +11,11 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
@@ -295,7 +298,7 @@ func TestWatchUnknownCursor(t *testing.T) {
 	a := servicetest.NewParcel(t, servicetest.Number(1), 10)
 	b := servicetest.NewParcel(t, servicetest.Number(2), 3)
 	ws := newWatchSetup(t, servicetest.ServerConfig{}, a, b)
-	missing := servicetest.Number(3) // no parcel yet: nothing to say
+	missing := servicetest.Number(3) // no parcel yet
 	w := ws.watch(t, ws.options(a.Number, b.Number, missing))
 
 	sub := ws.fake.next()
@@ -309,6 +312,10 @@ func TestWatchUnknownCursor(t *testing.T) {
 
 	sub = ws.fake.next()
 	require.Empty(t, sub.req.Cursor, "a re-sync subscribes from now before it queries")
+	// A subscription from now opens with the status of the number the
+	// node lacks; the re-sync then does not ask for it.
+	sub.send(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: missing, Code: protocol.CodeNotFound})
+	requireStatus(t, next(t, w), missing, protocol.CodeNotFound)
 	sub.heartbeat("d1")
 	requireEvents(t, next(t, w), a, 5, 9, "d1") // from the head held
 	requireEvents(t, next(t, w), b, 0, 2, "d1") // none held: the whole history
@@ -653,4 +660,154 @@ func TestWatchTarget(t *testing.T) {
 	require.ErrorIs(t, err, ErrNoAnswer, "SF lists no node")
 	_, err = WatchTarget(tr, []string{"ZZ0009"})
 	require.ErrorIs(t, err, protocol.ErrInvalidNumber)
+}
+
+// requireStatus checks that u is the status code of number.
+func requireStatus(t *testing.T, u WatchUpdate, number, code string) {
+	t.Helper()
+	require.Equal(t, number, u.Number, "%+v", u)
+	require.Equal(t, code, u.Code, "%+v", u)
+	require.False(t, u.Verified)
+	require.Empty(t, u.Error)
+	require.Empty(t, u.Events)
+}
+
+// TestWatchStatus: the node's statuses at the start of a subscription
+// are handed over once per number and do not end the watch (spec 8.5);
+// Sync tracks only the numbers they leave open, Live waits for the
+// opening heartbeat, and a parcel created later for a not_found number
+// is delivered.
+func TestWatchStatus(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	a := servicetest.NewParcel(t, servicetest.Number(1), 6)
+	b := servicetest.NewParcel(t, servicetest.Number(2), 3) // not stored
+	m := metrics.New()
+	ws := newWatchSetup(t, servicetest.ServerConfig{Track: func(c *service.TrackConfig) { c.Metrics = m }}, a)
+	foreign := "SF1234567890"
+	o := ws.options(a.Number, b.Number, foreign)
+	o.Sync = true
+	w := ws.watch(t, o)
+	sub := ws.fake.next()
+	sub.send(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: b.Number, Code: protocol.CodeNotFound, Message: "no such parcel"})
+	sub.send(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: foreign, Code: protocol.CodeWrongCarrier})
+	requireStatus(t, next(t, w), b.Number, protocol.CodeNotFound)
+	requireStatus(t, next(t, w), foreign, protocol.CodeWrongCarrier)
+	select {
+	case <-w.Live():
+		t.Fatal("live before the opening heartbeat")
+	default:
+	}
+	sub.heartbeat("c1")
+	// Sync hands over a's state, by track; b and the foreign number are
+	// settled by their statuses and not asked again.
+	requireEvents(t, next(t, w), a, 0, 5, "c1")
+	select {
+	case <-w.Live():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not live after the opening and the sync")
+	}
+	require.Equal(t, 1.0, counterValue(t, m.TrackRequests.WithLabelValues(protocol.CodeOK)), "a tracked")
+	require.Zero(t, counterValue(t, m.TrackRequests.WithLabelValues(protocol.CodeNotFound)), "b not tracked")
+	require.Zero(t, counterValue(t, m.TrackRequests.WithLabelValues(protocol.CodeWrongCarrier)), "the foreign number not tracked")
+
+	// b's parcel is created: it comes from its first event.
+	sub.update(b, 0, 2, "c2")
+	requireEvents(t, next(t, w), b, 0, 2, "c2")
+	// A status for a number not watched is a bad message, shown.
+	sub.send(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: servicetest.Number(9), Code: protocol.CodeNotFound})
+	u := next(t, w)
+	require.Equal(t, protocol.ErrInvalid.Code, u.Error, "%+v", u)
+	// The same status again (a new subscription after unknown_cursor)
+	// is not handed over twice; one that changes is.
+	sub.send(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: foreign, Code: protocol.CodeWrongCarrier})
+	sub.send(&protocol.WatchMessage{Type: protocol.WatchStatus, Number: foreign, Code: protocol.CodeRateLimited, RetryAfter: 5})
+	requireStatus(t, next(t, w), foreign, protocol.CodeRateLimited)
+	sub.heartbeat("c3")
+	require.Eventually(t, func() bool { return w.Cursor() == "c3" }, 5*time.Second, 5*time.Millisecond)
+	quiet(t, w, 50*time.Millisecond)
+	ws.fake.none(50 * time.Millisecond)
+}
+
+// TestWatchSyncNotFound: a subscription that resumes from a cursor gets
+// no statuses, so Sync's track answers give each number its result.
+func TestWatchSyncNotFound(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	a := servicetest.NewParcel(t, servicetest.Number(1), 2)
+	b := servicetest.Number(2)
+	ws := newWatchSetup(t, servicetest.ServerConfig{}, a)
+	o := ws.options(a.Number, b)
+	o.Sync, o.Cursor = true, "c0"
+	w := ws.watch(t, o)
+	ws.fake.next().heartbeat("c0")
+	got := map[string]WatchUpdate{}
+	for range 2 {
+		u := next(t, w)
+		got[u.Number] = u
+	}
+	requireEvents(t, got[a.Number], a, 0, 1, "c0")
+	requireStatus(t, got[b], b, protocol.CodeNotFound)
+}
+
+// TestWatchableCode: a number no carrier claims gets its result in Code.
+func TestWatchableCode(t *testing.T) {
+	sf := &protocol.CarrierEntry{Code: "SF"}
+	tr := staticTrust{carriers: map[string][]*protocol.CarrierEntry{"SF0001": {sf}}}
+	ok, rejected := Watchable(tr, []string{"SF0001", "ZZ0009", "!"})
+	require.Equal(t, []string{"SF0001"}, ok)
+	require.Len(t, rejected, 2)
+	for _, u := range rejected {
+		require.Equal(t, protocol.CodeInvalidNumber, u.Code, "%+v", u)
+		require.Empty(t, u.Error, "not a verification failure")
+		require.NotEmpty(t, u.Message)
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var d dto.Metric
+	require.NoError(t, c.Write(&d))
+	return d.GetCounter().GetValue()
+}
+
+// TestWatchRealServiceStatus: against the node's watch service, a watch
+// of a stored parcel, a number the node lacks and another carrier's
+// number gives each its result before Live, and goes on: the missing
+// parcel, once ingested, is delivered.
+func TestWatchRealServiceStatus(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	a := servicetest.NewParcel(t, servicetest.Number(1), 3)
+	b := servicetest.NewParcel(t, servicetest.Number(2), 2)
+	srv := servicetest.StartServer(t, servicetest.ServerConfig{})
+	servicetest.Load(t, srv.Store, []*servicetest.Parcel{a})
+	sw, err := service.NewWatch(service.WatchConfig{Store: srv.Store, Carrier: servicetest.Carrier, Schemes: []protocol.Scheme{servicetest.Scheme}}, nil)
+	require.NoError(t, err)
+	sw.Register(srv.Host)
+	defer sw.Unregister()
+	c := newClient(t, srv, nil)
+	foreign := "SF1234567890"
+	w, err := c.Watch(context.Background(), WatchOptions{
+		Carrier: servicetest.Carrier, Peers: []peer.ID{srv.Host.ID()}, Keys: servicetest.Keys(),
+		Numbers: []string{a.Number, b.Number, foreign}, Sync: true,
+	})
+	require.NoError(t, err)
+	defer w.Close()
+	got := map[string]WatchUpdate{}
+	for len(got) < 3 {
+		u := next(t, w)
+		require.NotContains(t, got, u.Number, "one result per number")
+		got[u.Number] = u
+	}
+	requireEvents(t, got[a.Number], a, 0, 2, w.Cursor())
+	requireStatus(t, got[b.Number], b.Number, protocol.CodeNotFound)
+	requireStatus(t, got[foreign], foreign, protocol.CodeWrongCarrier)
+	select {
+	case <-w.Live():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not live after every number's result")
+	}
+	servicetest.Load(t, srv.Store, []*servicetest.Parcel{b})
+	u := next(t, w)
+	require.Equal(t, b.Number, u.Number, "%+v", u)
+	require.True(t, u.Verified, "%s: %s", u.Error, u.Message)
+	require.Len(t, u.Events, 2)
 }
