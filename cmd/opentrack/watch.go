@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 func watchCmd() *cobra.Command {
@@ -30,6 +31,9 @@ ingest named this platform, and print each update as it arrives, verified
 against the signed head and the event chain: a readable line per event, or
 with --json one JSON object per line, {"number", "carrier", "verified",
 "head", "cursor", "events": [...]} and "error" when it did not verify.
+A number with no parcel to show gets one line with its result "code" at
+the start: not_found (still watched: a parcel created later is printed),
+wrong_carrier or invalid_number (the node never has it), rate_limited.
 
 With --repo, the platform repo's registry resolves the numbers to their
 carrier, which must be the same for all of them, and the subscription goes
@@ -44,9 +48,10 @@ When the stream ends or the node restarts, watch subscribes again by itself,
 backing off, and resumes where it was. With --cursor-file it resumes from the
 cursor in the file and keeps the file current, so that stopping and starting
 watch loses no update; some may print twice, and the event CID tells them
-apart. It prints the current state of every watched parcel first, then
-"watching N parcels" on stderr once every later change will be delivered,
-and runs until interrupted.`,
+apart. It prints the current state or the result of every watched number
+first, then "watching N parcels" on stderr once every later change will be
+delivered, and runs until interrupted. It exits with status 2 when no
+number can be watched.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case peerAddr == "" && repoDir == "":
@@ -103,11 +108,15 @@ and runs until interrupted.`,
 				return err
 			}
 			live := w.Live()
+			never := map[string]bool{} // numbers the node says it never has
 			for {
 				select {
 				case u, ok := <-w.Updates():
 					if !ok {
 						return w.Close()
+					}
+					if u.Code == protocol.CodeWrongCarrier || u.Code == protocol.CodeInvalidNumber {
+						never[u.Number] = true
 					}
 					if err := show(u); err != nil {
 						w.Close()
@@ -118,13 +127,19 @@ and runs until interrupted.`,
 					// On stderr, so that --json output stays one object a line.
 					if audience {
 						fmt.Fprintln(cmd.ErrOrStderr(), "watching the parcels booked by this platform")
-					} else {
-						noun := "parcels"
-						if len(args) == 1 {
-							noun = "parcel"
-						}
-						fmt.Fprintf(cmd.ErrOrStderr(), "watching %d %s\n", len(args), noun)
+						continue
 					}
+					// Every status came before Live: the count is final.
+					n := len(args) - len(never)
+					if n == 0 {
+						w.Close()
+						return &exitError{code: 2, err: fmt.Errorf("no number to watch: the node has none of them, nor ever will")}
+					}
+					noun := "parcels"
+					if n == 1 {
+						noun = "parcel"
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "watching %d %s\n", n, noun)
 				}
 			}
 		},
@@ -169,11 +184,23 @@ func (p *trackPlatform) watchPeer(ctx context.Context, addr string, numbers []st
 	return o, nil
 }
 
-// printUpdate prints a line per event of u, or why u did not verify.
+// printUpdate prints a line per event of u, its result when it has no
+// parcel to show, or why u did not verify.
 func printUpdate(w io.Writer, u client.WatchUpdate) error {
 	switch {
-	case u.Carrier == "": // not watched: no carrier to ask
-		_, err := fmt.Fprintf(w, "%s  %s: %s\n", u.Number, u.Error, u.Message)
+	case u.Code != "" && u.Carrier == "": // not watched: no carrier to ask
+		_, err := fmt.Fprintf(w, "%s  %s: %s\n", u.Number, u.Code, u.Message)
+		return err
+	case u.Code != "":
+		msg := u.Message
+		if msg == "" && u.Code == protocol.CodeNotFound {
+			msg = "no such parcel at carrier " + u.Carrier
+		}
+		line := fmt.Sprintf("%s  carrier %s  %s", u.Number, u.Carrier, u.Code)
+		if msg != "" {
+			line += ": " + msg
+		}
+		_, err := fmt.Fprintln(w, line)
 		return err
 	case !u.Verified:
 		_, err := fmt.Fprintf(w, "%s  carrier %s  NOT VERIFIED  %s: %s\n", u.Number, u.Carrier, u.Error, u.Message)
