@@ -196,6 +196,46 @@ func TestGateway(t *testing.T) {
 		require.Eventually(t, func() bool { return f.gw.streams.count() == 0 }, 10*time.Second, 20*time.Millisecond, "streams end with their clients")
 	})
 
+	t.Run("watch statuses", func(t *testing.T) {
+		// A stored parcel, one the carrier has not scanned yet, and two
+		// no carrier covers: each number gets its event first, and the
+		// stream goes on for the first two.
+		unscanned, err := post.NewNumber()
+		require.NoError(t, err)
+		const unclaimed, garbage = "ZZ1", "!!"
+		q := url.Values{"number": {number, unscanned, unclaimed, garbage}}
+		resp, stream := f.openStream(t, t.Context(), "/v1/watch?"+q.Encode())
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		codes := map[string]client.WatchUpdate{}
+		for len(codes) < 3 {
+			ev, err := stream.next()
+			require.NoError(t, err)
+			require.Equal(t, "status", ev.event, "every status before the first update: %s", ev.data)
+			var u client.WatchUpdate
+			require.NoError(t, json.Unmarshal([]byte(ev.data), &u), ev.data)
+			require.NotContains(t, codes, u.Number, "one status per number")
+			require.Empty(t, u.Events)
+			codes[u.Number] = u
+		}
+		require.Equal(t, protocol.CodeInvalidNumber, codes[unclaimed].Code, "%+v", codes[unclaimed])
+		require.Equal(t, protocol.CodeInvalidNumber, codes[garbage].Code, "%+v", codes[garbage])
+		require.Equal(t, protocol.CodeNotFound, codes[unscanned].Code, "%+v", codes[unscanned])
+		require.Equal(t, post.Code, codes[unscanned].Carrier, "the node's answer")
+		_, u := nextUpdate(t, stream)
+		require.True(t, u.Verified, u.Message)
+		require.Equal(t, number, u.Number, "the stored parcel's history")
+		cid := scan(t, post, unscanned, "", 0, protocol.StatusPickedUp)
+		_, u = nextUpdate(t, stream)
+		require.True(t, u.Verified, u.Message)
+		require.Equal(t, unscanned, u.Number, "the first scan of the number the node lacked")
+		require.Equal(t, cid, u.Events[0].CID)
+		resp.Body.Close()
+
+		// With nothing left to watch, the stream is refused.
+		resp, body := f.do(t, "GET", "/v1/watch?number="+unclaimed+"&number=%21%21", "")
+		requireProblem(t, resp, body, http.StatusBadRequest, protocol.CodeInvalidNumber)
+	})
+
 	t.Run("watch audience", func(t *testing.T) {
 		resp, stream := f.openStream(t, t.Context(), "/v1/watch?audience&carrier="+sf.Code)
 		require.Equal(t, http.StatusOK, resp.StatusCode)

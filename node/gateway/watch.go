@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ const maxLastEventID = 16 << 10
 // watchQuery is a parsed GET /v1/watch.
 type watchQuery struct {
 	numbers  []string // normalized, without duplicates; nil with audience
+	invalid  []string // numbers as given that do not normalize: each gets its status
 	audience bool
 	carrier  string            // only this carrier's, when set
 	cursors  map[string]string // carrier code -> cursor to resume from
@@ -57,14 +59,16 @@ func parseWatch(q url.Values, lastEventID string, maxNumbers int) (*watchQuery, 
 	}
 	for _, r := range raw {
 		n, err := protocol.NormalizeNumber(r)
-		if err != nil {
-			return nil, fmt.Errorf("gateway: number %q: %w", r, err)
-		}
-		if !slices.Contains(w.numbers, n) {
+		switch {
+		case err != nil:
+			if !slices.Contains(w.invalid, r) {
+				w.invalid = append(w.invalid, r)
+			}
+		case !slices.Contains(w.numbers, n):
 			w.numbers = append(w.numbers, n)
 		}
 	}
-	if w.audience == (len(w.numbers) > 0) {
+	if w.audience == (len(raw) > 0) {
 		return nil, bad("give number=N (repeatable) or audience, not both or neither")
 	}
 	if w.carrier != "" {
@@ -130,8 +134,12 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// watchPlan is one subscription per carrier the stream covers.
-func (g *Gateway) watchPlan(q *watchQuery) ([]client.WatchOptions, *problem) {
+// watchPlan is one subscription per carrier the stream covers, and the
+// status of each number none can cover: one that does not normalize or
+// that no carrier in the registry claims (client.Watchable). Only when
+// nothing is left to watch is the stream refused, with the first such
+// number's problem.
+func (g *Gateway) watchPlan(q *watchQuery) ([]client.WatchOptions, []client.WatchUpdate, *problem) {
 	base := func(e *protocol.CarrierEntry) client.WatchOptions {
 		cursor := q.cursors[e.Code]
 		return client.WatchOptions{
@@ -148,7 +156,7 @@ func (g *Gateway) watchPlan(q *watchQuery) ([]client.WatchOptions, *problem) {
 	if q.audience {
 		reg := g.trust.Registry()
 		if reg == nil {
-			return nil, newProblem(protocol.CodeInternal, "the platform holds no registry")
+			return nil, nil, newProblem(protocol.CodeInternal, "the platform holds no registry")
 		}
 		for i := range reg.Carriers {
 			if e := &reg.Carriers[i]; q.carrier == "" || e.Code == q.carrier {
@@ -156,16 +164,15 @@ func (g *Gateway) watchPlan(q *watchQuery) ([]client.WatchOptions, *problem) {
 			}
 		}
 	}
-	for _, n := range q.numbers {
+	var numbers []string
+	var rejected []client.WatchUpdate
+	if !q.audience {
+		numbers, rejected = client.Watchable(g.trust, append(slices.Clone(q.numbers), q.invalid...))
+	}
+	for _, n := range numbers {
 		entries, err := g.trust.Resolve(n)
 		if err != nil {
-			code := protocol.CodeOf(err)
-			if code == "" {
-				return nil, newProblem(protocol.CodeInternal, "resolving numbers failed")
-			}
-			p := newProblem(code, err.Error())
-			p.Number = n
-			return nil, p
+			return nil, nil, newProblem(protocol.CodeInternal, "resolving numbers failed")
 		}
 		for _, e := range entries {
 			if q.carrier != "" && e.Code != q.carrier {
@@ -180,12 +187,17 @@ func (g *Gateway) watchPlan(q *watchQuery) ([]client.WatchOptions, *problem) {
 		}
 	}
 	plan = slices.DeleteFunc(plan, func(o client.WatchOptions) bool { return len(o.Peers) == 0 })
-	if len(plan) == 0 {
+	switch {
+	case len(plan) == 0 && len(rejected) > 0:
+		p := newProblem(rejected[0].Code, fmt.Sprintf("gateway: number %q: %s", rejected[0].Number, rejected[0].Message))
+		p.Number = rejected[0].Number
+		return nil, nil, p
+	case len(plan) == 0:
 		p := newProblem(protocol.CodeNotFound, "no carrier in the registry serves what was asked")
 		p.Carrier = q.carrier
-		return nil, p
+		return nil, nil, p
 	}
-	return plan, nil
+	return plan, rejected, nil
 }
 
 // tagged is an update from one carrier's watcher; done marks the end of
@@ -199,7 +211,10 @@ type tagged struct {
 
 // watch streams verified updates as Server-Sent Events: "event: update",
 // "data:" the update as `opentrack watch --json` prints it, and "id:"
-// every carrier's cursor, from which Last-Event-ID resumes.
+// every carrier's cursor, from which Last-Event-ID resumes. A number with
+// nothing to show gets "event: status" instead, its code in the data:
+// first those no carrier covers, then those a carrier's node lacks (spec
+// 8.5), and the stream goes on for the others.
 func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 	var q *watchQuery
 	values, err := query(r)
@@ -213,7 +228,7 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 	if !g.admit(w, r, 1) {
 		return
 	}
-	plan, p := g.watchPlan(q)
+	plan, rejected, p := g.watchPlan(q)
 	if p != nil {
 		p.write(w)
 		return
@@ -255,11 +270,16 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 	}
 	// Answer once every subscription is live, so that a client that sees
 	// the stream open misses nothing from then on. Until the forwarders
-	// start, no watcher can hand an update over, so no cursor read here
-	// is ahead of an update not yet written: each can go in the first id.
-	g.awaitLive(ctx, watchers)
+	// start, a watcher hands over only what awaitLive reads, and those go
+	// first; a cursor read here is ahead of none of the others, so each
+	// goes in the first id unless one of those carries its own.
+	first := make([]tagged, 0, len(rejected))
+	for _, u := range rejected {
+		first = append(first, tagged{u: u})
+	}
+	first = append(first, g.awaitLive(ctx, plan, watchers)...)
 	for i, wt := range watchers {
-		if c := wt.Cursor(); c != "" && !plan[i].Sync {
+		if c := wt.Cursor(); c != "" && !plan[i].Sync && !slices.ContainsFunc(first, func(t tagged) bool { return t.carrier == plan[i].Carrier && t.u.Cursor != "" }) {
 			q.cursors[plan[i].Carrier] = c
 		}
 	}
@@ -279,7 +299,7 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 			}
 		})
 	}
-	g.stream(ctx, w, q.cursors, events, len(watchers))
+	g.stream(ctx, w, q.cursors, first, events, len(watchers))
 }
 
 // liveWait bounds how long a new stream waits for its subscriptions to
@@ -287,27 +307,52 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 // retried by its watcher in the background.
 const liveWait = 5 * time.Second
 
-// awaitLive waits until every watcher has received a first message from
-// its node (its cursor is set), liveWait passes, or ctx ends.
-func (g *Gateway) awaitLive(ctx context.Context, watchers []*client.Watcher) {
-	deadline := time.Now().Add(liveWait)
+// awaitLive waits until every watcher has received its opening heartbeat
+// (its cursor is set), liveWait passes, or ctx ends. What a watcher hands
+// over before that, the statuses of the numbers its node lacks (spec
+// 8.5), is read as it comes, so that the watcher gets on to its
+// heartbeat, and returned.
+func (g *Gateway) awaitLive(ctx context.Context, plan []client.WatchOptions, watchers []*client.Watcher) []tagged {
+	var got []tagged
+	deadline := time.NewTimer(liveWait)
+	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for time.Now().Before(deadline) {
-		if !slices.ContainsFunc(watchers, func(wt *client.Watcher) bool { return wt.Cursor() == "" }) {
-			return
+	closed := make([]bool, len(watchers))
+	for {
+		// The cases: ctx, the deadline, the tick (a cursor set without
+		// an update to wake on), then each watcher still opening.
+		cases := []reflect.SelectCase{
+			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(deadline.C)},
+			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(tick.C)},
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+		var which []int
+		for i, wt := range watchers {
+			if !closed[i] && wt.Cursor() == "" {
+				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wt.Updates())})
+				which = append(which, i)
+			}
+		}
+		if len(which) == 0 {
+			return got
+		}
+		chosen, v, ok := reflect.Select(cases)
+		switch {
+		case chosen < 2:
+			return got
+		case chosen == 2:
+		case !ok:
+			closed[which[chosen-3]] = true // its forwarder reports why
+		default:
+			got = append(got, tagged{carrier: plan[which[chosen-3]].Carrier, u: v.Interface().(client.WatchUpdate)})
 		}
 	}
 }
 
 // stream writes events until the client goes away, the gateway shuts
 // down, or every watcher has stopped.
-func (g *Gateway) stream(ctx context.Context, w http.ResponseWriter, cursors map[string]string, events <-chan tagged, live int) {
+func (g *Gateway) stream(ctx context.Context, w http.ResponseWriter, cursors map[string]string, first []tagged, events <-chan tagged, live int) {
 	rc := http.NewResponseController(w)
 	// A stream lives long: lift the server's read deadline, which would
 	// otherwise end the request, and bound each write instead.
@@ -324,13 +369,18 @@ func (g *Gateway) stream(ctx context.Context, w http.ResponseWriter, cursors map
 		}
 		return rc.Flush() == nil
 	}
-	first := "retry: 2000\n: verified updates follow\n"
+	open := "retry: 2000\n: verified updates follow\n"
 	if id := encodeCursors(cursors); id != "" {
 		// An id alone sets the client's Last-Event-ID without an event.
-		first += "id: " + id + "\n"
+		open += "id: " + id + "\n"
 	}
-	if !send(first + "\n") {
+	if !send(open + "\n") {
 		return
+	}
+	for _, t := range first {
+		if !sendUpdate(send, cursors, t) {
+			return
+		}
 	}
 	beat := time.NewTicker(g.opts.Heartbeat)
 	defer beat.Stop()
@@ -355,22 +405,33 @@ func (g *Gateway) stream(ctx context.Context, w http.ResponseWriter, cursors map
 				}
 				continue
 			}
-			if t.u.Cursor != "" {
-				cursors[t.carrier] = t.u.Cursor
-			}
-			b, err := json.Marshal(t.u)
-			if err != nil {
-				return
-			}
-			msg := "event: update\ndata: " + string(b) + "\n\n"
-			if id := encodeCursors(cursors); id != "" {
-				msg = "id: " + id + "\n" + msg
-			}
-			if !send(msg) {
+			if !sendUpdate(send, cursors, t) {
 				return
 			}
 		}
 	}
+}
+
+// sendUpdate sends one watcher's update: "event: update", or "event:
+// status" for a number with nothing to show, with every carrier's cursor
+// as its id once the update's own is in.
+func sendUpdate(send func(string) bool, cursors map[string]string, t tagged) bool {
+	if t.u.Cursor != "" {
+		cursors[t.carrier] = t.u.Cursor
+	}
+	b, err := json.Marshal(t.u)
+	if err != nil {
+		return false
+	}
+	event := "update"
+	if t.u.Code != "" {
+		event = "status"
+	}
+	msg := "event: " + event + "\ndata: " + string(b) + "\n\n"
+	if id := encodeCursors(cursors); id != "" {
+		msg = "id: " + id + "\n" + msg
+	}
+	return send(msg)
 }
 
 // codeFor is err's protocol code, internal when it has none.
