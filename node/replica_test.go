@@ -74,6 +74,14 @@ func TestReplicas(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Close()
 	require.Eventually(t, func() bool { return w.Cursor() != "" }, 10*time.Second, 10*time.Millisecond, "watch on the second replica is live")
+	// Not ingested yet: the subscription opened with its status.
+	select {
+	case u := <-w.Updates():
+		require.Equal(t, protocol.CodeNotFound, u.Code, "%+v", u)
+		require.Equal(t, watched, u.Number)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no status for the number the replicas do not hold yet")
+	}
 	r1.ingest(t, watched, 2)
 	select {
 	case u := <-w.Updates():

@@ -44,7 +44,8 @@ type watchLog struct {
 func (l *watchLog) collect(w *client.Watcher, run int) {
 	for u := range w.Updates() {
 		l.mu.Lock()
-		if !u.Verified {
+		// A number not ingested yet gets its status (Code); no failure.
+		if !u.Verified && u.Code == "" {
 			l.unverified = append(l.unverified, u)
 		}
 		for _, e := range u.Events {

@@ -298,6 +298,12 @@ type Watcher struct {
 	parcels   map[string]*parcelState
 	told      map[string]string // number -> the Code last handed over for it
 	answered  map[string]bool   // numbers the current subscription's statuses settle: a re-sync skips them
+	// pending are statuses not taken yet. They wait here rather than hold
+	// up the stream, so that the opening heartbeat sets the cursor while
+	// the consumer has not read them; they go out before any later update,
+	// and Live waits for them (liveDue).
+	pending []WatchUpdate
+	liveDue bool
 	cursor    string
 	saved     string // the cursor in the file
 	resync    bool   // a re-sync by track is due once a subscription is live
@@ -354,14 +360,20 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions) (*Watcher, error)
 	return w, nil
 }
 
-// Live is closed once the first subscription is live, and with Sync once
-// the current state of every watched parcel has been handed over on
-// Updates: from then on every change is delivered. A consumer that must
+// Live is closed once the first subscription is live and the statuses it
+// opened with have been handed over, and with Sync once the current state
+// of every watched parcel has been too: from then on every change is
+// delivered. A consumer that must
 // not miss an event caused after it started waits for it.
 func (w *Watcher) Live() <-chan struct{} { return w.live }
 
-// markLive closes live, once.
-func (w *Watcher) markLive() { w.liveOnce.Do(func() { close(w.live) }) }
+// markLive closes live, once, as soon as every pending status is taken.
+func (w *Watcher) markLive() {
+	w.liveDue = true
+	if len(w.pending) == 0 {
+		w.liveOnce.Do(func() { close(w.live) })
+	}
+}
 
 // Updates returns the channel of updates. It is unbuffered, so that a
 // cursor is never persisted ahead of what the consumer has received, and
@@ -516,9 +528,16 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 		flushAt = t.C
 	}
 	for {
+		var out chan<- WatchUpdate // nil, and so never ready, with nothing pending
+		var head WatchUpdate
+		if len(w.pending) > 0 {
+			out, head = w.out, w.pending[0]
+		}
 		select {
 		case <-ctx.Done():
 			return progress, ctx.Err()
+		case out <- head:
+			w.taken()
 		case <-resyncAt:
 			resyncAt = nil
 			if err := w.resyncAll(ctx, p); err != nil {
@@ -697,20 +716,31 @@ func (w *Watcher) status(ctx context.Context, m *protocol.WatchMessage) error {
 	if settles[m.Code] {
 		w.answered[m.Number] = true
 	}
-	return w.tell(ctx, m.Number, m.Code, m.Message)
+	w.tell(m.Number, m.Code, m.Message)
+	return nil
 }
 
 // settles are the status codes after which tracking the number tells
 // nothing new: the node has no parcel for it, or never will.
 var settles = map[string]bool{protocol.CodeNotFound: true, protocol.CodeWrongCarrier: true, protocol.CodeInvalidNumber: true}
 
-// tell hands over code for number unless it was the last one handed over.
-func (w *Watcher) tell(ctx context.Context, number, code, msg string) error {
+// tell queues code for number unless it was the last one handed over.
+func (w *Watcher) tell(number, code, msg string) {
 	if w.told[number] == code {
-		return nil
+		return
 	}
 	w.told[number] = code
-	return w.emit(ctx, WatchUpdate{Number: number, Carrier: w.opts.Carrier, Cursor: w.cursor, Events: []EventView{}, Code: code, Message: msg})
+	w.pending = append(w.pending, WatchUpdate{Number: number, Carrier: w.opts.Carrier, Cursor: w.cursor, Events: []EventView{}, Code: code, Message: msg})
+}
+
+// taken drops the first pending status, which the consumer took.
+func (w *Watcher) taken() {
+	if w.pending = w.pending[1:]; len(w.pending) == 0 {
+		w.pending = nil
+		if w.liveDue {
+			w.markLive()
+		}
+	}
 }
 
 // update verifies an update and hands over its new events. Spec 8.5: an
@@ -827,8 +857,16 @@ func (w *Watcher) failed(number, cursor string, err error) WatchUpdate {
 	return WatchUpdate{Number: number, Carrier: w.opts.Carrier, Cursor: cursor, Events: []EventView{}, Error: code, Message: err.Error()}
 }
 
-// emit hands u to the consumer.
+// emit hands u to the consumer, after the statuses pending.
 func (w *Watcher) emit(ctx context.Context, u WatchUpdate) error {
+	for len(w.pending) > 0 {
+		select {
+		case w.out <- w.pending[0]:
+			w.taken()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	select {
 	case w.out <- u:
 		return nil
@@ -887,9 +925,7 @@ func (w *Watcher) backfill(ctx context.Context, p peer.ID, numbers []string, cur
 			res := &resp.Results[i]
 			if settles[res.Code] && !reportMissing {
 				// No parcel to show yet: the number's result, once.
-				if err := w.tell(ctx, chunk[i], res.Code, res.Message); err != nil {
-					return err
-				}
+				w.tell(chunk[i], res.Code, res.Message)
 				continue
 			}
 			v, err := w.fetchPages(ctx, p, chunk[i], queries[i], res)

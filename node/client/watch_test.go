@@ -706,7 +706,10 @@ func TestWatchStatus(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("not live after the opening and the sync")
 	}
-	require.Equal(t, 1.0, counterValue(t, m.TrackRequests.WithLabelValues(protocol.CodeOK)), "a tracked")
+	// The server counts a result once it is written: wait for a's, then
+	// the request that carried it is counted whole.
+	require.Eventually(t, func() bool { return counterValue(t, m.TrackRequests.WithLabelValues(protocol.CodeOK)) == 1 },
+		10*time.Second, time.Millisecond, "a tracked")
 	require.Zero(t, counterValue(t, m.TrackRequests.WithLabelValues(protocol.CodeNotFound)), "b not tracked")
 	require.Zero(t, counterValue(t, m.TrackRequests.WithLabelValues(protocol.CodeWrongCarrier)), "the foreign number not tracked")
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -270,18 +269,18 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 	}
 	// Answer once every subscription is live, so that a client that sees
 	// the stream open misses nothing from then on. Until the forwarders
-	// start, a watcher hands over only what awaitLive reads, and those go
-	// first; a cursor read here is ahead of none of the others, so each
-	// goes in the first id unless one of those carries its own.
-	first := make([]tagged, 0, len(rejected))
-	for _, u := range rejected {
-		first = append(first, tagged{u: u})
-	}
-	first = append(first, g.awaitLive(ctx, plan, watchers)...)
+	// start, no watcher can hand an update over (a status it opened with
+	// waits in the watcher and carries no cursor), so no cursor read here
+	// is ahead of an update not yet written: each can go in the first id.
+	g.awaitLive(ctx, watchers)
 	for i, wt := range watchers {
-		if c := wt.Cursor(); c != "" && !plan[i].Sync && !slices.ContainsFunc(first, func(t tagged) bool { return t.carrier == plan[i].Carrier && t.u.Cursor != "" }) {
+		if c := wt.Cursor(); c != "" && !plan[i].Sync {
 			q.cursors[plan[i].Carrier] = c
 		}
+	}
+	first := make([]tagged, len(rejected))
+	for i, u := range rejected {
+		first[i] = tagged{u: u}
 	}
 	for i, wt := range watchers {
 		code := plan[i].Carrier
@@ -307,45 +306,20 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 // retried by its watcher in the background.
 const liveWait = 5 * time.Second
 
-// awaitLive waits until every watcher has received its opening heartbeat
-// (its cursor is set), liveWait passes, or ctx ends. What a watcher hands
-// over before that, the statuses of the numbers its node lacks (spec
-// 8.5), is read as it comes, so that the watcher gets on to its
-// heartbeat, and returned.
-func (g *Gateway) awaitLive(ctx context.Context, plan []client.WatchOptions, watchers []*client.Watcher) []tagged {
-	var got []tagged
-	deadline := time.NewTimer(liveWait)
-	defer deadline.Stop()
+// awaitLive waits until every watcher has received a first message from
+// its node (its cursor is set), liveWait passes, or ctx ends.
+func (g *Gateway) awaitLive(ctx context.Context, watchers []*client.Watcher) {
+	deadline := time.Now().Add(liveWait)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	closed := make([]bool, len(watchers))
-	for {
-		// The cases: ctx, the deadline, the tick (a cursor set without
-		// an update to wake on), then each watcher still opening.
-		cases := []reflect.SelectCase{
-			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
-			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(deadline.C)},
-			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(tick.C)},
+	for time.Now().Before(deadline) {
+		if !slices.ContainsFunc(watchers, func(wt *client.Watcher) bool { return wt.Cursor() == "" }) {
+			return
 		}
-		var which []int
-		for i, wt := range watchers {
-			if !closed[i] && wt.Cursor() == "" {
-				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wt.Updates())})
-				which = append(which, i)
-			}
-		}
-		if len(which) == 0 {
-			return got
-		}
-		chosen, v, ok := reflect.Select(cases)
-		switch {
-		case chosen < 2:
-			return got
-		case chosen == 2:
-		case !ok:
-			closed[which[chosen-3]] = true // its forwarder reports why
-		default:
-			got = append(got, tagged{carrier: plan[which[chosen-3]].Carrier, u: v.Interface().(client.WatchUpdate)})
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }

@@ -20,7 +20,7 @@ type Metrics struct {
 	TrackLatency   prometheus.Histogram   // seconds per track request
 	StreamResets   *prometheus.CounterVec // by protocol and reason
 	WatchStreams   prometheus.Gauge       // open watch subscriptions
-	WatchUpdates   *prometheus.CounterVec // by type: update, catchup, heartbeat
+	WatchUpdates   *prometheus.CounterVec // by type: update, catchup, heartbeat, error, status
 	Disclosures    *prometheus.CounterVec // audit: by result allowed, refused
 	StoreEvents    prometheus.GaugeFunc   // set by the node once the store is open
 	StoreDiskBytes prometheus.GaugeFunc

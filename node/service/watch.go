@@ -311,6 +311,9 @@ func (sub *subscription) answerNumbers(ctx context.Context, numbers []string) (c
 				case errors.Is(err, store.ErrNotFound):
 					statuses = append(statuses, numberStatus{number: n, code: protocol.CodeNotFound, msg: w.notFoundMessage()})
 					notFound++
+				case err != nil && ctx.Err() != nil:
+					// Out of time (RequestTimeout) or shutting down.
+					return protocol.CodeUnavailable, "node could not look the numbers up in time"
 				case err != nil:
 					return w.errorCode(err), err.Error()
 				}
