@@ -365,3 +365,36 @@ func TestDetail(t *testing.T) {
 		}
 	}
 }
+
+// TestPublicKeyResolverChecksKid: a carrier verifying its own grants with
+// its pinned key refuses one whose kid names another key, even when the
+// pinned key made the signature (spec 5.10, the carrier's own key).
+func TestPublicKeyResolverChecksKid(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	good, err := NewSigner(priv)
+	require.NoError(t, err)
+	wrongKid := &Signer{key: priv, kid: bytes.Repeat([]byte{7}, KeyIDLen)}
+	g := &Grant{ID: "000102030405060708090a0b0c0d0e0f", Carrier: "SF", Holder: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+		Numbers: []string{"SF1234567890"}, Fields: []string{FieldPOD}, Issued: 1000, Expires: 2000}
+	keys := PublicKeyResolver{Carrier: "SF", Key: good.Public()}
+	for _, tc := range []struct {
+		name string
+		s    *Signer
+		want error
+	}{
+		{"kid of the pinned key", good, nil},
+		{"kid of another key", wrongKid, ErrUnknownKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := SignGrant(tc.s, g)
+			require.NoError(t, err)
+			_, err = OpenGrant(b, keys, g.Holder, 1500)
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+}
