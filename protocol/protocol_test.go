@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -396,5 +397,32 @@ func TestPublicKeyResolverChecksKid(t *testing.T) {
 			}
 			require.ErrorIs(t, err, tc.want)
 		})
+	}
+}
+
+// TestCheckNodeAddr checks NodeEntry addresses by their text alone (spec
+// 4.5): every implementation agrees whatever its multiaddr table.
+func TestCheckNodeAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"/ip4/127.0.0.1/tcp/4001", true},
+		{"/ip4/127.0.0.1/udp/4001/quic-v1", true},
+		{"/dns4/track.example/tcp/443/wss", true},
+		{"/ip4/192.0.2.7/tcp/4001/x-opentrack-future/v1", true},
+		{"", false},
+		{"ip4/127.0.0.1/tcp/4001", false},
+		{"/ip4//tcp/4001", false},
+		{"/ip4/127.0.0.1/tcp/4001/", false},
+		{"/dns4/a b/tcp/1", false},
+		{"/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", false},
+		{"/ipfs/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N", false},
+		{"/" + strings.Repeat("a", MaxNodeAddrLen), false},
+	} {
+		err := checkNodeAddr(tc.addr)
+		if tc.ok != (err == nil) {
+			t.Errorf("checkNodeAddr(%q) = %v, want ok %v", tc.addr, err, tc.ok)
+		}
 	}
 }

@@ -272,6 +272,33 @@ func (g *gen) registries() error {
 	}
 	g.add(Vector{Name: "registry_shared_key", Type: "registry", Valid: false, CBOR: hx(sharedPayload), COSE: hx(sharedSigned), PubKey: pub(g.auth), Time: t0 + hour,
 		Error: protocol.ErrInvalid.Code, Note: "SF's key also listed under ROYALMAIL: a key bound to two carriers would verify records of both"})
+
+	// Node addresses are checked by their text alone (spec 4.5).
+	for _, tc := range []struct {
+		name, addr string
+		err        *protocol.Error
+		note       string
+	}{
+		{"registry_addr_unknown_protocol", "/ip4/192.0.2.7/tcp/4001/x-opentrack-future/v1", nil,
+			"a node address with a protocol no multiaddr table knows: the registry is valid, and a dialler skips the address"},
+		{"registry_addr_p2p", "/ip4/192.0.2.7/tcp/4001/p2p/" + nodePeer, protocol.ErrInvalid,
+			"a node address that carries /p2p/: the peer field names the peer"},
+	} {
+		r := g.registry()
+		r.Carriers[1].Nodes[0].Addrs = append(r.Carriers[1].Nodes[0].Addrs, tc.addr)
+		payload := enc(r)
+		signed, err := g.auth.Sign(protocol.ContentRegistry, payload)
+		if err != nil {
+			return err
+		}
+		v := Vector{Name: tc.name, Type: "registry", Valid: tc.err == nil, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.auth), Time: t0 + hour, Note: tc.note}
+		if tc.err != nil {
+			v.Error = tc.err.Code
+		} else {
+			v.CID = protocol.CIDOf(payload).String()
+		}
+		g.add(v)
+	}
 	return nil
 }
 

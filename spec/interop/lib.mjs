@@ -578,7 +578,12 @@ export function validateRegistry (r) {
     }
     for (const n of c.nodes) {
       if (!validPeerId(n.peer)) invalid(`node peer ${JSON.stringify(n.peer)}`)
-      for (const a of n.addrs) if (!/^(\/[^/]+)+$/.test(a)) invalid(`node address ${JSON.stringify(a)}`)
+      // Spec 4.5: checked by its text alone, whatever multiaddr table a
+      // receiver has.
+      for (const a of n.addrs) {
+        if (utf8Len(a) > 256 || !/^(\/[^/\x00-\x20\x7f]+)+$/.test(a)) invalid(`node address ${JSON.stringify(a)}`)
+        if (a.split('/').some((c) => c === 'p2p' || c === 'ipfs')) invalid(`node address ${JSON.stringify(a)} carries /p2p/`)
+      }
     }
     for (const s of c.schemes) compileScheme(s)
   })
