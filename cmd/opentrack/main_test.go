@@ -105,7 +105,8 @@ func TestTrackNeedsNumbers(t *testing.T) {
 
 // TestTrackExitStatus: 1 for a record that did not verify or came from
 // a node that is not the carrier's, told apart; 2 when only answers were
-// missing; 0 when everything verified.
+// missing, a node's own wrong_carrier ("not a number I issue") among
+// them; 0 when everything verified.
 func TestTrackExitStatus(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -113,17 +114,20 @@ func TestTrackExitStatus(t *testing.T) {
 		partial bool
 		code    int
 		msg     string
+		// answered: each error is the node's answer, not a verdict
+		answered bool
 	}{
-		{"all verified", []string{"", ""}, false, 0, ""},
-		{"not found", []string{"", "not_found"}, false, 2, "of 2 numbers, 1 were not answered"},
-		{"bad signature", []string{"bad_signature", "not_found"}, false, 1, "of 2 numbers, 1 failed verification, 1 were not answered"},
-		{"wrong carrier", []string{"wrong_carrier"}, false, 1, "of 1 numbers, 1 came from a node that does not sign for their carrier"},
-		{"partial", []string{""}, true, 1, "of 1 numbers, 1 are partial (verified in part only)"},
+		{"all verified", []string{"", ""}, false, 0, "", false},
+		{"not found", []string{"", "not_found"}, false, 2, "of 2 numbers, 1 was not answered", false},
+		{"bad signature", []string{"bad_signature", "not_found", "not_found"}, false, 1, "of 3 numbers, 1 failed verification, 2 were not answered", false},
+		{"wrong carrier", []string{"wrong_carrier"}, false, 1, "of 1 number, 1 came from a node that does not sign for the carrier", false},
+		{"partial", []string{""}, true, 1, "of 1 number, 1 is partial (verified in part only)", false},
+		{"not the node's number", []string{"wrong_carrier"}, false, 2, "of 1 number, 1 was not answered", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var views []client.ParcelView
 			for _, e := range tc.errors {
-				views = append(views, client.ParcelView{Error: e, Partial: tc.partial})
+				views = append(views, client.ParcelView{Error: e, Partial: tc.partial, Answered: tc.answered})
 			}
 			err := verificationStatus(views)
 			if tc.code == 0 {

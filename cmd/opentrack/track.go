@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -178,7 +179,7 @@ func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []st
 		return nil, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
 	}
 	if err := p.h.Connect(ctx, *ai); err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", ai.ID, err)
+		return nil, fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ai.ID, lphost.DialError(err))
 	}
 	// A nil *discovery.Trust must stay a nil client.Trust.
 	var trust client.Trust
@@ -204,7 +205,7 @@ func (p *trackPlatform) close() {
 // did not verify or only in part, or came from a node that does not sign
 // for the number's carrier; 2 when all that came back verified but some
 // number asked for was not answered (not_found, invalid_number,
-// forbidden, unreachable...).
+// forbidden, unreachable, a node saying it does not issue the number...).
 func verificationStatus(views []client.ParcelView) error {
 	var bad, partial, foreign, unanswered, refused int
 	for _, v := range views {
@@ -212,15 +213,19 @@ func verificationStatus(views []client.ParcelView) error {
 			partial++
 			continue
 		}
-		switch v.Error {
-		case "":
+		switch {
+		case v.Error == "":
 			if v.DetailsError != "" {
 				refused++
 			}
-		case protocol.ErrWrongCarrier.Code:
+		case v.Answered:
+			// The node's answer, wrong_carrier included ("not a number I
+			// issue"): nothing came back to verify.
+			unanswered++
+		case v.Error == protocol.ErrWrongCarrier.Code:
 			foreign++
-		case protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden,
-			protocol.CodeUnavailable, protocol.CodeInternal:
+		case slices.Contains([]string{protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited,
+			protocol.CodeForbidden, protocol.CodeUnavailable, protocol.CodeInternal}, v.Error):
 			unanswered++
 		default:
 			bad++
@@ -231,16 +236,16 @@ func verificationStatus(views []client.ParcelView) error {
 		parts = append(parts, fmt.Sprintf("%d failed verification", bad))
 	}
 	if partial > 0 {
-		parts = append(parts, fmt.Sprintf("%d are partial (verified in part only)", partial))
+		parts = append(parts, fmt.Sprintf("%d %s partial (verified in part only)", partial, plural(partial, "is", "are")))
 	}
 	if foreign > 0 {
-		parts = append(parts, fmt.Sprintf("%d came from a node that does not sign for their carrier", foreign))
+		parts = append(parts, fmt.Sprintf("%d came from a node that does not sign for the carrier", foreign))
 	}
 	if unanswered > 0 {
-		parts = append(parts, fmt.Sprintf("%d were not answered", unanswered))
+		parts = append(parts, fmt.Sprintf("%d %s not answered", unanswered, plural(unanswered, "was", "were")))
 	}
 	if refused > 0 {
-		parts = append(parts, fmt.Sprintf("%d had their details refused", refused))
+		parts = append(parts, fmt.Sprintf("%d had %s details refused", refused, plural(refused, "its", "their")))
 	}
 	if len(parts) == 0 {
 		return nil
@@ -249,7 +254,15 @@ func verificationStatus(views []client.ParcelView) error {
 	if bad+partial+foreign > 0 {
 		code = 1
 	}
-	return &exitError{code: code, err: fmt.Errorf("of %d numbers, %s", len(views), strings.Join(parts, ", "))}
+	return &exitError{code: code, err: fmt.Errorf("of %d %s, %s", len(views), plural(len(views), "number", "numbers"), strings.Join(parts, ", "))}
+}
+
+// plural picks the word for n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func printTimeline(w io.Writer, views []client.ParcelView) {

@@ -276,7 +276,7 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 			var retryAfter uint64
 			switch {
 			case err == nil:
-				err = &protocol.Error{Code: resp.Error.Code, Msg: fmt.Sprintf("node %s of %s: %s %s", p, code, resp.Error.Code, resp.Error.Message)}
+				err = refusal(fmt.Sprintf("node %s of %s", p, code), resp.Error)
 				retryAfter = resp.Error.RetryAfter
 			case protocol.CodeOf(err) == "":
 				err = fmt.Errorf("%w: node %s of %s: %w", ErrNoAnswer, p, code, err)
@@ -316,7 +316,7 @@ func (c *Client) trackAt(ctx context.Context, conn Connector, p peer.ID, queries
 	err := conn.Connect(cctx, p)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("client: connect to %s: %w", p, err)
+		return nil, err // the caller names the node
 	}
 	return c.Track(ctx, p, queries, grant)
 }
