@@ -23,10 +23,13 @@ func ingestCmd() *cobra.Command {
 post them in batches to the node running from DIR (its node.json gives the
 admin URL, admin.token the credentials). Prints accepted and rejected counts
 and every rejection with its reason; exits 1 if anything was rejected.`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1, "one FILE of events (- or none for standard input)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := repo.Open(dir)
 			if err != nil {
+				return err
+			}
+			if err := wantRole(r, dir, repo.RoleCarrier); err != nil {
 				return err
 			}
 			info, err := repo.ReadNodeInfo(dir)

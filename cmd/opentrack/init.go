@@ -34,7 +34,7 @@ copied, so keep DIR2 as private as DIR.`,
   opentrack init --repo ./shop --platform shop --trust ./auth/authority.pub --registry registry.cose
   opentrack init --repo ./sf1 --carrier SF --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full'
   opentrack init --repo ./sf2 --carrier SF --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full' --replica-of ./sf1 --listen /ip4/0.0.0.0/tcp/4002`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (o.Carrier == "") == (o.Platform == "") {
 				return fmt.Errorf("init makes a carrier repo (--carrier CODE) or a platform repo (--platform NAME): give one of them")
@@ -157,7 +157,7 @@ signing key id, then its addresses, one a line: the running node's (from
 node.json) or, when it is not running, the configured listen addresses.
 With --json, an object {"id", "role", "carrier", "signing_key_id",
 "addresses", "running", "agent_version"}, as ipfs id prints.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := repo.Open(dir)
 			if err != nil {

@@ -30,6 +30,8 @@ func newRoot() *cobra.Command {
 	}
 	root.SetVersionTemplate(versionLine() + "\n")
 	root.AddCommand(versionCmd(), demoCmd(), initCmd(), idCmd(), nodeCmd(), ingestCmd(), trackCmd(), watchCmd(), gatewayCmd(), registryCmd(), grantCmd(), auditCmd(), testnetCmd(), benchCmd(), migrateCmd(), trustCmd())
+	root.SetFlagErrorFunc(flagError)
+	groupCommands(root)
 	return root
 }
 
@@ -40,8 +42,12 @@ func repoFlag(cmd *cobra.Command, dir *string, what string) {
 
 // defaultRepo gives --repo, when it is not set, the default repo: except
 // beside --peer (track and watch then trust the node's own keys) and
-// --store (migrate names the database itself).
+// --store (migrate names the database itself). First it checks the
+// required flags, which cobra would check after it, in its own words.
 func defaultRepo(cmd *cobra.Command, _ []string) error {
+	if err := requiredFlags(cmd); err != nil {
+		return err
+	}
 	f := cmd.Flags()
 	if r := f.Lookup("repo"); r == nil || r.Changed {
 		return nil

@@ -95,12 +95,12 @@ func TestTrustAddRegistryInstall(t *testing.T) {
 	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
 	require.ErrorIs(t, err, protocol.ErrStaleRegistry, "the same edition again is not newer")
 	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop)
-	require.EqualError(t, err, "opentrack registry install needs FILE, the signed registry (usage: opentrack registry install [--repo DIR] FILE)")
+	require.EqualError(t, err, "registry install needs FILE, the signed registry (usage: opentrack registry install [--repo DIR] FILE)")
 }
 
 func TestTrackNeedsNumbers(t *testing.T) {
 	_, err := execCmd(t, newRoot(), "track", "--repo", t.TempDir())
-	require.EqualError(t, err, "opentrack track needs one or more tracking numbers (usage: opentrack track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...)")
+	require.EqualError(t, err, "track needs one or more tracking numbers (usage: opentrack track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...)")
 }
 
 // TestTrackExitStatus: 1 for a record that did not verify or came from

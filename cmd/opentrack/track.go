@@ -141,14 +141,17 @@ func openTrackPlatform(repoDir string) (_ *trackPlatform, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := wantRole(r, repoDir, repo.RolePlatform); err != nil {
+			return nil, err
+		}
 		if p.trust, err = r.Trust(); err != nil {
 			if errors.Is(err, discovery.ErrNoAnchors) {
-				return nil, fmt.Errorf("--repo %s has no trust anchors: create it with opentrack init --trust PUBFILE --registry FILE", repoDir)
+				return nil, fmt.Errorf("--repo %s trusts no registry authority yet (add one with opentrack trust add --repo %s PUBFILE, then opentrack registry install --repo %s FILE)", repoDir, repoDir, repoDir)
 			}
 			return nil, fmt.Errorf("--repo %s: %w", repoDir, err)
 		}
 		if p.trust.Registry() == nil {
-			return nil, fmt.Errorf("--repo %s holds no registry: give one with opentrack init --registry FILE or opentrack node --registry FILE", repoDir)
+			return nil, fmt.Errorf("--repo %s holds no registry yet (install one with opentrack registry install --repo %s FILE)", repoDir, repoDir)
 		}
 		key = r.NodeKey
 		if !r.Config.Network.DisableQUIC {
