@@ -90,15 +90,15 @@ func withRegistryHint(err error) error {
 	var hint string
 	switch {
 	case errors.Is(err, protocol.ErrUntrustedIssuer):
-		hint = "its signing key (opentrack registry show FILE prints it) is not a trust anchor; get an edition signed by the authority you trust, or trust that authority's .pub"
+		hint = "get an edition signed by an authority you trust, or trust this one with opentrack trust add"
 	case errors.Is(err, protocol.ErrExpired):
-		hint = "the registry is outside its validity window; ask the authority for a current edition (or check this machine's clock)"
+		hint = "ask the authority for a current edition, or check this machine's clock"
 	case errors.Is(err, protocol.ErrBadSignature):
-		hint = "the registry file was altered or is corrupt; fetch it again"
+		hint = "the file was altered or is corrupt; fetch it again"
 	default:
 		return err
 	}
-	return fmt.Errorf("%w\nhint: %s", err, hint)
+	return fmt.Errorf("%w (hint: %s)", err, hint)
 }
 
 // initResult is what init prints, as JSON with --json.

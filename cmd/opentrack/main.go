@@ -3,7 +3,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/opentrack/opentrack/node/repo"
@@ -11,11 +13,20 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func main() {
-	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "opentrack:", err)
-		os.Exit(exitCode(err))
+func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run executes the command line args and returns the exit status. A
+// failure is one line on stderr: "opentrack: " and the error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "opentrack:", err)
+		return exitCode(err)
 	}
+	return 0
 }
 
 // newRoot builds the command tree.
