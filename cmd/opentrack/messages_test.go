@@ -226,7 +226,7 @@ func TestMessages(t *testing.T) {
 			q("opentrack: repo: no node running from " + sf2 + ": it has no node.json (start one with opentrack node --repo " + sf2 + ")"), ""},
 		{"malformed events", []string{"ingest", "--repo", sf, badEvents}, 1, q("opentrack: 2 events rejected"), q(`rejected line 1 id "": not a JSON value`)},
 		{"ingest two files", []string{"ingest", "--repo", sf, events, badEvents}, 1,
-			q(`opentrack: ingest takes at most one FILE of events (- or none for standard input); "`+badEvents+`" is one too many (usage: opentrack ingest [--repo DIR] [FILE|-])`), ""},
+			q(`opentrack: ingest takes at most one FILE of events (- or none for standard input); "` + badEvents + `" is one too many (usage: opentrack ingest [--repo DIR] [FILE|-])`), ""},
 		{"grant without its flags", []string{"grant", "issue", "--repo", sf, "--to", id.ID, "--number", "SF1234567890", "--fields", "recipient_name"}, 1,
 			q("opentrack: grant issue needs --out and --ttl (usage: opentrack grant issue [--repo CARRIERDIR] --to PEERID (--number N... | --audience) --fields F[,F...] --ttl DURATION --out FILE)"), ""},
 		{"revoke nothing", []string{"grant", "revoke", "--repo", sf}, 1,
