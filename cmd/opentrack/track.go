@@ -61,8 +61,8 @@ Exit status: 0 when every number was answered and verified; 1 when a
 record failed verification or is partial, or came from a node that does
 not sign for the number's carrier (wrong_carrier); 2 when everything that
 came back verified but some number was not answered (not_found,
-invalid_number, forbidden, rate_limited, unavailable) or its details were
-refused.`,
+invalid_number, forbidden, rate_limited, unavailable, or the node's own
+wrong_carrier: not a number it issues) or its details were refused.`,
 		Args: minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
