@@ -377,10 +377,12 @@ func merge(number string, candidates []*carrierWork) []ParcelView {
 }
 
 func notFound(number, carrier string, asked []string) ParcelView {
-	return View(number, carrier, nil, nil, &protocol.Error{
+	v := View(number, carrier, nil, nil, &protocol.Error{
 		Code: protocol.CodeNotFound,
 		Msg:  fmt.Sprintf("%s: no parcel at %s", number, strings.Join(asked, ", ")),
 	})
+	v.Answered = true // every carrier asked said so
+	return v
 }
 
 // TrackPeer asks the one node p for numbers, as `opentrack track --peer`
