@@ -123,11 +123,18 @@ func nextCommands(dir string, r *repo.Repo, o repo.InitOptions) []string {
 			"opentrack ingest --repo " + d + " docs/examples/events.ndjson",
 			"opentrack registry add --dir AUTHDIR --carrier-repo " + d,
 		}
-	case o.Registry == "":
+	case o.Registry == "" && len(o.Trust) == 0:
 		return []string{
 			"opentrack trust add --repo " + d + " AUTHDIR/authority.pub",
 			"opentrack registry install --repo " + d + " registry.cose",
 			"opentrack track --repo " + d + " NUMBER",
+		}
+	case o.Registry == "":
+		// It trusts an authority already: the registry is what it lacks.
+		return []string{
+			"opentrack registry install --repo " + d + " registry.cose",
+			"opentrack track --repo " + d + " NUMBER",
+			"opentrack watch --repo " + d + " NUMBER",
 		}
 	default:
 		return []string{

@@ -47,6 +47,38 @@ func TestDefaultRepo(t *testing.T) {
 	require.Equal(t, strings.SplitN(out, "\n", 2)[0], mustOpen(t, env).PeerID().String(), "id's first line is the peer ID of $OPENTRACK_REPO")
 }
 
+// TestInitNext: init's next three commands are what the new repo lacks:
+// a platform that trusts an authority already is not told to trust one.
+func TestInitNext(t *testing.T) {
+	dir := t.TempDir()
+	auth, reg := filepath.Join(dir, "auth"), filepath.Join(dir, "registry.cose")
+	pub := filepath.Join(auth, "authority.pub")
+	_, err := execCmd(t, newRoot(), "registry", "init", "--dir", auth)
+	require.NoError(t, err)
+	_, err = execCmd(t, newRoot(), "registry", "sign", "--dir", auth, "--out", reg)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		first string // the first next command, REPO for the repo
+	}{
+		{"carrier", []string{"--carrier", "SF"}, "opentrack node --repo REPO &"},
+		{"platform alone", []string{"--platform", "p"}, "opentrack trust add --repo REPO AUTHDIR/authority.pub"},
+		{"platform that trusts", []string{"--platform", "p", "--trust", pub}, "opentrack registry install --repo REPO registry.cose"},
+		{"platform with a registry", []string{"--platform", "p", "--trust", pub, "--registry", reg}, "opentrack track --repo REPO NUMBER"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repoDir := filepath.Join(t.TempDir(), "r")
+			out, err := execCmd(t, newRoot(), append([]string{"init", "--repo", repoDir, "--json"}, tc.flags...)...)
+			require.NoError(t, err)
+			var res initResult
+			require.NoError(t, json.Unmarshal([]byte(out), &res), "init --json printed %q", out)
+			require.Len(t, res.Next, 3)
+			require.Equal(t, strings.ReplaceAll(tc.first, "REPO", repoDir), res.Next[0])
+		})
+	}
+}
+
 func TestVersion(t *testing.T) {
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		out, err := execCmd(t, newRoot(), args...)

@@ -247,6 +247,8 @@ func TestMessages(t *testing.T) {
 		{"registry of an unknown authority", []string{"registry", "install", "--repo", shop, reg2}, 1,
 			q("opentrack: "+reg2+" not installed: protocol: statement not signed by a trust anchor: the registry's key is ") + `[0-9a-f]{32}` +
 				q(" (hint: get an edition signed by an authority you trust, or trust this one with opentrack trust add)"), ""},
+		{"registry of another authority shown", []string{"registry", "show", reg2, "--trust", filepath.Join(auth, "authority.pub")}, 1,
+			q("opentrack: " + reg2 + " would be rejected by a node trusting " + filepath.Join(auth, "authority.pub")), ""},
 		{"registry not newer", []string{"registry", "install", "--repo", shop, reg}, 1,
 			q("opentrack: " + reg + " not installed: protocol: registry sequence is not newer: have seq 1, offered 1"), ""},
 		{"trust a missing key", []string{"trust", "add", "--repo", shop2, nope}, 1, q("opentrack: discovery: open " + nope + ": no such file or directory"), ""},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/opentrack/opentrack/node/authority"
@@ -286,7 +287,7 @@ would verify it now, and the exit status is 1 if a node would reject it.`,
 				return err
 			}
 			if v.Signature == authority.SignatureRejected {
-				return fmt.Errorf("%s would be rejected by a node trusting %v", args[0], trust)
+				return fmt.Errorf("%s would be rejected by a node trusting %s", args[0], strings.Join(trust, " and "))
 			}
 			return nil
 		},
