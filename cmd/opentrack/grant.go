@@ -76,7 +76,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 				Carrier: r.Config.Carrier.Code, Holder: to, Numbers: numbers, Audience: audience, Fields: fields,
 			}, time.Now(), ttl)
 			if err != nil {
-				return err
+				return fmt.Errorf("grant not issued: %w", err)
 			}
 			info, err := c.Put(cmd.Context(), signed)
 			if err != nil {

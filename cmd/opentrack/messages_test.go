@@ -163,6 +163,15 @@ func TestMessages(t *testing.T) {
 	require.NoError(t, l.Close())
 	dead := "/ip4/127.0.0.1/tcp/" + strconv.Itoa(deadPort) + "/p2p/" + deadID.String()
 
+	// A carrier whose node was killed: its node.json names a port that
+	// nothing listens on.
+	sfGone := filepath.Join(dir, "sf-killed")
+	mustRun(t, "init", "--repo", sfGone, "--carrier", "SF")
+	goneAdmin := "http://127.0.0.1:" + strconv.Itoa(deadPort)
+	gone, err := repo.Open(sfGone)
+	require.NoError(t, err)
+	require.NoError(t, gone.WriteNodeInfo(&repo.NodeInfo{PeerID: gone.PeerID().String(), Carrier: "SF", AdminURL: goneAdmin}))
+
 	q := regexp.QuoteMeta
 	for _, tc := range []struct {
 		name string
@@ -224,11 +233,16 @@ func TestMessages(t *testing.T) {
 			q("opentrack: --repo " + shop + " is a platform repo, and this command needs a carrier repo (create one with opentrack init --repo DIR --carrier CODE)"), ""},
 		{"ingest without a node", []string{"ingest", "--repo", sf2, events}, 1,
 			q("opentrack: repo: no node running from " + sf2 + ": it has no node.json (start one with opentrack node --repo " + sf2 + ")"), ""},
+		{"ingest into a node that is gone", []string{"ingest", "--repo", sfGone, events}, 1,
+			q("opentrack: ingest: post failed: lines 1-8: Post \"" + goneAdmin + "/v1/events\": dial tcp " + strings.TrimPrefix(goneAdmin, "http://") +
+				": connect: connection refused (is the node running? " + filepath.Join(sfGone, "node.json") + " names a node that no longer listens)"), ""},
 		{"malformed events", []string{"ingest", "--repo", sf, badEvents}, 1, q("opentrack: 2 events rejected"), q(`rejected line 1 id "": not a JSON value`)},
 		{"ingest two files", []string{"ingest", "--repo", sf, events, badEvents}, 1,
 			q(`opentrack: ingest takes at most one FILE of events (- or none for standard input); "` + badEvents + `" is one too many (usage: opentrack ingest [--repo DIR] [FILE|-])`), ""},
 		{"grant without its flags", []string{"grant", "issue", "--repo", sf, "--to", id.ID, "--number", "SF1234567890", "--fields", "recipient_name"}, 1,
 			q("opentrack: grant issue needs --out and --ttl (usage: opentrack grant issue [--repo CARRIERDIR] --to PEERID (--number N... | --audience) --fields F[,F...] --ttl DURATION --out FILE)"), ""},
+		{"grant to a name", []string{"grant", "issue", "--repo", sf, "--to", "shop", "--number", "SF1234567890", "--fields", "recipient_name", "--ttl", "1h", "--out", filepath.Join(dir, "x.grant")}, 1,
+			q(`opentrack: grant not issued: protocol: invalid record: holder "shop" is not a peer ID in base58btc form`), ""},
 		{"revoke nothing", []string{"grant", "revoke", "--repo", sf}, 1,
 			q("opentrack: grant revoke needs GRANTFILE or ID, the grant to revoke (usage: opentrack grant revoke [--repo CARRIERDIR] GRANTFILE|ID)"), ""},
 		{"grants of a platform", []string{"grant", "list", "--repo", shop}, 1,
