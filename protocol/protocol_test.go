@@ -358,7 +358,7 @@ func TestDetail(t *testing.T) {
 		{fmt.Errorf("%w: RB123456785GB matches no carrier", ErrInvalidNumber), "RB123456785GB matches no carrier"},
 		{ErrForbidden, "forbidden"},
 		{&Error{Code: CodeNotFound, Msg: "no parcel SF1"}, "no parcel SF1"},
-		{fmt.Errorf("dial: %w", ErrBadSignature), "dial: opentrack: signature does not verify"},
+		{fmt.Errorf("dial: %w", ErrBadSignature), "dial: protocol: signature does not verify"},
 		{errors.New("plain"), "plain"},
 	} {
 		if got := Detail(tc.err); got != tc.want {

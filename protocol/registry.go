@@ -194,7 +194,7 @@ func VerifyRegistry(b []byte, anchors []ed25519.PublicKey) (*Registry, error) {
 		}
 	}
 	if anchor == nil {
-		return nil, fmt.Errorf("%w: registry signed by key %x, which is not a trust anchor", ErrUntrustedIssuer, s.KeyID)
+		return nil, fmt.Errorf("%w: the registry's key is %x", ErrUntrustedIssuer, s.KeyID)
 	}
 	if err := s.Verify(anchor); err != nil {
 		return nil, err

@@ -49,7 +49,7 @@ audience_leaked, forgeries_accepted, scenario_failures, rejected_events,
 stale_lookups, lookups_refused or errors above zero; for rogue, no forged
 record or registry rejected. The report names each one that failed
 (failed_invariants in --json).`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
