@@ -48,7 +48,7 @@ func (set schemeSet) match(n string) (code, msg string) {
 		case err == nil:
 			return "", ""
 		case errors.Is(err, protocol.ErrCheckDigit):
-			code, msg = protocol.CodeInvalidNumber, truncate(err.Error())
+			code, msg = protocol.CodeInvalidNumber, truncate(protocol.Detail(err))
 		}
 	}
 	if code == protocol.CodeWrongCarrier {
