@@ -203,6 +203,9 @@ func TestMessages(t *testing.T) {
 		{"unreachable node", []string{"track", "--peer", dead, "SF1234567890"}, 1,
 			q("opentrack: cannot reach node "+deadID.String()+": all dials failed (/ip4/127.0.0.1/tcp/"+strconv.Itoa(deadPort)+": ") + `[^;()]*connection refused` +
 				q("); is it running, and is --peer its current address?"), ""},
+		{"unreachable node to watch", []string{"watch", "--repo", shop, "--peer", dead, "SF1234567890"}, 1,
+			q("opentrack: cannot reach node "+deadID.String()+": all dials failed (/ip4/127.0.0.1/tcp/"+strconv.Itoa(deadPort)+": ") + `[^;()]*connection refused` +
+				q("); is it running, and is --peer its current address?"), ""},
 		{"not a multiaddr", []string{"track", "--peer", "sf.example:4001", "SF1"}, 1,
 			q(`opentrack: --peer "sf.example:4001": failed to parse multiaddr "sf.example:4001": must begin with / (want a multiaddr ending in /p2p/<peer id>)`), ""},
 		{"carrier repo to track", []string{"track", "--repo", sf, "SF1"}, 1,

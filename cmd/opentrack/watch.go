@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node/client"
+	lphost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -167,6 +168,9 @@ func (p *trackPlatform) watchPeer(ctx context.Context, addr string, numbers []st
 	p.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if err := p.h.Connect(cctx, *ai); err != nil {
+		return client.WatchOptions{}, fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ai.ID, lphost.DialError(err))
+	}
 	info, err := p.cl.Info(cctx, ai.ID, 0)
 	if err != nil {
 		return client.WatchOptions{}, fmt.Errorf("ask %s what it serves: %w", ai.ID, err)

@@ -686,7 +686,7 @@ func (w *Watcher) handle(ctx context.Context, p peer.ID, m *protocol.WatchMessag
 	case protocol.WatchStatus:
 		return w.status(ctx, m)
 	case protocol.WatchError:
-		e := &protocol.Error{Code: m.Code, Msg: fmt.Sprintf("client: watch: %s %s", m.Code, m.Message)}
+		e := &protocol.Error{Code: m.Code, Msg: "client: watch: " + codeText(m.Code, m.Message)}
 		switch m.Code {
 		case protocol.CodeUnknownCursor:
 			return errUnknownCursor
@@ -919,7 +919,7 @@ func (w *Watcher) backfill(ctx context.Context, p peer.ID, numbers []string, cur
 			return fmt.Errorf("%w: %w", errFetch, err)
 		}
 		if resp.Error != nil {
-			return fmt.Errorf("%w: %s %s", errFetch, resp.Error.Code, resp.Error.Message)
+			return fmt.Errorf("%w: %s", errFetch, codeText(resp.Error.Code, resp.Error.Message))
 		}
 		for i := range resp.Results {
 			res := &resp.Results[i]
@@ -973,7 +973,7 @@ func (w *Watcher) fetchPages(ctx context.Context, p peer.ID, number string, q pr
 	var all *Verified
 	for pages := 1; ; pages++ {
 		if transientCodes[res.Code] || !protocol.ValidResultCode(res.Code) {
-			return nil, fmt.Errorf("%w: %s: %s %s", errFetch, number, res.Code, res.Message)
+			return nil, fmt.Errorf("%w: %s: %s", errFetch, number, codeText(res.Code, res.Message))
 		}
 		v, err := VerifyResult(res, w.opts.Carrier, w.opts.Keys, q.Known, knownSeq)
 		if err != nil {
@@ -999,7 +999,7 @@ func (w *Watcher) fetchPages(ctx context.Context, p peer.ID, number string, q pr
 		case err != nil:
 			return nil, fmt.Errorf("%w: %w", errFetch, err)
 		case resp.Error != nil:
-			return nil, fmt.Errorf("%w: %s %s", errFetch, resp.Error.Code, resp.Error.Message)
+			return nil, fmt.Errorf("%w: %s", errFetch, codeText(resp.Error.Code, resp.Error.Message))
 		}
 		res = &resp.Results[0]
 	}
@@ -1080,4 +1080,13 @@ func Watchable(trust Trust, numbers []string) (ok []string, rejected []WatchUpda
 		ok = append(ok, raw)
 	}
 	return ok, rejected
+}
+
+// codeText is a node's answer as one phrase: the code, then its message
+// when the node gave one, with no trailing space.
+func codeText(code, msg string) string {
+	if msg == "" {
+		return code
+	}
+	return code + ": " + msg
 }
