@@ -185,3 +185,15 @@ type Stats struct {
 	Events    uint64
 	DiskBytes uint64
 }
+
+// DetailsScanner is what a layer that rewrites details (node/store/seal)
+// needs of a backend beyond Store: the details of many parcels in one
+// call, which ingest reads once per batch, and a walk over all of them.
+type DetailsScanner interface {
+	// DetailsOf returns the details of each id that has some; ids without
+	// are absent from the result.
+	DetailsOf(ctx context.Context, ids []uint64) (map[uint64]protocol.Details, error)
+	// EachDetails calls fn with each parcel's details in id order until fn
+	// returns false or an error.
+	EachDetails(ctx context.Context, fn func(parcelID uint64, d protocol.Details) (bool, error)) error
+}
