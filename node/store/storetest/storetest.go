@@ -608,7 +608,7 @@ func testDetailsScanner(t *testing.T, s store.Store) {
 	var ids []uint64
 	want := map[uint64]protocol.Details{}
 	for i := range 4 {
-		u, _ := NewChain(Number(i + 1)).Update(t, 0, 1)
+		u, _ := NewChain(Number(i+1)).Update(t, 0, 1)
 		if i%2 == 0 {
 			u.Details = protocol.Details{protocol.FieldRecipientName: fmt.Sprintf("name %d", i)}
 		}
