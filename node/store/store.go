@@ -22,6 +22,9 @@ var (
 	ErrClosed   = errors.New("store: closed")
 	// ErrUnknownCursor means a feed position this store never issued.
 	ErrUnknownCursor = errors.New("store: unknown feed position")
+	// ErrExpired means a parcel's details passed their retention and were
+	// erased (node/store/seal).
+	ErrExpired = errors.New("store: details passed retention")
 )
 
 // Store is a carrier node's storage. All methods are safe for concurrent
@@ -53,7 +56,8 @@ type Store interface {
 	// recognised as unknown. Replicas sharing one database share it.
 	ID() string
 
-	// Details returns the personal data of a parcel (ErrNotFound if none).
+	// Details returns the personal data of a parcel (ErrNotFound if none,
+	// ErrExpired once erased).
 	Details(ctx context.Context, parcelID uint64) (protocol.Details, error)
 
 	// PutGrant records an issued grant.
