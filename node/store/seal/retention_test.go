@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
@@ -185,8 +186,8 @@ func TestTampered(t *testing.T) {
 }
 
 // TestRestart: a reopened store reads its details with the keyring in the
-// repo; one whose keyring is missing or damaged refuses to open, naming
-// the file, and writes no new keyring over the old.
+// repo; one whose keyring is missing, damaged or another store's refuses
+// to open, naming the file, and writes no new keyring over the old.
 func TestRestart(t *testing.T) {
 	dir, repo := t.TempDir(), t.TempDir()
 	path := filepath.Join(repo, seal.KeyringFile)
@@ -237,6 +238,16 @@ func TestRestart(t *testing.T) {
 			require.ErrorIs(t, err, os.ErrNotExist, "a new keyring was written for a store with sealed details")
 		}
 	}
+	// Another store's keyring, in place of this one's.
+	require.NoError(t, os.Remove(path))
+	_, err = seal.CreateKeyring(path, time.Now())
+	require.NoError(t, err)
+	b = reopen()
+	_, err = seal.Open(t.Context(), b, path, &seal.Options{Retention: 10 * day})
+	require.ErrorIs(t, err, seal.ErrBadKeyring, "another keyring")
+	require.ErrorContains(t, err, path)
+	require.NoError(t, b.Close())
+
 	require.NoError(t, os.WriteFile(path, good, 0o600))
 	st = open(t, reopen(), repo, &seal.Options{Retention: 10 * day})
 	d, err = st.Details(t.Context(), p.id)

@@ -89,8 +89,11 @@ func Open(ctx context.Context, b Backend, path string, o *Options) (*Store, erro
 		opts.Logger = slog.Default()
 	}
 	keys, err := LoadKeyring(path)
-	if errors.Is(err, ErrNoKeyring) {
+	switch {
+	case errors.Is(err, ErrNoKeyring):
 		keys, err = createFor(ctx, b, path, opts.Now())
+	case err == nil:
+		err = checkOpens(ctx, b, keys, opts.Now())
 	}
 	if err != nil {
 		return nil, err
@@ -119,6 +122,37 @@ func createFor(ctx context.Context, b store.DetailsScanner, path string, now tim
 		return nil, fmt.Errorf("%w: %s, and the store holds sealed details (parcel %d and maybe more) that only it opens: restore that file; a new keyring would open none of them", ErrNoKeyring, path, sealed)
 	}
 	return CreateKeyring(path, now)
+}
+
+// checkScan bounds how many records checkOpens looks at for a live one.
+const checkScan = 1000
+
+// checkOpens unwraps the data key of the first live sealed record, so
+// that a node started with another store's keyring (a replica's made
+// afresh, a file mixed up) says so at once rather than at every read.
+func checkOpens(ctx context.Context, b store.DetailsScanner, k *Keyring, now time.Time) error {
+	seen, today := 0, Day(now)
+	var problem error
+	err := b.EachDetails(ctx, func(id uint64, d protocol.Details) (bool, error) {
+		seen++
+		rec, _, err := split(d)
+		if err != nil || rec == nil {
+			return seen < checkScan, nil
+		}
+		day, err := recordDay(rec)
+		if err != nil || (day != Never && day <= max(today, k.FirstDay())) {
+			return seen < checkScan, nil // expired, or about to be by the time the check ends
+		}
+		if _, _, err := unwrap(k, rec); err != nil {
+			problem = fmt.Errorf("%w: %s does not open the sealed details of parcel %d (%v): it is not this store's keyring; restore the right one",
+				ErrBadKeyring, k.Path(), id, err)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("seal: check keyring: %w", err)
+	}
+	return problem
 }
 
 // Keyring is the keyring s seals with.
