@@ -73,7 +73,7 @@ func (s *Store) Parcels(ctx context.Context, numbers []string) ([]*store.Parcel,
 // Open wraps b with the keyring at path. A missing keyring is created
 // only when b holds no sealed details: one that does needs its own
 // keyring back, since a new one would open none of them. It destroys the
-// keys of the days already past before it returns.
+// keys of the days already past before it returns, or logs why not.
 func Open(ctx context.Context, b Backend, path string, o *Options) (*Store, error) {
 	opts := Options{}
 	if o != nil {
@@ -100,7 +100,9 @@ func Open(ctx context.Context, b Backend, path string, o *Options) (*Store, erro
 	}
 	s := &Store{Store: b, scan: b, keys: keys, opts: opts}
 	if err := s.Sweep(); err != nil {
-		return nil, err
+		// Reads refuse expired details by the clock all the same; a full
+		// disk must not keep the node from serving.
+		opts.Logger.Error("seal: sweep at start failed; the sweeper tries again", "err", err)
 	}
 	return s, nil
 }
