@@ -341,7 +341,7 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access,
 	var details protocol.Details
 	var detailsErr string
 	if covered {
-		d, err := t.cfg.Store.Details(ctx, p.ID)
+		d, err := store.DetailsFor(ctx, t.cfg.Store, p)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 		case errors.Is(err, store.ErrExpired):

@@ -530,7 +530,7 @@ func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudienc
 	if g == nil || (g.Audience && !inAudience) || (!g.Audience && !slices.Contains(g.Numbers, p.Number)) {
 		return nil, "", nil
 	}
-	d, err := sub.w.cfg.Store.Details(ctx, p.ID)
+	d, err := store.DetailsFor(ctx, sub.w.cfg.Store, p)
 	var entry store.AuditEntry
 	switch {
 	case errors.Is(err, store.ErrNotFound):

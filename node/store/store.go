@@ -201,3 +201,19 @@ type DetailsScanner interface {
 	// returns false or an error.
 	EachDetails(ctx context.Context, fn func(parcelID uint64, d protocol.Details) (bool, error)) error
 }
+
+// ParcelDetailer is a store that reads details faster with the parcel
+// at hand: node/store/seal binds them to the parcel's number and genesis,
+// which Details(id) has to read first.
+type ParcelDetailer interface {
+	ParcelDetails(ctx context.Context, p *Parcel) (protocol.Details, error)
+}
+
+// DetailsFor returns the details of p, a parcel st returned: st's
+// ParcelDetails where it has one, else Details(p.ID).
+func DetailsFor(ctx context.Context, st Store, p *Parcel) (protocol.Details, error) {
+	if pd, ok := st.(ParcelDetailer); ok {
+		return pd.ParcelDetails(ctx, p)
+	}
+	return st.Details(ctx, p.ID)
+}

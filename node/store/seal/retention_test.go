@@ -179,6 +179,10 @@ func TestTampered(t *testing.T) {
 		d, err := st.Details(t.Context(), id)
 		require.ErrorIs(t, err, seal.ErrCorrupt, "%s: got details %v", tc.name, d)
 		require.Nil(t, d, tc.name)
+		at, err := st.ParcelByID(t.Context(), id)
+		require.NoError(t, err)
+		d, err = store.DetailsFor(t.Context(), st, at)
+		require.ErrorIs(t, err, seal.ErrCorrupt, "%s, with the parcel at hand: got details %v", tc.name, d)
 	}
 	d, err := st.Details(t.Context(), p.id)
 	require.NoError(t, err, "the untouched record")

@@ -204,6 +204,18 @@ func (s *Store) expiry() uint32 {
 
 // Details implements store.Store: the backend's record, opened.
 func (s *Store) Details(ctx context.Context, parcelID uint64) (protocol.Details, error) {
+	return s.details(ctx, parcelID, nil)
+}
+
+// ParcelDetails implements store.ParcelDetailer: Details without reading
+// the parcel again.
+func (s *Store) ParcelDetails(ctx context.Context, p *store.Parcel) (protocol.Details, error) {
+	return s.details(ctx, p.ID, p)
+}
+
+// details reads and opens the details of parcelID; p is that parcel, or
+// nil to read it.
+func (s *Store) details(ctx context.Context, parcelID uint64, p *store.Parcel) (protocol.Details, error) {
 	stored, err := s.Store.Details(ctx, parcelID)
 	if err != nil {
 		return nil, err
@@ -224,9 +236,10 @@ func (s *Store) Details(ctx context.Context, parcelID uint64) (protocol.Details,
 	if day != Never && day < Day(s.opts.Now()) {
 		return nil, fmt.Errorf("seal: details of parcel %d, kept until the end of %s: %w", parcelID, dayString(day), store.ErrExpired)
 	}
-	p, err := s.Store.ParcelByID(ctx, parcelID)
-	if err != nil {
-		return nil, fmt.Errorf("seal: details of parcel %d: %w", parcelID, err)
+	if p == nil {
+		if p, err = s.Store.ParcelByID(ctx, parcelID); err != nil {
+			return nil, fmt.Errorf("seal: details of parcel %d: %w", parcelID, err)
+		}
 	}
 	d, err := s.open(p.Number, p.Genesis, rec)
 	if err != nil {
