@@ -63,6 +63,25 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformancePebble and TestConformancePostgres run the suite over
+// the real backends, whose commits race the details the layer read
+// before them (ConcurrentSameParcel).
+func TestConformancePebble(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		b, err := pebble.Open(t.TempDir(), &pebble.Options{CacheSize: 8 << 20, MemTableSize: 4 << 20})
+		require.NoError(t, err)
+		return open(t, b, t.TempDir(), &seal.Options{Retention: 90 * day})
+	})
+}
+
+func TestConformancePostgres(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		b, err := postgres.Open(t.Context(), &postgres.Options{URL: pgtest.URL(t)})
+		require.NoError(t, err)
+		return open(t, b, t.TempDir(), &seal.Options{Retention: 90 * day})
+	})
+}
+
 // secret returns a detail value found nowhere else.
 func secret(t *testing.T, what string) string {
 	var b [8]byte

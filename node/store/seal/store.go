@@ -276,6 +276,16 @@ func split(d protocol.Details) (rec []byte, legacy protocol.Details, err error) 
 	return rec, legacy, nil
 }
 
+// hasPlain reports whether d holds fields stored before sealing.
+func hasPlain(d protocol.Details) bool {
+	for k, v := range d {
+		if k != sealedField && v != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // parcelPlan is one parcel of a batch as Append seals it.
 type parcelPlan struct {
 	id      uint64 // 0 for a parcel the batch starts
@@ -327,9 +337,12 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) (*store.AppendResult
 	if err != nil {
 		return nil, fmt.Errorf("seal: read details: %w", err)
 	}
+	if err := s.genesisOf(ctx, plans, stored); err != nil {
+		return nil, fmt.Errorf("seal: read parcels: %w", err)
+	}
 	out := make(map[int]protocol.Details)
 	for _, pl := range plans {
-		d, err := s.plan(ctx, pl, stored[pl.id], day)
+		d, err := s.plan(pl, stored[pl.id], day)
 		if err != nil {
 			return nil, fmt.Errorf("seal: details of %s: %w", pl.number, err)
 		}
@@ -345,9 +358,42 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) (*store.AppendResult
 	return s.Store.Append(ctx, sealed)
 }
 
+// genesisOf sets the genesis of each continued parcel whose details the
+// batch seals afresh, which binds them: with one batched read where the
+// backend has one. A parcel that is not its number's newest is left
+// unset, and its update fails its guard.
+func (s *Store) genesisOf(ctx context.Context, plans []*parcelPlan, stored map[uint64]protocol.Details) error {
+	var need []*parcelPlan
+	for _, pl := range plans {
+		if pl.id == 0 {
+			continue
+		}
+		if pl.add != nil || hasPlain(stored[pl.id]) {
+			need = append(need, pl)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	numbers := make([]string, len(need))
+	for i, pl := range need {
+		numbers[i] = pl.number
+	}
+	ps, err := s.Parcels(ctx, numbers)
+	if err != nil {
+		return err
+	}
+	for i, p := range ps {
+		if p != nil && p.ID == need[i].id {
+			need[i].genesis = p.Genesis
+		}
+	}
+	return nil
+}
+
 // plan returns what the backend is to lay over the parcel's stored
 // details, nil for nothing.
-func (s *Store) plan(ctx context.Context, pl *parcelPlan, stored protocol.Details, day uint32) (protocol.Details, error) {
+func (s *Store) plan(pl *parcelPlan, stored protocol.Details, day uint32) (protocol.Details, error) {
 	rec, legacy, err := split(stored)
 	if err != nil {
 		return nil, err
@@ -371,14 +417,9 @@ func (s *Store) plan(ctx context.Context, pl *parcelPlan, stored protocol.Detail
 	}
 	merged := protocol.Details{}
 	if pl.id != 0 {
-		p, err := s.Store.ParcelByID(ctx, pl.id)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && p.Number != pl.number) {
+		if !pl.genesis.Defined() {
 			return nil, fmt.Errorf("parcel %d is not one of this number: %w", pl.id, store.ErrConflict)
 		}
-		if err != nil {
-			return nil, err
-		}
-		pl.genesis = p.Genesis
 		maps.Copy(merged, legacy)
 		if rec != nil {
 			have, err := s.open(pl.number, pl.genesis, rec)
