@@ -471,22 +471,12 @@ func (s *Store) mergeDetails(ctx context.Context, tx pgx.Tx, order []*store.Appl
 	if err != nil {
 		return wrap("read details", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		var body []byte
-		if err := rows.Scan(&id, &body); err != nil {
-			return wrap("read details", err)
-		}
-		var stored protocol.Details
-		if err := protocol.Unmarshal(body, &stored); err != nil {
-			return fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, id, err)
-		}
-		a := byID[id]
+	return eachDetailsRow(rows, func(id uint64, stored protocol.Details) (bool, error) {
+		a := byID[int64(id)]
 		maps.Copy(stored, a.Details)
 		a.Details = stored
-	}
-	return wrap("read details", rows.Err())
+		return true, nil
+	})
 }
 
 // copyRows writes rows into table with COPY, the fastest way in.
