@@ -87,6 +87,28 @@ func TestRetention(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrExpired, "a backup of the store after the sweep")
 }
 
+// TestNoRevival: details past their day, before any sweep, are not
+// merged into the details a later event brings, nor kept alive by an
+// event without details.
+func TestNoRevival(t *testing.T) {
+	clk := newClock()
+	b := memstore.New()
+	st := open(t, b, t.TempDir(), &seal.Options{Retention: 10 * day, Now: clk.Now})
+	p := appendDetails(t, st, storetest.Number(1), details)
+	clk.Add(11 * day)
+	p.grow(t, st)
+	_, err := st.Details(t.Context(), p.id)
+	require.ErrorIs(t, err, store.ErrExpired, "an event after expiry re-wrapped the old details")
+
+	u, _ := p.chain.Update(t, p.id, 1)
+	u.Details = protocol.Details{protocol.FieldPOD: "left at door"}
+	_, err = st.Append(t.Context(), &store.Batch{Updates: []store.ParcelUpdate{u}})
+	require.NoError(t, err)
+	d, err := st.Details(t.Context(), p.id)
+	require.NoError(t, err)
+	require.Equal(t, protocol.Details{protocol.FieldPOD: "left at door"}, d, "only the new field; the expired ones stay gone")
+}
+
 // TestRewrap: a later event moves the expiry, and its batch re-wraps the
 // data key under the new day and leaves the ciphertext as it was; the
 // details then outlive the first expiry.

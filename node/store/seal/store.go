@@ -229,11 +229,7 @@ func (s *Store) details(ctx context.Context, parcelID uint64, p *store.Parcel) (
 	case rec == nil:
 		return legacy, nil // stored before sealing; sealed at the parcel's next event
 	}
-	day, err := recordDay(rec)
-	if err != nil {
-		return nil, fmt.Errorf("seal: details of parcel %d: %w", parcelID, err)
-	}
-	if day != Never && day < Day(s.opts.Now()) {
+	if day, err := recordDay(rec); err == nil && s.expired(day) {
 		return nil, fmt.Errorf("seal: details of parcel %d, kept until the end of %s: %w", parcelID, dayString(day), store.ErrExpired)
 	}
 	if p == nil {
@@ -248,10 +244,23 @@ func (s *Store) details(ctx context.Context, parcelID uint64, p *store.Parcel) (
 	return d, nil
 }
 
+// expired reports whether details expiring on day are past, by the
+// clock: a key the sweeper has not destroyed yet opens nothing after its
+// day either.
+func (s *Store) expired(day uint32) bool {
+	return day != Never && day < Day(s.opts.Now())
+}
+
 func (s *Store) open(number string, genesis cid.Cid, rec []byte) (protocol.Details, error) {
+	day, err := recordDay(rec)
+	if err != nil {
+		return nil, err
+	}
+	if s.expired(day) {
+		return nil, fmt.Errorf("kept until the end of %s: %w", dayString(day), store.ErrExpired)
+	}
 	d, err := open(s.keys, binding(number, genesis), rec)
 	if errors.Is(err, errGone) {
-		day, _ := recordDay(rec)
 		return nil, fmt.Errorf("kept until the end of %s: %w", dayString(day), store.ErrExpired)
 	}
 	return d, err
@@ -403,7 +412,7 @@ func (s *Store) plan(pl *parcelPlan, stored protocol.Details, day uint32) (proto
 			return nil, nil
 		}
 		have, err := recordDay(rec)
-		if err != nil || have == day || (have != Never && have < Day(s.opts.Now())) {
+		if err != nil || have == day || s.expired(have) {
 			return nil, nil // left for Details to report, or gone, or already right
 		}
 		rec, err = rewrap(s.keys, rec, day)
