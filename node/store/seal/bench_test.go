@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
+	"github.com/opentrack/opentrack/node/internal/cputime"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/node/store/seal"
@@ -92,6 +94,7 @@ func BenchmarkAppendDetails(b *testing.B) {
 					return ps
 				}
 				b.ReportAllocs()
+				var cpu time.Duration
 				for b.Loop() {
 					b.StopTimer()
 					ps := fresh()
@@ -104,9 +107,12 @@ func BenchmarkAppendDetails(b *testing.B) {
 						batch = batchOf(b, ps, false)
 					}
 					b.StartTimer()
+					cpu0 := cputime.Process()
 					appendBatch(b, st, ps, batch)
+					cpu += cputime.Process() - cpu0
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/event")
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*benchBatch), "cpu-ns/event")
 			})
 		}
 	}

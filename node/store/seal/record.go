@@ -1,7 +1,6 @@
 package seal
 
 import (
-	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -95,31 +94,34 @@ func recordDay(rec []byte) (uint32, error) {
 }
 
 // unwrap returns the data key of rec.
-func unwrap(k *Keyring, rec []byte) (cipher.AEAD, *[keyLen]byte, error) {
+func unwrap(k *Keyring, rec []byte) (*[keyLen]byte, error) {
 	day, err := recordDay(rec)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	w, err := k.bucket(day)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var dk [keyLen]byte
 	nonce := rec[headerLen : headerLen+nonceLen]
 	if _, err := w.Open(dk[:0], nonce, rec[headerLen+nonceLen:prefixLen], wrapAD(rec)); err != nil {
-		return nil, nil, fmt.Errorf("%w: data key does not unwrap", ErrCorrupt)
+		return nil, fmt.Errorf("%w: data key does not unwrap", ErrCorrupt)
 	}
-	data, err := newAEAD(dk[:])
-	return data, &dk, err
+	return &dk, nil
 }
 
 // open decrypts rec, sealed for the parcel bind names.
 func open(k *Keyring, bind, rec []byte) (protocol.Details, error) {
-	data, dk, err := unwrap(k, rec)
+	dk, err := unwrap(k, rec)
 	if err != nil {
 		return nil, err
 	}
+	data, err := newAEAD(dk[:])
 	clear(dk[:])
+	if err != nil {
+		return nil, err
+	}
 	nonce := rec[prefixLen : prefixLen+nonceLen]
 	plain, err := data.Open(nil, nonce, rec[prefixLen+nonceLen:], bind)
 	if err != nil {
@@ -135,7 +137,7 @@ func open(k *Keyring, bind, rec []byte) (protocol.Details, error) {
 // rewrap returns rec with its data key wrapped under day's key instead;
 // the ciphertext is unchanged.
 func rewrap(k *Keyring, rec []byte, day uint32) ([]byte, error) {
-	_, dk, err := unwrap(k, rec)
+	dk, err := unwrap(k, rec)
 	if err != nil {
 		return nil, err
 	}
