@@ -9,6 +9,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/internal/cputime"
 	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/node/store/storetest"
@@ -24,12 +25,16 @@ var benchDetails = protocol.Details{
 	protocol.FieldRecipientAddress: "Heidestrasse 17, 51147 Koeln",
 }
 
-// benchStores opens a pebble store, bare and under the sealing layer.
-func benchStores(b *testing.B, sealed bool, clk *clock) store.Store {
+// benchStores opens a pebble store (or a memstore, which isolates the
+// CPU the sealing costs from the disk), bare or under the sealing layer.
+func benchStores(b *testing.B, backend string, sealed bool, clk *clock) store.Store {
 	b.Helper()
-	p, err := pebble.Open(b.TempDir(), &pebble.Options{CacheSize: 64 << 20, MemTableSize: 64 << 20})
-	if err != nil {
-		b.Fatal(err)
+	var p seal.Backend = memstore.New()
+	if backend == "pebble" {
+		var err error
+		if p, err = pebble.Open(b.TempDir(), &pebble.Options{CacheSize: 64 << 20, MemTableSize: 64 << 20}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.Cleanup(func() { _ = p.Close() })
 	if !sealed {
@@ -78,44 +83,50 @@ func appendBatch(b *testing.B, st store.Store, ps []benchParcel, batch *store.Ba
 // re-wrap) and a day later (every data key re-wrapped). Building the
 // batches is not timed.
 func BenchmarkAppendDetails(b *testing.B) {
-	for _, shape := range []string{"new", "continue", "rewrap"} {
-		for _, sealed := range []bool{false, true} {
-			name := map[bool]string{false: "plain", true: "sealed"}[sealed]
-			b.Run(shape+"/"+name, func(b *testing.B) {
-				clk := newClock()
-				st := benchStores(b, sealed, clk)
-				next := 0
-				fresh := func() []benchParcel {
-					ps := make([]benchParcel, benchBatch)
-					for i := range ps {
-						ps[i].chain = storetest.NewChain(storetest.Number(next))
-						next++
-					}
-					return ps
-				}
-				b.ReportAllocs()
-				var cpu time.Duration
-				for b.Loop() {
-					b.StopTimer()
-					ps := fresh()
-					batch := batchOf(b, ps, true)
-					if shape != "new" {
-						appendBatch(b, st, ps, batch)
-						if shape == "rewrap" {
-							clk.Add(day)
-						}
-						batch = batchOf(b, ps, false)
-					}
-					b.StartTimer()
-					cpu0 := cputime.Process()
-					appendBatch(b, st, ps, batch)
-					cpu += cputime.Process() - cpu0
-				}
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/event")
-				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*benchBatch), "cpu-ns/event")
-			})
+	for _, backend := range []string{"pebble", "memstore"} {
+		for _, shape := range []string{"new", "continue", "rewrap"} {
+			for _, sealed := range []bool{false, true} {
+				benchAppend(b, backend, shape, sealed)
+			}
 		}
 	}
+}
+
+func benchAppend(b *testing.B, backend, shape string, sealed bool) {
+	name := map[bool]string{false: "plain", true: "sealed"}[sealed]
+	b.Run(backend+"/"+shape+"/"+name, func(b *testing.B) {
+		clk := newClock()
+		st := benchStores(b, backend, sealed, clk)
+		next := 0
+		fresh := func() []benchParcel {
+			ps := make([]benchParcel, benchBatch)
+			for i := range ps {
+				ps[i].chain = storetest.NewChain(storetest.Number(next))
+				next++
+			}
+			return ps
+		}
+		b.ReportAllocs()
+		var cpu time.Duration
+		for b.Loop() {
+			b.StopTimer()
+			ps := fresh()
+			batch := batchOf(b, ps, true)
+			if shape != "new" {
+				appendBatch(b, st, ps, batch)
+				if shape == "rewrap" {
+					clk.Add(day)
+				}
+				batch = batchOf(b, ps, false)
+			}
+			b.StartTimer()
+			cpu0 := cputime.Process()
+			appendBatch(b, st, ps, batch)
+			cpu += cputime.Process() - cpu0
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/event")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*benchBatch), "cpu-ns/event")
+	})
 }
 
 // BenchmarkDetails reads the details of random parcels of 10000: by id,
@@ -126,7 +137,7 @@ func BenchmarkDetails(b *testing.B) {
 		sealed, parcel bool
 	}{{"plain", false, false}, {"sealed", true, false}, {"plain/parcel", false, true}, {"sealed/parcel", true, true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			st := benchStores(b, tc.sealed, newClock())
+			st := benchStores(b, "pebble", tc.sealed, newClock())
 			var ids []uint64
 			for lo := 0; lo < 10_000; lo += benchBatch {
 				ps := make([]benchParcel, benchBatch)
