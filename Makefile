@@ -30,9 +30,12 @@ build:
 	$(GO) build -o bin/opentrack ./cmd/opentrack
 
 ## run: a local testnet, 3 carriers and 2 platforms for 30 s, with a
-## live display, then the summary; it fails if an invariant does.
-run:
-	$(GO) run ./cmd/opentrack testnet --carriers 3 --platforms 2 --parcels 300 --duration 30s
+## live display, then the summary; it fails if an invariant does. The
+## repos stay in .testnet (replaced by the next run), so the parcel it
+## followed can be looked up afterwards with the commands it prints.
+run: build
+	rm -rf .testnet
+	bin/opentrack testnet --carriers 3 --platforms 2 --parcels 300 --duration 30s --dir .testnet
 
 ## testnet-large: the acceptance run, 50 carriers and 20 platforms in one
 ## process for 60 s; the report goes to testnet-report.json.

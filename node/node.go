@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -242,6 +243,10 @@ func (n *Node) Router() *discovery.Router { return n.router }
 
 func (n *Node) startCarrierStore() error {
 	st, space, err := openStore(context.Background(), n.Repo, n.Log)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		// Pebble's lock on the store: another process has it open.
+		return fmt.Errorf("node: open store: %w (is a node already running from %s?)", err, n.Repo.Dir)
+	}
 	if err != nil {
 		return fmt.Errorf("node: open store: %w", err)
 	}

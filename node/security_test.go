@@ -151,7 +151,7 @@ func TestSecurityRegistryNotSignedByAnchor(t *testing.T) {
 		_, err := repo.Init(dir, repo.InitOptions{Platform: "p", Trust: []string{a.pubFile}, Registry: writeTemp(t, "forged.cose", forged)})
 		require.ErrorIs(t, err, repo.ErrBadOptions)
 		require.Equal(t, "untrusted_issuer", protocol.CodeOf(err), "%v", err)
-		require.Contains(t, err.Error(), "not a trust anchor")
+		require.Contains(t, err.Error(), "not signed by a trust anchor")
 		_, statErr := os.Stat(filepath.Join(dir, repo.ConfigFile))
 		require.ErrorIs(t, statErr, os.ErrNotExist, "a refused registry leaves no repo behind")
 	})

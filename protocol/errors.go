@@ -13,7 +13,12 @@ type Error struct {
 	Msg  string
 }
 
-func (e *Error) Error() string { return "opentrack: " + e.Msg }
+func (e *Error) Error() string { return ErrorPrefix + e.Msg }
+
+// ErrorPrefix leads the text of every protocol error, the package's name
+// as elsewhere in the module. It is not "opentrack: ": the command line
+// puts that before the whole chain, and two of them read as a stutter.
+const ErrorPrefix = "protocol: "
 
 // Encoding errors: the bytes are not strict DAG-CBOR as the spec defines it.
 var (
@@ -69,7 +74,7 @@ func CodeOf(err error) string {
 }
 
 // Detail is err's text without the lead its protocol code already says
-// ("opentrack: invalid tracking number: "), for messages that print the
+// ("protocol: invalid tracking number: "), for messages that print the
 // code beside it. An error that is only its code gives the code's text.
 func Detail(err error) string {
 	s := err.Error()

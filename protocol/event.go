@@ -271,7 +271,7 @@ func (p *problems) add(format string, args ...any) {
 
 func (p *problems) check(err error, field string) {
 	if err != nil {
-		p.add("%s: %v", field, strings.TrimPrefix(err.Error(), "opentrack: "))
+		p.add("%s: %v", field, strings.TrimPrefix(err.Error(), ErrorPrefix))
 	}
 }
 

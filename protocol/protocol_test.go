@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -357,11 +358,71 @@ func TestDetail(t *testing.T) {
 		{fmt.Errorf("%w: RB123456785GB matches no carrier", ErrInvalidNumber), "RB123456785GB matches no carrier"},
 		{ErrForbidden, "forbidden"},
 		{&Error{Code: CodeNotFound, Msg: "no parcel SF1"}, "no parcel SF1"},
-		{fmt.Errorf("dial: %w", ErrBadSignature), "dial: opentrack: signature does not verify"},
+		{fmt.Errorf("dial: %w", ErrBadSignature), "dial: protocol: signature does not verify"},
 		{errors.New("plain"), "plain"},
 	} {
 		if got := Detail(tc.err); got != tc.want {
 			t.Errorf("Detail(%q) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestPublicKeyResolverChecksKid: a carrier verifying its own grants with
+// its pinned key refuses one whose kid names another key, even when the
+// pinned key made the signature (spec 5.10, the carrier's own key).
+func TestPublicKeyResolverChecksKid(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	good, err := NewSigner(priv)
+	require.NoError(t, err)
+	wrongKid := &Signer{key: priv, kid: bytes.Repeat([]byte{7}, KeyIDLen)}
+	g := &Grant{ID: "000102030405060708090a0b0c0d0e0f", Carrier: "SF", Holder: "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+		Numbers: []string{"SF1234567890"}, Fields: []string{FieldPOD}, Issued: 1000, Expires: 2000}
+	keys := PublicKeyResolver{Carrier: "SF", Key: good.Public()}
+	for _, tc := range []struct {
+		name string
+		s    *Signer
+		want error
+	}{
+		{"kid of the pinned key", good, nil},
+		{"kid of another key", wrongKid, ErrUnknownKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := SignGrant(tc.s, g)
+			require.NoError(t, err)
+			_, err = OpenGrant(b, keys, g.Holder, 1500)
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+}
+
+// TestCheckNodeAddr checks NodeEntry addresses by their text alone (spec
+// 4.5): every implementation agrees whatever its multiaddr table.
+func TestCheckNodeAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"/ip4/127.0.0.1/tcp/4001", true},
+		{"/ip4/127.0.0.1/udp/4001/quic-v1", true},
+		{"/dns4/track.example/tcp/443/wss", true},
+		{"/ip4/192.0.2.7/tcp/4001/x-opentrack-future/v1", true},
+		{"", false},
+		{"ip4/127.0.0.1/tcp/4001", false},
+		{"/ip4//tcp/4001", false},
+		{"/ip4/127.0.0.1/tcp/4001/", false},
+		{"/dns4/a b/tcp/1", false},
+		{"/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", false},
+		{"/ipfs/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N", false},
+		{"/" + strings.Repeat("a", MaxNodeAddrLen), false},
+	} {
+		err := checkNodeAddr(tc.addr)
+		if tc.ok != (err == nil) {
+			t.Errorf("checkNodeAddr(%q) = %v, want ok %v", tc.addr, err, tc.ok)
 		}
 	}
 }

@@ -73,11 +73,11 @@ func (s *Signer) KeyID() []byte { return s.kid }
 // a head for every parcel of every commit.
 func (s *Signer) Sign(contentType string, payload []byte) ([]byte, error) {
 	if payload == nil {
-		return nil, fmt.Errorf("opentrack: sign: %w", cose.ErrMissingPayload)
+		return nil, fmt.Errorf("protocol: sign: %w", cose.ErrMissingPayload)
 	}
 	// go-cose's rule for a text content type.
 	if contentType == "" || strings.TrimSpace(contentType) != contentType || strings.Count(contentType, "/") != 1 {
-		return nil, fmt.Errorf("opentrack: sign: content type %q is not of the form type/subtype", contentType)
+		return nil, fmt.Errorf("protocol: sign: content type %q is not of the form type/subtype", contentType)
 	}
 	protected := s.protectedHeader(contentType)
 	// Sig_structure = ["Signature1", protected, external_aad: h'', payload]

@@ -77,6 +77,9 @@ type Report struct {
 	// Disruption is what the crash or partition scenario did and what it
 	// caused; nil for the other scenarios.
 	Disruption *Disruption `json:"disruption,omitempty"`
+	// Followed is the parcel whose timeline the run followed (Options.Follow),
+	// nil if no parcel started within the run.
+	Followed *FollowedParcel `json:"followed,omitempty"`
 
 	Scenario     string   `json:"scenario"`
 	Procs        bool     `json:"procs"`

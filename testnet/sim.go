@@ -712,5 +712,6 @@ func (s *sim) finish(traffic time.Duration) {
 	r.Timeline, r.ErrorSamples = append([]string{}, s.timeline...), append([]string{}, s.samples...)
 	r.Disruption = s.disruption
 	s.mu.Unlock()
+	r.Followed = s.follow.report(s.net)
 	r.check()
 }

@@ -22,7 +22,7 @@ func auditCmd() *cobra.Command {
 disclosed details (time, peer, grant id, number, fields) and every refused
 grant (with the reason). --since takes an RFC 3339 time or a duration back
 from now, such as 24h.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := store.AuditQuery{Peer: peerID}
 			if since != "" {

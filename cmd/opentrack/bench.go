@@ -42,7 +42,7 @@ It prints a table and writes the figures, the environment and the judged
 targets as JSON (bench/README.md explains every key). The exit status is
 0 even when a target is missed; it is 1 only when a figure could not be
 measured.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -128,7 +128,7 @@ func benchBaselineCmd() *cobra.Command {
 		Use:    "baseline",
 		Short:  "Serve a carrier repo's store as an HTTPS+JSON tracking API (the benchmark's baseline)",
 		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

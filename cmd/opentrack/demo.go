@@ -16,7 +16,7 @@ func demoCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "demo",
 		Short: "Sign a sample parcel with a fresh carrier key, verify it, then show a forgery being caught",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.OutOrStdout()) },
 	}
 }

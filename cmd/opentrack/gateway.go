@@ -38,14 +38,14 @@ names. Errors are application/problem+json with the protocol's code. Each
 client IP has a token bucket (--rate, --burst) and at most a few open
 streams. Cross-origin pages are refused unless --cors-origin allows them.
 SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := repo.Open(dir)
 			if err != nil {
 				return err
 			}
-			if r.Config.Role != repo.RolePlatform {
-				return fmt.Errorf("--repo %s is a %s repo; the gateway runs a platform (opentrack init --platform NAME --trust PUBFILE --registry FILE)", dir, r.Config.Role)
+			if err := wantRole(r, dir, repo.RolePlatform); err != nil {
+				return err
 			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {

@@ -31,6 +31,9 @@ func adminGrants(dir string) (*repo.Repo, *service.GrantsClient, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := wantRole(r, dir, repo.RoleCarrier); err != nil {
+		return nil, nil, err
+	}
 	info, err := repo.ReadNodeInfo(dir)
 	if err != nil {
 		return nil, nil, err
@@ -56,7 +59,7 @@ node running from CARRIERDIR, which refuses grants it does not hold, and
 written to FILE for the platform to present with opentrack track --grant.
 
 Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if audience == (len(numbers) > 0) {
 				return errors.New("give --number N (repeatable) or --audience, not both")
@@ -73,7 +76,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 				Carrier: r.Config.Carrier.Code, Holder: to, Numbers: numbers, Audience: audience, Fields: fields,
 			}, time.Now(), ttl)
 			if err != nil {
-				return err
+				return fmt.Errorf("grant not issued: %w", err)
 			}
 			info, err := c.Put(cmd.Context(), signed)
 			if err != nil {
@@ -114,7 +117,7 @@ func grantRevokeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke [--repo CARRIERDIR] GRANTFILE|ID",
 		Short: "Revoke a grant in the running node; it is refused from then on",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1, "GRANTFILE or ID, the grant to revoke"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, c, err := adminGrants(dir)
 			if err != nil {
@@ -167,7 +170,7 @@ func grantListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list [--repo CARRIERDIR] [--json]",
 		Short: "List the grants the running node holds",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, c, err := adminGrants(dir)
 			if err != nil {

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"syscall"
 
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/repo"
@@ -23,10 +26,13 @@ func ingestCmd() *cobra.Command {
 post them in batches to the node running from DIR (its node.json gives the
 admin URL, admin.token the credentials). Prints accepted and rejected counts
 and every rejection with its reason; exits 1 if anything was rejected.`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1, "one FILE of events (- or none for standard input)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := repo.Open(dir)
 			if err != nil {
+				return err
+			}
+			if err := wantRole(r, dir, repo.RoleCarrier); err != nil {
 				return err
 			}
 			info, err := repo.ReadNodeInfo(dir)
@@ -62,6 +68,10 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 					fmt.Fprintf(out, "rejected line %d id %q: %s\n", rej.Line, rej.ID, rej.Reason)
 				}
 				fmt.Fprintf(out, "accepted %d, duplicates %d, rejected %d\n", sum.Accepted, sum.Duplicates, sum.Rejected)
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// node.json outlives a node that was killed.
+				return fmt.Errorf("%w (is the node running? %s names a node that no longer listens)", err, filepath.Join(dir, repo.NodeInfoFile))
 			}
 			if err != nil {
 				return err

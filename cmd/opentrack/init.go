@@ -38,7 +38,7 @@ out of store backups.`,
   opentrack init --repo ./shop --platform shop --trust ./auth/authority.pub --registry registry.cose
   opentrack init --repo ./sf1 --carrier SF --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full'
   opentrack init --repo ./sf2 --carrier SF --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full' --replica-of ./sf1 --listen /ip4/0.0.0.0/tcp/4002`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (o.Carrier == "") == (o.Platform == "") {
 				return fmt.Errorf("init makes a carrier repo (--carrier CODE) or a platform repo (--platform NAME): give one of them")
@@ -94,15 +94,15 @@ func withRegistryHint(err error) error {
 	var hint string
 	switch {
 	case errors.Is(err, protocol.ErrUntrustedIssuer):
-		hint = "its signing key (opentrack registry show FILE prints it) is not a trust anchor; get an edition signed by the authority you trust, or trust that authority's .pub"
+		hint = "get an edition signed by an authority you trust, or trust this one with opentrack trust add"
 	case errors.Is(err, protocol.ErrExpired):
-		hint = "the registry is outside its validity window; ask the authority for a current edition (or check this machine's clock)"
+		hint = "ask the authority for a current edition, or check this machine's clock"
 	case errors.Is(err, protocol.ErrBadSignature):
-		hint = "the registry file was altered or is corrupt; fetch it again"
+		hint = "the file was altered or is corrupt; fetch it again"
 	default:
 		return err
 	}
-	return fmt.Errorf("%w\nhint: %s", err, hint)
+	return fmt.Errorf("%w (hint: %s)", err, hint)
 }
 
 // initResult is what init prints, as JSON with --json.
@@ -127,11 +127,18 @@ func nextCommands(dir string, r *repo.Repo, o repo.InitOptions) []string {
 			"opentrack ingest --repo " + d + " docs/examples/events.ndjson",
 			"opentrack registry add --dir AUTHDIR --carrier-repo " + d,
 		}
-	case o.Registry == "":
+	case o.Registry == "" && len(o.Trust) == 0:
 		return []string{
 			"opentrack trust add --repo " + d + " AUTHDIR/authority.pub",
 			"opentrack registry install --repo " + d + " registry.cose",
 			"opentrack track --repo " + d + " NUMBER",
+		}
+	case o.Registry == "":
+		// It trusts an authority already: the registry is what it lacks.
+		return []string{
+			"opentrack registry install --repo " + d + " registry.cose",
+			"opentrack track --repo " + d + " NUMBER",
+			"opentrack watch --repo " + d + " NUMBER",
 		}
 	default:
 		return []string{
@@ -161,7 +168,7 @@ signing key id, then its addresses, one a line: the running node's (from
 node.json) or, when it is not running, the configured listen addresses.
 With --json, an object {"id", "role", "carrier", "signing_key_id",
 "addresses", "running", "agent_version"}, as ipfs id prints.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := repo.Open(dir)
 			if err != nil {

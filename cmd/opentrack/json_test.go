@@ -26,6 +26,10 @@ var noJSON = map[string]string{
 	"opentrack bench":          "writes its results as JSON to --out (results.json)",
 	"opentrack bench baseline": "a server for the benchmark's baseline; it prints only its address",
 	"opentrack demo":           "a guided walk-through for people, which runs the other commands",
+	"opentrack":                "a group of subcommands: it prints its help, or an unknown subcommand's error",
+	"opentrack registry":       "a group of subcommands: it prints its help, or an unknown subcommand's error",
+	"opentrack grant":          "a group of subcommands: it prints its help, or an unknown subcommand's error",
+	"opentrack trust":          "a group of subcommands: it prints its help, or an unknown subcommand's error",
 }
 
 // TestEveryCommandHasJSON fails when a command is added without --json

@@ -3,7 +3,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/opentrack/opentrack/node/repo"
@@ -11,11 +13,20 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func main() {
-	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "opentrack:", err)
-		os.Exit(exitCode(err))
+func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run executes the command line args and returns the exit status. A
+// failure is one line on stderr: "opentrack: " and the error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "opentrack:", err)
+		return exitCode(err)
 	}
+	return 0
 }
 
 // newRoot builds the command tree.
@@ -30,6 +41,8 @@ func newRoot() *cobra.Command {
 	}
 	root.SetVersionTemplate(versionLine() + "\n")
 	root.AddCommand(versionCmd(), demoCmd(), initCmd(), idCmd(), nodeCmd(), ingestCmd(), trackCmd(), watchCmd(), gatewayCmd(), registryCmd(), grantCmd(), auditCmd(), testnetCmd(), benchCmd(), migrateCmd(), trustCmd())
+	root.SetFlagErrorFunc(flagError)
+	groupCommands(root)
 	return root
 }
 
@@ -40,8 +53,12 @@ func repoFlag(cmd *cobra.Command, dir *string, what string) {
 
 // defaultRepo gives --repo, when it is not set, the default repo: except
 // beside --peer (track and watch then trust the node's own keys) and
-// --store (migrate names the database itself).
+// --store (migrate names the database itself). First it checks the
+// required flags, which cobra would check after it, in its own words.
 func defaultRepo(cmd *cobra.Command, _ []string) error {
+	if err := requiredFlags(cmd); err != nil {
+		return err
+	}
 	f := cmd.Flags()
 	if r := f.Lookup("repo"); r == nil || r.Changed {
 		return nil

@@ -47,6 +47,38 @@ func TestDefaultRepo(t *testing.T) {
 	require.Equal(t, strings.SplitN(out, "\n", 2)[0], mustOpen(t, env).PeerID().String(), "id's first line is the peer ID of $OPENTRACK_REPO")
 }
 
+// TestInitNext: init's next three commands are what the new repo lacks:
+// a platform that trusts an authority already is not told to trust one.
+func TestInitNext(t *testing.T) {
+	dir := t.TempDir()
+	auth, reg := filepath.Join(dir, "auth"), filepath.Join(dir, "registry.cose")
+	pub := filepath.Join(auth, "authority.pub")
+	_, err := execCmd(t, newRoot(), "registry", "init", "--dir", auth)
+	require.NoError(t, err)
+	_, err = execCmd(t, newRoot(), "registry", "sign", "--dir", auth, "--out", reg)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		first string // the first next command, REPO for the repo
+	}{
+		{"carrier", []string{"--carrier", "SF"}, "opentrack node --repo REPO &"},
+		{"platform alone", []string{"--platform", "p"}, "opentrack trust add --repo REPO AUTHDIR/authority.pub"},
+		{"platform that trusts", []string{"--platform", "p", "--trust", pub}, "opentrack registry install --repo REPO registry.cose"},
+		{"platform with a registry", []string{"--platform", "p", "--trust", pub, "--registry", reg}, "opentrack track --repo REPO NUMBER"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repoDir := filepath.Join(t.TempDir(), "r")
+			out, err := execCmd(t, newRoot(), append([]string{"init", "--repo", repoDir, "--json"}, tc.flags...)...)
+			require.NoError(t, err)
+			var res initResult
+			require.NoError(t, json.Unmarshal([]byte(out), &res), "init --json printed %q", out)
+			require.Len(t, res.Next, 3)
+			require.Equal(t, strings.ReplaceAll(tc.first, "REPO", repoDir), res.Next[0])
+		})
+	}
+}
+
 func TestVersion(t *testing.T) {
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		out, err := execCmd(t, newRoot(), args...)
@@ -95,17 +127,18 @@ func TestTrustAddRegistryInstall(t *testing.T) {
 	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop, reg)
 	require.ErrorIs(t, err, protocol.ErrStaleRegistry, "the same edition again is not newer")
 	_, err = execCmd(t, newRoot(), "registry", "install", "--repo", shop)
-	require.EqualError(t, err, "opentrack registry install needs FILE, the signed registry (usage: opentrack registry install [--repo DIR] FILE)")
+	require.EqualError(t, err, "registry install needs FILE, the signed registry (usage: opentrack registry install [--repo DIR] FILE)")
 }
 
 func TestTrackNeedsNumbers(t *testing.T) {
 	_, err := execCmd(t, newRoot(), "track", "--repo", t.TempDir())
-	require.EqualError(t, err, "opentrack track needs one or more tracking numbers (usage: opentrack track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...)")
+	require.EqualError(t, err, "track needs one or more tracking numbers (usage: opentrack track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...)")
 }
 
 // TestTrackExitStatus: 1 for a record that did not verify or came from
 // a node that is not the carrier's, told apart; 2 when only answers were
-// missing; 0 when everything verified.
+// missing, a node's own wrong_carrier ("not a number I issue") among
+// them; 0 when everything verified.
 func TestTrackExitStatus(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -113,17 +146,20 @@ func TestTrackExitStatus(t *testing.T) {
 		partial bool
 		code    int
 		msg     string
+		// answered: each error is the node's answer, not a verdict
+		answered bool
 	}{
-		{"all verified", []string{"", ""}, false, 0, ""},
-		{"not found", []string{"", "not_found"}, false, 2, "of 2 numbers, 1 were not answered"},
-		{"bad signature", []string{"bad_signature", "not_found"}, false, 1, "of 2 numbers, 1 failed verification, 1 were not answered"},
-		{"wrong carrier", []string{"wrong_carrier"}, false, 1, "of 1 numbers, 1 came from a node that does not sign for their carrier"},
-		{"partial", []string{""}, true, 1, "of 1 numbers, 1 are partial (verified in part only)"},
+		{"all verified", []string{"", ""}, false, 0, "", false},
+		{"not found", []string{"", "not_found"}, false, 2, "of 2 numbers, 1 was not answered", false},
+		{"bad signature", []string{"bad_signature", "not_found", "not_found"}, false, 1, "of 3 numbers, 1 failed verification, 2 were not answered", false},
+		{"wrong carrier", []string{"wrong_carrier"}, false, 1, "of 1 number, 1 came from a node that does not sign for the carrier", false},
+		{"partial", []string{""}, true, 1, "of 1 number, 1 is partial (verified in part only)", false},
+		{"not the node's number", []string{"wrong_carrier"}, false, 2, "of 1 number, 1 was not answered", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var views []client.ParcelView
 			for _, e := range tc.errors {
-				views = append(views, client.ParcelView{Error: e, Partial: tc.partial})
+				views = append(views, client.ParcelView{Error: e, Partial: tc.partial, Answered: tc.answered})
 			}
 			err := verificationStatus(views)
 			if tc.code == 0 {

@@ -20,8 +20,11 @@ them when it starts, too; run this to migrate ahead of a rollout. A
 database whose schema is newer than this build's is left alone.`,
 		Example: `  opentrack migrate --repo ./sf1
   opentrack migrate --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full'`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if url != "" && cmd.Flags().Changed("repo") { // defaultRepo leaves --repo alone beside --store
+				return usageError(cmd, "takes --repo or --store, not both")
+			}
 			opts := &postgres.Options{URL: url}
 			if dir != "" {
 				r, err := repo.Open(dir)
@@ -55,6 +58,5 @@ database whose schema is newer than this build's is left alone.`,
 	repoFlag(cmd, &dir, "carrier repo whose [store] names the database")
 	cmd.Flags().StringVar(&url, "store", "", "the database's postgres:// URL")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"store" (password redacted), "from_version", "version"}`)
-	cmd.MarkFlagsMutuallyExclusive("repo", "store")
 	return cmd
 }

@@ -31,7 +31,7 @@ the store closes.
 newer than the one the repo holds; an older or equal edition is ignored.
 One that no trust anchor signed, or that is out of its window, stops the
 node from starting.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := repo.Open(dir)
 			if err != nil {

@@ -119,7 +119,14 @@ func TestREADME(t *testing.T) {
 
 	// A fresh directory that looks like a clone to the README: the
 	// binary in bin/, the example events in docs/.
-	dir := t.TempDir()
+	// OPENTRACK_README_DIR keeps the run (each block's output in
+	// blockN.out) for reading afterwards; it must not exist yet.
+	dir := os.Getenv("OPENTRACK_README_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	} else {
+		require.NoError(t, os.Mkdir(dir, 0o700), "OPENTRACK_README_DIR")
+	}
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "docs", "examples"), 0o755))
 	ex, err := os.ReadFile(filepath.Join(root, "docs", "examples", "events.ndjson"))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/opentrack/opentrack/node/authority"
@@ -35,7 +36,7 @@ func registryInitCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init --dir AUTHDIR [--name NAME]",
 		Short: "Create the authority key and an empty draft",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w, err := authority.Init(dir, name)
 			if err != nil {
@@ -76,8 +77,11 @@ old key's window after a rotation.`,
 		Example: `  opentrack registry add --dir ./auth --carrier-repo ./sf
   opentrack registry add --dir ./auth --code RM --name "Royal Mail" --country GB \
       --key rm.pub --peer 12D3KooW... --addr /dns4/rm.example/tcp/4001 --scheme s10:GB`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if repoDir == "" && in.Code == "" {
+				return usageError(cmd, "needs --carrier-repo DIR or --code C")
+			}
 			w, err := authority.Open(dir)
 			if err != nil {
 				return err
@@ -158,7 +162,6 @@ old key's window after a rotation.`,
 	f.StringArrayVar(&schemes, "scheme", nil, `number scheme, PATTERN[:ALGO] or s10:CC[,CC][:PRODUCTS] (repeatable; replaces the carrier's; default for a new carrier: CODE\d{10,20})`)
 	f.BoolVar(&asJSON, "json", false, `print the carrier as the draft now has it, a JSON object: {"code", "name", "country", "keys", "nodes", "schemes", "warnings"}`)
 	_ = cmd.MarkFlagRequired("dir")
-	cmd.MarkFlagsOneRequired("carrier-repo", "code")
 	return cmd
 }
 
@@ -171,7 +174,7 @@ func registryRemoveCmd() *cobra.Command {
 		Long: `Remove a key from a carrier, which revokes it from the next edition on:
 everything it signed, earlier records included, stops verifying. Without
 --key-id, remove the carrier.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w, err := authority.Open(dir)
 			if err != nil {
@@ -211,7 +214,7 @@ func registrySignCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sign --dir AUTHDIR --out FILE [--valid 720h]",
 		Short: "Sign the draft as the next edition, with the next sequence number",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w, err := authority.Open(dir)
 			if err != nil {
@@ -254,7 +257,7 @@ func registryShowCmd() *cobra.Command {
 keys (key id and window), nodes and number schemes. Without --trust the
 signature is not checked. With --trust, the edition is verified as a node
 would verify it now, and the exit status is 1 if a node would reject it.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1, "FILE, the signed registry"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var anchors []ed25519.PublicKey
 			for _, p := range trust {
@@ -284,7 +287,7 @@ would verify it now, and the exit status is 1 if a node would reject it.`,
 				return err
 			}
 			if v.Signature == authority.SignatureRejected {
-				return fmt.Errorf("%s would be rejected by a node trusting %v", args[0], trust)
+				return fmt.Errorf("%s would be rejected by a node trusting %s", args[0], strings.Join(trust, " and "))
 			}
 			return nil
 		},
@@ -301,7 +304,7 @@ func parseTime(flag, s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339, such as 2026-01-02T15:04:05Z: %w", flag, s, err)
+		return time.Time{}, fmt.Errorf("%s %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", flag, s)
 	}
 	return t, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -48,7 +49,7 @@ audience_leaked, forgeries_accepted, scenario_failures, rejected_events,
 stale_lookups, lookups_refused or errors above zero; for rogue, no forged
 record or registry rejected. The report names each one that failed
 (failed_invariants in --json).`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -72,10 +73,10 @@ record or registry rejected. The report names each one that failed
 			fmt.Fprintf(out, "starting %d carriers and %d platforms on loopback (%s)...\n", o.Carriers, o.Platforms, modeName(o.Procs))
 			rep, err := testnet.Run(ctx, o)
 			display.finish()
-			display.followedSummary()
 			if rep == nil {
 				return err
 			}
+			followedSummary(out, rep.Followed, o.Dir != "")
 			fmt.Fprintln(out)
 			if werr := rep.WriteTable(out); werr != nil {
 				return werr
@@ -152,7 +153,7 @@ type liveDisplay struct {
 	total    time.Duration
 	mu       sync.Mutex // update and follow come from different goroutines
 	lastLine time.Time
-	followed []testnet.Followed
+	followed bool
 }
 
 func newLiveDisplay(out io.Writer, total time.Duration) *liveDisplay {
@@ -177,22 +178,38 @@ func (d *liveDisplay) follow(f testnet.Followed) {
 	if d.bar != nil {
 		_ = d.bar.Clear()
 	}
-	if len(d.followed) == 0 {
+	if !d.followed {
 		fmt.Fprintf(d.out, "following %s of carrier %s, each event as %s verifies it:\n", f.Number, f.Carrier, f.Platform)
+		d.followed = true
 	}
-	d.followed = append(d.followed, f)
 	fmt.Fprintf(d.out, "  %s\n", eventLine(f.Event))
 }
 
-// followedSummary names the followed parcel once the run is over.
-func (d *liveDisplay) followedSummary() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.followed) == 0 {
+// followedSummary names the followed parcel once the run is over, and
+// how to look it up: with the repos kept, the carrier can be started
+// again and asked as the platform that followed it.
+func followedSummary(out io.Writer, f *testnet.FollowedParcel, kept bool) {
+	if f == nil {
 		return
 	}
-	last := d.followed[len(d.followed)-1]
-	fmt.Fprintf(d.out, "followed %s (carrier %s): %d verified events, the last %s\n", last.Number, last.Carrier, len(d.followed), last.Event.Status)
+	fmt.Fprintf(out, "followed %s (carrier %s): %d verified events, the last %s\n", f.Number, f.Carrier, f.Events, f.LastStatus)
+	if !kept {
+		fmt.Fprintln(out, "to look it up after a run, keep the repos with --dir DIR")
+		return
+	}
+	fmt.Fprintf(out, "look it up yourself: start its carrier again, and ask as %s:\n", f.Platform)
+	fmt.Fprintf(out, "  %s node --repo %s &\n", progName(), f.CarrierRepo)
+	fmt.Fprintf(out, "  %s track --repo %s %s\n", progName(), f.PlatformRepo, f.Number)
+}
+
+// progName is how the user ran this binary, for commands to copy:
+// bin/opentrack as make run calls it, plain opentrack from go run or a
+// test binary.
+func progName() string {
+	if p := os.Args[0]; p != "" && !strings.Contains(p, "go-build") && !strings.HasSuffix(p, ".test") {
+		return p
+	}
+	return "opentrack"
 }
 
 func (d *liveDisplay) update(s testnet.Stats) {

@@ -27,6 +27,20 @@ func TestTestnetCommand(t *testing.T) {
 	require.NoError(t, err)
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(b, &got))
+
+	// The followed parcel is in the report, with the kept repos to look
+	// it up from, and the output says how (the README runs the lookup).
+	var rep testnet.Report
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.NotNil(t, rep.Followed, "report names the followed parcel")
+	f := rep.Followed
+	require.Equal(t, "platform1", f.Platform)
+	require.Positive(t, f.Events)
+	require.DirExists(t, f.CarrierRepo)
+	require.Equal(t, filepath.Join(dir, "net", "carriers", f.Carrier), f.CarrierRepo)
+	require.Equal(t, filepath.Join(dir, "net", "platforms", "platform1"), f.PlatformRepo)
+	require.Contains(t, out, "opentrack node --repo "+f.CarrierRepo+" &\n")
+	require.Contains(t, out, "opentrack track --repo "+f.PlatformRepo+" "+f.Number+"\n")
 	for _, k := range []string{"carriers", "platforms", "parcels", "events_ingested", "updates_delivered", "queries",
 		"query_p50_ms", "query_p99_ms", "watch_lag_p99_ms", "verification_failures", "lost_updates",
 		"duplicates_after_dedupe", "rejected_forgeries", "details_leaked", "startup_s", "errors"} {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,8 +61,8 @@ Exit status: 0 when every number was answered and verified; 1 when a
 record failed verification or is partial, or came from a node that does
 not sign for the number's carrier (wrong_carrier); 2 when everything that
 came back verified but some number was not answered (not_found,
-invalid_number, forbidden, rate_limited, unavailable) or its details were
-refused.`,
+invalid_number, forbidden, rate_limited, unavailable, or the node's own
+wrong_carrier: not a number it issues) or its details were refused.`,
 		Args: minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
@@ -140,14 +141,17 @@ func openTrackPlatform(repoDir string) (_ *trackPlatform, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := wantRole(r, repoDir, repo.RolePlatform); err != nil {
+			return nil, err
+		}
 		if p.trust, err = r.Trust(); err != nil {
 			if errors.Is(err, discovery.ErrNoAnchors) {
-				return nil, fmt.Errorf("--repo %s has no trust anchors: create it with opentrack init --trust PUBFILE --registry FILE", repoDir)
+				return nil, fmt.Errorf("--repo %s trusts no registry authority yet (add one with opentrack trust add --repo %s PUBFILE, then opentrack registry install --repo %s FILE)", repoDir, repoDir, repoDir)
 			}
 			return nil, fmt.Errorf("--repo %s: %w", repoDir, err)
 		}
 		if p.trust.Registry() == nil {
-			return nil, fmt.Errorf("--repo %s holds no registry: give one with opentrack init --registry FILE or opentrack node --registry FILE", repoDir)
+			return nil, fmt.Errorf("--repo %s holds no registry yet (install one with opentrack registry install --repo %s FILE)", repoDir, repoDir)
 		}
 		key = r.NodeKey
 		if !r.Config.Network.DisableQUIC {
@@ -178,7 +182,7 @@ func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []st
 		return nil, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
 	}
 	if err := p.h.Connect(ctx, *ai); err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", ai.ID, err)
+		return nil, fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ai.ID, lphost.DialError(err))
 	}
 	// A nil *discovery.Trust must stay a nil client.Trust.
 	var trust client.Trust
@@ -204,7 +208,7 @@ func (p *trackPlatform) close() {
 // did not verify or only in part, or came from a node that does not sign
 // for the number's carrier; 2 when all that came back verified but some
 // number asked for was not answered (not_found, invalid_number,
-// forbidden, unreachable...).
+// forbidden, unreachable, a node saying it does not issue the number...).
 func verificationStatus(views []client.ParcelView) error {
 	var bad, partial, foreign, unanswered, refused int
 	for _, v := range views {
@@ -212,15 +216,19 @@ func verificationStatus(views []client.ParcelView) error {
 			partial++
 			continue
 		}
-		switch v.Error {
-		case "":
+		switch {
+		case v.Error == "":
 			if v.DetailsError != "" {
 				refused++
 			}
-		case protocol.ErrWrongCarrier.Code:
+		case v.Answered:
+			// The node's answer, wrong_carrier included ("not a number I
+			// issue"): nothing came back to verify.
+			unanswered++
+		case v.Error == protocol.ErrWrongCarrier.Code:
 			foreign++
-		case protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited, protocol.CodeForbidden,
-			protocol.CodeUnavailable, protocol.CodeInternal:
+		case slices.Contains([]string{protocol.CodeNotFound, protocol.CodeInvalidNumber, protocol.ErrCheckDigit.Code, protocol.CodeRateLimited,
+			protocol.CodeForbidden, protocol.CodeUnavailable, protocol.CodeInternal}, v.Error):
 			unanswered++
 		default:
 			bad++
@@ -231,16 +239,16 @@ func verificationStatus(views []client.ParcelView) error {
 		parts = append(parts, fmt.Sprintf("%d failed verification", bad))
 	}
 	if partial > 0 {
-		parts = append(parts, fmt.Sprintf("%d are partial (verified in part only)", partial))
+		parts = append(parts, fmt.Sprintf("%d %s partial (verified in part only)", partial, plural(partial, "is", "are")))
 	}
 	if foreign > 0 {
-		parts = append(parts, fmt.Sprintf("%d came from a node that does not sign for their carrier", foreign))
+		parts = append(parts, fmt.Sprintf("%d came from a node that does not sign for the carrier", foreign))
 	}
 	if unanswered > 0 {
-		parts = append(parts, fmt.Sprintf("%d were not answered", unanswered))
+		parts = append(parts, fmt.Sprintf("%d %s not answered", unanswered, plural(unanswered, "was", "were")))
 	}
 	if refused > 0 {
-		parts = append(parts, fmt.Sprintf("%d had their details refused", refused))
+		parts = append(parts, fmt.Sprintf("%d had %s details refused", refused, plural(refused, "its", "their")))
 	}
 	if len(parts) == 0 {
 		return nil
@@ -249,7 +257,15 @@ func verificationStatus(views []client.ParcelView) error {
 	if bad+partial+foreign > 0 {
 		code = 1
 	}
-	return &exitError{code: code, err: fmt.Errorf("of %d numbers, %s", len(views), strings.Join(parts, ", "))}
+	return &exitError{code: code, err: fmt.Errorf("of %d %s, %s", len(views), plural(len(views), "number", "numbers"), strings.Join(parts, ", "))}
+}
+
+// plural picks the word for n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func printTimeline(w io.Writer, views []client.ParcelView) {

@@ -102,31 +102,3 @@ it starts. Exit status 1 when the edition is not installed.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print a JSON object: {"file", "repo", "seq", "previous_seq"}`)
 	return cmd
 }
-
-// exactArgs is cobra.ExactArgs with a message that says what is missing.
-func exactArgs(n int, what string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != n {
-			return fmt.Errorf("%s needs %s (usage: %s)", cmd.CommandPath(), what, usage(cmd))
-		}
-		return nil
-	}
-}
-
-// minArgs is cobra.MinimumNArgs with a message that says what is missing.
-func minArgs(n int, what string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) < n {
-			return fmt.Errorf("%s needs %s (usage: %s)", cmd.CommandPath(), what, usage(cmd))
-		}
-		return nil
-	}
-}
-
-// usage is the command's synopsis, without cobra's "[flags]".
-func usage(cmd *cobra.Command) string {
-	if cmd.HasParent() {
-		return cmd.Parent().CommandPath() + " " + cmd.Use
-	}
-	return cmd.Use
-}

@@ -107,7 +107,7 @@ func (c *Client) complete(ctx context.Context, p peer.ID, carrier string, keys p
 			resp, err := c.Track(ctx, p, queries, grant)
 			var retryAfter uint64
 			if err == nil && resp.Error != nil {
-				err = &protocol.Error{Code: resp.Error.Code, Msg: fmt.Sprintf("node %s: %s %s", p, resp.Error.Code, resp.Error.Message)}
+				err = refusal(fmt.Sprintf("node %s", p), resp.Error)
 				retryAfter = resp.Error.RetryAfter
 			}
 			if err != nil {

@@ -276,7 +276,7 @@ func (c *Client) ask(ctx context.Context, trust Trust, conn Connector, w *carrie
 			var retryAfter uint64
 			switch {
 			case err == nil:
-				err = &protocol.Error{Code: resp.Error.Code, Msg: fmt.Sprintf("node %s of %s: %s %s", p, code, resp.Error.Code, resp.Error.Message)}
+				err = refusal(fmt.Sprintf("node %s of %s", p, code), resp.Error)
 				retryAfter = resp.Error.RetryAfter
 			case protocol.CodeOf(err) == "":
 				err = fmt.Errorf("%w: node %s of %s: %w", ErrNoAnswer, p, code, err)
@@ -316,7 +316,7 @@ func (c *Client) trackAt(ctx context.Context, conn Connector, p peer.ID, queries
 	err := conn.Connect(cctx, p)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("client: connect to %s: %w", p, err)
+		return nil, err // the caller names the node
 	}
 	return c.Track(ctx, p, queries, grant)
 }
@@ -377,10 +377,12 @@ func merge(number string, candidates []*carrierWork) []ParcelView {
 }
 
 func notFound(number, carrier string, asked []string) ParcelView {
-	return View(number, carrier, nil, nil, &protocol.Error{
+	v := View(number, carrier, nil, nil, &protocol.Error{
 		Code: protocol.CodeNotFound,
 		Msg:  fmt.Sprintf("%s: no parcel at %s", number, strings.Join(asked, ", ")),
 	})
+	v.Answered = true // every carrier asked said so
+	return v
 }
 
 // TrackPeer asks the one node p for numbers, as `opentrack track --peer`

@@ -215,7 +215,7 @@ func TestTrackNumbersNoAnswer(t *testing.T) {
 	}{
 		{"no nodes", nil, protocol.CodeUnavailable, "lists no node"},
 		{"unreachable", []host.Host{dead}, protocol.CodeUnavailable, "peer down"},
-		{"rate limited", []host.Host{dead, busy.Host}, protocol.CodeRateLimited, "rate_limited"},
+		{"rate limited", []host.Host{dead, busy.Host}, protocol.CodeRateLimited, "the carrier gave no reason"}, // the busy node's answer, not the dead one's
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			trust := registryOf(t, tc.nodes...)

@@ -83,8 +83,12 @@ func verifyResult(res *protocol.TrackResult, carrier string, keys protocol.KeyRe
 		// The carrier's own words when it gave some; the code is beside
 		// the message wherever it is shown.
 		msg := strings.TrimSpace(res.Message)
-		if msg == "" {
-			msg = fmt.Sprintf("the carrier answered %s for %q", res.Code, res.Number)
+		switch {
+		case msg != "":
+		case res.Code == protocol.CodeNotFound:
+			msg = fmt.Sprintf("the carrier holds no parcel %s", res.Number)
+		default:
+			msg = fmt.Sprintf("the carrier gave no reason for %s", res.Number)
 		}
 		return nil, &protocol.Error{Code: res.Code, Msg: msg}
 	}

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"crypto/ed25519"
+	"fmt"
 	"testing"
 	"time"
 
@@ -95,6 +96,31 @@ func TestVerifyResult(t *testing.T) {
 				require.Equal(t, seq, v.Events[i].Seq)
 				require.Equal(t, p.CIDs[seq], v.CIDs[i])
 			}
+		})
+	}
+}
+
+// TestViewAnswered: a view says whether its error is the node's own
+// answer for the number or a verdict on a record that came back, which
+// wrong_carrier alone cannot tell.
+func TestViewAnswered(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		res      *protocol.TrackResult
+		verr     error
+		answered bool
+	}{
+		{"node does not issue it", &protocol.TrackResult{Number: "SF1", Code: protocol.CodeWrongCarrier, Message: "not a number SF issues"},
+			&protocol.Error{Code: protocol.CodeWrongCarrier, Msg: "not a number SF issues"}, true},
+		{"node has none", &protocol.TrackResult{Number: "SF1", Code: protocol.CodeNotFound}, &protocol.Error{Code: protocol.CodeNotFound, Msg: "none"}, true},
+		{"head of another carrier", &protocol.TrackResult{Number: "SF1", Code: protocol.CodeOK},
+			fmt.Errorf("%w: signed head is RM's, asked SF", protocol.ErrWrongCarrier), false},
+		{"request refused", nil, &protocol.Error{Code: protocol.CodeRateLimited, Msg: "node P: slow down"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pv := View("SF1", "SF", tc.res, nil, tc.verr)
+			require.Equal(t, protocol.CodeOf(tc.verr), pv.Error)
+			require.Equal(t, tc.answered, pv.Answered)
 		})
 	}
 }

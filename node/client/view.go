@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -37,6 +38,10 @@ type ParcelView struct {
 	// same.
 	DetailsError   string `json:"details_error,omitempty"`
 	DetailsMessage string `json:"details_message,omitempty"`
+	// Answered is set when Error is the node's own answer for the number
+	// (not_found, wrong_carrier: "not a number I issue"...), not a verdict
+	// on a record that came back: wrong_carrier means either.
+	Answered bool `json:"-"`
 }
 
 // EventView is one verified event.
@@ -62,6 +67,7 @@ func View(number, carrier string, res *protocol.TrackResult, v *Verified, verr e
 	}
 	if verr != nil {
 		pv.Error, pv.Message = protocol.CodeOf(verr), protocol.Detail(verr)
+		pv.Answered = res != nil && res.Code != protocol.CodeOK && res.Code == pv.Error
 		if pv.Error == "" {
 			pv.Error = protocol.CodeInternal
 		}
@@ -117,7 +123,7 @@ func (c *Client) Lookup(ctx context.Context, p peer.ID, carrier string, numbers 
 			return out, err
 		}
 		if resp.Error != nil {
-			e := &protocol.Error{Code: resp.Error.Code, Msg: resp.Error.Message}
+			e := refusal(fmt.Sprintf("node %s", p), resp.Error)
 			for _, n := range chunk {
 				pv := View(n, carrier, nil, nil, e)
 				pv.RetryAfter = resp.Error.RetryAfter
@@ -167,6 +173,16 @@ func DetailsErrorText(code string) string {
 	return "the node withholds the details (" + code + ")"
 }
 
+// refusal is a node's error answer to a whole request as an error whose
+// text leaves the code out: views print the code beside it.
+func refusal(node string, e *protocol.ErrorInfo) *protocol.Error {
+	msg := strings.TrimSpace(e.Message)
+	if msg == "" {
+		msg = "gave no reason"
+	}
+	return &protocol.Error{Code: e.Code, Msg: node + ": " + msg}
+}
+
 // grantRefusal is a grant the node refused for a whole request.
 type grantRefusal struct{ code, msg string }
 
@@ -179,7 +195,10 @@ func withoutRefusedGrant(grant []byte, do func(grant []byte) (*protocol.TrackRes
 	if err != nil || len(grant) == 0 || resp.Error == nil || resp.Error.Code != protocol.CodeForbidden {
 		return resp, nil, err
 	}
-	refused := &grantRefusal{code: resp.Error.Code, msg: resp.Error.Message}
+	refused := &grantRefusal{code: resp.Error.Code, msg: strings.TrimSpace(resp.Error.Message)}
+	if refused.msg == "" {
+		refused.msg = "the node gave no reason"
+	}
 	resp, err = do(nil)
 	return resp, refused, err
 }

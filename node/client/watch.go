@@ -879,16 +879,19 @@ func (w *Watcher) query(number string) protocol.TrackQuery {
 }
 
 // fetchPages verifies res, the answer to q, and asks for the pages after
-// it until one reaches the signed head (spec 6.3). The result holds every
-// page's events; none of them counts as verified before the last page
-// does. Errors wrapping errFetch mean the node could not answer.
+// it until one reaches the signed head (spec 6.3), within the client's
+// history bound (Options.MaxHistoryPages and MaxHistoryEvents): a node
+// that keeps answering "more" cannot grow the watcher without end. The
+// result holds every page's events; none of them counts as verified
+// before the last page does. Errors wrapping errFetch mean the node could
+// not answer.
 func (w *Watcher) fetchPages(ctx context.Context, p peer.ID, number string, q protocol.TrackQuery, res *protocol.TrackResult) (*Verified, error) {
 	var knownSeq uint64
 	if st := w.parcels[number]; st != nil {
 		knownSeq = st.seq
 	}
 	var all *Verified
-	for {
+	for pages := 1; ; pages++ {
 		if transientCodes[res.Code] || !protocol.ValidResultCode(res.Code) {
 			return nil, fmt.Errorf("%w: %s: %s %s", errFetch, number, res.Code, res.Message)
 		}
@@ -904,6 +907,10 @@ func (w *Watcher) fetchPages(ctx context.Context, p peer.ID, number string, q pr
 		}
 		if !v.More {
 			return all, nil
+		}
+		if pages >= w.c.opts.MaxHistoryPages || len(all.Events) >= w.c.opts.MaxHistoryEvents {
+			return nil, fmt.Errorf("%w: %s: history incomplete after %d pages (%d events, head seq %d), not verified; %s",
+				protocol.ErrTooLarge, number, pages, len(all.Events), all.Head.Seq, w.c.bound())
 		}
 		last := len(v.Events) - 1
 		q.Known, knownSeq = protocol.LinkTo(v.CIDs[last]), v.Events[last].Seq

@@ -654,3 +654,27 @@ func TestWatchTarget(t *testing.T) {
 	_, err = WatchTarget(tr, []string{"ZZ0009"})
 	require.ErrorIs(t, err, protocol.ErrInvalidNumber)
 }
+
+// TestWatchBackfillBound stops a back-fill at the client's history bound:
+// a history longer than MaxHistoryPages pages is handed over as a failed,
+// unverified update, and the watcher carries on with the next parcel.
+func TestWatchBackfillBound(t *testing.T) {
+	servicetest.CheckLeaks(t)
+	long := servicetest.NewParcel(t, servicetest.Number(1), 14) // 4 pages of 4
+	short := servicetest.NewParcel(t, servicetest.Number(2), 6) // 2 pages
+	ws := newWatchSetup(t, servicetest.ServerConfig{Options: &service.Options{MaxEventsPerResult: 4}}, long, short)
+	ws.c = newClient(t, ws.srv, &Options{MaxHistoryPages: 2})
+	w := ws.watch(t, ws.options(long.Number, short.Number))
+	sub := ws.fake.next()
+
+	sub.update(long, 12, 13, "c1") // no head held: back-fill from seq 0
+	u := next(t, w)
+	require.Equal(t, long.Number, u.Number)
+	require.False(t, u.Verified)
+	require.Equal(t, "too_large", u.Error, u.Message)
+	require.Contains(t, u.Message, "history incomplete after 2 pages (8 events, head seq 13)")
+	require.Empty(t, u.Events, "events past no verified head are not handed over")
+
+	sub.update(short, 4, 5, "c2")
+	requireEvents(t, next(t, w), short, 0, 5, "c2")
+}

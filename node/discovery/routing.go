@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
+	othost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -190,9 +191,11 @@ func NewRouter(h host.Host, t *Trust, opts *RouterOptions, log *slog.Logger) (*R
 // node that moved since the registry was signed is found again: it tells
 // its new address to the registry nodes it reconnects to, and the DHT
 // hands it on.
+//
+// Its errors leave p out: every caller names the peer it asked for.
 func (r *Router) Connect(ctx context.Context, p peer.ID) error {
 	if p == r.h.ID() {
-		return fmt.Errorf("discovery: connect to %s: %w", p, swarm.ErrDialToSelf)
+		return fmt.Errorf("discovery: %w", swarm.ErrDialToSelf)
 	}
 	if r.ctx.Err() != nil {
 		return ErrClosed
@@ -215,7 +218,7 @@ func (r *Router) Connect(ctx context.Context, p peer.ID) error {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %s: %w", ErrUnreachable, p, dialErr)
+			return fmt.Errorf("%w: %w", ErrUnreachable, dialErr)
 		}
 	}
 	found, err := r.lookup(ctx, p)
@@ -231,12 +234,12 @@ func (r *Router) Connect(ctx context.Context, p peer.ID) error {
 	}
 	if err != nil {
 		if dialErr != nil {
-			return fmt.Errorf("%w: %s: known addresses: %w; dht: %w", ErrUnreachable, p, dialErr, err)
+			return fmt.Errorf("%w: known addresses: %w; dht: %w", ErrUnreachable, dialErr, err)
 		}
-		return fmt.Errorf("%w: %s: no known addresses; dht: %w", ErrUnreachable, p, err)
+		return fmt.Errorf("%w: no known addresses; dht: %w", ErrUnreachable, err)
 	}
 	if err := r.dial(ctx, found); err != nil {
-		return fmt.Errorf("%w: %s at the addresses the dht found: %w", ErrUnreachable, p, err)
+		return fmt.Errorf("%w: at the addresses the dht found: %w", ErrUnreachable, err)
 	}
 	r.log.Debug("peer found through the dht", "peer", p, "addrs", found.Addrs)
 	return nil
@@ -280,14 +283,14 @@ func (r *Router) dial(ctx context.Context, ai peer.AddrInfo) error {
 	wait := time.Millisecond
 	for closed := 0; ; closed++ {
 		if err := r.h.Connect(ctx, ai); err != nil {
-			return err
+			return othost.DialError(err)
 		}
 		if r.h.Network().Connectedness(ai.ID) == network.Connected {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %s: %d dials each gave a connection closed at once: %w", ErrUnreachable, ai.ID, closed+1, ctx.Err())
+			return fmt.Errorf("%w: %d dials each gave a connection closed at once: %w", ErrUnreachable, closed+1, ctx.Err())
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 100*time.Millisecond)

@@ -119,6 +119,12 @@ func TestGateway(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 		var got []client.ParcelView
 		require.NoError(t, json.Unmarshal(body, &got))
+		// As JSON, which is what track --json prints: fields out of JSON
+		// (ParcelView.Answered) are not the gateway's to carry.
+		wantJSON, err := json.Marshal(want)
+		require.NoError(t, err)
+		want = nil
+		require.NoError(t, json.Unmarshal(wantJSON, &want))
 		require.Equal(t, want, got, "the same array as track --json")
 		require.Len(t, got, 4)
 		require.True(t, got[0].Verified)

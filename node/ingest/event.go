@@ -282,11 +282,11 @@ func integerValue(v any) (any, error) {
 	return v, nil
 }
 
-// trimProto drops the "opentrack: " prefix and the "invalid record: "
+// trimProto drops the "protocol: " prefix and the "invalid record: "
 // sentinel text of protocol errors: in a rejection they say nothing the
 // field name does not, and nested records repeat them.
 func trimProto(err error) string {
-	return strings.ReplaceAll(strings.TrimPrefix(err.Error(), "opentrack: "), "invalid record: ", "")
+	return strings.ReplaceAll(strings.TrimPrefix(err.Error(), protocol.ErrorPrefix), "invalid record: ", "")
 }
 
 // statusList names the vocabulary in an unknown-status rejection.

@@ -40,6 +40,8 @@ var (
 	ErrExists     = errors.New("repo: already initialized")
 	ErrNotRepo    = errors.New("repo: not an OpenTrack repo")
 	ErrBadOptions = errors.New("repo: invalid options")
+	// ErrNotRunning means the repo has no node.json: no node runs from it.
+	ErrNotRunning = errors.New("repo: no node running")
 )
 
 // Repo is an opened node directory.
@@ -234,7 +236,7 @@ func Open(dir string) (*Repo, error) {
 	cfg, err := LoadConfig(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s has no %s (run opentrack init)", ErrNotRepo, dir, ConfigFile)
+			return nil, fmt.Errorf("%w: %s has no %s (create one with opentrack init --repo %s --carrier CODE or --platform NAME)", ErrNotRepo, dir, ConfigFile, dir)
 		}
 		return nil, err
 	}
@@ -398,8 +400,11 @@ func (r *Repo) RemoveNodeInfo() error {
 // ReadNodeInfo reads node.json of a running node.
 func ReadNodeInfo(dir string) (*NodeInfo, error) {
 	b, err := os.ReadFile(filepath.Join(dir, NodeInfoFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w from %s: it has no %s (start one with opentrack node --repo %s)", ErrNotRunning, dir, NodeInfoFile, dir)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("repo: %w (is the node running?)", err)
+		return nil, fmt.Errorf("repo: %w", err)
 	}
 	var info NodeInfo
 	if err := json.Unmarshal(b, &info); err != nil {

@@ -100,7 +100,7 @@ func TestNodeInfo(t *testing.T) {
 	require.Equal(t, info, got)
 	require.NoError(t, r.RemoveNodeInfo())
 	_, err = ReadNodeInfo(dir)
-	require.Error(t, err)
+	require.ErrorIs(t, err, ErrNotRunning)
 }
 
 func TestDefaultDir(t *testing.T) {

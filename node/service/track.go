@@ -211,7 +211,7 @@ func (t *Track) serve(ctx context.Context, remote peer.ID, addr ma.Multiaddr, re
 		return requestError(protocol.CodeTooMany, fmt.Sprintf("%d numbers, limit %d", n, protocol.MaxNumbersPerRequest), 0)
 	}
 	if err := req.Validate(); err != nil {
-		return requestError(protocol.CodeBadRequest, err.Error(), 0)
+		return requestError(protocol.CodeBadRequest, protocol.Detail(err), 0)
 	}
 	if t.cfg.Policy != nil {
 		if ok, retry := t.cfg.Policy.AdmitTrack(remote, addr, len(req.Queries)); !ok {
@@ -259,7 +259,7 @@ func (t *Track) refuseAll(req *protocol.TrackRequest, r *protocol.TrackResult) *
 	for i, q := range req.Queries {
 		n, err := protocol.NormalizeNumber(q.Number)
 		if err != nil {
-			results[i] = protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(err.Error())}
+			results[i] = protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(protocol.Detail(err))}
 			continue
 		}
 		results[i] = *r
@@ -278,14 +278,14 @@ func (t *Track) refuseGrant(ctx context.Context, remote peer.ID, req *protocol.T
 		if err != nil {
 			n = q.Number
 		}
-		entries[i] = store.AuditEntry{Time: now, Peer: remote.String(), GrantID: id, Number: n, Reason: cause.Error()}
+		entries[i] = store.AuditEntry{Time: now, Peer: remote.String(), GrantID: id, Number: n, Reason: protocol.Detail(cause)}
 	}
 	if err := t.audit(ctx, entries); err != nil {
 		t.srv.log.Warn("audit append failed", "peer", remote, "err", err)
 		return requestError(protocol.CodeInternal, "audit log unavailable", 0)
 	}
 	t.srv.log.Debug("grant refused", "peer", remote, "grant", id, "err", cause)
-	return requestError(protocol.CodeForbidden, cause.Error(), 0)
+	return requestError(protocol.CodeForbidden, protocol.Detail(cause), 0)
 }
 
 // audit appends entries durably and counts them.
@@ -319,7 +319,7 @@ func (a *access) covers(p *store.Parcel, inAudience bool) bool {
 func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access, room int) protocol.TrackResult {
 	n, err := protocol.NormalizeNumber(q.Number)
 	if err != nil {
-		return protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(err.Error())}
+		return protocol.TrackResult{Number: q.Number, Code: protocol.CodeInvalidNumber, Message: truncate(protocol.Detail(err))}
 	}
 	if code, msg := t.match(n); code != "" {
 		return protocol.TrackResult{Number: n, Code: code, Message: msg}
@@ -380,7 +380,7 @@ func (t *Track) match(n string) (code, msg string) {
 		case err == nil:
 			return "", ""
 		case errors.Is(err, protocol.ErrCheckDigit):
-			code, msg = protocol.CodeInvalidNumber, truncate(err.Error())
+			code, msg = protocol.CodeInvalidNumber, truncate(protocol.Detail(err))
 		}
 	}
 	if code == protocol.CodeWrongCarrier {

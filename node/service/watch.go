@@ -174,11 +174,11 @@ func (w *Watch) admit(ctx context.Context, remote peer.ID, req *protocol.WatchRe
 	if len(req.Grant) > 0 {
 		g, err := verifyGrant(ctx, w.cfg.Store, w.cfg.Keys, w.cfg.Carrier, req.Grant, remote, time.Now())
 		if err != nil {
-			entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote.String(), GrantID: grantID(req.Grant), Reason: "watch: " + err.Error()}
+			entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote.String(), GrantID: grantID(req.Grant), Reason: "watch: " + protocol.Detail(err)}
 			if aerr := appendAudit(ctx, w.cfg.Store, w.cfg.Metrics, []store.AuditEntry{entry}); aerr != nil {
 				return nil, protocol.CodeInternal, "audit log unavailable"
 			}
-			return nil, protocol.CodeForbidden, err.Error()
+			return nil, protocol.CodeForbidden, protocol.Detail(err)
 		}
 		return g, "", ""
 	}
@@ -221,7 +221,7 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 		return nil, protocol.CodeTooMany, fmt.Sprintf("%d numbers, limit %d", n, protocol.MaxWatchNumbers)
 	}
 	if err := req.Validate(); err != nil {
-		return nil, protocol.CodeBadRequest, err.Error()
+		return nil, protocol.CodeBadRequest, protocol.Detail(err)
 	}
 	g, code, msg := w.admit(ctx, s.Conn().RemotePeer(), req)
 	if code != "" {
@@ -229,7 +229,7 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 	}
 	start, err := w.position(ctx, req.Cursor)
 	if err != nil {
-		return nil, w.errorCode(err), err.Error()
+		return nil, w.errorCode(err), protocol.Detail(err)
 	}
 	sub := &subscription{
 		w:      w,

@@ -272,6 +272,33 @@ func (g *gen) registries() error {
 	}
 	g.add(Vector{Name: "registry_shared_key", Type: "registry", Valid: false, CBOR: hx(sharedPayload), COSE: hx(sharedSigned), PubKey: pub(g.auth), Time: t0 + hour,
 		Error: protocol.ErrInvalid.Code, Note: "SF's key also listed under ROYALMAIL: a key bound to two carriers would verify records of both"})
+
+	// Node addresses are checked by their text alone (spec 4.5).
+	for _, tc := range []struct {
+		name, addr string
+		err        *protocol.Error
+		note       string
+	}{
+		{"registry_addr_unknown_protocol", "/ip4/192.0.2.7/tcp/4001/x-opentrack-future/v1", nil,
+			"a node address with a protocol no multiaddr table knows: the registry is valid, and a dialler skips the address"},
+		{"registry_addr_p2p", "/ip4/192.0.2.7/tcp/4001/p2p/" + nodePeer, protocol.ErrInvalid,
+			"a node address that carries /p2p/: the peer field names the peer"},
+	} {
+		r := g.registry()
+		r.Carriers[1].Nodes[0].Addrs = append(r.Carriers[1].Nodes[0].Addrs, tc.addr)
+		payload := enc(r)
+		signed, err := g.auth.Sign(protocol.ContentRegistry, payload)
+		if err != nil {
+			return err
+		}
+		v := Vector{Name: tc.name, Type: "registry", Valid: tc.err == nil, CBOR: hx(payload), COSE: hx(signed), PubKey: pub(g.auth), Time: t0 + hour, Note: tc.note}
+		if tc.err != nil {
+			v.Error = tc.err.Code
+		} else {
+			v.CID = protocol.CIDOf(payload).String()
+		}
+		g.add(v)
+	}
 	return nil
 }
 
@@ -386,6 +413,25 @@ func (g *gen) invalidEncodings() error {
 	m = append(m, 0x66, 'n', 'u', 'm', 'b', 'e', 'r', 0x6c)
 	m = append(m, []byte("SF1234567890")...)
 	g.invalid("link_cidv0", "track_request", m, protocol.ErrBadCID, "a CIDv0 link: record links are CIDv1 dag-cbor sha2-256 only")
+
+	// Major type 7 is judged by its initial byte alone (spec 2.2), and a
+	// truncated link content by E3 before E14; null is never an element
+	// or a Details value (spec 2.5).
+	queries := []byte{0xa1, 0x67, 'q', 'u', 'e', 'r', 'i', 'e', 's'}
+	with := func(tail ...byte) []byte { return append(append([]byte{}, queries...), tail...) }
+	g.invalid("float_short_argument", "track_request", with(0xf9, 0x00, 0x01), protocol.ErrFloat, "a half float whose argument would be short of shortest form: float, not non_canonical")
+	g.invalid("simple_value_one_byte", "track_request", with(0xf8, 0x05), protocol.ErrMalformed, "a simple value in the one-byte form (f8 05): malformed, not non_canonical")
+	g.invalid("float_truncated", "track_request", with(0xfb, 0x00), protocol.ErrFloat, "a float64 cut short: float, judged by its initial byte")
+	truncated := append([]byte{0xa1, 0x67, 'q', 'u', 'e', 'r', 'i', 'e', 's', 0x81, 0xa1, 0x65, 'k', 'n', 'o', 'w', 'n'}, 0xd8, 0x2a, 0x58, 0x25, 0x00, 0x01, 0x71)
+	g.invalid("link_truncated", "track_request", truncated, protocol.ErrMalformed, "a tag-42 byte string that declares 37 bytes and ends after 3: malformed (E3) before bad_cid (E14)")
+	g.invalid("null_element", "track_request", with(0x81, 0xf6), protocol.ErrNonCanonical, "queries: [null]: null is not an element of an array")
+	// A not_found result with details breaks validation too, but the
+	// null is met first: the re-encoding of section 2.4 differs.
+	nullDetail := []byte{0xa1, 0x67, 'r', 'e', 's', 'u', 'l', 't', 's', 0x81, 0xa3,
+		0x64, 'c', 'o', 'd', 'e', 0x69, 'n', 'o', 't', '_', 'f', 'o', 'u', 'n', 'd',
+		0x66, 'n', 'u', 'm', 'b', 'e', 'r', 0x6c, 'S', 'F', '1', '2', '3', '4', '5', '6', '7', '8', '9', '0',
+		0x67, 'd', 'e', 't', 'a', 'i', 'l', 's', 0xa1, 0x63, 'p', 'o', 'd', 0xf6}
+	g.invalid("null_detail", "track_response", nullDetail, protocol.ErrNonCanonical, "details: {pod: null}: a Details value is never null")
 	return nil
 }
 

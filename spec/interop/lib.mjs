@@ -143,6 +143,10 @@ export function decodeStrict (bytes, ctx = NO_NOTES, what = 'cbor') {
   if (libError) {
     ctx.note(`${what}: @ipld/dag-cbor decode rejects: ${libError.message}` +
       (ruleError ? ` (OpenTrack rules also reject: ${ruleError.code})` : ''))
+    // The library reads a float's argument before it can tell that a
+    // truncated one is a float; the rule scan judges it by its initial
+    // byte first, as spec 2.2 orders.
+    if (ruleError && ruleError.code === 'float') throw ruleError
     throw new VectorError(libraryCode(libError.message), libError.message, '@ipld/dag-cbor decode')
   }
   ctx.note(`${what}: @ipld/dag-cbor decode accepts`)
@@ -169,8 +173,19 @@ export function nextToken (tk) {
   return tk.next()
 }
 
+// A major-type-7 item is judged by its initial byte alone (spec 2.2): no
+// argument is read, so neither truncation nor shortest form applies.
+export function simpleByte (ib, at) {
+  if (ib === 0xf7) fail('malformed', `undefined (0xf7) at offset ${at} is not in the data model`, RULE)
+  if (ib === 0xf8) fail('malformed', `simple value in the one-byte form (0xf8) at offset ${at}`, RULE)
+  if (ib >= 0xf9 && ib <= 0xfb) fail('float', `floating-point value at offset ${at}: OpenTrack records carry no floats`, RULE)
+  if (ib >= 0xfc && ib <= 0xfe) fail('malformed', `reserved additional information in 0x${ib.toString(16)} at offset ${at}`, RULE)
+  if (ib === 0xff) fail('indefinite_length', `stray break at offset ${at}`, RULE)
+}
+
 export function ruleItem (tk, depth) {
   const at = tk.pos()
+  if (!tk.done()) simpleByte(tk.data[at], at)
   const t = nextToken(tk)
   switch (t.type.name) {
     case 'uint': case 'negint': case 'bytes': case 'true': case 'false': case 'null':
@@ -415,14 +430,19 @@ export function checkType (type, v, path) {
     return
   }
   if (type === 'link') { if (!isLink(v)) bad('a link (tag 42)'); return }
+  // Spec 2.5: outside ext (a map of 'any'), null is never sent; as an
+  // array element or a Details value it decodes as the zero value, which
+  // re-encodes differently, so it is non_canonical like null in an
+  // optional field.
+  const noNull = (x, where) => { if (x === null) fail('non_canonical', `${where}: null is not allowed outside ext`, SCHEMA) }
   if (type.arr) {
     if (!Array.isArray(v)) bad('an array')
-    v.forEach((x, i) => checkType(type.arr, x, `${path}[${i}]`))
+    v.forEach((x, i) => { noNull(x, `${path}[${i}]`); checkType(type.arr, x, `${path}[${i}]`) })
     return
   }
   if (type.map) {
     if (!isPlainMap(v)) bad('a map')
-    for (const [k, x] of Object.entries(v)) checkType(type.map, x, `${path}.${k}`)
+    for (const [k, x] of Object.entries(v)) { if (type.map !== 'any') noNull(x, `${path}.${k}`); checkType(type.map, x, `${path}.${k}`) }
     return
   }
   if (type.obj) {
@@ -560,7 +580,12 @@ export function validateRegistry (r) {
     }
     for (const n of c.nodes) {
       if (!validPeerId(n.peer)) invalid(`node peer ${JSON.stringify(n.peer)}`)
-      for (const a of n.addrs) if (!/^(\/[^/]+)+$/.test(a)) invalid(`node address ${JSON.stringify(a)}`)
+      // Spec 4.5: checked by its text alone, whatever multiaddr table a
+      // receiver has.
+      for (const a of n.addrs) {
+        if (utf8Len(a) > 256 || !/^(\/[^/\x00-\x20\x7f]+)+$/.test(a)) invalid(`node address ${JSON.stringify(a)}`)
+        if (a.split('/').some((c) => c === 'p2p' || c === 'ipfs')) invalid(`node address ${JSON.stringify(a)} carries /p2p/`)
+      }
     }
     for (const s of c.schemes) compileScheme(s)
   })
