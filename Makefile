@@ -19,7 +19,8 @@ FUZZ_TARGETS := \
 	./node/ingest:FuzzDecodeFlat \
 	./node/gateway:FuzzParseWatch \
 	./node/gateway:FuzzParseBatch \
-	./node/gateway:FuzzPickLang
+	./node/gateway:FuzzPickLang \
+	./node/store/seal:FuzzOpen
 
 .PHONY: all run testnet-large scenarios demo test unit npm-deps interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
 

@@ -30,6 +30,7 @@ import (
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/node/store/postgres"
+	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/node/version"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -85,6 +86,8 @@ type Node struct {
 	exchange  *discovery.Exchange
 	infoAsker *client.Client // the exchange's
 	mdns      *discovery.MDNS
+	sweeping  context.CancelFunc // stops the details sweeper
+	swept     chan struct{}      // closed when it has stopped
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -239,7 +242,7 @@ func (n *Node) registryMember(p peer.ID) bool {
 func (n *Node) Router() *discovery.Router { return n.router }
 
 func (n *Node) startCarrierStore() error {
-	st, space, err := openStore(context.Background(), n.Repo)
+	st, space, err := openStore(context.Background(), n.Repo, n.Log)
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		// Pebble's lock on the store: another process has it open.
 		return fmt.Errorf("node: open store: %w (is a node already running from %s?)", err, n.Repo.Dir)
@@ -266,10 +269,21 @@ func (n *Node) startCarrierStore() error {
 		n.Log.Info("store", "backend", sc.Backend, "url", postgres.Redact(sc.URL), "id", st.ID())
 	}
 	n.Store = st
+	ctx, stop := context.WithCancel(context.Background())
+	n.sweeping, n.swept = stop, make(chan struct{})
+	go func() {
+		defer close(n.swept)
+		st.RunSweeper(ctx, detailsSweepInterval)
+	}()
 	stats := newStatsCache(st, 5*time.Second)
 	n.Metrics.WatchStore(stats.events, stats.disk)
 	return nil
 }
+
+// detailsSweepInterval is how often the node destroys the keys of details
+// past retention; it also does at start. Hourly keeps an expired day's
+// key at most an hour past its day.
+const detailsSweepInterval = time.Hour
 
 // Backoff of waitStore between tries to reach the database.
 const (
@@ -350,18 +364,38 @@ func waitStore(ctx context.Context, r *repo.Repo, o Options) error {
 // poster, told nothing was acknowledged, posts again).
 const replicaConflictRetries = 10
 
-// OpenStore opens the carrier store the repo's config names. A postgres
-// store is migrated to this build's schema first.
+// OpenStore opens the carrier store the repo's config names, its details
+// sealed with the repo's keyring (node/store/seal). A postgres store is
+// migrated to this build's schema first.
 func OpenStore(ctx context.Context, r *repo.Repo) (store.Store, error) {
-	st, _, err := openStore(ctx, r)
-	return st, err
+	st, _, err := openStore(ctx, r, slog.Default())
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // openStore is OpenStore with the free-space guard of a pebble store: a
 // store on a disk already below the reserve is opened read-only, so that
 // the node comes up and serves lookups rather than failing its first
 // write (pebble exits the process on ENOSPC).
-func openStore(ctx context.Context, r *repo.Repo) (store.Store, *store.Space, error) {
+func openStore(ctx context.Context, r *repo.Repo, log *slog.Logger) (*seal.Store, *store.Space, error) {
+	b, space, err := openBackend(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	keep, err := r.Config.DetailsRetention()
+	if err == nil {
+		var st *seal.Store
+		if st, err = seal.Open(ctx, b, r.Path(seal.KeyringFile), &seal.Options{Retention: keep, Logger: log}); err == nil {
+			return st, space, nil
+		}
+	}
+	return nil, nil, errors.Join(err, b.Close())
+}
+
+// openBackend opens the store under the sealing layer.
+func openBackend(ctx context.Context, r *repo.Repo) (seal.Backend, *store.Space, error) {
 	sc := r.Config.Store
 	if sc.Backend == repo.BackendPostgres {
 		st, err := postgres.Open(ctx, PostgresOptions(sc))
@@ -506,6 +540,10 @@ func (n *Node) Close() error {
 		}
 		if n.Host != nil {
 			errs = append(errs, n.Host.Close())
+		}
+		if n.sweeping != nil {
+			n.sweeping()
+			<-n.swept
 		}
 		if n.Store != nil {
 			errs = append(errs, n.Store.Close())

@@ -53,6 +53,17 @@ const (
 	CodeWrongCarrier  = "wrong_carrier"
 )
 
+// Details error codes: why a result or update that a valid grant covers
+// carries no details (spec section 12.2). A receiver treats one it does
+// not know as details withheld.
+const (
+	// DetailsExpired says the parcel's details passed the carrier's
+	// retention and were erased.
+	DetailsExpired = "expired"
+	// MaxDetailsErrorLen bounds a details error code.
+	MaxDetailsErrorLen = 32
+)
+
 // ResultCodes lists every result code, for validation of peer input.
 var resultCodes = map[string]bool{
 	CodeOK: true, CodeNotFound: true, CodeInvalidNumber: true, CodeForbidden: true,

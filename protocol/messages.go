@@ -29,14 +29,17 @@ type TrackResponse struct {
 // TrackResult is the answer for one number. With code ok it carries the
 // signed head and the events after the known head (all events if none).
 type TrackResult struct {
-	Number     string   `cbor:"number"`
-	Code       string   `cbor:"code"`
-	Head       []byte   `cbor:"head,omitempty"`   // COSE_Sign1 of a Head
-	Events     [][]byte `cbor:"events,omitempty"` // canonical Event blocks, oldest first
-	More       bool     `cbor:"more,omitempty"`   // history continues: ask again with the last event as known
-	Details    Details  `cbor:"details,omitempty"`
-	RetryAfter uint64   `cbor:"retry_after,omitempty"` // ms, with rate_limited
-	Message    string   `cbor:"message,omitempty"`
+	Number  string   `cbor:"number"`
+	Code    string   `cbor:"code"`
+	Head    []byte   `cbor:"head,omitempty"`   // COSE_Sign1 of a Head
+	Events  [][]byte `cbor:"events,omitempty"` // canonical Event blocks, oldest first
+	More    bool     `cbor:"more,omitempty"`   // history continues: ask again with the last event as known
+	Details Details  `cbor:"details,omitempty"`
+	// DetailsError is why a result the grant covers has no details
+	// (DetailsExpired), with ok only and never with Details.
+	DetailsError string `cbor:"details_error,omitempty"`
+	RetryAfter   uint64 `cbor:"retry_after,omitempty"` // ms, with rate_limited
+	Message      string `cbor:"message,omitempty"`
 }
 
 // ErrorInfo is a request-level error.
@@ -95,12 +98,27 @@ func (r *TrackResponse) Validate(queries int) error {
 		if res.Code == CodeOK && len(res.Head) == 0 {
 			return fmt.Errorf("%w: result %d is ok without a head", ErrInvalid, i)
 		}
-		if res.Code != CodeOK && (len(res.Head) > 0 || len(res.Events) > 0 || len(res.Details) > 0) {
+		if res.Code != CodeOK && (len(res.Head) > 0 || len(res.Events) > 0 || len(res.Details) > 0 || res.DetailsError != "") {
 			return fmt.Errorf("%w: result %d carries data with code %q", ErrInvalid, i, res.Code)
+		}
+		if err := checkDetailsError(res.DetailsError, res.Details); err != nil {
+			return fmt.Errorf("result %d: %w", i, err)
 		}
 		if len(res.Events) > MaxEventsPerResult {
 			return fmt.Errorf("%w: %d events in one result", ErrTooLarge, len(res.Events))
 		}
+	}
+	return nil
+}
+
+// checkDetailsError checks a details error code: at most
+// MaxDetailsErrorLen bytes, and never beside details.
+func checkDetailsError(code string, d Details) error {
+	if len(code) > MaxDetailsErrorLen {
+		return fmt.Errorf("%w: details_error of %d bytes", ErrTooLarge, len(code))
+	}
+	if code != "" && len(d) > 0 {
+		return fmt.Errorf("%w: details_error %q beside details", ErrInvalid, code)
 	}
 	return nil
 }
@@ -179,9 +197,12 @@ type WatchMessage struct {
 	Head    []byte   `cbor:"head,omitempty"`
 	Events  [][]byte `cbor:"events,omitempty"`
 	Details Details  `cbor:"details,omitempty"`
-	Time    int64    `cbor:"time,omitempty"`
-	Code    string   `cbor:"code,omitempty"`
-	Message string   `cbor:"message,omitempty"`
+	// DetailsError is why an update the grant covers has no details, as
+	// in TrackResult.
+	DetailsError string `cbor:"details_error,omitempty"`
+	Time         int64  `cbor:"time,omitempty"`
+	Code         string `cbor:"code,omitempty"`
+	Message      string `cbor:"message,omitempty"`
 	// RetryAfter is in ms, with a status of rate_limited.
 	RetryAfter uint64 `cbor:"retry_after,omitempty"`
 }
@@ -191,7 +212,7 @@ func (m *WatchMessage) Validate() error {
 	if len(m.Cursor) > MaxCursorLen || len(m.Message) > MaxMessageLen {
 		return fmt.Errorf("%w: cursor or message too long", ErrTooLarge)
 	}
-	data := m.Number != "" || len(m.Head) > 0 || len(m.Events) > 0 || len(m.Details) > 0
+	data := m.Number != "" || len(m.Head) > 0 || len(m.Events) > 0 || len(m.Details) > 0 || m.DetailsError != ""
 	if m.RetryAfter != 0 && m.Type != WatchStatus {
 		return fmt.Errorf("%w: retry_after outside a status", ErrInvalid)
 	}
@@ -211,6 +232,9 @@ func (m *WatchMessage) Validate() error {
 				return err
 			}
 		}
+		if err := checkDetailsError(m.DetailsError, m.Details); err != nil {
+			return err
+		}
 	case WatchCatchUp:
 		if m.Cursor == "" || data || m.Time != 0 || m.Code != "" {
 			return fmt.Errorf("%w: catchup carries a cursor and a message only", ErrInvalid)
@@ -227,7 +251,7 @@ func (m *WatchMessage) Validate() error {
 		if !isNormalizedNumber(m.Number) || m.Code == "" || m.Code == CodeOK {
 			return fmt.Errorf("%w: status needs a normalized number and a code other than ok", ErrInvalid)
 		}
-		if m.Cursor != "" || len(m.Head) > 0 || len(m.Events) > 0 || len(m.Details) > 0 || m.Time != 0 {
+		if m.Cursor != "" || len(m.Head) > 0 || len(m.Events) > 0 || len(m.Details) > 0 || m.DetailsError != "" || m.Time != 0 {
 			return fmt.Errorf("%w: status carries a number, a code, a message and retry_after only", ErrInvalid)
 		}
 	default:

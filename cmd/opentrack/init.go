@@ -29,7 +29,11 @@ a key of its own would isolate nothing, and revoking one replica's key
 would break the heads it had signed for every replica. One key also keeps
 the registry's keys unchanged as replicas come and go; only its node list
 changes (opentrack registry add --carrier-repo DIR2). The key file is
-copied, so keep DIR2 as private as DIR.`,
+copied, so keep DIR2 as private as DIR.
+
+A carrier repo holds details.keyring, the keys that seal parcel details in
+the store until [retention] details passes; a replica gets a copy. Keep it
+out of store backups.`,
 		Example: `  opentrack init --repo ./sf --carrier SF --name "SF Express" --scheme 'SF\d{10,20}' --listen /ip4/127.0.0.1/tcp/4001
   opentrack init --repo ./shop --platform shop --trust ./auth/authority.pub --registry registry.cose
   opentrack init --repo ./sf1 --carrier SF --store 'postgres://opentrack@db:5432/sf?sslmode=verify-full'

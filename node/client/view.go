@@ -32,9 +32,10 @@ type ParcelView struct {
 	Message    string           `json:"message,omitempty"` // human-readable detail of Error
 	RetryAfter uint64           `json:"retry_after_ms,omitempty"`
 	// DetailsError is why details asked for with a grant are missing
-	// ("forbidden": the grant was refused, revoked or not this holder's),
-	// with DetailsMessage the node's reason. The events are the public
-	// view all the same.
+	// ("forbidden": the grant was refused, revoked or not this holder's;
+	// "expired": the carrier erased them under its retention), with
+	// DetailsMessage the reason. The events are the public view all the
+	// same.
 	DetailsError   string `json:"details_error,omitempty"`
 	DetailsMessage string `json:"details_message,omitempty"`
 	// Answered is set when Error is the node's own answer for the number
@@ -83,6 +84,9 @@ func View(number, carrier string, res *protocol.TrackResult, v *Verified, verr e
 	}
 	pv.Head, pv.KeyID = v.Head.Head.Head.String(), hex.EncodeToString(v.KeyID)
 	pv.Details = res.Details
+	if res.DetailsError != "" {
+		pv.DetailsError, pv.DetailsMessage = res.DetailsError, DetailsErrorText(res.DetailsError)
+	}
 	for i, e := range v.Events {
 		ev := EventView{
 			Seq: e.Seq, Time: formatMillis(e.Time), Status: e.Status, Reason: e.Reason, Location: e.Location,
@@ -159,6 +163,14 @@ func (k InfoKeys) CarrierKey(carrier string, kid []byte, _ int64) (ed25519.Publi
 		}
 	}
 	return nil, fmt.Errorf("%w: key %x is not one the node presents", protocol.ErrUnknownKey, kid)
+}
+
+// DetailsErrorText says what a details error code (spec 8.3) means.
+func DetailsErrorText(code string) string {
+	if code == protocol.DetailsExpired {
+		return "the details passed the carrier's retention and were erased"
+	}
+	return "the node withholds the details (" + code + ")"
 }
 
 // refusal is a node's error answer to a whole request as an error whose

@@ -246,7 +246,10 @@ type WatchUpdate struct {
 	// Details are what the grant in WatchOptions discloses of the
 	// parcel; they are not signed (spec section 4.7).
 	Details protocol.Details `json:"details,omitempty"`
-	Error   string           `json:"error,omitempty"` // protocol code: bad_signature, broken_chain...
+	// DetailsError is why a parcel the grant covers came without details
+	// ("expired": erased under the carrier's retention; spec 8.3).
+	DetailsError string `json:"details_error,omitempty"`
+	Error        string `json:"error,omitempty"` // protocol code: bad_signature, broken_chain...
 	// Code is the result code (spec 8.3) of a watched number that has no
 	// parcel to show: the node's status at the start of a subscription
 	// (not_found, wrong_carrier, invalid_number, rate_limited; spec 8.5),
@@ -801,13 +804,13 @@ func (w *Watcher) update(ctx context.Context, p peer.ID, m *protocol.WatchMessag
 	if err != nil {
 		return fail(err)
 	}
-	return w.apply(ctx, m.Number, m.Cursor, v, m.Details)
+	return w.apply(ctx, m.Number, m.Cursor, v, m.Details, m.DetailsError)
 }
 
 // apply adopts a verified result for number as spec 6.4 says and hands
 // over the events that are new, labelled with cursor, with the details
 // that came with them.
-func (w *Watcher) apply(ctx context.Context, number, cursor string, v *Verified, details protocol.Details) error {
+func (w *Watcher) apply(ctx context.Context, number, cursor string, v *Verified, details protocol.Details, detailsErr string) error {
 	st := w.parcels[number]
 	events, cids := v.Events, v.CIDs
 	if st != nil && v.Full {
@@ -845,6 +848,7 @@ func (w *Watcher) apply(ctx context.Context, number, cursor string, v *Verified,
 	pv := View(number, w.opts.Carrier, &protocol.TrackResult{}, &fresh, nil)
 	return w.emit(ctx, WatchUpdate{
 		Number: number, Carrier: w.opts.Carrier, Verified: true, Head: pv.Head, Cursor: cursor, Events: pv.Events, Details: details,
+		DetailsError: detailsErr,
 	})
 }
 
@@ -938,7 +942,7 @@ func (w *Watcher) backfill(ctx context.Context, p peer.ID, numbers []string, cur
 				}
 				continue
 			}
-			if err := w.apply(ctx, chunk[i], cursor, v, res.Details); err != nil {
+			if err := w.apply(ctx, chunk[i], cursor, v, res.Details, res.DetailsError); err != nil {
 				return err
 			}
 		}

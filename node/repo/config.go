@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/policy"
+	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -43,6 +44,8 @@ const (
 	DefaultLogLevel     = "info"
 	DefaultLogFormat    = "text"
 	DefaultRegistryFile = "registry.cose"
+	// DefaultDetailsRetention is [retention] details: 90 days.
+	DefaultDetailsRetention = "2160h"
 )
 
 // Config is config.toml.
@@ -53,8 +56,10 @@ type Config struct {
 	Network  host.Options   `toml:"network"`
 	Admin    AdminConfig    `toml:"admin"`
 	Store    StoreConfig    `toml:"store"`
-	Log      LogConfig      `toml:"log"`
-	Trust    TrustConfig    `toml:"trust"`
+	// Retention says how long a carrier keeps personal data.
+	Retention RetentionConfig `toml:"retention"`
+	Log       LogConfig       `toml:"log"`
+	Trust     TrustConfig     `toml:"trust"`
 	// Policy is the carrier's abuse and access policy; a platform node
 	// serves no lookups and ignores it.
 	Policy policy.Options `toml:"policy"`
@@ -114,6 +119,28 @@ type StoreConfig struct {
 	DisableNotify bool   `toml:"disable_notify"`
 }
 
+// RetentionConfig is [retention].
+type RetentionConfig struct {
+	// Details is how long a parcel's details are kept after the ingest of
+	// its last event, a Go duration; they are erased at the end of that
+	// UTC day (node/store/seal). "0s" keeps them. Empty, as in configs
+	// written before [retention] existed: DefaultDetailsRetention.
+	Details string `toml:"details"`
+}
+
+// DetailsRetention is [retention] details parsed, 0 for keep.
+func (c *Config) DetailsRetention() (time.Duration, error) {
+	s := c.Retention.Details
+	if s == "" {
+		s = DefaultDetailsRetention
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d > seal.MaxRetention {
+		return 0, fmt.Errorf("retention.details %q must be a duration from \"0s\" (keep) to %v", c.Retention.Details, seal.MaxRetention)
+	}
+	return d, nil
+}
+
 // DefaultMaxConns is the postgres pool size a new config gets.
 const DefaultMaxConns = 8
 
@@ -133,12 +160,13 @@ func listenOrDefault(addrs []string) []string {
 func configFor(o InitOptions) (*Config, error) {
 	var problems []string
 	cfg := &Config{
-		Network: *(&host.Options{ListenAddrs: listenOrDefault(o.Listen)}).EnsureDefaults(),
-		Admin:   AdminConfig{Addr: DefaultAdminAddr},
-		Store:   StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, ReserveMB: DefaultReserveMB, MaxConns: DefaultMaxConns},
-		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
-		Trust:   TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
-		Policy:  *(&policy.Options{}).EnsureDefaults(),
+		Network:   *(&host.Options{ListenAddrs: listenOrDefault(o.Listen)}).EnsureDefaults(),
+		Admin:     AdminConfig{Addr: DefaultAdminAddr},
+		Store:     StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, ReserveMB: DefaultReserveMB, MaxConns: DefaultMaxConns},
+		Log:       LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Retention: RetentionConfig{Details: DefaultDetailsRetention},
+		Trust:     TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
+		Policy:    *(&policy.Options{}).EnsureDefaults(),
 	}
 	switch {
 	case (o.Carrier == "") == (o.Platform == ""):
@@ -225,6 +253,9 @@ func (c *Config) Validate() error {
 	if c.Store.ReserveMB < 0 {
 		p = append(p, fmt.Sprintf("store.reserve_mb %d must not be negative", c.Store.ReserveMB))
 	}
+	if _, err := c.DetailsRetention(); err != nil {
+		p = append(p, err.Error())
+	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: %s", ErrBadOptions, strings.Join(p, "; "))
 	}
@@ -296,12 +327,13 @@ func (c *Config) Render() ([]byte, error) {
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, struct {
 		*Config
-		Def       *host.Options
-		DefPolicy *policy.Options
-		DefAdmin  string
-		DefListen []string
-		DefStore  map[string]int
-	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, DefaultListenAddrs, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "reserve": DefaultReserveMB, "max_conns": DefaultMaxConns}})
+		Def          *host.Options
+		DefPolicy    *policy.Options
+		DefAdmin     string
+		DefListen    []string
+		DefStore     map[string]int
+		DefRetention string
+	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, DefaultListenAddrs, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "reserve": DefaultReserveMB, "max_conns": DefaultMaxConns}, DefaultDetailsRetention})
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +469,17 @@ max_conns = {{.Store.MaxConns}}
 # Default: false.
 disable_notify = {{.Store.DisableNotify}}
 
-[trust]
+{{if eq .Role "carrier"}}[retention]
+# How long a parcel's details (recipient, courier, proof of delivery) are
+# kept after the ingest of its last event, a duration such as "2160h";
+# "0s" keeps them. At the end of that UTC day the node destroys their key
+# in details.keyring, which erases them from every copy of the store,
+# backups included. Keep details.keyring out of store backups: a copy of
+# it still opens what it had not erased. Replicas on one database share
+# the file. Default: {{q .DefRetention}} (90 days).
+details = {{q .Retention.Details}}
+
+{{end}}[trust]
 # Registry authority public keys (PEM) whose signed registry this node
 # accepts. Without anchors, the node verifies nothing against a registry.
 # Default: none.

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -188,21 +189,46 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The config goes last: its presence is what marks a complete repo.
-	files = append(files, struct {
-		name string
-		data []byte
-	}{ConfigFile, text})
 	for _, f := range files {
 		if err := writeExclusive(filepath.Join(dir, f.name), f.data); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.Role == RoleCarrier {
+		if err := initKeyring(dir, o.ReplicaOf); err != nil {
+			return nil, err
+		}
+	}
+	// The config goes last: its presence is what marks a complete repo.
+	if err := writeExclusive(filepath.Join(dir, ConfigFile), text); err != nil {
+		return nil, err
 	}
 	// What a later Open sees is the file, so hand back exactly that.
 	if r.Config, err = LoadConfig(filepath.Join(dir, ConfigFile)); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// initKeyring gives a carrier repo its details keyring: a new one, or a
+// replica the copy of its source's, since replicas on one database must
+// open each other's sealed details. A source made before keyrings gets
+// none here, and node start makes one only for a store without sealed
+// details.
+func initKeyring(dir, replicaOf string) error {
+	path := filepath.Join(dir, seal.KeyringFile)
+	if replicaOf == "" {
+		_, err := seal.CreateKeyring(path, time.Now())
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(replicaOf, seal.KeyringFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("repo: %w", err)
+	}
+	return writeExclusive(path, b)
 }
 
 // Open loads the repo in dir.

@@ -108,6 +108,14 @@ func grantScope(g *protocol.Grant) string {
 	return "grant scope numbers"
 }
 
+// expiredEntry audits a covered parcel whose details the store erased
+// under its retention (store.ErrExpired): nothing was disclosed, and the
+// reason says why. via prefixes the reason, as a watch's do.
+func expiredEntry(remote, via string, g *protocol.Grant, number string) store.AuditEntry {
+	return store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote, GrantID: g.ID, Number: number,
+		Reason: via + "details passed retention and were erased (" + grantScope(g) + ")"}
+}
+
 // detailFields lists the fields of d in protocol.DetailFields order.
 func detailFields(d protocol.Details) []string {
 	var out []string

@@ -333,10 +333,14 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access,
 		return protocol.TrackResult{Number: n, Code: protocol.CodeForbidden, Message: "public lookups are closed"}
 	}
 	var details protocol.Details
+	var detailsErr string
 	if covered {
-		d, err := t.cfg.Store.Details(ctx, p.ID)
+		d, err := store.DetailsFor(ctx, t.cfg.Store, p)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, store.ErrExpired):
+			detailsErr = protocol.DetailsExpired
+			acc.audit = append(acc.audit, expiredEntry(acc.remote, "", acc.grant, n))
 		case err != nil:
 			return t.internal(n, err)
 		default:
@@ -348,7 +352,7 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access,
 	if err != nil {
 		return t.internal(n, err)
 	}
-	res := protocol.TrackResult{Number: n, Code: protocol.CodeOK, Head: p.SignedHead, Events: events, More: more}
+	res := protocol.TrackResult{Number: n, Code: protocol.CodeOK, Head: p.SignedHead, Events: events, More: more, DetailsError: detailsErr}
 	if len(details) > 0 {
 		res.Details = details
 		acc.audit = append(acc.audit, store.AuditEntry{

@@ -598,12 +598,13 @@ func (sub *subscription) update(ctx context.Context, e *store.FeedEntry) (frame,
 	for i := range evs {
 		blocks[i] = evs[i].Bytes
 	}
-	details, err := sub.details(ctx, p, inAudience)
+	details, detailsErr, err := sub.details(ctx, p, inAudience)
 	if err != nil {
 		return frame{}, err
 	}
 	b, err := sub.w.encode(&protocol.WatchMessage{
 		Type: protocol.WatchUpdate, Cursor: sub.w.cursor(e.Pos), Number: p.Number, Head: p.SignedHead, Events: blocks, Details: details,
+		DetailsError: detailsErr,
 	})
 	if err != nil {
 		return frame{}, err
@@ -622,29 +623,38 @@ func (sub *subscription) update(ctx context.Context, e *store.FeedEntry) (frame,
 // fields it names that the carrier has. A disclosure is audited durably
 // before the update is queued; an audit that fails ends the stream.
 // Each update of a covered parcel carries them, as each track result
-// does, so that a subscriber that resumes from any cursor has them.
-func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudience bool) (protocol.Details, error) {
+// does, so that a subscriber that resumes from any cursor has them. Details
+// erased under retention give the details error code instead, audited
+// as a refusal.
+func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudience bool) (protocol.Details, string, error) {
 	g := sub.grant
 	if g == nil || (g.Audience && !inAudience) || (!g.Audience && !slices.Contains(g.Numbers, p.Number)) {
-		return nil, nil
+		return nil, "", nil
 	}
-	d, err := sub.w.cfg.Store.Details(ctx, p.ID)
+	d, err := store.DetailsFor(ctx, sub.w.cfg.Store, p)
+	var entry store.AuditEntry
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, nil
+		return nil, "", nil
+	case errors.Is(err, store.ErrExpired):
+		entry = expiredEntry(sub.remote, "watch: ", g, p.Number)
 	case err != nil:
-		return nil, err
+		return nil, "", err
+	default:
+		d = d.Only(g.Fields)
+		if len(d) == 0 {
+			return nil, "", nil
+		}
+		entry = store.AuditEntry{Time: time.Now().UnixMilli(), Peer: sub.remote, GrantID: g.ID, Number: p.Number,
+			Fields: detailFields(d), Allowed: true, Reason: "watch: " + grantScope(g)}
 	}
-	d = d.Only(g.Fields)
-	if len(d) == 0 {
-		return nil, nil
-	}
-	entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: sub.remote, GrantID: g.ID, Number: p.Number,
-		Fields: detailFields(d), Allowed: true, Reason: "watch: " + grantScope(g)}
 	if err := appendAudit(ctx, sub.w.cfg.Store, sub.w.cfg.Metrics, []store.AuditEntry{entry}); err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
+		return nil, "", fmt.Errorf("audit: %w", err)
 	}
-	return d, nil
+	if !entry.Allowed {
+		return nil, protocol.DetailsExpired, nil
+	}
+	return d, "", nil
 }
 
 // readEvents reads count events of a parcel from seq from and checks that

@@ -22,6 +22,9 @@ var (
 	ErrClosed   = errors.New("store: closed")
 	// ErrUnknownCursor means a feed position this store never issued.
 	ErrUnknownCursor = errors.New("store: unknown feed position")
+	// ErrExpired means a parcel's details passed their retention and were
+	// erased (node/store/seal).
+	ErrExpired = errors.New("store: details passed retention")
 )
 
 // Store is a carrier node's storage. All methods are safe for concurrent
@@ -53,7 +56,8 @@ type Store interface {
 	// recognised as unknown. Replicas sharing one database share it.
 	ID() string
 
-	// Details returns the personal data of a parcel (ErrNotFound if none).
+	// Details returns the personal data of a parcel (ErrNotFound if none,
+	// ErrExpired once erased).
 	Details(ctx context.Context, parcelID uint64) (protocol.Details, error)
 
 	// PutGrant records an issued grant.
@@ -184,4 +188,32 @@ type Stats struct {
 	Parcels   uint64
 	Events    uint64
 	DiskBytes uint64
+}
+
+// DetailsScanner is what a layer that rewrites details (node/store/seal)
+// needs of a backend beyond Store: the details of many parcels in one
+// call, which ingest reads once per batch, and a walk over all of them.
+type DetailsScanner interface {
+	// DetailsOf returns the details of each id that has some; ids without
+	// are absent from the result.
+	DetailsOf(ctx context.Context, ids []uint64) (map[uint64]protocol.Details, error)
+	// EachDetails calls fn with each parcel's details in id order until fn
+	// returns false or an error.
+	EachDetails(ctx context.Context, fn func(parcelID uint64, d protocol.Details) (bool, error)) error
+}
+
+// ParcelDetailer is a store that reads details faster with the parcel
+// at hand: node/store/seal binds them to the parcel's number and genesis,
+// which Details(id) has to read first.
+type ParcelDetailer interface {
+	ParcelDetails(ctx context.Context, p *Parcel) (protocol.Details, error)
+}
+
+// DetailsFor returns the details of p, a parcel st returned: st's
+// ParcelDetails where it has one, else Details(p.ID).
+func DetailsFor(ctx context.Context, st Store, p *Parcel) (protocol.Details, error) {
+	if pd, ok := st.(ParcelDetailer); ok {
+		return pd.ParcelDetails(ctx, p)
+	}
+	return st.Details(ctx, p.ID)
 }

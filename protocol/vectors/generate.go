@@ -358,6 +358,14 @@ func (g *gen) messages() error {
 		"the not_found budget is spent: no number's status is told, retry after 30 s")
 	g.valid("info", "info", enc(&protocol.Info{Carrier: "SF", Version: "opentrack/0.1.0", Protocols: []string{protocol.InfoID, protocol.TrackID, protocol.WatchID},
 		Limits: protocol.DefaultLimits(), RegistrySeq: 7, Keys: [][]byte{g.carrier.Public()}}), "a carrier node's info")
+	g.valid("track_response_details_expired", "track_response", enc(&protocol.TrackResponse{Results: []protocol.TrackResult{
+		{Number: "SF1234567890", Code: protocol.CodeOK, Head: signed, Events: blocks[6:], DetailsError: protocol.DetailsExpired},
+	}}), "a grant covers the parcel, but its details passed the carrier's retention: the events, and details_error instead of details")
+	g.valid("watch_update_details_expired", "watch_update", enc(&protocol.WatchMessage{Type: protocol.WatchUpdate, Cursor: "1a2b3c4d.43", Number: "SF1234567890", Head: signed, Events: blocks[7:],
+		DetailsError: protocol.DetailsExpired}), "an update of a covered parcel whose details were erased")
+	g.invalid("track_response_details_error_with_details", "track_response", enc(&protocol.TrackResponse{Results: []protocol.TrackResult{
+		{Number: "SF1234567890", Code: protocol.CodeOK, Head: signed, Events: blocks[6:], Details: protocol.Details{protocol.FieldPOD: "signed"}, DetailsError: protocol.DetailsExpired},
+	}}), protocol.ErrInvalid, "details and a details error in one result")
 	return nil
 }
 

@@ -354,6 +354,7 @@ export const TRACK_RESPONSE = obj('track_response', {
     events: [arr('bytes'), 'opt'],
     more: ['bool', 'opt'],
     details: [mapOf('str'), 'opt'],
+    details_error: ['str', 'opt'],
     retry_after: ['uint', 'opt'],
     message: ['str', 'opt']
   })), 'req'],
@@ -372,6 +373,7 @@ export const WATCH_MESSAGE = obj('watch_message', {
   head: ['bytes', 'opt'],
   events: [arr('bytes'), 'opt'],
   details: [mapOf('str'), 'opt'],
+  details_error: ['str', 'opt'],
   time: ['int', 'opt'],
   code: ['str', 'opt'],
   message: ['str', 'opt'],
@@ -381,7 +383,7 @@ export const WATCH_MESSAGE = obj('watch_message', {
 // is their union: a key outside it is unknown_field, a key of another
 // type invalid_record.
 const WATCH_FIELDS = {
-  update: ['type', 'cursor', 'number', 'head', 'events', 'details'],
+  update: ['type', 'cursor', 'number', 'head', 'events', 'details', 'details_error'],
   catchup: ['type', 'cursor', 'message'],
   heartbeat: ['type', 'cursor', 'time'],
   error: ['type', 'code', 'message'],
@@ -633,7 +635,8 @@ export async function validateTrackResponse (m, ctx) {
   for (const [i, r] of m.results.entries()) {
     if (r.message !== undefined && utf8Len(r.message) > MAX_MESSAGE_LEN) fail('too_large', 'message too long', VALID)
     if (r.code === 'ok' && r.head === undefined) invalid(`result ${i} is ok without a head`)
-    if (r.code !== 'ok' && (r.head !== undefined || r.events !== undefined || r.details !== undefined)) invalid(`result ${i} carries data with code ${r.code}`)
+    if (r.code !== 'ok' && (r.head !== undefined || r.events !== undefined || r.details !== undefined || r.details_error !== undefined)) invalid(`result ${i} carries data with code ${r.code}`)
+    checkDetailsError(r, `result ${i}`)
     if ((r.events ?? []).length > MAX_EVENTS_PER_RESULT) fail('too_large', 'too many events', VALID)
     await checkEmbedded(r, ctx, `results[${i}]`)
   }
@@ -659,6 +662,7 @@ export async function validateWatchMessage (m, ctx) {
     case 'update':
       if (!m.cursor || !m.number || !m.head || !m.events) invalid('update needs cursor, number, head and events')
       if (m.events.length > MAX_EVENTS_PER_RESULT) fail('too_large', 'too many events', VALID)
+      checkDetailsError(m, 'update')
       await checkEmbedded(m, ctx, 'update')
       break
     case 'catchup':
@@ -1143,6 +1147,15 @@ export function decodeMessage (bytes, schema, what = schema.name) {
   return m
 }
 
+// A details error code (section 8.3): at most 32 bytes, never beside
+// details. An unknown code is valid: details withheld.
+export const MAX_DETAILS_ERROR_LEN = 32
+export function checkDetailsError (m, where) {
+  if (m.details_error === undefined) return
+  if (utf8Len(m.details_error) > MAX_DETAILS_ERROR_LEN) fail('too_large', `${where}: details_error longer than ${MAX_DETAILS_ERROR_LEN} bytes`, VALID)
+  if (m.details !== undefined) invalid(`${where}: details_error ${JSON.stringify(m.details_error)} beside details`)
+}
+
 // Details (section 4.7): known field names, values of 1 to 512 bytes.
 export function checkDetails (d, path = 'details') {
   for (const [k, v] of Object.entries(d)) {
@@ -1166,7 +1179,8 @@ export function checkTrackResponse (m, nQueries) {
     if (r.code === '') invalid(`results[${i}]: empty code`)
     if (r.details !== undefined) checkDetails(r.details, `results[${i}].details`)
     if (r.code === 'ok' && r.head === undefined) invalid(`results[${i}]: ok without a head`)
-    if (r.code !== 'ok' && (r.head !== undefined || r.events !== undefined || r.details !== undefined)) invalid(`results[${i}]: code ${r.code} with a head, events or details`)
+    if (r.code !== 'ok' && (r.head !== undefined || r.events !== undefined || r.details !== undefined || r.details_error !== undefined)) invalid(`results[${i}]: code ${r.code} with a head, events, details or a details error`)
+    checkDetailsError(r, `results[${i}]`)
     if ((r.events ?? []).length > MAX_EVENTS_PER_RESULT) fail('too_large', `results[${i}]: ${r.events.length} events, limit ${MAX_EVENTS_PER_RESULT}`, VALID)
   }
 }

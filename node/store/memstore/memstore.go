@@ -34,7 +34,10 @@ type Store struct {
 	signal   *store.FeedSignal
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.DetailsScanner = (*Store)(nil)
+)
 
 // New returns an empty store.
 func New() *Store {
@@ -390,5 +393,42 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.signal.Close()
+	return nil
+}
+
+// DetailsOf implements store.DetailsScanner.
+func (s *Store) DetailsOf(_ context.Context, ids []uint64) (map[uint64]protocol.Details, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, errClosed("details")
+	}
+	out := make(map[uint64]protocol.Details, len(ids))
+	for _, id := range ids {
+		if d, ok := s.details[id]; ok {
+			out[id] = maps.Clone(d)
+		}
+	}
+	return out, nil
+}
+
+// EachDetails implements store.DetailsScanner.
+func (s *Store) EachDetails(_ context.Context, fn func(parcelID uint64, d protocol.Details) (bool, error)) error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return errClosed("details")
+	}
+	ids := slices.Sorted(maps.Keys(s.details))
+	all := make([]protocol.Details, len(ids))
+	for i, id := range ids {
+		all[i] = maps.Clone(s.details[id])
+	}
+	s.mu.RUnlock()
+	for i, id := range ids {
+		if more, err := fn(id, all[i]); err != nil || !more {
+			return err
+		}
+	}
 	return nil
 }

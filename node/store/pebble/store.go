@@ -43,7 +43,10 @@ type Store struct {
 	signal *store.FeedSignal
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.DetailsScanner = (*Store)(nil)
+)
 
 // Open opens the store in dir, creating it if dir holds none. nil opts
 // means the defaults.
@@ -816,4 +819,42 @@ func (s *Store) Close() error {
 		return fmt.Errorf("pebble: close: %w", err)
 	}
 	return nil
+}
+
+// DetailsOf implements store.DetailsScanner with one iterator.
+func (s *Store) DetailsOf(_ context.Context, ids []uint64) (map[uint64]protocol.Details, error) {
+	if err := s.enter("details"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	keys := make([][]byte, len(ids))
+	for i, id := range ids {
+		keys[i] = idKey(prefixDetails, id)
+	}
+	out := make(map[uint64]protocol.Details, len(ids))
+	err := s.getMany(keys, true, func(i int, v []byte) error {
+		var d protocol.Details
+		if err := protocol.Unmarshal(v, &d); err != nil {
+			return fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, ids[i], err)
+		}
+		out[ids[i]] = d
+		return nil
+	})
+	return out, err
+}
+
+// EachDetails implements store.DetailsScanner.
+func (s *Store) EachDetails(ctx context.Context, fn func(parcelID uint64, d protocol.Details) (bool, error)) error {
+	if err := s.enter("details"); err != nil {
+		return err
+	}
+	defer s.leave()
+	return s.scan(ctx, prefixDetails, func(k, v []byte) (bool, error) {
+		id := binary.BigEndian.Uint64(k[1:])
+		var d protocol.Details
+		if err := protocol.Unmarshal(v, &d); err != nil {
+			return false, fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, id, err)
+		}
+		return fn(id, d)
+	})
 }

@@ -46,7 +46,10 @@ type Store struct {
 	followed chan struct{}
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.DetailsScanner = (*Store)(nil)
+)
 
 // Open connects to the database, migrates its schema unless
 // opts.SkipMigrate, and starts following its feed.
@@ -468,22 +471,12 @@ func (s *Store) mergeDetails(ctx context.Context, tx pgx.Tx, order []*store.Appl
 	if err != nil {
 		return wrap("read details", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		var body []byte
-		if err := rows.Scan(&id, &body); err != nil {
-			return wrap("read details", err)
-		}
-		var stored protocol.Details
-		if err := protocol.Unmarshal(body, &stored); err != nil {
-			return fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, id, err)
-		}
-		a := byID[id]
+	return eachDetailsRow(rows, func(id uint64, stored protocol.Details) (bool, error) {
+		a := byID[int64(id)]
 		maps.Copy(stored, a.Details)
 		a.Details = stored
-	}
-	return wrap("read details", rows.Err())
+		return true, nil
+	})
 }
 
 // copyRows writes rows into table with COPY, the fastest way in.
@@ -862,4 +855,60 @@ func (s *Store) Close() error {
 	s.signal.Close()
 	s.pool.Close()
 	return nil
+}
+
+// DetailsOf implements store.DetailsScanner: one query.
+func (s *Store) DetailsOf(ctx context.Context, ids []uint64) (map[uint64]protocol.Details, error) {
+	if err := s.enter("details"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	out := make(map[uint64]protocol.Details, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	keys := make([]int64, len(ids))
+	for i, id := range ids {
+		keys[i] = int64(id)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT parcel_id, body FROM ot_details WHERE parcel_id = ANY($1)`, keys)
+	if err != nil {
+		return nil, wrap("read details", err)
+	}
+	return out, eachDetailsRow(rows, func(id uint64, d protocol.Details) (bool, error) {
+		out[id] = d
+		return true, nil
+	})
+}
+
+// EachDetails implements store.DetailsScanner.
+func (s *Store) EachDetails(ctx context.Context, fn func(parcelID uint64, d protocol.Details) (bool, error)) error {
+	if err := s.enter("details"); err != nil {
+		return err
+	}
+	defer s.leave()
+	rows, err := s.pool.Query(ctx, `SELECT parcel_id, body FROM ot_details ORDER BY parcel_id`)
+	if err != nil {
+		return wrap("read details", err)
+	}
+	return eachDetailsRow(rows, fn)
+}
+
+func eachDetailsRow(rows pgx.Rows, fn func(parcelID uint64, d protocol.Details) (bool, error)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var body []byte
+		if err := rows.Scan(&id, &body); err != nil {
+			return wrap("read details", err)
+		}
+		var d protocol.Details
+		if err := protocol.Unmarshal(body, &d); err != nil {
+			return fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, id, err)
+		}
+		if more, err := fn(uint64(id), d); err != nil || !more {
+			return err
+		}
+	}
+	return wrap("read details", rows.Err())
 }

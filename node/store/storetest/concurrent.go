@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"sync"
 	"testing"
 
@@ -116,13 +118,19 @@ func testConcurrentSame(t *testing.T, s store.Store) {
 	const writers, rounds = 6, 15
 	ctx := t.Context()
 	p := create(t, s, Number(1), 1)
-	for range rounds {
+	want := protocol.Details{}
+	for round := range rounds {
 		// Writers add different numbers of events, so the stored chain
-		// shows whose append won.
+		// shows whose append won, and different details, merged into
+		// those of the winners before.
 		updates := make([]store.ParcelUpdate, writers)
 		chains := make([]Chain, writers)
 		for w := range updates {
 			updates[w], chains[w] = p.chain.Update(t, p.id, w%3+1)
+			updates[w].Details = protocol.Details{protocol.FieldCourierName: fmt.Sprintf("writer %d round %d", w, round)}
+			if round%2 == 0 {
+				updates[w].Details[protocol.FieldPOD] = fmt.Sprintf("pod %d of round %d", w, round)
+			}
 		}
 		start := make(chan struct{})
 		errs := make([]error, writers)
@@ -150,6 +158,10 @@ func testConcurrentSame(t *testing.T, s store.Store) {
 		require.Equal(t, chains[winner].Next-1, got.Seq)
 		require.Equal(t, chains[winner].Head, got.Head)
 		p.chain = chains[winner]
+		maps.Copy(want, updates[winner].Details)
+		d, err := s.Details(ctx, p.id)
+		require.NoError(t, err)
+		require.Equal(t, want, d, "round %d: the winner's details over the earlier winners'", round)
 	}
 
 	evs, err := s.Events(ctx, p.id, 0, 0)

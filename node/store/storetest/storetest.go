@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WaitFeed", testWaitFeed},
 		{"ID", func(t *testing.T, s store.Store) { testID(t, s, open(t)) }},
 		{"Details", testDetails},
+		{"DetailsScanner", testDetailsScanner},
 		{"Audience", testAudience},
 		{"ReturnsCopies", testReturnsCopies},
 		{"Grants", testGrants},
@@ -594,6 +595,51 @@ func testDetails(t *testing.T, s store.Store) {
 			require.False(t, bytes.Contains(b, []byte(v)), "detail %q readable in public data", v)
 		}
 	}
+}
+
+// testDetailsScanner checks the bulk reads of a backend that offers them
+// against Details.
+func testDetailsScanner(t *testing.T, s store.Store) {
+	ds, ok := s.(store.DetailsScanner)
+	if !ok {
+		t.Skip("not a store.DetailsScanner")
+	}
+	ctx := t.Context()
+	var ids []uint64
+	want := map[uint64]protocol.Details{}
+	for i := range 4 {
+		u, _ := NewChain(Number(i+1)).Update(t, 0, 1)
+		if i%2 == 0 {
+			u.Details = protocol.Details{protocol.FieldRecipientName: fmt.Sprintf("name %d", i)}
+		}
+		id := commit(t, s, u).ParcelIDs[0]
+		ids = append(ids, id)
+		if u.Details != nil {
+			want[id] = u.Details
+		}
+	}
+	got, err := ds.DetailsOf(ctx, append(ids, 1<<40))
+	require.NoError(t, err)
+	require.Equal(t, want, got, "DetailsOf of every id and one never stored")
+	got, err = ds.DetailsOf(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	var seen []uint64
+	err = ds.EachDetails(ctx, func(id uint64, d protocol.Details) (bool, error) {
+		require.Equal(t, want[id], d, "EachDetails of parcel %d", id)
+		seen = append(seen, id)
+		return true, nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, []uint64{ids[0], ids[2]}, seen, "EachDetails visits the parcels with details in id order")
+	seen = nil
+	err = ds.EachDetails(ctx, func(id uint64, _ protocol.Details) (bool, error) {
+		seen = append(seen, id)
+		return false, nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, []uint64{ids[0]}, seen, "EachDetails stops when fn returns false")
 }
 
 func testAudience(t *testing.T, s store.Store) {
