@@ -29,11 +29,19 @@ func FuzzParseWatch(f *testing.F) {
 			}
 			return
 		}
-		if w.audience == (len(w.numbers) > 0) {
-			t.Fatalf("audience %v with %d numbers", w.audience, len(w.numbers))
+		// A number that does not normalize is kept apart, for its own
+		// invalid_number status: numbers and invalid together are what
+		// was asked for.
+		if asked := len(w.numbers) + len(w.invalid); w.audience == (asked > 0) {
+			t.Fatalf("audience %v with %d numbers and %d invalid", w.audience, len(w.numbers), len(w.invalid))
 		}
-		if len(w.numbers) > DefaultMaxWatchNumbers {
-			t.Fatalf("%d numbers", len(w.numbers))
+		if len(w.numbers)+len(w.invalid) > DefaultMaxWatchNumbers {
+			t.Fatalf("%d numbers, %d invalid", len(w.numbers), len(w.invalid))
+		}
+		for _, r := range w.invalid {
+			if _, err := protocol.NormalizeNumber(r); err == nil {
+				t.Fatalf("invalid %q normalizes", r)
+			}
 		}
 		for _, n := range w.numbers {
 			if m, err := protocol.NormalizeNumber(n); err != nil || m != n {
