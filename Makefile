@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./node/gateway:FuzzPickLang \
 	./node/store/seal:FuzzOpen
 
-.PHONY: all run testnet-large scenarios demo test unit npm-deps interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
+.PHONY: all run testnet-large scenarios demo test arch unit npm-deps interop e2e bench bench-harness bench-micro fuzz lint vectors build clean
 
 all: build
 
@@ -53,12 +53,17 @@ scenarios: build
 demo:
 	$(GO) run ./cmd/opentrack demo
 
-## test: vet, the whole test suite with the race detector, and the
+## test: the import rules (arch), vet, the whole test suite with the race detector, and the
 ## independent JS check of the test vectors when Node.js is present. The
 ## suite runs through scripts/testprogress: a line per package as it
 ## finishes, every 20 s what still runs, the slowest at the end, and the
 ## raw go test -json events in bin/test-events.json.
-test: interop unit
+test: arch interop unit
+
+## arch: fails when a package imports one its layer forbids (the rules
+## and today's known violations are in scripts/archcheck).
+arch:
+	$(GO) run ./scripts/archcheck
 
 # TESTP is how many test binaries run at once. Most of the slow tests
 # wait on timers, fsync, PostgreSQL and loopback streams rather than the
