@@ -10,6 +10,15 @@ const (
 	InfoID  = "/opentrack/info/1.0.0"
 )
 
+// Resource-manager service names, one per protocol ID. A stream handler
+// or a client attaches its stream with s.Scope().SetService(name), and
+// the node's host bounds each service (node/host Options.Limits).
+const (
+	TrackServiceName = "opentrack.track"
+	WatchServiceName = "opentrack.watch"
+	InfoServiceName  = "opentrack.info"
+)
+
 // Frame caps per direction. A reader rejects a larger length prefix before
 // it reads the body; a writer refuses to send one.
 const (

@@ -12,8 +12,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
-	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -136,12 +134,12 @@ func trackOnNewStream(ctx context.Context, h host.Host, p peer.ID, number string
 	if err != nil {
 		return err
 	}
-	s, err := h.NewStream(ctx, p, service.TrackID)
+	s, err := h.NewStream(ctx, p, protocol.TrackID)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	if err := s.Scope().SetService(nodehost.ServiceTrack); err != nil {
+	if err := s.Scope().SetService(protocol.TrackServiceName); err != nil {
 		s.Reset()
 		return err
 	}

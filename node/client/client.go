@@ -14,7 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/internal/deadline"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -264,7 +264,7 @@ func sameNumber(got, asked string) bool {
 
 // arm sets the deadlines of a request on a pooled stream: ctx's deadline
 // when it comes before RequestTimeout, otherwise RequestTimeout renewed
-// lazily (nodehost.RenewDeadline), so that a stream in steady use does not
+// lazily (deadline.Renew), so that a stream in steady use does not
 // set two deadlines per request.
 func (c *Client) arm(ctx context.Context, st *trackStream) error {
 	now := time.Now()
@@ -277,12 +277,12 @@ func (c *Client) arm(ctx context.Context, st *trackStream) error {
 		st.readAt, st.writeAt = d, d
 		return wrap(st.s.SetDeadline(d))
 	}
-	if nodehost.RenewDeadline(&st.readAt, now, c.opts.RequestTimeout) {
+	if deadline.Renew(&st.readAt, now, c.opts.RequestTimeout) {
 		if err := st.s.SetReadDeadline(st.readAt); err != nil {
 			return wrap(err)
 		}
 	}
-	if nodehost.RenewDeadline(&st.writeAt, now, c.opts.RequestTimeout) {
+	if deadline.Renew(&st.writeAt, now, c.opts.RequestTimeout) {
 		return wrap(st.s.SetWriteDeadline(st.writeAt))
 	}
 	return nil
@@ -327,7 +327,7 @@ func (c *Client) get(ctx context.Context, p peer.ID) (st *trackStream, reused bo
 	if err != nil {
 		return nil, false, fmt.Errorf("client: open track stream: %w", err)
 	}
-	if err := s.Scope().SetService(nodehost.ServiceTrack); err != nil {
+	if err := s.Scope().SetService(protocol.TrackServiceName); err != nil {
 		s.Reset()
 		return nil, false, fmt.Errorf("client: track stream: %w", err)
 	}
@@ -423,7 +423,7 @@ func (c *Client) Info(ctx context.Context, p peer.ID, haveSeq uint64) (*protocol
 	if err != nil {
 		return nil, fmt.Errorf("client: open info stream: %w", err)
 	}
-	if err := s.Scope().SetService(nodehost.ServiceInfo); err != nil {
+	if err := s.Scope().SetService(protocol.InfoServiceName); err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("client: info stream: %w", err)
 	}

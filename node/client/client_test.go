@@ -40,7 +40,7 @@ func trackStreams(srv *servicetest.Server, c *Client) int {
 	n := 0
 	for _, conn := range srv.Host.Network().ConnsToPeer(c.h.ID()) {
 		for _, s := range conn.GetStreams() {
-			if s.Protocol() == service.TrackID {
+			if s.Protocol() == protocol.TrackID {
 				n++
 			}
 		}

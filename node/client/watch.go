@@ -19,7 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/internal/deadline"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -604,7 +604,7 @@ func (w *Watcher) open(ctx context.Context, p peer.ID) (network.Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: open watch stream: %w", err)
 	}
-	if err := s.Scope().SetService(nodehost.ServiceWatch); err != nil {
+	if err := s.Scope().SetService(protocol.WatchServiceName); err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("client: watch stream: %w", err)
 	}
@@ -627,7 +627,7 @@ func (w *Watcher) read(s network.Stream, out, checks chan<- *frame, stop <-chan 
 	var readAt time.Time
 	for {
 		f := &frame{}
-		if nodehost.RenewDeadline(&readAt, time.Now(), w.opts.IdleTimeout) {
+		if deadline.Renew(&readAt, time.Now(), w.opts.IdleTimeout) {
 			if err := s.SetReadDeadline(readAt); err != nil {
 				f.err = wrap(err)
 			}

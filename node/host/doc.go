@@ -5,8 +5,9 @@
 // OpenTrack nodes are infrastructure on known addresses (the registry lists
 // them), so the host runs no relay, hole punching or NAT port mapping. The
 // protocol services in node/service and the client in node/client attach
-// their streams to the service scopes named here (ServiceTrack and so on),
-// which is what makes the per-service limits of Options bite.
+// their streams to the service scopes that protocol names
+// (protocol.TrackServiceName and so on), which is what makes the
+// per-service limits of Options bite.
 //
 // guard.go holds what libp2p leaves to a hostile peer: inbound streams
 // still negotiating their protocol are bounded per peer and reset after

@@ -28,7 +28,7 @@ func echoTrack(t *testing.T, h host.Host) {
 	h.SetStreamHandler(protocol.TrackID, func(s network.Stream) {
 		wg.Add(1)
 		defer wg.Done()
-		if err := s.Scope().SetService(ServiceTrack); err != nil {
+		if err := s.Scope().SetService(protocol.TrackServiceName); err != nil {
 			s.Reset()
 			return
 		}

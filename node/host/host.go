@@ -164,9 +164,9 @@ func newLimiter(l *Limits) rcmgr.Limiter {
 		id   libp2pprotocol.ID
 		l    ServiceLimits
 	}{
-		{ServiceTrack, protocol.TrackID, l.Track},
-		{ServiceWatch, protocol.WatchID, l.Watch},
-		{ServiceInfo, protocol.InfoID, l.Info},
+		{protocol.TrackServiceName, protocol.TrackID, l.Track},
+		{protocol.WatchServiceName, protocol.WatchID, l.Watch},
+		{protocol.InfoServiceName, protocol.InfoID, l.Info},
 	} {
 		// The protocol scope is charged before the handler moves the
 		// stream into its service scope, so it gets the same limits;

@@ -103,9 +103,9 @@ func TestLimiter(t *testing.T) {
 		id   libp2pprotocol.ID
 		want ServiceLimits
 	}{
-		{ServiceTrack, protocol.TrackID, o.Limits.Track},
-		{ServiceWatch, protocol.WatchID, o.Limits.Watch},
-		{ServiceInfo, protocol.InfoID, o.Limits.Info},
+		{protocol.TrackServiceName, protocol.TrackID, o.Limits.Track},
+		{protocol.WatchServiceName, protocol.WatchID, o.Limits.Watch},
+		{protocol.InfoServiceName, protocol.InfoID, o.Limits.Info},
 	} {
 		for _, lim := range []interface {
 			GetStreamTotalLimit() int
@@ -234,7 +234,7 @@ func TestServicePeerStreams(t *testing.T) {
 	srv.SetStreamHandler(protocol.TrackID, func(s network.Stream) {
 		wg.Add(1)
 		defer wg.Done()
-		if err := s.Scope().SetService(ServiceTrack); err != nil {
+		if err := s.Scope().SetService(protocol.TrackServiceName); err != nil {
 			s.Reset()
 			return
 		}

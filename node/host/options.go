@@ -11,14 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Resource-manager service names. A stream handler or client attaches its
-// stream with s.Scope().SetService(name), and Options.Limits bounds each.
-const (
-	ServiceTrack = "opentrack.track"
-	ServiceWatch = "opentrack.watch"
-	ServiceInfo  = "opentrack.info"
-)
-
 // ErrInvalidOptions is wrapped by Validate with the list of problems.
 var ErrInvalidOptions = errors.New("host: invalid options")
 

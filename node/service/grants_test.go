@@ -91,7 +91,7 @@ func (e *grantEnv) issue(t *testing.T, s *protocol.Signer, g protocol.Grant, fro
 
 func (e *grantEnv) track(t *testing.T, grant []byte, numbers ...string) *protocol.TrackResponse {
 	t.Helper()
-	raw := openRaw(t, e.platform, e.srv, service.TrackID)
+	raw := openRaw(t, e.platform, e.srv, protocol.TrackID)
 	raw.sendMsg(&protocol.TrackRequest{Queries: queries(numbers...), Grant: grant})
 	resp := raw.read()
 	require.NoError(t, resp.Validate(len(numbers)))
@@ -328,7 +328,7 @@ func TestAuditSurvivesRestart(t *testing.T) {
 		Numbers: []string{p.Number}, Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, st.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))
-	raw := openRaw(t, client, srv, service.TrackID)
+	raw := openRaw(t, client, srv, protocol.TrackID)
 	raw.sendMsg(&protocol.TrackRequest{Queries: queries(p.Number), Grant: b})
 	require.Equal(t, protocol.Details{protocol.FieldPOD: fullDetails[protocol.FieldPOD]}, raw.read().Results[0].Details)
 	require.NoError(t, st.RevokeGrant(context.Background(), g.ID, time.Now().UnixMilli()))
@@ -368,7 +368,7 @@ func TestNoDetailsInPublicData(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	t.Cleanup(tr.Unregister)
 	srv := &servicetest.Server{Host: h, Store: st, Track: tr}
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)

@@ -11,18 +11,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/version"
 	"github.com/opentrack/opentrack/protocol"
 )
 
 const (
-	// InfoID is the protocol ID the info service answers.
-	InfoID = protocol.InfoID
-	// InfoServiceName is the resource-manager service of info streams.
-	InfoServiceName = nodehost.ServiceInfo
-
 	// infoStreamMemory is reserved while an info stream is open: the
 	// request buffer. The response is mostly the registry, which the
 	// RegistryProvider holds anyway.
@@ -92,7 +86,7 @@ func NewInfo(cfg InfoConfig, opts *Options) (*Info, error) {
 	if len(cfg.Keys) > maxInfoKeys {
 		p = append(p, fmt.Sprintf("%d keys, at most %d", len(cfg.Keys), maxInfoKeys))
 	}
-	i := &Info{cfg: cfg, opts: o, srv: newServer(InfoID, "info", cfg.Metrics, cfg.Logger)}
+	i := &Info{cfg: cfg, opts: o, srv: newServer(protocol.InfoID, "info", cfg.Metrics, cfg.Logger)}
 	for n, k := range cfg.Keys {
 		if len(k) != ed25519.PublicKeySize {
 			p = append(p, fmt.Sprintf("key %d is %d bytes, want %d", n, len(k), ed25519.PublicKeySize))
@@ -113,7 +107,7 @@ func (i *Info) Register(h host.Host) { i.srv.register(h, i.handle) }
 func (i *Info) Unregister() { i.srv.unregister() }
 
 func (i *Info) handle(s network.Stream) {
-	_, done, ok := i.srv.open(s, InfoServiceName, infoStreamMemory)
+	_, done, ok := i.srv.open(s, protocol.InfoServiceName, infoStreamMemory)
 	if !ok {
 		return
 	}

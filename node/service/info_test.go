@@ -39,7 +39,7 @@ func TestInfo(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.InfoID)
+			raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.InfoID)
 			raw.sendMsg(&protocol.InfoRequest{RegistrySeq: tc.have})
 			require.NoError(t, raw.s.SetReadDeadline(time.Now().Add(5*time.Second)))
 			body, err := raw.frames.Next()
@@ -75,7 +75,7 @@ func TestInfoBadInput(t *testing.T) {
 		{"never sends", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.InfoID)
+			raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.InfoID)
 			if tc.send != nil {
 				raw.send(tc.send)
 			}

@@ -83,7 +83,7 @@ func TestTrackDetailsExpired(t *testing.T) {
 		Numbers: []string{p.Number}, Fields: []string{protocol.FieldRecipientName}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, st.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))
-	raw := openRaw(t, platform, srv, service.TrackID)
+	raw := openRaw(t, platform, srv, protocol.TrackID)
 	track := func() protocol.TrackResult {
 		raw.sendMsg(&protocol.TrackRequest{Queries: queries(p.Number), Grant: b})
 		resp := raw.read()

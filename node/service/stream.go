@@ -7,13 +7,13 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/internal/deadline"
 	"github.com/opentrack/opentrack/protocol"
 )
 
 // trackStream is the server's state of one track stream: the frame reader,
 // the reused response buffer, and the deadlines, which it renews lazily
-// (nodehost.RenewDeadline): the idle and write deadlines and the store
+// (deadline.Renew): the idle and write deadlines and the store
 // context's may pass up to a tenth of their period late.
 type trackStream struct {
 	t      *Track
@@ -39,7 +39,7 @@ func (ts *trackStream) awaitRequest(now time.Time) {
 		ts.readAt = time.Time{} // a request deadline, however far, is not an idle one
 	}
 	ts.reading, ts.strict = false, false
-	if nodehost.RenewDeadline(&ts.readAt, now, ts.t.opts.IdleTimeout) {
+	if deadline.Renew(&ts.readAt, now, ts.t.opts.IdleTimeout) {
 		ts.s.SetReadDeadline(ts.readAt)
 	}
 }
@@ -63,7 +63,7 @@ func (ts *trackStream) Read(p []byte) (int, error) {
 // requestContext is the context for the store calls of a request that
 // began at now: it leaves them at least RequestTimeout.
 func (ts *trackStream) requestContext(now time.Time) context.Context {
-	if nodehost.RenewDeadline(&ts.ctxAt, now, ts.t.opts.RequestTimeout) {
+	if deadline.Renew(&ts.ctxAt, now, ts.t.opts.RequestTimeout) {
 		if ts.cancel != nil {
 			ts.cancel()
 		}
@@ -89,7 +89,7 @@ func (ts *trackStream) write(resp *protocol.TrackResponse) error {
 		}
 		defer ts.s.Scope().ReleaseMemory(extra)
 	}
-	if nodehost.RenewDeadline(&ts.writeAt, time.Now(), ts.t.opts.WriteTimeout) {
+	if deadline.Renew(&ts.writeAt, time.Now(), ts.t.opts.WriteTimeout) {
 		if err := ts.s.SetWriteDeadline(ts.writeAt); err != nil {
 			return err
 		}

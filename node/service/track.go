@@ -15,18 +15,12 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
 )
 
 const (
-	// TrackID is the protocol ID the track service answers.
-	TrackID = protocol.TrackID
-	// TrackServiceName is the resource-manager service of track streams.
-	TrackServiceName = nodehost.ServiceTrack
-
 	// trackResponseAllowance is the response size covered by a stream's
 	// standing memory reservation; a larger response reserves the rest
 	// while it is written.
@@ -144,7 +138,7 @@ func NewTrack(cfg TrackConfig, opts *Options) (*Track, error) {
 	if cfg.Store == nil {
 		p = append(p, "no store")
 	}
-	t := &Track{cfg: cfg, opts: o, srv: newServer(TrackID, "track", cfg.Metrics, cfg.Logger)}
+	t := &Track{cfg: cfg, opts: o, srv: newServer(protocol.TrackID, "track", cfg.Metrics, cfg.Logger)}
 	t.schemes, p = compileSchemes(cfg.Carrier, cfg.Schemes, p)
 	if err := problems(p); err != nil {
 		return nil, err
@@ -164,7 +158,7 @@ func (t *Track) Register(h host.Host) { t.srv.register(h, t.handle) }
 func (t *Track) Unregister() { t.srv.unregister() }
 
 func (t *Track) handle(s network.Stream) {
-	ctx, done, ok := t.srv.open(s, TrackServiceName, trackStreamMemory)
+	ctx, done, ok := t.srv.open(s, protocol.TrackServiceName, trackStreamMemory)
 	if !ok {
 		return
 	}

@@ -108,7 +108,7 @@ func TestTrackLookup(t *testing.T) {
 		c.Schemes = append(c.Schemes, protocol.Scheme{Kind: protocol.SchemePattern, Pattern: `\d{13}`, Check: protocol.CheckMod10})
 	}})
 	p, other := srv.Parcels[0], srv.Parcels[1]
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 
 	tests := []struct {
 		name       string
@@ -151,7 +151,7 @@ func TestTrackPaging(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 1, Events: 8, Options: &service.Options{MaxEventsPerResult: 3}})
 	p := srv.Parcels[0]
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 
 	tests := []struct {
 		name     string
@@ -190,7 +190,7 @@ func TestTrackResponseCap(t *testing.T) {
 		servicetest.NewParcel(t, servicetest.Number(2), 1000, pad),
 	}
 	servicetest.Load(t, srv.Store, big)
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 
 	raw.sendMsg(&protocol.TrackRequest{Queries: numbers(big[0].Number, big[1].Number)})
 	require.NoError(t, raw.s.SetReadDeadline(time.Now().Add(10*time.Second)))
@@ -221,7 +221,7 @@ func TestTrackUnavailable(t *testing.T) {
 		Parcels: 1, Events: 1000,
 		Host: &nodehost.Options{Limits: nodehost.Limits{Track: nodehost.ServiceLimits{Memory: 200 << 10}}},
 	})
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 	resp := raw.track(protocol.TrackQuery{Number: srv.Parcels[0].Number})
 	require.NotNil(t, resp.Error)
 	require.Equal(t, protocol.CodeUnavailable, resp.Error.Code)
@@ -235,7 +235,7 @@ func TestTrackUnavailable(t *testing.T) {
 func TestTrackManyRequestsOneStream(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 50, Events: 4})
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 	for i, p := range srv.Parcels {
 		res := raw.track(protocol.TrackQuery{Number: p.Number}).Results[0]
 		require.Equal(t, protocol.CodeOK, res.Code, "request %d", i)
@@ -250,7 +250,7 @@ func TestTrackManyRequestsOneStream(t *testing.T) {
 func TestTrackRequestErrors(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 1, Events: 2})
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 	many := make([]string, protocol.MaxNumbersPerRequest+1)
 	for i := range many {
 		many[i] = servicetest.Number(i)
@@ -326,7 +326,7 @@ func TestTrackBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			resets := m.StreamResets.WithLabelValues("track", tc.reason)
 			before := counter(t, resets)
-			raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+			raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 			// With nothing to send, the read in expectReset sends the
 			// protocol header, which starts the handler.
 			if tc.send != nil {
@@ -340,7 +340,7 @@ func TestTrackBadInput(t *testing.T) {
 			require.Eventually(t, func() bool { return counter(t, resets) == before+1 }, time.Second, 10*time.Millisecond)
 
 			// The node goes on serving another client.
-			other := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+			other := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 			require.Equal(t, protocol.CodeOK, other.track(query).Results[0].Code)
 		})
 	}
@@ -351,7 +351,7 @@ func TestTrackBadInput(t *testing.T) {
 func TestTrackIdleBetweenRequests(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 1, Events: 1, Options: &service.Options{IdleTimeout: 150 * time.Millisecond}})
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 	require.Equal(t, protocol.CodeOK, raw.track(protocol.TrackQuery{Number: srv.Parcels[0].Number}).Results[0].Code)
 	raw.expectReset(2 * time.Second)
 }
@@ -380,7 +380,7 @@ func TestTrackPolicy(t *testing.T) {
 			return n == 1, 1500 * time.Microsecond
 		})
 	}})
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 
 	resp := raw.track(numbers(srv.Parcels[0].Number, "77-0000-0000-01", "77#")...)
 	require.NoError(t, resp.Validate(3))
@@ -416,7 +416,7 @@ func TestTrackInternalError(t *testing.T) {
 		c.Store = failingStore{Store: c.Store, number: servicetest.Number(1)}
 		c.Metrics = m
 	}})
-	raw := openRaw(t, servicetest.NewHost(t, nil), srv, service.TrackID)
+	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
 	resp := raw.track(numbers(servicetest.Number(0), servicetest.Number(1))...)
 	require.NoError(t, resp.Validate(2))
 	require.Equal(t, protocol.CodeOK, resp.Results[0].Code)
@@ -434,12 +434,12 @@ func TestUnregister(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 1, Events: 1})
 	client := servicetest.NewHost(t, nil)
-	raw := openRaw(t, client, srv, service.TrackID)
+	raw := openRaw(t, client, srv, protocol.TrackID)
 	require.Equal(t, protocol.CodeOK, raw.track(numbers(servicetest.Number(0))...).Results[0].Code)
 
 	srv.Track.Unregister()
 	raw.expectReset(time.Second)
-	s, err := client.NewStream(context.Background(), srv.Host.ID(), service.TrackID)
+	s, err := client.NewStream(context.Background(), srv.Host.ID(), protocol.TrackID)
 	if err == nil {
 		_, err = s.Read(make([]byte, 1)) // negotiation is lazy
 		s.Reset()

@@ -20,18 +20,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/internal/deadline"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
 )
 
 const (
-	// WatchID is the protocol ID the watch service answers.
-	WatchID = protocol.WatchID
-	// WatchServiceName is the resource-manager service of watch streams.
-	WatchServiceName = nodehost.ServiceWatch
-
 	// watchQueueAllowance is how many bytes of queued frames a
 	// subscription's standing reservation covers; a frame queued beyond it
 	// reserves its own size until it is written, so the resource manager
@@ -124,7 +119,7 @@ func NewWatch(cfg WatchConfig, opts *Options) (*Watch, error) {
 	if err != nil {
 		p = append(p, err.Error())
 	}
-	w := &Watch{cfg: cfg, opts: o, srv: newServer(WatchID, "watch", cfg.Metrics, cfg.Logger)}
+	w := &Watch{cfg: cfg, opts: o, srv: newServer(protocol.WatchID, "watch", cfg.Metrics, cfg.Logger)}
 	w.schemes, p = compileSchemes(cfg.Carrier, cfg.Schemes, p)
 	if cfg.Store == nil {
 		p = append(p, "no store")
@@ -152,7 +147,7 @@ func (w *Watch) Register(h host.Host) { w.srv.register(h, w.handle) }
 func (w *Watch) Unregister() { w.srv.unregister() }
 
 func (w *Watch) handle(s network.Stream) {
-	ctx, done, ok := w.srv.open(s, WatchServiceName, watchStreamMemory)
+	ctx, done, ok := w.srv.open(s, protocol.WatchServiceName, watchStreamMemory)
 	if !ok {
 		return
 	}
@@ -882,7 +877,7 @@ func (ww *watchWriter) send(m *protocol.WatchMessage) error {
 
 // write writes b under the write deadline, renewed lazily.
 func (ww *watchWriter) write(b []byte) error {
-	if nodehost.RenewDeadline(&ww.writeAt, time.Now(), ww.sub.w.opts.WriteTimeout) {
+	if deadline.Renew(&ww.writeAt, time.Now(), ww.sub.w.opts.WriteTimeout) {
 		if err := ww.sub.s.SetWriteDeadline(ww.writeAt); err != nil {
 			return err
 		}

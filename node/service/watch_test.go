@@ -198,7 +198,7 @@ type watcher struct {
 func openWatch(tb testing.TB, from host.Host, ws *watchServer, req *protocol.WatchRequest) *watcher {
 	tb.Helper()
 	servicetest.Connect(tb, from, ws.host)
-	s, err := from.NewStream(context.Background(), ws.host.ID(), service.WatchID)
+	s, err := from.NewStream(context.Background(), ws.host.ID(), protocol.WatchID)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { s.Reset() })
 	w := &watcher{tb: tb, s: s, frames: protocol.NewFrameReader(s, protocol.MaxWatchFrame)}
@@ -813,7 +813,7 @@ func vmRSS() uint64 {
 
 func serviceMemory(tb testing.TB, h host.Host) int64 {
 	var mem int64
-	require.NoError(tb, h.Network().ResourceManager().ViewService(service.WatchServiceName, func(s network.ServiceScope) error {
+	require.NoError(tb, h.Network().ResourceManager().ViewService(protocol.WatchServiceName, func(s network.ServiceScope) error {
 		mem = s.Stat().Memory
 		return nil
 	}))
