@@ -364,21 +364,12 @@ func waitStore(ctx context.Context, r *repo.Repo, o Options) error {
 // poster, told nothing was acknowledged, posts again).
 const replicaConflictRetries = 10
 
-// OpenStore opens the carrier store the repo's config names, its details
+// openStore opens the carrier store the repo's config names, its details
 // sealed with the repo's keyring (node/store/seal). A postgres store is
-// migrated to this build's schema first.
-func OpenStore(ctx context.Context, r *repo.Repo) (store.Store, error) {
-	st, _, err := openStore(ctx, r, slog.Default())
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
-}
-
-// openStore is OpenStore with the free-space guard of a pebble store: a
-// store on a disk already below the reserve is opened read-only, so that
-// the node comes up and serves lookups rather than failing its first
-// write (pebble exits the process on ENOSPC).
+// migrated to this build's schema first. A pebble store on a disk already
+// below the reserve is opened read-only, so that the node comes up and
+// serves lookups rather than failing its first write (pebble exits the
+// process on ENOSPC).
 func openStore(ctx context.Context, r *repo.Repo, log *slog.Logger) (*seal.Store, *store.Space, error) {
 	b, space, err := openBackend(ctx, r)
 	if err != nil {

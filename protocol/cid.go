@@ -90,15 +90,3 @@ func (l *Link) UnmarshalCBOR(b []byte) error {
 	l.Cid = c
 	return nil
 }
-
-// ParseLink parses a CID string and checks it is a record CID.
-func ParseLink(s string) (Link, error) {
-	c, err := cid.Decode(s)
-	if err != nil {
-		return Link{}, fmt.Errorf("%w: %v", ErrBadCID, err)
-	}
-	if err := CheckCID(c); err != nil {
-		return Link{}, err
-	}
-	return Link{c}, nil
-}

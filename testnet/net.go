@@ -480,13 +480,6 @@ func (c *Carrier) AddrInfo() peer.AddrInfo {
 	return peer.AddrInfo{ID: c.ID, Addrs: []ma.Multiaddr{c.Addr}}
 }
 
-// Node is c's node while it runs in process, else nil.
-func (c *Carrier) Node() *node.Node {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.node
-}
-
 // Up reports whether c is running and not paused.
 func (c *Carrier) Up() bool {
 	c.mu.Lock()

@@ -239,10 +239,6 @@ func requireToken(token string, next http.Handler) http.Handler {
 	})
 }
 
-// Handler returns the server's routes with authentication, for tests
-// and for embedding in another listener.
-func (s *Server) Handler() http.Handler { return s.srv.Handler }
-
 // Start serves on ln in the background. ln must listen on loopback.
 func (s *Server) Start(ln net.Listener) error {
 	if err := checkLoopback(ln.Addr().String()); err != nil {

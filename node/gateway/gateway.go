@@ -172,7 +172,8 @@ func (g *Gateway) mux() *http.ServeMux {
 const pprofIndex = "GET /debug/pprof/"
 
 // Handler returns the gateway's routes with CORS, logging and metrics,
-// for tests and for mounting in another server.
+// for mounting in another server, whose timeouts and shutdown then apply
+// rather than Serve's.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // admit takes n tokens from the client's bucket, or answers 429 and

@@ -7,7 +7,6 @@ package repo
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -357,11 +356,6 @@ func (r *Repo) Signer() (*protocol.Signer, error) {
 		return nil, fmt.Errorf("repo: %s is a platform repo with no carrier key", r.Dir)
 	}
 	return protocol.NewSigner(r.CarrierKey)
-}
-
-// CheckToken compares a presented admin token in constant time.
-func (r *Repo) CheckToken(tok string) bool {
-	return subtle.ConstantTimeCompare([]byte(tok), []byte(r.AdminToken)) == 1
 }
 
 // NodeInfo is node.json, written by a running node once it listens. Its

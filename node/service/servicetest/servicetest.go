@@ -131,12 +131,8 @@ func NewHost(tb testing.TB, opts *nodehost.Options) host.Host {
 	return newHost(tb, opts, false)
 }
 
-// NewQUICHost is NewHost listening on loopback QUIC as well as TCP.
-func NewQUICHost(tb testing.TB, opts *nodehost.Options) host.Host {
-	tb.Helper()
-	return newHost(tb, opts, true)
-}
-
+// newHost is NewHost, listening on loopback QUIC as well when quic is
+// set (ServerConfig.QUIC).
 func newHost(tb testing.TB, opts *nodehost.Options, quic bool) host.Host {
 	tb.Helper()
 	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
