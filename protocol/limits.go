@@ -73,7 +73,7 @@ const (
 	MaxDetailsErrorLen = 32
 )
 
-// ResultCodes lists every result code, for validation of peer input.
+// resultCodes holds every result code, for ValidResultCode.
 var resultCodes = map[string]bool{
 	CodeOK: true, CodeNotFound: true, CodeInvalidNumber: true, CodeForbidden: true,
 	CodeRateLimited: true, CodeBadRequest: true, CodeTooMany: true, CodeUnknownCursor: true,

@@ -18,7 +18,7 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// Errors.
+// Errors of a Client as a whole, not of one lookup.
 var (
 	// ErrClosed is returned by calls after Close.
 	ErrClosed = errors.New("client: closed")

@@ -25,7 +25,8 @@ const (
 	KeySourceNode = "node"
 )
 
-// Errors.
+// Errors of finding a carrier's node. ErrNoAnswer is a protocol.Error,
+// so that a caller reads its code as it reads a node's own answer.
 var (
 	// ErrNoAnswer is the error of a number whose carrier had no node that
 	// answered: none listed, none reachable, or every one refused the
