@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/opentrack/opentrack/node/admin"
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/discovery"

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
+
 	"github.com/opentrack/opentrack/protocol"
 	"github.com/opentrack/opentrack/protocol/vectors"
 )

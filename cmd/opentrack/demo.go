@@ -8,8 +8,9 @@ import (
 	"io"
 	"time"
 
-	"github.com/opentrack/opentrack/protocol"
 	"github.com/spf13/cobra"
+
+	"github.com/opentrack/opentrack/protocol"
 )
 
 func demoCmd() *cobra.Command {

@@ -8,11 +8,12 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/opentrack/opentrack/node/ingest"
-	"github.com/opentrack/opentrack/node/repo"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/repo"
 )
 
 func ingestCmd() *cobra.Command {

@@ -8,9 +8,10 @@ import (
 	"io"
 	"os"
 
+	"github.com/spf13/cobra"
+
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/version"
-	"github.com/spf13/cobra"
 )
 
 func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) }

@@ -6,10 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/stretchr/testify/require"
 )
 
 // TestDefaultRepo: without --repo, commands use $OPENTRACK_REPO, then

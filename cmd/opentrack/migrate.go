@@ -3,10 +3,11 @@ package main
 import (
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	"github.com/opentrack/opentrack/node"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/store/postgres"
-	"github.com/spf13/cobra"
 )
 
 func migrateCmd() *cobra.Command {

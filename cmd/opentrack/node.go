@@ -10,10 +10,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"github.com/opentrack/opentrack/node"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/spf13/cobra"
 )
 
 func nodeCmd() *cobra.Command {

@@ -10,10 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/opentrack/opentrack/node/authority"
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/spf13/cobra"
 )
 
 func registryCmd() *cobra.Command {

@@ -8,11 +8,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/authority"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/spf13/cobra"
-	"github.com/stretchr/testify/require"
 )
 
 // execCmd executes a command with args and returns what it printed.

@@ -8,11 +8,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/authority"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/store/postgres"
 	"github.com/opentrack/opentrack/node/store/postgres/pgtest"
-	"github.com/stretchr/testify/require"
 )
 
 // TestReplicaCommands: init a carrier on PostgreSQL and a replica of it,

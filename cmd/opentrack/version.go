@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/opentrack/opentrack/node/version"
 	"github.com/spf13/cobra"
+
+	"github.com/opentrack/opentrack/node/version"
 )
 
 // versionLine is what both `opentrack version` and `opentrack --version`

@@ -17,8 +17,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/opentrack/opentrack/node/metrics"
 )
 
 // Errors of New and Start.

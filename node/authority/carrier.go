@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/protocol"
 )

@@ -3,10 +3,10 @@ package host
 import (
 	"errors"
 	"fmt"
-	"github.com/libp2p/go-libp2p/core/connmgr"
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/opentrack/opentrack/protocol"
 )
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
 	"github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/store/seal"

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opentrack/opentrack/protocol"
-
 	"github.com/stretchr/testify/require"
+
+	"github.com/opentrack/opentrack/protocol"
 )
 
 func TestInitOpenCarrier(t *testing.T) {

@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/stretchr/testify/require"
+
+	"github.com/opentrack/opentrack/node/store/seal"
 )
 
 // TestInitKeyring: a carrier repo gets its own details keyring, mode

@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/stretchr/testify/require"
 )
 
 // fakeClock is the sealing layer's clock in retention tests.

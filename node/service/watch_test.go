@@ -1,16 +1,13 @@
 package service_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 	"io"
 	"maps"
 	"os"
@@ -25,6 +22,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 

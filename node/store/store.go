@@ -10,6 +10,7 @@ import (
 	"errors"
 
 	"github.com/ipfs/go-cid"
+
 	"github.com/opentrack/opentrack/protocol"
 )
 

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
+
 	"github.com/opentrack/opentrack/node/store"
 )
 

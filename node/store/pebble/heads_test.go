@@ -3,9 +3,10 @@ package pebble
 import (
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/storetest"
-	"github.com/stretchr/testify/require"
 )
 
 func openTest(t *testing.T) *Store {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/ipfs/go-cid"
+
 	"github.com/opentrack/opentrack/node/store"
 )
 

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/opentrack/opentrack/node/store/storetest"
 	"github.com/stretchr/testify/require"
+
+	"github.com/opentrack/opentrack/node/store/storetest"
 )
 
 // TestCacheHoldsBlocks guards the cache sizing: pebble reserves its

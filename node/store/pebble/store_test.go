@@ -3,10 +3,11 @@ package pebble_test
 import (
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/node/store/storetest"
-	"github.com/stretchr/testify/require"
 )
 
 // testOptions keeps memtables and the cache small: the suite opens many

@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/postgres/pgtest"
 	"github.com/opentrack/opentrack/node/store/storetest"
-	"github.com/stretchr/testify/require"
 )
 
 // TestNaiveFeedMissesRows shows the hazard of DESIGN §6 on this server:

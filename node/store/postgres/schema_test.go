@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store/postgres"
 	"github.com/opentrack/opentrack/node/store/postgres/pgtest"
-	"github.com/stretchr/testify/require"
 )
 
 func TestMigrate(t *testing.T) {

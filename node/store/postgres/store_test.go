@@ -6,11 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/postgres"
 	"github.com/opentrack/opentrack/node/store/postgres/pgtest"
 	"github.com/opentrack/opentrack/node/store/storetest"
-	"github.com/stretchr/testify/require"
 )
 
 // open opens a store on url with a short poll, so that tests which rely

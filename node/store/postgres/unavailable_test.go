@@ -5,11 +5,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/postgres"
 	"github.com/opentrack/opentrack/node/store/postgres/pgtest"
 	"github.com/opentrack/opentrack/node/store/storetest"
-	"github.com/stretchr/testify/require"
 )
 
 // TestDatabaseDies: when the database goes away under a running store,

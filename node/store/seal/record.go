@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ipfs/go-cid"
+
 	"github.com/opentrack/opentrack/protocol"
 )
 

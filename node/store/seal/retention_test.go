@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/node/store/pebble"
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/node/store/storetest"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/stretchr/testify/require"
 )
 
 var details = protocol.Details{protocol.FieldRecipientName: "Ada Lovelace", protocol.FieldRecipientPhone: "+44 20 7946 0000"}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/node/store/pebble"
@@ -21,7 +23,6 @@ import (
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/node/store/storetest"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/stretchr/testify/require"
 )
 
 // clock is a settable clock for retention tests.

@@ -7,9 +7,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
-	"github.com/stretchr/testify/require"
 )
 
 // testConcurrentDistinct has writers append to their own parcels while
