@@ -13,18 +13,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestDocFigures checks the figures in doc.go against bench/micro.txt,
-// the benchmark output they are quoted from: a figure that is rerun and
-// not updated, or never measured, fails here.
+// TestDocFigures checks the figures in bench/pebble.md against
+// bench/micro.txt, the benchmark output they are quoted from: a figure
+// that is rerun and not updated, or never measured, fails here.
 func TestDocFigures(t *testing.T) {
 	runs := microRuns(t, "../../../bench/micro.txt", "github.com/opentrack/opentrack/node/store/pebble")
-	doc, err := os.ReadFile("doc.go")
+	doc, err := os.ReadFile("../../../bench/pebble.md")
 	require.NoError(t, err)
 	text := string(doc)
 
 	type figure struct {
 		bench, unit string
-		quoted      string // as doc.go writes it
+		quoted      string // as bench/pebble.md writes it
 		scale       float64
 	}
 	var figs []figure
@@ -37,7 +37,7 @@ func TestDocFigures(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(DiskSize/\w+) ([\d.]+)`).FindAllStringSubmatch(text, -1) {
 		figs = append(figs, figure{m[1], "dir-B/event", m[2], 1})
 	}
-	require.Len(t, figs, 3*2+4*2+4, "doc.go quotes every row it should")
+	require.Len(t, figs, 3*2+4*2+4, "bench/pebble.md quotes every row it should")
 	for _, f := range figs {
 		t.Run(f.bench+"/"+f.unit, func(t *testing.T) {
 			vals := runs[f.bench+"-2"][f.unit]
@@ -53,7 +53,7 @@ func TestDocFigures(t *testing.T) {
 			if i := strings.IndexByte(f.quoted, '.'); i >= 0 {
 				step = 1 / pow10(len(f.quoted)-i-1)
 			}
-			require.InDelta(t, med, q, step*0.5+1e-9, "doc.go says %s %s for %s; the median of %d runs in bench/micro.txt is %.3f", f.quoted, f.unit, f.bench, len(vals), med)
+			require.InDelta(t, med, q, step*0.5+1e-9, "bench/pebble.md says %s %s for %s; the median of %d runs in bench/micro.txt is %.3f", f.quoted, f.unit, f.bench, len(vals), med)
 		})
 	}
 }
