@@ -345,14 +345,6 @@ func TestWatchLoad(t *testing.T) {
 	ws.waitStreams(0)
 }
 
-// BenchmarkWatchLag measures delivery lag, from the return of the store
-// append that acknowledges ingest to the receipt of the update by a
-// subscriber over libp2p on loopback, at 10k events/s spread over 10k
-// watched parcels (one subscription of 10k numbers). DESIGN section 8:
-// p99 ≤ 50 ms. b.N is the number of events; run it with, for example,
-// -benchtime=50000x for five seconds of ingest. The pebble case appends
-// durably (fsync before the acknowledgement) and serves the feed from disk
-// structures, as a carrier node does.
 // BenchmarkIngestStuckSubscriber is the cost of a stuck subscriber to
 // ingest (TestWatchSlowSubscriber checks the behaviour): batches of 100
 // events over 1000 watched parcels, with one reading subscriber, and with
@@ -415,6 +407,14 @@ func BenchmarkIngestStuckSubscriber(b *testing.B) {
 	}
 }
 
+// BenchmarkWatchLag measures delivery lag, from the return of the store
+// append that acknowledges ingest to the receipt of the update by a
+// subscriber over libp2p on loopback, at 10k events/s spread over 10k
+// watched parcels (one subscription of 10k numbers). DESIGN section 8:
+// p99 ≤ 50 ms. b.N is the number of events; run it with, for example,
+// -benchtime=50000x for five seconds of ingest. The pebble case appends
+// durably (fsync before the acknowledgement) and serves the feed from disk
+// structures, as a carrier node does.
 func BenchmarkWatchLag(b *testing.B) {
 	b.Run("memstore", func(b *testing.B) { benchmarkWatchLag(b, nil) })
 	b.Run("pebble", func(b *testing.B) {
