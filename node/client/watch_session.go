@@ -36,28 +36,8 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 		return false, err
 	}
 	w.answered = map[string]bool{}
-	ahead := 2 * runtime.GOMAXPROCS(0)
-	frames := make(chan *frame, ahead)
-	checks := make(chan *frame, ahead)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(checks)
-		w.read(s, frames, checks, stop)
-	})
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for f := range checks {
-				f.pre = checkHead(f.msg.Head, w.opts.Keys)
-				close(f.ready)
-			}
-		})
-	}
-	defer func() {
-		close(stop)
-		s.Reset() // unblocks the reader; a subscription ends either way
-		wg.Wait()
-	}()
+	frames, stop := w.pipeline(s)
+	defer stop()
 	// A cursor is written once the stream ends, however it ends, so that
 	// a restart after a failure resumes from what was handed over. Failing
 	// that outranks why the stream ended.
@@ -105,27 +85,64 @@ func (w *Watcher) session(ctx context.Context, p peer.ID) (progress bool, err er
 				return progress, f.err
 			}
 			progress = true
-			if f.ready != nil {
-				<-f.ready
-			}
-			if err := w.handle(ctx, p, f.msg, f.pre); err != nil {
+			if err := w.takeFrame(ctx, p, f, &resyncAt); err != nil {
 				return progress, err
-			}
-			if f.msg.Type == protocol.WatchStatus {
-				continue // the opening goes on up to its heartbeat (spec 8.5)
-			}
-			if resyncAt != nil {
-				// The first frame shows the subscription is live.
-				resyncAt = nil
-				if err := w.resyncAll(ctx, p); err != nil {
-					return progress, err
-				}
-			}
-			if !w.resync {
-				w.markLive()
 			}
 		}
 	}
+}
+
+// pipeline reads s's frames on one goroutine and checks their heads'
+// signatures on GOMAXPROCS others, ahead of the loop that applies them in
+// order. stop resets s, which unblocks the reader, and waits for them.
+func (w *Watcher) pipeline(s network.Stream) (frames <-chan *frame, stop func()) {
+	ahead := 2 * runtime.GOMAXPROCS(0)
+	out := make(chan *frame, ahead)
+	checks := make(chan *frame, ahead)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(checks)
+		w.read(s, out, checks, done)
+	})
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for f := range checks {
+				f.pre = checkHead(f.msg.Head, w.opts.Keys)
+				close(f.ready)
+			}
+		})
+	}
+	return out, func() {
+		close(done)
+		s.Reset() // a subscription ends either way
+		wg.Wait()
+	}
+}
+
+// takeFrame handles f once its head is checked. The first frame after
+// the opening's statuses shows the subscription is live: a resync still
+// waited for (resyncAt) runs then.
+func (w *Watcher) takeFrame(ctx context.Context, p peer.ID, f *frame, resyncAt *<-chan time.Time) error {
+	if f.ready != nil {
+		<-f.ready
+	}
+	if err := w.handle(ctx, p, f.msg, f.pre); err != nil {
+		return err
+	}
+	if f.msg.Type == protocol.WatchStatus {
+		return nil // the opening goes on up to its heartbeat (spec 8.5)
+	}
+	if *resyncAt != nil {
+		*resyncAt = nil
+		if err := w.resyncAll(ctx, p); err != nil {
+			return err
+		}
+	}
+	if !w.resync {
+		w.markLive()
+	}
+	return nil
 }
 
 // open connects to p, opens a watch stream and sends the subscription
