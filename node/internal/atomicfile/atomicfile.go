@@ -1,0 +1,68 @@
+// Package atomicfile replaces files so that a crash leaves either the old
+// contents or the new ones, never a torn or empty file. The node's files
+// that are rewritten in place (the registry, config.toml, node.json, the
+// seal keyring, an authority's draft, a watch's cursor) all go through
+// it, so that the order of write, fsync and rename is right in one place.
+package atomicfile
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Write replaces path with data, with mode perm (the umask does not
+// apply). The data goes to a temporary file in the same directory, which
+// is synced, closed and renamed over path; the directory is synced last,
+// so that the rename itself survives a crash.
+func Write(path string, data []byte, perm os.FileMode) error {
+	return write(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// write is Write with the contents written by fill, so that a test can
+// fail it halfway.
+func write(path string, perm os.FileMode, fill func(io.Writer) error) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*.tmp")
+	if err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	err = fill(tmp)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("atomicfile: %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes the entries of dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("atomicfile: sync %s: %w", dir, err)
+	}
+	return nil
+}
