@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -263,7 +264,7 @@ func (w *Workspace) Sign(out string, validity time.Duration) (*protocol.Registry
 	if err := w.save(d); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(out, signed, 0o644); err != nil {
+	if err := atomicfile.Write(out, signed, 0o644); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -379,14 +380,15 @@ func (c DraftCarrier) clone() DraftCarrier {
 	return c
 }
 
-// save writes d atomically and makes it the workspace's draft. Callers
-// have checked that d is valid.
+// save writes d atomically and makes it the workspace's draft; the
+// directory is synced too, since the draft's seq must never go back.
+// Callers have checked that d is valid.
 func (w *Workspace) save(d *Draft) error {
 	b, err := d.encode()
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(w.path(DraftFile), b, 0o644); err != nil {
+	if err := atomicfile.Write(w.path(DraftFile), b, 0o644); err != nil {
 		return err
 	}
 	w.Draft = d
@@ -408,42 +410,6 @@ func writeExclusive(path string, data []byte, perm os.FileMode) error {
 	}
 	if err != nil {
 		return fmt.Errorf("authority: %w", err)
-	}
-	return nil
-}
-
-// writeAtomic replaces path with data so that a crash leaves either the
-// old file or the new one, and syncs the directory so that the rename
-// itself survives: the draft's seq must never go back.
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("authority: %w", err)
-		}
 	}
 	return nil
 }

@@ -13,10 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -113,7 +113,7 @@ func (t *Trust) install(r *protocol.Registry, signed []byte, persist bool) (bool
 		return false, fmt.Errorf("%w: have seq %d, offered %d", protocol.ErrStaleRegistry, t.reg.Seq, r.Seq)
 	}
 	if persist && t.path != "" {
-		if err := writeAtomic(t.path, signed); err != nil {
+		if err := atomicfile.Write(t.path, signed, 0o600); err != nil {
 			return false, err
 		}
 	}
@@ -226,28 +226,4 @@ func EncodePublicKey(pub ed25519.PublicKey) ([]byte, error) {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
-// writeAtomic replaces path with data, durably.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".registry-*")
-	if err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("discovery: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("discovery: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -376,11 +377,7 @@ func (r *Repo) WriteNodeInfo(info *NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(r.Dir, NodeInfoFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	return os.Rename(tmp, filepath.Join(r.Dir, NodeInfoFile))
+	return atomicfile.Write(filepath.Join(r.Dir, NodeInfoFile), append(b, '\n'), 0o644)
 }
 
 // RemoveNodeInfo deletes node.json on a clean exit.

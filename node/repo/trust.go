@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
 )
 
 // ErrNoAnchors is returned by InstallRegistry for a repo that trusts no
@@ -60,15 +61,7 @@ func (r *Repo) saveConfig(cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	tmp := r.Path(ConfigFile + ".tmp")
-	_ = os.Remove(tmp)
-	if err := writeExclusive(tmp, text); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, r.Path(ConfigFile)); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	return nil
+	return atomicfile.Write(r.Path(ConfigFile), text, 0o600)
 }
 
 // InstallRegistry checks a signed registry as the node does (signed by
