@@ -21,6 +21,7 @@ import (
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/protocol"
@@ -53,7 +54,7 @@ func newAuthority(t *testing.T) *testAuthority {
 	require.NoError(t, err)
 	s, err := protocol.NewSigner(priv)
 	require.NoError(t, err)
-	pub, err := discovery.EncodePublicKey(s.Public())
+	pub, err := keyfile.MarshalPublic(s.Public())
 	require.NoError(t, err)
 	return &testAuthority{signer: s, pubFile: writeTemp(t, "authority.pub", pub)}
 }

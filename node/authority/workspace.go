@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -15,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -142,11 +140,11 @@ func Init(dir, name string) (*Workspace, error) {
 	if w.signer, err = protocol.NewSigner(key); err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	keyPEM, err := keyfile.MarshalPrivate(key)
 	if err != nil {
 		return nil, err
 	}
-	pubPEM, err := discovery.EncodePublicKey(pub)
+	pubPEM, err := keyfile.MarshalPublic(pub)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +159,7 @@ func Init(dir, name string) (*Workspace, error) {
 		data []byte
 		perm os.FileMode
 	}{
-		{w.keyPath(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600},
+		{w.keyPath(), keyPEM, 0o600},
 		{w.PubPath(), pubPEM, 0o644},
 		{DraftFile, draft, 0o644},
 	}
@@ -187,7 +185,7 @@ func Open(dir string) (*Workspace, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, DraftFile), err)
 	}
 	w := &Workspace{Dir: dir, Draft: d}
-	key, err := repo.ReadCarrierKey(w.path(w.keyPath()))
+	key, err := keyfile.ReadPrivate(w.path(w.keyPath()))
 	if err != nil {
 		return nil, fmt.Errorf("authority key: %w", err)
 	}
@@ -196,7 +194,7 @@ func Open(dir string) (*Workspace, error) {
 	}
 	// The .pub is what operators hand to nodes as their anchor; one that
 	// no longer matches the key would make every edition untrusted.
-	pub, err := discovery.ReadPublicKey(w.path(w.PubPath()))
+	pub, err := keyfile.ReadPublic(w.path(w.PubPath()))
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
 	}

@@ -8,8 +8,6 @@ package discovery
 
 import (
 	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -197,33 +196,6 @@ func (t *Trust) Resolve(number string) ([]*protocol.CarrierEntry, error) {
 	return out, nil
 }
 
-// ReadPublicKey reads an Ed25519 public key from a PEM "PUBLIC KEY" file
-// (PKIX, as openssl writes it).
-func ReadPublicKey(path string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("discovery: %s: not a PEM public key", path)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: %s: %w", path, err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("discovery: %s: not an Ed25519 key", path)
-	}
-	return pub, nil
-}
-
-// EncodePublicKey renders pub as a PEM "PUBLIC KEY" file.
-func EncodePublicKey(pub ed25519.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
+// EncodePublicKey is keyfile.MarshalPublic, kept for testnet until it
+// calls keyfile itself.
+func EncodePublicKey(pub ed25519.PublicKey) ([]byte, error) { return keyfile.MarshalPublic(pub) }

@@ -7,10 +7,8 @@ package repo
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -156,14 +155,14 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 				return nil, err
 			}
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(r.CarrierKey)
+		keyPEM, err := keyfile.MarshalPrivate(r.CarrierKey)
 		if err != nil {
 			return nil, err
 		}
 		files = append(files, struct {
 			name string
 			data []byte
-		}{CarrierKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})})
+		}{CarrierKeyFile, keyPEM})
 	}
 	token := make([]byte, 32)
 	if _, err := rand.Read(token); err != nil {
@@ -250,7 +249,7 @@ func Open(dir string) (*Repo, error) {
 		return nil, fmt.Errorf("repo: %s: %w", NodeKeyFile, err)
 	}
 	if cfg.Role == RoleCarrier {
-		if r.CarrierKey, err = ReadCarrierKey(r.Path(cfg.Carrier.KeyFile)); err != nil {
+		if r.CarrierKey, err = keyfile.ReadPrivate(r.Path(cfg.Carrier.KeyFile)); err != nil {
 			return nil, err
 		}
 	}
@@ -273,11 +272,11 @@ func readTrust(o InitOptions, cfg *Config) (anchors [][]byte, registry []byte, e
 	}
 	var keys []ed25519.PublicKey
 	for i, path := range o.Trust {
-		pub, err := discovery.ReadPublicKey(path)
+		pub, err := keyfile.ReadPublic(path)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: trust anchor: %w", ErrBadOptions, err)
 		}
-		pem, err := discovery.EncodePublicKey(pub)
+		pem, err := keyfile.MarshalPublic(pub)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -305,34 +304,13 @@ func readTrust(o InitOptions, cfg *Config) (anchors [][]byte, registry []byte, e
 func (r *Repo) Trust() (*discovery.Trust, error) {
 	var anchors []ed25519.PublicKey
 	for _, a := range r.Config.Trust.Anchors {
-		pub, err := discovery.ReadPublicKey(r.Path(a))
+		pub, err := keyfile.ReadPublic(r.Path(a))
 		if err != nil {
 			return nil, err
 		}
 		anchors = append(anchors, pub)
 	}
 	return discovery.NewTrust(anchors, r.Path(r.Config.Trust.Registry), nil)
-}
-
-// ReadCarrierKey reads a PKCS#8 PEM Ed25519 private key.
-func ReadCarrierKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("repo: %w", err)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("repo: %s: not a PEM private key", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("repo: %s: %w", path, err)
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("repo: %s: not an Ed25519 key", path)
-	}
-	return ek, nil
 }
 
 // Path resolves a path from the config relative to the repo.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 )
 
 // ErrNoAnchors is returned by InstallRegistry for a repo that trusts no
@@ -21,7 +22,7 @@ var ErrNoAnchors = errors.New("repo: no trust anchors")
 // A key the repo already trusts is not added again; added says which.
 func (r *Repo) AddAnchor(pub ed25519.PublicKey) (path string, added bool, err error) {
 	for _, a := range r.Config.Trust.Anchors {
-		held, err := discovery.ReadPublicKey(r.Path(a))
+		held, err := keyfile.ReadPublic(r.Path(a))
 		if err != nil {
 			return "", false, fmt.Errorf("repo: trust anchor %s: %w", a, err)
 		}
@@ -29,7 +30,7 @@ func (r *Repo) AddAnchor(pub ed25519.PublicKey) (path string, added bool, err er
 			return a, false, nil
 		}
 	}
-	pemBytes, err := discovery.EncodePublicKey(pub)
+	pemBytes, err := keyfile.MarshalPublic(pub)
 	if err != nil {
 		return "", false, err
 	}
