@@ -164,7 +164,7 @@ func Init(dir, name string) (*Workspace, error) {
 		{DraftFile, draft, 0o644},
 	}
 	for _, f := range files {
-		if err := writeExclusive(w.path(f.name), f.data, f.perm); err != nil {
+		if err := atomicfile.Create(w.path(f.name), f.data, f.perm); err != nil {
 			return nil, err
 		}
 	}
@@ -390,24 +390,5 @@ func (w *Workspace) save(d *Draft) error {
 		return err
 	}
 	w.Draft = d
-	return nil
-}
-
-// writeExclusive creates a new file and syncs it.
-func writeExclusive(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
 	return nil
 }

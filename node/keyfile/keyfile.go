@@ -48,36 +48,12 @@ func MarshalPublic(pub ed25519.PublicKey) ([]byte, error) {
 
 // ParsePrivate decodes the Ed25519 key of a PEM "PRIVATE KEY" block.
 func ParsePrivate(b []byte) (ed25519.PrivateKey, error) {
-	der, err := decode(b, privateType)
-	if err != nil {
-		return nil, err
-	}
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		return nil, fmt.Errorf("keyfile: %w", err)
-	}
-	key, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%w: %T", ErrNotEd25519, k)
-	}
-	return key, nil
+	return parse[ed25519.PrivateKey](b, privateType, x509.ParsePKCS8PrivateKey)
 }
 
 // ParsePublic decodes the Ed25519 key of a PEM "PUBLIC KEY" block.
 func ParsePublic(b []byte) (ed25519.PublicKey, error) {
-	der, err := decode(b, publicType)
-	if err != nil {
-		return nil, err
-	}
-	k, err := x509.ParsePKIXPublicKey(der)
-	if err != nil {
-		return nil, fmt.Errorf("keyfile: %w", err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%w: %T", ErrNotEd25519, k)
-	}
-	return pub, nil
+	return parse[ed25519.PublicKey](b, publicType, x509.ParsePKIXPublicKey)
 }
 
 // ReadPrivate reads a private key file, as ParsePrivate.
@@ -104,15 +80,25 @@ func read[K any](path string, parse func([]byte) (K, error)) (K, error) {
 	return k, nil
 }
 
-// decode returns the DER of b's first PEM block, which must be of type
-// typ; text around it is ignored.
-func decode(b []byte, typ string) ([]byte, error) {
+// parse decodes b's first PEM block, which must be of type typ, with
+// parseDER, and checks that the key is a K; text around the block is
+// ignored.
+func parse[K any](b []byte, typ string, parseDER func([]byte) (any, error)) (K, error) {
+	var zero K
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return nil, fmt.Errorf("%w: no %q block", ErrNotPEM, typ)
+		return zero, fmt.Errorf("%w: no %q block", ErrNotPEM, typ)
 	}
 	if blk.Type != typ {
-		return nil, fmt.Errorf("%w: a %q block, want %q", ErrNotPEM, blk.Type, typ)
+		return zero, fmt.Errorf("%w: a %q block, want %q", ErrNotPEM, blk.Type, typ)
 	}
-	return blk.Bytes, nil
+	k, err := parseDER(blk.Bytes)
+	if err != nil {
+		return zero, fmt.Errorf("keyfile: %w", err)
+	}
+	key, ok := k.(K)
+	if !ok {
+		return zero, fmt.Errorf("%w: %T", ErrNotEd25519, k)
+	}
+	return key, nil
 }

@@ -190,7 +190,7 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		return nil, err
 	}
 	for _, f := range files {
-		if err := writeExclusive(filepath.Join(dir, f.name), f.data); err != nil {
+		if err := atomicfile.Create(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -200,7 +200,7 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		}
 	}
 	// The config goes last: its presence is what marks a complete repo.
-	if err := writeExclusive(filepath.Join(dir, ConfigFile), text); err != nil {
+	if err := atomicfile.Create(filepath.Join(dir, ConfigFile), text, 0o600); err != nil {
 		return nil, err
 	}
 	// What a later Open sees is the file, so hand back exactly that.
@@ -228,7 +228,7 @@ func initKeyring(dir, replicaOf string) error {
 	if err != nil {
 		return fmt.Errorf("repo: %w", err)
 	}
-	return writeExclusive(path, b)
+	return atomicfile.Create(path, b, 0o600)
 }
 
 // Open loads the repo in dir.
@@ -381,23 +381,6 @@ func ReadNodeInfo(dir string) (*NodeInfo, error) {
 		return nil, fmt.Errorf("repo: %s: %w", NodeInfoFile, err)
 	}
 	return &info, nil
-}
-
-// writeExclusive creates a new file with mode 0600 and syncs it.
-func writeExclusive(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("repo: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("repo: %w", err)
-	}
-	return f.Close()
 }
 
 // EnvRepo is the environment variable naming the default repo.

@@ -43,7 +43,7 @@ func (r *Repo) AddAnchor(pub ed25519.PublicKey) (path string, added bool, err er
 	if err := os.MkdirAll(r.Path(TrustDir), 0o700); err != nil {
 		return "", false, fmt.Errorf("repo: %w", err)
 	}
-	if err := writeExclusive(r.Path(path), pemBytes); err != nil {
+	if err := atomicfile.Create(r.Path(path), pemBytes, 0o600); err != nil {
 		return "", false, err
 	}
 	cfg := *r.Config

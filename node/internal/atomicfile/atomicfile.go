@@ -1,8 +1,9 @@
-// Package atomicfile replaces files so that a crash leaves either the old
-// contents or the new ones, never a torn or empty file. The node's files
-// that are rewritten in place (the registry, config.toml, node.json, the
-// seal keyring, an authority's draft, a watch's cursor) all go through
-// it, so that the order of write, fsync and rename is right in one place.
+// Package atomicfile writes the node's files durably. Write replaces a
+// file so that a crash leaves either the old contents or the new ones,
+// never a torn or empty file; the files rewritten in place (the registry,
+// config.toml, node.json, the seal keyring, an authority's draft) all go
+// through it, so that the order of write, fsync and rename is right in
+// one place. Create writes the files that are made once, such as keys.
 package atomicfile
 
 import (
@@ -49,6 +50,33 @@ func write(path string, perm os.FileMode, fill func(io.Writer) error) error {
 		return fmt.Errorf("atomicfile: %s: %w", path, err)
 	}
 	return syncDir(dir)
+}
+
+// Create writes data to path, which must not exist yet (the error then
+// matches os.ErrExist), with mode perm, and syncs the file and its
+// directory. A failed Create removes what it wrote, but a crash can leave
+// a short file: callers that create several write the one that marks the
+// set complete last.
+func Create(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // syncDir makes the entries of dir durable.

@@ -24,16 +24,23 @@ func requireOnly(t *testing.T, dir string, names ...string) {
 	require.ElementsMatch(t, names, got)
 }
 
+// requireFile fails unless path holds data with mode perm.
+func requireFile(t *testing.T, path, data string, perm os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, data, string(b))
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, perm, fi.Mode().Perm())
+}
+
 func TestWrite(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "f")
+	// 0640 is not what the umask leaves of CreateTemp's 0600 or of 0666.
 	require.NoError(t, Write(path, []byte("one\n"), 0o640))
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.Equal(t, "one\n", string(b))
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o640), fi.Mode().Perm(), "perm applies whatever the umask")
+	requireFile(t, path, "one\n", 0o640)
 	requireOnly(t, dir, "f")
 }
 
@@ -42,12 +49,7 @@ func TestWriteReplaces(t *testing.T) {
 	path := filepath.Join(dir, "f")
 	require.NoError(t, os.WriteFile(path, []byte("old contents"), 0o600))
 	require.NoError(t, Write(path, []byte("new"), 0o644))
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.Equal(t, "new", string(b))
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o644), fi.Mode().Perm())
+	requireFile(t, path, "new", 0o644)
 	requireOnly(t, dir, "f")
 }
 
@@ -66,9 +68,7 @@ func TestWriteFailsHalfway(t *testing.T) {
 	})
 	require.ErrorIs(t, err, errFull)
 	require.True(t, strings.HasPrefix(err.Error(), "atomicfile: "), err.Error())
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.Equal(t, "old contents", string(b))
+	requireFile(t, path, "old contents", 0o600)
 	requireOnly(t, dir, "f")
 }
 
@@ -96,4 +96,16 @@ func TestWriteUnwritableDir(t *testing.T) {
 	require.Error(t, err)
 	require.True(t, strings.HasPrefix(err.Error(), "atomicfile: "), err.Error())
 	requireOnly(t, dir, "file")
+}
+
+func TestCreate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "key")
+	require.NoError(t, Create(path, []byte("secret"), 0o640))
+	requireFile(t, path, "secret", 0o640)
+	err := Create(path, []byte("other"), 0o600)
+	require.ErrorIs(t, err, os.ErrExist, "a second Create of the same file")
+	require.True(t, strings.HasPrefix(err.Error(), "atomicfile: "), err.Error())
+	requireFile(t, path, "secret", 0o640)
+	requireOnly(t, dir, "key")
 }
