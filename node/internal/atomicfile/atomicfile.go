@@ -1,9 +1,10 @@
 // Package atomicfile writes the node's files durably. Write replaces a
 // file so that a crash leaves either the old contents or the new ones,
 // never a torn or empty file; the files rewritten in place (the registry,
-// config.toml, node.json, the seal keyring, an authority's draft) all go
-// through it, so that the order of write, fsync and rename is right in
-// one place. Create writes the files that are made once, such as keys.
+// config.toml, node.json, the seal keyring, an authority's draft, a
+// watch's cursor) all go through it, so that the order of write, fsync
+// and rename is right in one place. Create writes the files that are
+// made once, such as keys.
 package atomicfile
 
 import (
