@@ -19,10 +19,7 @@ import (
 // is synced, closed and renamed over path; the directory is synced last,
 // so that the rename itself survives a crash.
 func Write(path string, data []byte, perm os.FileMode) error {
-	return write(path, perm, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
+	return write(path, perm, contents(data))
 }
 
 // write is Write with the contents written by fill, so that a test can
@@ -33,16 +30,7 @@ func write(path string, perm os.FileMode, fill func(io.Writer) error) error {
 	if err != nil {
 		return fmt.Errorf("atomicfile: %w", err)
 	}
-	err = fill(tmp)
-	if err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	err = finish(tmp, perm, fill)
 	if err == nil {
 		err = os.Rename(tmp.Name(), path)
 	}
@@ -63,7 +51,25 @@ func Create(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return fmt.Errorf("atomicfile: %w", err)
 	}
-	_, err = f.Write(data)
+	if err := finish(f, perm, contents(data)); err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("atomicfile: %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// contents is a fill that writes data.
+func contents(data []byte) func(io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	}
+}
+
+// finish fills f, sets its mode (which the umask may have cut), syncs
+// and closes it.
+func finish(f *os.File, perm os.FileMode, fill func(io.Writer) error) error {
+	err := fill(f)
 	if err == nil {
 		err = f.Chmod(perm)
 	}
@@ -73,11 +79,7 @@ func Create(path string, data []byte, perm os.FileMode) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		_ = os.Remove(path)
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	return syncDir(filepath.Dir(path))
+	return err
 }
 
 // syncDir makes the entries of dir durable.
