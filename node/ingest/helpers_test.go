@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +19,7 @@ import (
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/protocol/numbertest"
 )
 
 // testCarrier registers S10 numbers of GB and its own pattern with a Luhn
@@ -38,14 +38,7 @@ var (
 )
 
 // s10 returns the valid GB S10 number with the given 8-digit serial.
-func s10(serial int) string {
-	data := fmt.Sprintf("%08d", serial)
-	c, err := protocol.CheckDigit(protocol.CheckMod11, data)
-	if err != nil {
-		panic(err)
-	}
-	return "RB" + data + string(c) + "GB"
-}
+func s10(serial int) string { return numbertest.S10("RB", serial, "GB") }
 
 // env is one Ingester over a store, with the wrapper (if any) in between.
 type env struct {

@@ -7,10 +7,8 @@ package repo
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +20,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -155,14 +155,14 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 				return nil, err
 			}
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(r.CarrierKey)
+		keyPEM, err := keyfile.MarshalPrivate(r.CarrierKey)
 		if err != nil {
 			return nil, err
 		}
 		files = append(files, struct {
 			name string
 			data []byte
-		}{CarrierKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})})
+		}{CarrierKeyFile, keyPEM})
 	}
 	token := make([]byte, 32)
 	if _, err := rand.Read(token); err != nil {
@@ -190,7 +190,7 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		return nil, err
 	}
 	for _, f := range files {
-		if err := writeExclusive(filepath.Join(dir, f.name), f.data); err != nil {
+		if err := atomicfile.Create(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -200,7 +200,7 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		}
 	}
 	// The config goes last: its presence is what marks a complete repo.
-	if err := writeExclusive(filepath.Join(dir, ConfigFile), text); err != nil {
+	if err := atomicfile.Create(filepath.Join(dir, ConfigFile), text, 0o600); err != nil {
 		return nil, err
 	}
 	// What a later Open sees is the file, so hand back exactly that.
@@ -228,7 +228,7 @@ func initKeyring(dir, replicaOf string) error {
 	if err != nil {
 		return fmt.Errorf("repo: %w", err)
 	}
-	return writeExclusive(path, b)
+	return atomicfile.Create(path, b, 0o600)
 }
 
 // Open loads the repo in dir.
@@ -249,7 +249,7 @@ func Open(dir string) (*Repo, error) {
 		return nil, fmt.Errorf("repo: %s: %w", NodeKeyFile, err)
 	}
 	if cfg.Role == RoleCarrier {
-		if r.CarrierKey, err = ReadCarrierKey(r.Path(cfg.Carrier.KeyFile)); err != nil {
+		if r.CarrierKey, err = keyfile.ReadPrivate(r.Path(cfg.Carrier.KeyFile)); err != nil {
 			return nil, err
 		}
 	}
@@ -272,11 +272,11 @@ func readTrust(o InitOptions, cfg *Config) (anchors [][]byte, registry []byte, e
 	}
 	var keys []ed25519.PublicKey
 	for i, path := range o.Trust {
-		pub, err := discovery.ReadPublicKey(path)
+		pub, err := keyfile.ReadPublic(path)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: trust anchor: %w", ErrBadOptions, err)
 		}
-		pem, err := discovery.EncodePublicKey(pub)
+		pem, err := keyfile.MarshalPublic(pub)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -304,34 +304,13 @@ func readTrust(o InitOptions, cfg *Config) (anchors [][]byte, registry []byte, e
 func (r *Repo) Trust() (*discovery.Trust, error) {
 	var anchors []ed25519.PublicKey
 	for _, a := range r.Config.Trust.Anchors {
-		pub, err := discovery.ReadPublicKey(r.Path(a))
+		pub, err := keyfile.ReadPublic(r.Path(a))
 		if err != nil {
 			return nil, err
 		}
 		anchors = append(anchors, pub)
 	}
 	return discovery.NewTrust(anchors, r.Path(r.Config.Trust.Registry), nil)
-}
-
-// ReadCarrierKey reads a PKCS#8 PEM Ed25519 private key.
-func ReadCarrierKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("repo: %w", err)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("repo: %s: not a PEM private key", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("repo: %s: %w", path, err)
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("repo: %s: not an Ed25519 key", path)
-	}
-	return ek, nil
 }
 
 // Path resolves a path from the config relative to the repo.
@@ -376,11 +355,7 @@ func (r *Repo) WriteNodeInfo(info *NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(r.Dir, NodeInfoFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	return os.Rename(tmp, filepath.Join(r.Dir, NodeInfoFile))
+	return atomicfile.Write(filepath.Join(r.Dir, NodeInfoFile), append(b, '\n'), 0o644)
 }
 
 // RemoveNodeInfo deletes node.json on a clean exit.
@@ -406,23 +381,6 @@ func ReadNodeInfo(dir string) (*NodeInfo, error) {
 		return nil, fmt.Errorf("repo: %s: %w", NodeInfoFile, err)
 	}
 	return &info, nil
-}
-
-// writeExclusive creates a new file with mode 0600 and syncs it.
-func writeExclusive(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("repo: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("repo: %w", err)
-	}
-	return f.Close()
 }
 
 // EnvRepo is the environment variable naming the default repo.
