@@ -20,8 +20,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/opentrack/opentrack/internal/options"
 	othost "github.com/opentrack/opentrack/node/host"
-	"github.com/opentrack/opentrack/node/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/node/client"
-	"github.com/opentrack/opentrack/node/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 )
 

@@ -10,7 +10,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/opentrack/opentrack/node/internal/options"
+	"github.com/opentrack/opentrack/internal/options"
 )
 
 // ErrInvalidOptions is wrapped by Validate with the list of problems.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opentrack/opentrack/node/internal/options"
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opentrack/opentrack/node/internal/options"
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 )
 

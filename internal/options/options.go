@@ -1,4 +1,7 @@
-// Package options fills in the defaults of the node's Options structs.
+// Package options fills in the defaults of the module's Options structs,
+// the node's packages' and the testnet's; it sits at the root so that
+// testnet/ may import it too.
+//
 // Each package lists every default of its Options in one table, a
 // package-level Options value, and its EnsureDefaults copies them into
 // the zero fields with these helpers, so that a default is stated in one
