@@ -43,7 +43,8 @@ const (
 	DefaultCountry = repo.DefaultCountry
 )
 
-// Errors.
+// Errors of a registry workspace: opening or initializing it, and editing
+// its draft with carrier input.
 var (
 	ErrExists         = errors.New("authority: workspace already initialized")
 	ErrNotWorkspace   = errors.New("authority: not an authority workspace")

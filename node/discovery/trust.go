@@ -19,7 +19,8 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// Errors.
+// Errors of a Trust: NewTrust without anchors, and lookups before any
+// registry is installed.
 var (
 	ErrNoAnchors  = errors.New("discovery: no trust anchors")
 	ErrNoRegistry = errors.New("discovery: no registry installed")

@@ -35,7 +35,8 @@ const (
 	NodeInfoFile   = "node.json"
 )
 
-// Errors.
+// Errors of creating and opening a node repo, of its config, and of
+// finding the node that runs from it.
 var (
 	ErrExists     = errors.New("repo: already initialized")
 	ErrNotRepo    = errors.New("repo: not an OpenTrack repo")
