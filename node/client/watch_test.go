@@ -144,7 +144,7 @@ func TestWatchRefused(t *testing.T) {
 func TestWatchOptions(t *testing.T) {
 	good := WatchOptions{Carrier: "OT", Peers: []peer.ID{"p"}, Keys: servicetest.Keys(), Numbers: []string{servicetest.Number(1)}}
 	require.NoError(t, good.EnsureDefaults().Validate())
-	require.Equal(t, defaultMinBackoff, good.MinBackoff)
+	require.Equal(t, watchDefaults.MinBackoff, good.MinBackoff)
 	require.Equal(t, protocol.WatchIdleTimeout, good.IdleTimeout)
 
 	bad := WatchOptions{Carrier: "ot", Numbers: []string{"?"}, Audience: true, MinBackoff: time.Second, MaxBackoff: time.Millisecond, Cursor: string(make([]byte, 200))}
