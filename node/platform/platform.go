@@ -43,7 +43,8 @@ func Open(cfg Config, opts *Options) (_ *Platform, err error) {
 	if opts != nil {
 		o = *opts
 	}
-	if err := invalid(append(cfg.validate(&o), o.EnsureDefaults().problems()...)); err != nil {
+	p := cfg.validate(&o) // before the defaults, which it tells from what was set
+	if err := invalid(append(p, o.EnsureDefaults().problems()...)); err != nil {
 		return nil, err
 	}
 	pl := &Platform{host: cfg.Host, trust: cfg.Trust, log: cfg.Logger}
