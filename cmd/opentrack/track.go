@@ -77,15 +77,11 @@ wrong_carrier: not a number it issues) or its details were refused.`,
 			defer p.Close()
 			var views []client.ParcelView
 			if peerAddr != "" {
-				ai, err := parsePeer(peerAddr)
-				if err != nil {
-					return err
-				}
-				views, err = p.TrackPeer(ctx, ai, args, grant)
-				if err != nil {
-					return reachHint(err)
-				}
-			} else if views, err = p.Track(ctx, args, grant); err != nil {
+				views, err = atPeer(peerAddr, func(ai peer.AddrInfo) ([]client.ParcelView, error) { return p.TrackPeer(ctx, ai, args, grant) })
+			} else {
+				views, err = p.Track(ctx, args, grant)
+			}
+			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -138,23 +134,20 @@ func openPlatform(dir string) (*platform.Platform, error) {
 	return p, nil
 }
 
-// parsePeer reads --peer.
-func parsePeer(addr string) (peer.AddrInfo, error) {
+// atPeer calls f with the node --peer names, and words a node that could
+// not be dialed with what to check.
+func atPeer[T any](addr string, f func(peer.AddrInfo) (T, error)) (T, error) {
 	ai, err := peer.AddrInfoFromString(addr)
 	if err != nil {
-		return peer.AddrInfo{}, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
+		var none T
+		return none, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
 	}
-	return *ai, nil
-}
-
-// reachHint words a --peer node that could not be dialed with what to
-// check.
-func reachHint(err error) error {
+	v, err := f(*ai)
 	var ue *platform.UnreachableError
 	if errors.As(err, &ue) {
-		return fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ue.Peer, ue.Err)
+		err = fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ue.Peer, ue.Err)
 	}
-	return err
+	return v, err
 }
 
 // verificationStatus sets the exit status: 1 when a record came back but

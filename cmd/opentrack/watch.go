@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node/client"
@@ -76,13 +77,8 @@ number can be watched.`,
 			opts := client.WatchOptions{Numbers: args, Audience: audience, CursorFile: cursorFile, Sync: true}
 			var w *client.Watcher
 			if peerAddr != "" {
-				ai, err := parsePeer(peerAddr)
-				if err != nil {
+				if w, err = atPeer(peerAddr, func(ai peer.AddrInfo) (*client.Watcher, error) { return p.WatchPeer(ctx, ai, opts) }); err != nil {
 					return err
-				}
-				w, err = p.WatchPeer(ctx, ai, opts)
-				if err != nil {
-					return reachHint(err)
 				}
 			} else {
 				// Each number gets its result: one that no carrier's scheme
