@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,14 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node/client"
-	"github.com/opentrack/opentrack/node/discovery"
-	lphost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -74,16 +70,16 @@ wrong_carrier: not a number it issues) or its details were refused.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			p, err := openTrackPlatform(repoDir)
+			p, err := openPlatform(repoDir)
 			if err != nil {
 				return err
 			}
-			defer p.close()
+			defer p.Close()
 			var views []client.ParcelView
 			if peerAddr != "" {
-				views, err = p.trackPeer(ctx, peerAddr, args, grant)
+				views, err = atPeer(peerAddr, func(ai peer.AddrInfo) ([]client.ParcelView, error) { return p.TrackPeer(ctx, ai, args, grant) })
 			} else {
-				views, err = p.cl.TrackNumbers(ctx, p.trust, p.router, args, grant)
+				views, err = p.Track(ctx, args, grant)
 			}
 			if err != nil {
 				return err
@@ -110,98 +106,48 @@ wrong_carrier: not a number it issues) or its details were refused.`,
 	return cmd
 }
 
-// trackPlatform is what `track` runs on: a client host, and with a repo
-// its trust state and a router to reach registry nodes.
-type trackPlatform struct {
-	h      host.Host
-	cl     *client.Client
-	trust  *discovery.Trust // nil without --repo
-	router *discovery.Router
-}
-
-// openTrackPlatform starts the client host. With a repo, the host has the
-// repo's node key, so that carriers see the platform's registered
-// identity (grants name it), and listens on loopback ports of its own so
-// as not to collide with the repo's running node.
-func openTrackPlatform(repoDir string) (_ *trackPlatform, err error) {
-	p := &trackPlatform{}
-	defer func() {
-		if err != nil {
-			p.close()
-		}
-	}()
-	opts := &lphost.Options{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}
-	var key crypto.PrivKey
-	if repoDir == "" {
-		if key, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
-			return nil, err
-		}
-	} else {
-		r, err := repo.Open(repoDir)
-		if err != nil {
-			return nil, err
-		}
-		if err := wantRole(r, repoDir, repo.RolePlatform); err != nil {
-			return nil, err
-		}
-		if p.trust, err = r.Trust(); err != nil {
-			if errors.Is(err, discovery.ErrNoAnchors) {
-				return nil, fmt.Errorf("--repo %s trusts no registry authority yet (add one with opentrack trust add --repo %s PUBFILE, then opentrack registry install --repo %s FILE)", repoDir, repoDir, repoDir)
-			}
-			return nil, fmt.Errorf("--repo %s: %w", repoDir, err)
-		}
-		if p.trust.Registry() == nil {
-			return nil, fmt.Errorf("--repo %s holds no registry yet (install one with opentrack registry install --repo %s FILE)", repoDir, repoDir)
-		}
-		key = r.NodeKey
-		if !r.Config.Network.DisableQUIC {
-			opts.ListenAddrs = append(opts.ListenAddrs, "/ip4/127.0.0.1/udp/0/quic-v1")
-		} else {
-			opts.DisableQUIC = true
-		}
+// openPlatform opens the platform track and watch run on. With a repo
+// it has the repo's trust and node key, so that carriers see the
+// platform's registered identity (grants name it), on loopback ports of
+// its own so as not to collide with the repo's running node; without, a
+// fresh identity and no registry.
+func openPlatform(dir string) (*platform.Platform, error) {
+	if dir == "" {
+		return platform.Open(platform.Config{}, nil)
 	}
-	if p.h, err = lphost.New(key, opts); err != nil {
+	r, err := repo.Open(dir)
+	if err != nil {
 		return nil, err
 	}
-	if p.cl, err = client.New(p.h, nil); err != nil {
+	if err := wantRole(r, dir, repo.RolePlatform); err != nil {
 		return nil, err
 	}
-	if p.trust != nil {
-		if p.router, err = discovery.NewRouter(p.h, p.trust, nil, nil); err != nil {
-			return nil, err
-		}
+	p, err := platform.Open(platform.Config{Repo: r, Key: r.NodeKey}, &platform.Options{DisableQUIC: r.Config.Network.DisableQUIC})
+	switch {
+	case errors.Is(err, platform.ErrNoAnchors):
+		return nil, fmt.Errorf("--repo %s trusts no registry authority yet (add one with opentrack trust add --repo %s PUBFILE, then opentrack registry install --repo %s FILE)", dir, dir, dir)
+	case errors.Is(err, platform.ErrNoRegistry):
+		return nil, fmt.Errorf("--repo %s holds no registry yet (install one with opentrack registry install --repo %s FILE)", dir, dir)
+	case err != nil:
+		return nil, fmt.Errorf("--repo %s: %w", dir, err)
 	}
 	return p, nil
 }
 
-// trackPeer asks the one node at addr, verifying against the registry
-// when there is one.
-func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []string, grant []byte) ([]client.ParcelView, error) {
+// atPeer calls f with the node --peer names, and words a node that could
+// not be dialed with what to check.
+func atPeer[T any](addr string, f func(peer.AddrInfo) (T, error)) (T, error) {
 	ai, err := peer.AddrInfoFromString(addr)
 	if err != nil {
-		return nil, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
+		var none T
+		return none, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
 	}
-	if err := p.h.Connect(ctx, *ai); err != nil {
-		return nil, fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ai.ID, lphost.DialError(err))
+	v, err := f(*ai)
+	var ue *platform.UnreachableError
+	if errors.As(err, &ue) {
+		err = fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ue.Peer, ue.Err)
 	}
-	// A nil *discovery.Trust must stay a nil client.Trust.
-	var trust client.Trust
-	if p.trust != nil {
-		trust = p.trust
-	}
-	return p.cl.TrackPeer(ctx, ai.ID, trust, numbers, grant)
-}
-
-func (p *trackPlatform) close() {
-	if p.router != nil {
-		p.router.Close()
-	}
-	if p.cl != nil {
-		p.cl.Close()
-	}
-	if p.h != nil {
-		p.h.Close()
-	}
+	return v, err
 }
 
 // verificationStatus sets the exit status: 1 when a record came back but

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,14 +9,11 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node/client"
-	lphost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -64,11 +60,11 @@ number can be watched.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			p, err := openTrackPlatform(repoDir)
+			p, err := openPlatform(repoDir)
 			if err != nil {
 				return err
 			}
-			defer p.close()
+			defer p.Close()
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
 			show := func(u client.WatchUpdate) error {
@@ -77,14 +73,18 @@ number can be watched.`,
 				}
 				return printUpdate(out, u)
 			}
-			var opts client.WatchOptions
+			// Sync: the current state of each parcel first.
+			opts := client.WatchOptions{Numbers: args, Audience: audience, CursorFile: cursorFile, Sync: true}
+			var w *client.Watcher
 			if peerAddr != "" {
-				opts, err = p.watchPeer(ctx, peerAddr, args, audience)
+				if w, err = atPeer(peerAddr, func(ai peer.AddrInfo) (*client.Watcher, error) { return p.WatchPeer(ctx, ai, opts) }); err != nil {
+					return err
+				}
 			} else {
 				// Each number gets its result: one that no carrier's scheme
 				// matches is reported and the others are watched.
 				var rejected []client.WatchUpdate
-				args, rejected = client.Watchable(p.trust, args)
+				args, rejected = client.Watchable(p.Trust(), args)
 				for _, u := range rejected {
 					if err := show(u); err != nil {
 						return err
@@ -93,20 +93,14 @@ number can be watched.`,
 				if len(args) == 0 {
 					return &exitError{code: 2, err: fmt.Errorf("no number to watch: none matches a carrier in the registry")}
 				}
-				opts, err = client.WatchTarget(p.trust, args)
-				opts.Connector = p.router
-			}
-			if errors.Is(err, client.ErrSeveralCarriers) {
-				return fmt.Errorf("%w; run one opentrack watch per carrier, or give --peer", err)
-			}
-			if err != nil {
-				return err
-			}
-			opts.CursorFile = cursorFile
-			opts.Sync = true // the current state of each parcel first
-			w, err := p.cl.Watch(ctx, opts)
-			if err != nil {
-				return err
+				opts.Numbers = args
+				w, err = p.Watch(ctx, opts)
+				if errors.Is(err, client.ErrSeveralCarriers) {
+					return fmt.Errorf("%w; run one opentrack watch per carrier, or give --peer", err)
+				}
+				if err != nil {
+					return err
+				}
 			}
 			live := w.Live()
 			never := map[string]bool{} // numbers the node says it never has
@@ -152,40 +146,6 @@ number can be watched.`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per update and line")
 	f.BoolVar(&audience, "audience", false, "watch every parcel whose ingest named this platform's peer ID")
 	return cmd
-}
-
-// watchPeer asks the node at addr what it serves and returns options to
-// watch numbers (or the audience) there: the carrier it serves, verified
-// against the registry when there is one, otherwise against the keys the
-// node presents.
-func (p *trackPlatform) watchPeer(ctx context.Context, addr string, numbers []string, audience bool) (client.WatchOptions, error) {
-	ai, err := peer.AddrInfoFromString(addr)
-	if err != nil {
-		return client.WatchOptions{}, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
-	}
-	// Kept for good, so that after the node restarts on its address the
-	// watcher dials it however long it was gone.
-	p.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := p.h.Connect(cctx, *ai); err != nil {
-		return client.WatchOptions{}, fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ai.ID, lphost.DialError(err))
-	}
-	info, err := p.cl.Info(cctx, ai.ID, 0)
-	if err != nil {
-		return client.WatchOptions{}, fmt.Errorf("ask %s what it serves: %w", ai.ID, err)
-	}
-	if info.Carrier == "" {
-		return client.WatchOptions{}, fmt.Errorf("%w: %s", client.ErrNoCarrier, ai.ID)
-	}
-	o := client.WatchOptions{
-		Carrier: info.Carrier, Peers: []peer.ID{ai.ID}, Keys: client.InfoKeys{Carrier: info.Carrier, Keys: info.Keys},
-		Numbers: numbers, Audience: audience,
-	}
-	if p.trust != nil {
-		o.Keys = p.trust
-	}
-	return o, nil
 }
 
 // printUpdate prints a line per event of u, its result when it has no
