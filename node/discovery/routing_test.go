@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/test"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/stretchr/testify/require"
 
@@ -131,23 +133,33 @@ func TestRouterBootstrapsToRegistryNodes(t *testing.T) {
 	}
 }
 
+// TestRouterBootstrapsOnNewRegistry runs in a synctest bubble over
+// mocknet, so that "not before a registry" is checked on fake time.
 func TestRouterBootstrapsOnNewRegistry(t *testing.T) {
-	servicetest.CheckLeaks(t)
-	auth := newAuthority(t)
-	a, b := servicetest.NewHost(t, nil), servicetest.NewHost(t, nil)
-	ta := newTrust(t, auth, nil) // no registry yet: nothing to dial
-	slow := *fastRouter
-	slow.BootstrapInterval = time.Hour
-	r, err := discovery.NewRouter(a, ta, &slow, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { r.Close() })
+	synctest.Test(t, func(t *testing.T) {
+		auth := newAuthority(t)
+		mn := mocknet.New()
+		t.Cleanup(func() { mn.Close() })
+		a, err := mn.GenPeer()
+		require.NoError(t, err)
+		b, err := mn.GenPeer()
+		require.NoError(t, err)
+		require.NoError(t, mn.LinkAll())
+		ta := newTrust(t, auth, nil) // no registry yet: nothing to dial
+		slow := *fastRouter
+		slow.BootstrapInterval = time.Hour
+		r, err := discovery.NewRouter(a, ta, &slow, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
 
-	time.Sleep(100 * time.Millisecond)
-	require.False(t, connected(a, b))
-	_, err = ta.Install(auth.sign(t, newRegistry(t, 1, b)))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return connected(a, b) }, 5*time.Second, 10*time.Millisecond,
-		"a newer registry makes the router dial its nodes at once, not at the next interval")
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		require.False(t, connected(a, b))
+		_, err = ta.Install(auth.sign(t, newRegistry(t, 1, b)))
+		require.NoError(t, err)
+		synctest.Wait()
+		require.True(t, connected(a, b), "a newer registry makes the router dial its nodes at once, not at the next interval")
+	})
 }
 
 func TestConnectReusesConnection(t *testing.T) {
