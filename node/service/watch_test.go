@@ -227,3 +227,53 @@ func TestWatchBurst(t *testing.T) {
 		ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 5*time.Second), i, 0, uint64(i+1))
 	}
 }
+
+// TestWatchStall: a subscriber that stops reading is given up on once its
+// full queue has waited WatchStall, and not before; reading again, it
+// finds the updates queued, a catchup at the first one left out and the
+// end. It runs in a synctest bubble over mocknet, whose pipes hold a
+// writer until the reader reads, so that the stall is timed on fake time.
+func TestWatchStall(t *testing.T) {
+	const parcels = 20 // more updates than the writer, the pipe and a queue of 2 hold
+	stall := (&service.Options{}).EnsureDefaults().WatchStall
+	for _, tc := range []struct {
+		name    string
+		wait    time.Duration
+		givenUp bool
+	}{
+		{"just before the stall", stall - time.Millisecond, false},
+		{"at the stall", stall, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				hosts := mockHosts(t, 2)
+				ws := startWatch(t, watchConfig{parcels: parcels, events: 1, on: hosts[0], opts: &service.Options{WatchBuffer: 2}})
+				all := make([]int, parcels)
+				for i := range all {
+					all[i] = i
+				}
+				w := openWatch(t, hosts[1], ws, &protocol.WatchRequest{Numbers: numbersOf(ws, all...)})
+				w.opening()
+				ws.append(each(0, parcels, 1)...)
+				synctest.Wait() // the queue is full and the producer waits
+				time.Sleep(tc.wait)
+				synctest.Wait()
+				for i := range parcels {
+					m := w.next(5 * time.Second)
+					for m.Type == protocol.WatchHeartbeat {
+						m = w.next(5 * time.Second)
+					}
+					if m.Type == protocol.WatchCatchUp {
+						require.True(t, tc.givenUp, "catchup after %d updates", i)
+						require.Positive(t, i)
+						require.Equal(t, ws.cursor(uint64(i)), m.Cursor)
+						w.expectEnd()
+						return
+					}
+					ws.requireUpdate(m, i, 0, uint64(i+1))
+				}
+				require.False(t, tc.givenUp, "every update arrived")
+			})
+		})
+	}
+}
