@@ -234,7 +234,7 @@ func TestStaleStream(t *testing.T) {
 // reused; one idle for less is. It runs in a bubble, on fake time.
 func TestIdleTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv, h := bubbleServer(t, 1, 1)
+		srv, h := bubbleServer(t, servicetest.ServerConfig{Parcels: 1, Events: 1})
 		c, err := New(h, &Options{IdleTimeout: 30 * time.Second})
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
@@ -255,15 +255,19 @@ func TestIdleTimeout(t *testing.T) {
 	})
 }
 
-// bubbleServer is a carrier serving track for parcels of events each on
-// an in-memory network, and a second host linked and connected to it.
-// Called inside a synctest bubble, both hosts belong to it: unlike
-// loopback TCP, mocknet's pipes block durably, so fake time advances
-// while a stream waits. Mocknet ignores stream deadlines, so a test that
-// needs them cannot use it. synctest.Test fails on goroutines left in
-// the bubble, which stands in for servicetest.CheckLeaks.
-func bubbleServer(t *testing.T, parcels, events int) (*servicetest.Server, host.Host) {
+// bubbleServer is servicetest.StartServer on an in-memory network, with
+// track only and cfg's Parcels, Events, Options and Track, and a second
+// host linked and connected to it. Called inside a synctest bubble, both
+// hosts belong to it: unlike loopback TCP, mocknet's pipes block durably,
+// so fake time advances while a stream waits. Mocknet ignores stream
+// deadlines, so a test that needs them cannot use it. synctest.Test fails
+// on goroutines left in the bubble, which stands in for
+// servicetest.CheckLeaks.
+func bubbleServer(t *testing.T, cfg servicetest.ServerConfig) (*servicetest.Server, host.Host) {
 	t.Helper()
+	// A bubble's clock starts in 2000; the parcels' heads are signed on
+	// 2026-01-01, and a head from the future does not verify.
+	time.Sleep(time.Until(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)))
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	srvHost, err := mn.GenPeer()
@@ -275,11 +279,15 @@ func bubbleServer(t *testing.T, parcels, events int) (*servicetest.Server, host.
 	require.NoError(t, err)
 	srv := &servicetest.Server{Host: srvHost, Store: memstore.New()}
 	t.Cleanup(func() { srv.Store.Close() })
-	for i := range parcels {
-		srv.Parcels = append(srv.Parcels, servicetest.NewParcel(t, servicetest.Number(i), events))
+	for i := range cfg.Parcels {
+		srv.Parcels = append(srv.Parcels, servicetest.NewParcel(t, servicetest.Number(i), cfg.Events))
 	}
 	servicetest.Load(t, srv.Store, srv.Parcels)
-	srv.Track, err = service.NewTrack(service.TrackConfig{Carrier: servicetest.Carrier, Schemes: []protocol.Scheme{servicetest.Scheme}, Store: srv.Store}, nil)
+	tc := service.TrackConfig{Carrier: servicetest.Carrier, Schemes: []protocol.Scheme{servicetest.Scheme}, Store: srv.Store}
+	if cfg.Track != nil {
+		cfg.Track(&tc)
+	}
+	srv.Track, err = service.NewTrack(tc, cfg.Options)
 	require.NoError(t, err)
 	srv.Track.Register(srvHost)
 	t.Cleanup(srv.Track.Unregister)
