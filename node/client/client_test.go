@@ -265,9 +265,10 @@ func TestIdleTimeout(t *testing.T) {
 // servicetest.CheckLeaks.
 func bubbleServer(t *testing.T, cfg servicetest.ServerConfig) (*servicetest.Server, host.Host) {
 	t.Helper()
-	// A bubble's clock starts in 2000; the parcels' heads are signed on
-	// 2026-01-01, and a head from the future does not verify.
-	time.Sleep(time.Until(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)))
+	// A bubble's clock starts in 2000; the parcels' heads are signed in
+	// 2026 (from January 1st, some a month later), and a head from the
+	// future does not verify.
+	time.Sleep(time.Until(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)))
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	srvHost, err := mn.GenPeer()

@@ -95,28 +95,30 @@ func TestWatchVerificationFailure(t *testing.T) {
 // the number.
 func TestWatchRecycledNumber(t *testing.T) {
 	servicetest.CheckLeaks(t)
-	n := servicetest.Number(1)
-	old := servicetest.NewParcel(t, n, 3)
-	recycled := servicetest.NewParcel(t, n, 2, func(e *protocol.Event) { e.Time += 30 * 24 * 3_600_000 })
-	fork := servicetest.NewParcel(t, n, 4, func(e *protocol.Event) {
-		if e.Seq >= 2 {
-			e.Description = "another history"
-		}
-	})
-	ws := newWatchSetup(t, servicetest.ServerConfig{})
-	w := ws.watch(t, ws.options(n))
-	sub := ws.fake.next()
+	synctest.Test(t, func(t *testing.T) {
+		n := servicetest.Number(1)
+		old := servicetest.NewParcel(t, n, 3)
+		recycled := servicetest.NewParcel(t, n, 2, func(e *protocol.Event) { e.Time += 30 * 24 * 3_600_000 })
+		fork := servicetest.NewParcel(t, n, 4, func(e *protocol.Event) {
+			if e.Seq >= 2 {
+				e.Description = "another history"
+			}
+		})
+		ws := newBubbleWatchSetup(t, servicetest.ServerConfig{})
+		w := ws.watch(t, ws.options(n))
+		sub := ws.fake.next()
 
-	sub.update(old, 0, 2, "c1")
-	requireEvents(t, next(t, w), old, 0, 2, "c1")
-	sub.update(fork, 0, 3, "c2")
-	u := next(t, w)
-	require.False(t, u.Verified)
-	require.Equal(t, protocol.ErrBrokenChain.Code, u.Error, u.Message)
-	sub.update(recycled, 0, 1, "c3") // a lower seq, but a newer parcel
-	requireEvents(t, next(t, w), recycled, 0, 1, "c3")
-	sub.update(old, 0, 2, "c4") // the old parcel is stale now
-	quiet(t, w, 50*time.Millisecond)
+		sub.update(old, 0, 2, "c1")
+		requireEvents(t, next(t, w), old, 0, 2, "c1")
+		sub.update(fork, 0, 3, "c2")
+		u := next(t, w)
+		require.False(t, u.Verified)
+		require.Equal(t, protocol.ErrBrokenChain.Code, u.Error, u.Message)
+		sub.update(recycled, 0, 1, "c3") // a lower seq, but a newer parcel
+		requireEvents(t, next(t, w), recycled, 0, 1, "c3")
+		sub.update(old, 0, 2, "c4") // the old parcel is stale now
+		quiet(t, w, 50*time.Millisecond)
+	})
 }
 
 // TestWatchBackfillBound stops a back-fill at the client's history bound:
