@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/client"
@@ -92,16 +91,10 @@ func TestExchangePeriodic(t *testing.T) {
 		auth := newAuthority(t)
 		reg := newRegistry(t, 1)
 		seq1 := auth.sign(t, reg)
-		mn := mocknet.New()
-		t.Cleanup(func() { mn.Close() })
-		ha, err := mn.GenPeer()
-		require.NoError(t, err)
-		hb, err := mn.GenPeer()
-		require.NoError(t, err)
-		require.NoError(t, mn.LinkAll())
-		a := startExchangePeerOn(t, ha, auth, seq1, nil)
-		b := startExchangePeerOn(t, hb, auth, seq1, nil)
-		_, err = mn.ConnectPeers(hb.ID(), ha.ID())
+		mn, hosts := mockHosts(t, 2)
+		a := startExchangePeerOn(t, hosts[0], auth, seq1, nil)
+		b := startExchangePeerOn(t, hosts[1], auth, seq1, nil)
+		_, err := mn.ConnectPeers(b.h.ID(), a.h.ID())
 		require.NoError(t, err)
 		synctest.Wait() // the exchange on connect is over, with nothing newer to take
 

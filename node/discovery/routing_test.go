@@ -96,6 +96,25 @@ func newRouter(t *testing.T, h host.Host, tr *discovery.Trust) *discovery.Router
 	return r
 }
 
+// mockHosts are n hosts on an in-memory network, linked but not
+// connected. Made inside a synctest bubble, they belong to it: unlike
+// loopback TCP, mocknet's pipes block durably, so fake time advances
+// while a stream waits. synctest.Test fails on goroutines left in the
+// bubble, which stands in for servicetest.CheckLeaks.
+func mockHosts(t *testing.T, n int) (mocknet.Mocknet, []host.Host) {
+	t.Helper()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	hosts := make([]host.Host, n)
+	for i := range hosts {
+		var err error
+		hosts[i], err = mn.GenPeer()
+		require.NoError(t, err)
+	}
+	require.NoError(t, mn.LinkAll())
+	return mn, hosts
+}
+
 func connected(a, b host.Host) bool { return a.Network().Connectedness(b.ID()) == network.Connected }
 
 func TestRouterBootstrapsToRegistryNodes(t *testing.T) {
@@ -138,13 +157,8 @@ func TestRouterBootstrapsToRegistryNodes(t *testing.T) {
 func TestRouterBootstrapsOnNewRegistry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		auth := newAuthority(t)
-		mn := mocknet.New()
-		t.Cleanup(func() { mn.Close() })
-		a, err := mn.GenPeer()
-		require.NoError(t, err)
-		b, err := mn.GenPeer()
-		require.NoError(t, err)
-		require.NoError(t, mn.LinkAll())
+		_, hosts := mockHosts(t, 2)
+		a, b := hosts[0], hosts[1]
 		ta := newTrust(t, auth, nil) // no registry yet: nothing to dial
 		slow := *fastRouter
 		slow.BootstrapInterval = time.Hour
