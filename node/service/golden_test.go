@@ -42,7 +42,7 @@ import (
 func TestGolden(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		servicetest.CheckLeaks(t)
-		g := &golden{t: t, peers: map[string]host.Host{}, parcels: map[string]*goldenParcel{},
+		g := &golden{peers: map[string]host.Host{}, parcels: map[string]*goldenParcel{},
 			grants: map[string][]byte{}, grantID: map[string]string{}, watches: map[string]*watcher{}}
 		datadriven.RunTest(t, path, g.run)
 	})
@@ -50,9 +50,7 @@ func TestGolden(t *testing.T) {
 
 // golden is one script's carrier, its peers and what it has stored.
 type golden struct {
-	t       *testing.T
 	ws      *watchServer
-	track   *service.Track
 	peers   map[string]host.Host
 	parcels map[string]*goldenParcel
 	grants  map[string][]byte
@@ -91,12 +89,11 @@ func (g *golden) run(t *testing.T, d *datadriven.TestData) string {
 func (g *golden) server(t *testing.T, d *datadriven.TestData) string {
 	policy := watchPolicy{closed: d.HasArg("closed")}
 	g.ws = startWatch(t, watchConfig{policy: policy})
-	var err error
-	g.track, err = service.NewTrack(service.TrackConfig{Carrier: servicetest.Carrier, Schemes: []protocol.Scheme{servicetest.Scheme},
+	track, err := service.NewTrack(service.TrackConfig{Carrier: servicetest.Carrier, Schemes: []protocol.Scheme{servicetest.Scheme},
 		Store: g.ws.store, Keys: servicetest.Keys(), Policy: policy, Metrics: metrics.New()}, nil)
 	require.NoError(t, err)
-	g.track.Register(g.ws.host)
-	t.Cleanup(g.track.Unregister)
+	track.Register(g.ws.host)
+	t.Cleanup(track.Unregister)
 	if policy.closed {
 		return "carrier OT, public lookups closed"
 	}
