@@ -47,6 +47,7 @@ type Store struct {
 var (
 	_ store.Store          = (*Store)(nil)
 	_ store.DetailsScanner = (*Store)(nil)
+	_ store.HeadsReader    = (*Store)(nil)
 )
 
 // Open opens the store in dir, creating it if dir holds none. nil opts

@@ -50,6 +50,7 @@ type Store struct {
 var (
 	_ store.Store          = (*Store)(nil)
 	_ store.DetailsScanner = (*Store)(nil)
+	_ store.HeadsReader    = (*Store)(nil)
 )
 
 // Open connects to the database, migrates its schema unless
