@@ -24,6 +24,10 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) (*store.AppendResult
 	return s.append(ctx, b, pebbledb.Sync)
 }
 
+// append is Append with the write options wo; tests append without
+// fsync. Its steps run under writeMu: read the heads, stage the writes of
+// every update and then of every parcel, commit them in one batch, and
+// only then adopt the counters and publish the feed tail.
 func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOptions) (*store.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -44,20 +48,56 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 		res.FeedTail = ctr.feedTail
 		return res, nil
 	}
+	numbers := b.Numbers()
+	heads, err := s.readHeads(numbers)
+	if err != nil {
+		return nil, err
+	}
+	wb := prefixBatch{hint: eventCount(b)}
+	order, err := stageUpdates(&wb, &ctr, b, heads, res.ParcelIDs)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.stageParcels(&wb, order); err != nil {
+		return nil, err
+	}
+	if err := s.commit(&wb, ctr, numbers, wo); err != nil {
+		return nil, err
+	}
+	s.ctr = ctr
+	s.signal.Publish(ctr.feedTail)
+	res.FeedTail = ctr.feedTail
+	return res, nil
+}
+
+// eventCount returns how many events b appends.
+func eventCount(b *store.Batch) int {
 	events := 0
 	for i := range b.Updates {
 		events += len(b.Updates[i].Events)
 	}
-	// The records of every number the batch touches: those a Parcels call
-	// read and no commit has changed since, and the rest read in one pass.
-	numbers := b.Numbers()
+	return events
+}
+
+// readHeads returns the records of every number a batch touches: those
+// a Parcels call read and no commit has changed since, and the rest read
+// in one pass.
+func (s *Store) readHeads(numbers []string) (map[string]*store.Parcel, error) {
 	heads, missing := s.recent.take(numbers)
 	read, err := s.newestMany(missing)
 	if err != nil {
 		return nil, err
 	}
 	maps.Copy(heads, read)
-	wb := prefixBatch{hint: events}
+	return heads, nil
+}
+
+// stageUpdates replays b over heads and stages the writes of each update
+// in wb: a new parcel's id key (and the record of the parcel it
+// replaces), the events and their ids, and one feed entry. It advances
+// ctr, and sets ids[i] to the parcel of update i. It returns the parcels
+// touched, as store.Batch.Apply does.
+func stageUpdates(wb *prefixBatch, ctr *counters, b *store.Batch, heads map[string]*store.Parcel, ids []uint64) ([]*store.Applied, error) {
 	now := time.Now().UnixMilli()
 	newID := func() uint64 { ctr.lastParcel++; return ctr.lastParcel }
 	order, err := b.Apply(heads, newID, now, func(i int, a *store.Applied) error {
@@ -79,12 +119,19 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 		ctr.feedTail++
 		entry := store.FeedEntry{ParcelID: a.ID, Number: a.Number, FromSeq: u.Events[0].Seq, ToSeq: a.Seq}
 		wb.set(idKey(prefixFeed, ctr.feedTail), encodeFeed(&entry))
-		res.ParcelIDs[i] = a.ID
+		ids[i] = a.ID
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pebble: %w", err)
 	}
+	return order, nil
+}
+
+// stageParcels stages in wb the record under the number key of each
+// parcel of order that is its number's newest, and the details of each
+// that the batch gave some, laid over the stored ones.
+func (s *Store) stageParcels(wb *prefixBatch, order []*store.Applied) error {
 	for _, a := range order {
 		if a.Newest {
 			wb.set(numberKey(a.Number), encodeParcel(nil, a.Parcel))
@@ -96,7 +143,7 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 		if !a.New {
 			stored, err := s.details(a.ID)
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return nil, err
+				return err
 			}
 			if stored != nil {
 				maps.Copy(stored, d)
@@ -105,24 +152,28 @@ func (s *Store) append(ctx context.Context, b *store.Batch, wo *pebbledb.WriteOp
 		}
 		v, err := protocol.Marshal(d)
 		if err != nil {
-			return nil, fmt.Errorf("pebble: details of parcel %d: %w", a.ID, err)
+			return fmt.Errorf("pebble: details of parcel %d: %w", a.ID, err)
 		}
 		wb.set(idKey(prefixDetails, a.ID), v)
 	}
-	counters := ctr.encode()
-	pb := s.db.NewBatchWithSize(batchrepr.HeaderLen + wb.size + len(keyCounters) + len(counters) + batchEntryOverhead)
+	return nil
+}
+
+// commit writes wb and the counters ctr in one pebble batch with wo. It
+// tells recent that numbers changed whether or not the commit succeeded:
+// a failed commit may still have written.
+func (s *Store) commit(wb *prefixBatch, ctr counters, numbers []string, wo *pebbledb.WriteOptions) error {
+	enc := ctr.encode()
+	pb := s.db.NewBatchWithSize(batchrepr.HeaderLen + wb.size + len(keyCounters) + len(enc) + batchEntryOverhead)
 	defer pb.Close()
 	wb.writeTo(pb)
-	_ = pb.Set(keyCounters, counters, nil)
-	err = pb.Commit(wo)
+	_ = pb.Set(keyCounters, enc, nil)
+	err := pb.Commit(wo)
 	s.recent.committed(numbers)
 	if err != nil {
-		return nil, fmt.Errorf("pebble: commit: %w", err)
+		return fmt.Errorf("pebble: commit: %w", err)
 	}
-	s.ctr = ctr
-	s.signal.Publish(ctr.feedTail)
-	res.FeedTail = ctr.feedTail
-	return res, nil
+	return nil
 }
 
 // prefixBatch collects the writes of an append to give them to pebble in
