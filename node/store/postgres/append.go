@@ -66,14 +66,65 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) (*store.AppendResult
 }
 
 // append runs the statements of one Append in tx and returns the new
-// feed tail.
+// feed tail. Their order matters: the heads are locked before they are
+// read, a parcel's row is copied before the statements that refer to it,
+// and the feed positions are taken last.
 func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *store.AppendResult) (uint64, error) {
 	numbers := b.Numbers()
 	slices.Sort(numbers) // lock order, so that two batches cannot deadlock
-	// The heads are read by a second statement, after the locks are
-	// held: in READ COMMITTED a statement that waited for a row lock sees
-	// the locked row's newest version but the other rows of its join as
-	// they were when it started, which would be a stale head.
+	heads, err := lockHeads(ctx, tx, numbers)
+	if err != nil {
+		return 0, err
+	}
+	var ids []int64
+	nNew := countNew(b.Updates)
+	if nNew > 0 {
+		if ids, err = s.newIDs(ctx, tx, nNew); err != nil {
+			return 0, err
+		}
+	}
+	order, ur, err := applyUpdates(b, heads, ids, res.ParcelIDs)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.mergeDetails(ctx, tx, order); err != nil {
+		return 0, err
+	}
+
+	if err := copyRows(ctx, tx, "ot_events", []string{"parcel_id", "seq", "body"}, ur.events); err != nil {
+		return 0, err
+	}
+	if err := putEventIDs(ctx, tx, ur.eventIDs); err != nil {
+		return 0, err
+	}
+	pr, err := collectParcelRows(order, heads)
+	if err != nil {
+		return 0, err
+	}
+	var q pgx.Batch
+	pr.queue(&q)
+	if err := copyRows(ctx, tx, "ot_parcels", []string{"id", "number", "genesis", "seq", "head", "signed_head", "audience", "created"}, pr.newParcels); err != nil {
+		return 0, err
+	}
+	tail, err := writeFeed(ctx, tx, &q, ur.feed, nNew, ur.nEvents)
+	if err != nil {
+		return 0, err
+	}
+	if !s.opts.DisableNotify {
+		// Delivered at commit, and only if the transaction commits.
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(), strconv.FormatInt(tail, 10)); err != nil {
+			return 0, wrap("notify", err)
+		}
+	}
+	return uint64(tail), nil
+}
+
+// lockHeads locks the number rows of numbers and returns the newest
+// parcel of each that has one. The heads are read by a second statement,
+// after the locks are held: in READ COMMITTED a statement that waited
+// for a row lock sees the locked row's newest version but the other rows
+// of its join as they were when it started, which would be a stale head.
+func lockHeads(ctx context.Context, tx pgx.Tx, numbers []string) (map[string]*store.Parcel, error) {
 	var lock pgx.Batch
 	lock.Queue(`SELECT number FROM ot_numbers WHERE number = ANY($1) ORDER BY number FOR UPDATE`, numbers)
 	heads := make(map[string]*store.Parcel, len(numbers))
@@ -89,71 +140,80 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 		return rows.Err()
 	})
 	if err := tx.SendBatch(ctx, &lock).Close(); err != nil {
-		return 0, wrap("lock parcels", err)
+		return nil, wrap("lock parcels", err)
 	}
-	var ids []int64
-	nNew := countNew(b.Updates)
-	if nNew > 0 {
-		var err error
-		if ids, err = s.newIDs(ctx, tx, nNew); err != nil {
-			return 0, err
-		}
-	}
-	var events [][]any
-	eventIDs := map[string]eventRef{}
-	var feed []store.FeedEntry
-	nEvents := 0
+	return heads, nil
+}
+
+// updateRows are the rows of a batch's updates: their events, the event
+// id index and one feed entry each.
+type updateRows struct {
+	events   [][]any
+	eventIDs map[string]eventRef
+	feed     []store.FeedEntry
+	nEvents  int
+}
+
+// applyUpdates replays b over heads, giving new parcels the ids of ids
+// in turn, and collects the rows of its updates. It sets parcelIDs[i] to
+// the parcel of update i, and returns the parcels touched, as
+// store.Batch.Apply does.
+func applyUpdates(b *store.Batch, heads map[string]*store.Parcel, ids []int64, parcelIDs []uint64) ([]*store.Applied, *updateRows, error) {
+	ur := &updateRows{eventIDs: map[string]eventRef{}}
 	newID := func() uint64 { id := ids[0]; ids = ids[1:]; return uint64(id) }
 	order, err := b.Apply(heads, newID, time.Now().UnixMilli(), func(i int, a *store.Applied) error {
 		u := &b.Updates[i]
 		for _, e := range u.Events {
-			events = append(events, []any{int64(a.ID), int64(e.Seq), e.Bytes})
+			ur.events = append(ur.events, []any{int64(a.ID), int64(e.Seq), e.Bytes})
 			if e.ID != "" {
-				eventIDs[e.ID] = eventRef{int64(a.ID), int64(e.Seq), e.CID.Bytes()}
+				ur.eventIDs[e.ID] = eventRef{int64(a.ID), int64(e.Seq), e.CID.Bytes()}
 			}
 		}
-		nEvents += len(u.Events)
-		feed = append(feed, store.FeedEntry{ParcelID: a.ID, Number: a.Number, FromSeq: u.Events[0].Seq, ToSeq: a.Seq})
-		res.ParcelIDs[i] = a.ID
+		ur.nEvents += len(u.Events)
+		ur.feed = append(ur.feed, store.FeedEntry{ParcelID: a.ID, Number: a.Number, FromSeq: u.Events[0].Seq, ToSeq: a.Seq})
+		parcelIDs[i] = a.ID
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("postgres: %w", err)
+		return nil, nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := s.mergeDetails(ctx, tx, order); err != nil {
-		return 0, err
-	}
+	return order, ur, nil
+}
 
-	if err := copyRows(ctx, tx, "ot_events", []string{"parcel_id", "seq", "body"}, events); err != nil {
-		return 0, err
-	}
-	if err := putEventIDs(ctx, tx, eventIDs); err != nil {
-		return 0, err
-	}
-	// Set-based writes, one statement each however many parcels: a
-	// statement a row costs the server a round of parse, plan and execute
-	// each, which made continued parcels several times slower to ingest.
-	var newParcels [][]any
-	var upd struct {
+// parcelRows are the writes of a batch's parcels, set-based, one
+// statement each however many parcels: a statement a row costs the
+// server a round of parse, plan and execute each, which made continued
+// parcels several times slower to ingest.
+type parcelRows struct {
+	newParcels [][]any // COPY rows of ot_parcels
+	upd        struct {
 		ids, seqs     []int64
 		heads, signed [][]byte
 		audiences     [][]byte
 	}
-	var nums struct {
+	nums struct {
 		insert, update       []string
 		insertIDs, updateIDs []int64
 	}
-	var dets struct {
+	dets struct {
 		ids    []int64
 		bodies [][]byte
 	}
+}
+
+// collectParcelRows returns the writes of the parcels of order: new
+// ones, the heads of continued ones, the number rows that must point to
+// a new parcel and the details. heads are the parcels found stored.
+func collectParcelRows(order []*store.Applied, heads map[string]*store.Parcel) (*parcelRows, error) {
+	pr := &parcelRows{}
+	upd, nums, dets := &pr.upd, &pr.nums, &pr.dets
 	for _, a := range order {
 		aud, err := encodeAudience(a.Audience)
 		if err != nil {
-			return 0, fmt.Errorf("postgres: audience of parcel %d: %w", a.ID, err)
+			return nil, fmt.Errorf("postgres: audience of parcel %d: %w", a.ID, err)
 		}
 		if a.New {
-			newParcels = append(newParcels, []any{int64(a.ID), a.Number, a.Genesis.Bytes(), int64(a.Seq), a.Head.Bytes(), a.SignedHead, aud, a.Created})
+			pr.newParcels = append(pr.newParcels, []any{int64(a.ID), a.Number, a.Genesis.Bytes(), int64(a.Seq), a.Head.Bytes(), a.SignedHead, aud, a.Created})
 		} else {
 			upd.ids, upd.seqs = append(upd.ids, int64(a.ID)), append(upd.seqs, int64(a.Seq))
 			upd.heads, upd.signed, upd.audiences = append(upd.heads, a.Head.Bytes()), append(upd.signed, a.SignedHead), append(upd.audiences, aud)
@@ -169,12 +229,17 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 		if a.Details != nil {
 			d, err := protocol.Marshal(a.Details)
 			if err != nil {
-				return 0, fmt.Errorf("postgres: details of parcel %d: %w", a.ID, err)
+				return nil, fmt.Errorf("postgres: details of parcel %d: %w", a.ID, err)
 			}
 			dets.ids, dets.bodies = append(dets.ids, int64(a.ID)), append(dets.bodies, d)
 		}
 	}
-	var q pgx.Batch
+	return pr, nil
+}
+
+// queue adds to q the statements of pr that are not a COPY.
+func (pr *parcelRows) queue(q *pgx.Batch) {
+	upd, nums, dets := &pr.upd, &pr.nums, &pr.dets
 	if len(upd.ids) > 0 {
 		q.Queue(`UPDATE ot_parcels AS p SET seq = u.seq, head = u.head, signed_head = u.signed, audience = u.audience
 			FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BYTEA[], $4::BYTEA[], $5::BYTEA[]) AS u (id, seq, head, signed, audience)
@@ -193,17 +258,19 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 		q.Queue(`INSERT INTO ot_details (parcel_id, body) SELECT * FROM unnest($1::BIGINT[], $2::BYTEA[])
 			ON CONFLICT (parcel_id) DO UPDATE SET body = excluded.body`, dets.ids, dets.bodies)
 	}
-	if err := copyRows(ctx, tx, "ot_parcels", []string{"id", "number", "genesis", "seq", "head", "signed_head", "audience", "created"}, newParcels); err != nil {
-		return 0, err
-	}
-	// The feed positions come last: the ot_meta row stays locked from
-	// here to the commit, and every other append waits for it.
+}
+
+// writeFeed takes the feed positions of feed, with the counters' update
+// queued last in q, sends q and copies the feed rows; it returns the new
+// tail. The ot_meta row stays locked from here to the commit, and every
+// other append waits for it: so it comes last.
+func writeFeed(ctx context.Context, tx pgx.Tx, q *pgx.Batch, feed []store.FeedEntry, nNew, nEvents int) (int64, error) {
 	var tail int64
 	q.Queue(`UPDATE ot_meta SET feed_tail = feed_tail + $1, parcels = parcels + $2, events = events + $3
 		WHERE singleton = 1 RETURNING feed_tail`, len(feed), nNew, nEvents).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&tail)
 	})
-	if err := tx.SendBatch(ctx, &q).Close(); err != nil {
+	if err := tx.SendBatch(ctx, q).Close(); err != nil {
 		return 0, wrap("write parcels", err)
 	}
 	first := tail - int64(len(feed))
@@ -214,13 +281,7 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, b *store.Batch, res *stor
 	if err := copyRows(ctx, tx, "ot_feed", []string{"pos", "parcel_id", "number", "from_seq", "to_seq"}, feedRows); err != nil {
 		return 0, err
 	}
-	if !s.opts.DisableNotify {
-		// Delivered at commit, and only if the transaction commits.
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel(), strconv.FormatInt(tail, 10)); err != nil {
-			return 0, wrap("notify", err)
-		}
-	}
-	return uint64(tail), nil
+	return tail, nil
 }
 
 // eventRef is where an event id points.
