@@ -51,7 +51,7 @@ type Ingester struct {
 	schemes    []*protocol.CompiledScheme
 	schemeList string // for rejections: the schemes a number must match
 	signer     *protocol.Signer
-	st         store.Store
+	st         Store
 	space      *store.Space // nil: no free-space check
 	m          *metrics.Metrics
 	log        *slog.Logger
