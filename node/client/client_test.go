@@ -248,7 +248,7 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 // blockingStore never answers a lookup until its context ends.
-type blockingStore struct{ store.Store }
+type blockingStore struct{ service.TrackStore }
 
 func (blockingStore) Parcel(ctx context.Context, _ string) (*store.Parcel, error) {
 	<-ctx.Done()
