@@ -469,7 +469,7 @@ func (n *Node) startAdmin(addr string) error {
 	api.Handle("/v1/grants", grants)
 	api.Handle("/v1/grants/", grants)
 	api.Handle("/v1/audit", grants)
-	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, api, n.Metrics, n.health)
+	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, api, n.Metrics, func() error { return health(n.Store, n.Space) })
 	if err != nil {
 		return err
 	}
@@ -485,19 +485,20 @@ func (n *Node) startAdmin(addr string) error {
 	return nil
 }
 
-// health reports whether the store answers, and, as degraded, why ingest
-// is refused when the disk is below its reserve.
-func (n *Node) health() error {
-	if n.Store == nil {
+// health reports whether the store answers, asking its feed (nil on a
+// platform node) for the tail, and, as degraded, why ingest is refused
+// when the disk is below space's reserve.
+func health(feed store.FeedReader, space *store.Space) error {
+	if feed == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if _, err := n.Store.FeedTail(ctx); err != nil {
+	if _, err := feed.FeedTail(ctx); err != nil {
 		return err
 	}
-	if n.Space != nil {
-		if err := n.Space.Check(); err != nil {
+	if space != nil {
+		if err := space.Check(); err != nil {
 			return fmt.Errorf("%w: ingest refused: %w", admin.ErrDegraded, err)
 		}
 	}
@@ -603,7 +604,7 @@ func Run(ctx context.Context, r *repo.Repo, o Options) error {
 
 // statsCache keeps store.Stats from being called on every scrape.
 type statsCache struct {
-	st  store.Store
+	st  store.StatsCloser
 	ttl time.Duration
 
 	mu    sync.Mutex
@@ -611,7 +612,7 @@ type statsCache struct {
 	stats store.Stats
 }
 
-func newStatsCache(st store.Store, ttl time.Duration) *statsCache {
+func newStatsCache(st store.StatsCloser, ttl time.Duration) *statsCache {
 	return &statsCache{st: st, ttl: ttl}
 }
 

@@ -296,7 +296,7 @@ func bubbleServer(t *testing.T, cfg servicetest.ServerConfig) (*servicetest.Serv
 }
 
 // blockingStore never answers a lookup until its context ends.
-type blockingStore struct{ store.Store }
+type blockingStore struct{ service.TrackStore }
 
 func (blockingStore) Parcel(ctx context.Context, _ string) (*store.Parcel, error) {
 	<-ctx.Done()

@@ -122,6 +122,14 @@ func (o *Options) Validate() error {
 	return nil
 }
 
+// Store is what ingest needs of a store: the event log it appends to
+// and reads, and the details its parcel view shows. A store that is also
+// a store.HeadsReader has the heads of a batch read in one call.
+type Store interface {
+	store.EventLog
+	store.DetailsReader
+}
+
 // Config is what an Ingester works with: whose events, how to sign them
 // and where to keep them.
 type Config struct {
@@ -133,7 +141,7 @@ type Config struct {
 	// Signer signs parcel heads with the carrier key.
 	Signer *protocol.Signer
 	// Store is where events are committed.
-	Store store.Store
+	Store Store
 	// Metrics receives ingest counters; nil disables them.
 	Metrics *metrics.Metrics
 	// Logger receives commit failures; nil discards them.

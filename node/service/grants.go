@@ -35,7 +35,7 @@ const (
 // it. The carrier records every grant it issues, so one the store does not
 // hold is refused too. Every failure wraps protocol.ErrForbidden or the
 // protocol error that OpenGrant found.
-func verifyGrant(ctx context.Context, st store.Store, keys protocol.KeyResolver, carrier string, b []byte, remote peer.ID, now time.Time) (*protocol.Grant, error) {
+func verifyGrant(ctx context.Context, st store.Access, keys protocol.KeyResolver, carrier string, b []byte, remote peer.ID, now time.Time) (*protocol.Grant, error) {
 	if keys == nil {
 		return nil, fmt.Errorf("%w: this node verifies no grants", protocol.ErrForbidden)
 	}
@@ -128,7 +128,7 @@ func detailFields(d protocol.Details) []string {
 }
 
 // appendAudit stores entries durably and then counts them.
-func appendAudit(ctx context.Context, st store.Store, m *metrics.Metrics, entries []store.AuditEntry) error {
+func appendAudit(ctx context.Context, st store.Access, m *metrics.Metrics, entries []store.AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -198,7 +198,7 @@ func auditInfo(e *store.AuditEntry) AuditInfo {
 // A grant is recorded only if it validates and is signed by a key keys
 // resolves for carrier, so that a typo cannot enable a grant the node
 // would then refuse anyway.
-func GrantsHandler(st store.Store, keys protocol.KeyResolver, carrier string) http.Handler {
+func GrantsHandler(st store.Access, keys protocol.KeyResolver, carrier string) http.Handler {
 	h := &grantsHTTP{st: st, keys: keys, carrier: carrier}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/grants", h.put)
@@ -209,7 +209,7 @@ func GrantsHandler(st store.Store, keys protocol.KeyResolver, carrier string) ht
 }
 
 type grantsHTTP struct {
-	st      store.Store
+	st      store.Access
 	keys    protocol.KeyResolver
 	carrier string
 }

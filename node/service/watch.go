@@ -62,11 +62,20 @@ const _ = uint64(protocol.MaxWatchFrame - updateOverhead - maxSignedHead -
 // errDataAfterRequest means a watch client wrote after its one request.
 var errDataAfterRequest = errors.New("service: data after the watch request")
 
+// WatchStore is what a Watch needs of a store: the parcels, the feed
+// it follows, and the grants and audit log behind details.
+type WatchStore interface {
+	store.EventLog
+	store.FeedReader
+	store.Access
+}
+
 // WatchConfig is what a Watch serves.
 type WatchConfig struct {
 	// Store holds the parcels and the change feed that subscriptions
-	// read. Its ID prefixes every cursor. Required.
-	Store store.Store
+	// read, and the grants and audit log behind details. Its ID prefixes
+	// every cursor. Required.
+	Store WatchStore
 	// Metrics receives subscription, message and reset counts; nil for
 	// none.
 	Metrics *metrics.Metrics
@@ -647,7 +656,7 @@ func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudienc
 // readEvents reads count events of a parcel from seq from and checks that
 // the store returned exactly those seqs, each within MaxEventSize (which
 // keeps every update within the frame cap).
-func readEvents(ctx context.Context, st store.Store, parcelID, from, count uint64) ([]store.Event, error) {
+func readEvents(ctx context.Context, st store.EventLog, parcelID, from, count uint64) ([]store.Event, error) {
 	evs, err := st.Events(ctx, parcelID, from, int(count))
 	if err != nil {
 		return nil, err
