@@ -13,7 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
-	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
@@ -75,9 +74,9 @@ wrong_carrier: not a number it issues) or its details were refused.`,
 				return err
 			}
 			defer p.Close()
-			var views []client.ParcelView
+			var views []platform.ParcelView
 			if peerAddr != "" {
-				views, err = atPeer(peerAddr, func(ai peer.AddrInfo) ([]client.ParcelView, error) { return p.TrackPeer(ctx, ai, args, grant) })
+				views, err = atPeer(peerAddr, func(ai peer.AddrInfo) ([]platform.ParcelView, error) { return p.TrackPeer(ctx, ai, args, grant) })
 			} else {
 				views, err = p.Track(ctx, args, grant)
 			}
@@ -155,7 +154,7 @@ func atPeer[T any](addr string, f func(peer.AddrInfo) (T, error)) (T, error) {
 // for the number's carrier; 2 when all that came back verified but some
 // number asked for was not answered (not_found, invalid_number,
 // forbidden, unreachable, a node saying it does not issue the number...).
-func verificationStatus(views []client.ParcelView) error {
+func verificationStatus(views []platform.ParcelView) error {
 	var bad, partial, foreign, unanswered, refused int
 	for _, v := range views {
 		if v.Partial {
@@ -214,7 +213,7 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func printTimeline(w io.Writer, views []client.ParcelView) {
+func printTimeline(w io.Writer, views []platform.ParcelView) {
 	for i, v := range views {
 		if i > 0 {
 			fmt.Fprintln(w)
@@ -250,7 +249,7 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 }
 
 // eventLine is one event of a timeline: seq, time, status and place.
-func eventLine(e client.EventView) string {
+func eventLine(e platform.EventView) string {
 	place := strings.Join(nonEmpty(e.Location.Facility, e.Location.City, e.Location.Country), ", ")
 	status := string(e.Status)
 	if e.Reason != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
-	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -67,76 +68,19 @@ number can be watched.`,
 			defer p.Close()
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
-			show := func(u client.WatchUpdate) error {
+			show := func(u platform.WatchUpdate) error {
 				if asJSON {
 					return enc.Encode(u)
 				}
 				return printUpdate(out, u)
 			}
 			// Sync: the current state of each parcel first.
-			opts := client.WatchOptions{Numbers: args, Audience: audience, CursorFile: cursorFile, Sync: true}
-			var w *client.Watcher
-			if peerAddr != "" {
-				if w, err = atPeer(peerAddr, func(ai peer.AddrInfo) (*client.Watcher, error) { return p.WatchPeer(ctx, ai, opts) }); err != nil {
-					return err
-				}
-			} else {
-				// Each number gets its result: one that no carrier's scheme
-				// matches is reported and the others are watched.
-				var rejected []client.WatchUpdate
-				args, rejected = client.Watchable(p.Trust(), args)
-				for _, u := range rejected {
-					if err := show(u); err != nil {
-						return err
-					}
-				}
-				if len(args) == 0 {
-					return &exitError{code: 2, err: fmt.Errorf("no number to watch: none matches a carrier in the registry")}
-				}
-				opts.Numbers = args
-				w, err = p.Watch(ctx, opts)
-				if errors.Is(err, client.ErrSeveralCarriers) {
-					return fmt.Errorf("%w; run one opentrack watch per carrier, or give --peer", err)
-				}
-				if err != nil {
-					return err
-				}
+			opts := platform.WatchOptions{Numbers: args, Audience: audience, CursorFile: cursorFile, Sync: true}
+			w, watched, err := startWatch(ctx, p, peerAddr, opts, show)
+			if err != nil {
+				return err
 			}
-			live := w.Live()
-			never := map[string]bool{} // numbers the node says it never has
-			for {
-				select {
-				case u, ok := <-w.Updates():
-					if !ok {
-						return w.Close()
-					}
-					if u.Code == protocol.CodeWrongCarrier || u.Code == protocol.CodeInvalidNumber {
-						never[u.Number] = true
-					}
-					if err := show(u); err != nil {
-						w.Close()
-						return err
-					}
-				case <-live:
-					live = nil
-					// On stderr, so that --json output stays one object a line.
-					if audience {
-						fmt.Fprintln(cmd.ErrOrStderr(), "watching the parcels booked by this platform")
-						continue
-					}
-					// Every status came before Live: the count is final.
-					n := len(args) - len(never)
-					if n == 0 {
-						w.Close()
-						return &exitError{code: 2, err: fmt.Errorf("no number to watch: the node has none of them, nor ever will")}
-					}
-					noun := "parcels"
-					if n == 1 {
-						noun = "parcel"
-					}
-					fmt.Fprintf(cmd.ErrOrStderr(), "watching %d %s\n", n, noun)
-				}
-			}
+			return printWatch(cmd.ErrOrStderr(), w, watched, audience, show)
 		},
 	}
 	f := cmd.Flags()
@@ -148,9 +92,75 @@ number can be watched.`,
 	return cmd
 }
 
+// startWatch subscribes at the node of peerAddr, or, without it, at the
+// carrier the registry names for opts' numbers. Each number gets its
+// result: one that no carrier's scheme matches is shown and the others
+// are watched; watched is how many numbers went to the node.
+func startWatch(ctx context.Context, p *platform.Platform, peerAddr string, opts platform.WatchOptions, show func(platform.WatchUpdate) error) (w *platform.Watcher, watched int, err error) {
+	if peerAddr != "" {
+		w, err = atPeer(peerAddr, func(ai peer.AddrInfo) (*platform.Watcher, error) { return p.WatchPeer(ctx, ai, opts) })
+		return w, len(opts.Numbers), err
+	}
+	numbers, rejected := p.Watchable(opts.Numbers)
+	for _, u := range rejected {
+		if err := show(u); err != nil {
+			return nil, 0, err
+		}
+	}
+	if len(numbers) == 0 {
+		return nil, 0, &exitError{code: 2, err: fmt.Errorf("no number to watch: none matches a carrier in the registry")}
+	}
+	opts.Numbers = numbers
+	w, err = p.Watch(ctx, opts)
+	if errors.Is(err, platform.ErrSeveralCarriers) {
+		return nil, 0, fmt.Errorf("%w; run one opentrack watch per carrier, or give --peer", err)
+	}
+	return w, len(numbers), err
+}
+
+// printWatch shows w's updates until it ends, and on stderr, so that
+// --json output stays one object a line, what is watched once it is live.
+// It exits 2 when the node has none of the watched numbers, nor ever will.
+func printWatch(stderr io.Writer, w *platform.Watcher, watched int, audience bool, show func(platform.WatchUpdate) error) error {
+	live := w.Live()
+	never := map[string]bool{} // numbers the node says it never has
+	for {
+		select {
+		case u, ok := <-w.Updates():
+			if !ok {
+				return w.Close()
+			}
+			if u.Code == protocol.CodeWrongCarrier || u.Code == protocol.CodeInvalidNumber {
+				never[u.Number] = true
+			}
+			if err := show(u); err != nil {
+				w.Close()
+				return err
+			}
+		case <-live:
+			live = nil
+			if audience {
+				fmt.Fprintln(stderr, "watching the parcels booked by this platform")
+				continue
+			}
+			// Every status came before Live: the count is final.
+			n := watched - len(never)
+			if n == 0 {
+				w.Close()
+				return &exitError{code: 2, err: fmt.Errorf("no number to watch: the node has none of them, nor ever will")}
+			}
+			noun := "parcels"
+			if n == 1 {
+				noun = "parcel"
+			}
+			fmt.Fprintf(stderr, "watching %d %s\n", n, noun)
+		}
+	}
+}
+
 // printUpdate prints a line per event of u, its result when it has no
 // parcel to show, or why u did not verify.
-func printUpdate(w io.Writer, u client.WatchUpdate) error {
+func printUpdate(w io.Writer, u platform.WatchUpdate) error {
 	switch {
 	case u.Code != "" && u.Carrier == "": // not watched: no carrier to ask
 		_, err := fmt.Fprintf(w, "%s  %s: %s\n", u.Number, u.Code, u.Message)
