@@ -18,14 +18,8 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-func trackCmd() *cobra.Command {
-	var peerAddr, repoDir, grantFile string
-	var asJSON bool
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...",
-		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
-		Long: `Look up tracking numbers, verify each signed head and event chain, and print
+// trackHelp is track's --help, which says what the exit status means.
+const trackHelp = `Look up tracking numbers, verify each signed head and event chain, and print
 a readable timeline (or, with --json, a JSON array with one object per parcel,
 with its "carrier", "key_id" and "key_source").
 
@@ -57,8 +51,17 @@ record failed verification or is partial, or came from a node that does
 not sign for the number's carrier (wrong_carrier); 2 when everything that
 came back verified but some number was not answered (not_found,
 invalid_number, forbidden, rate_limited, unavailable, or the node's own
-wrong_carrier: not a number it issues) or its details were refused.`,
-		Args: minArgs(1, "one or more tracking numbers"),
+wrong_carrier: not a number it issues) or its details were refused.`
+
+func trackCmd() *cobra.Command {
+	var peerAddr, repoDir, grantFile string
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...",
+		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
+		Long:  trackHelp,
+		Args:  minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
 				return fmt.Errorf("give --repo PLATFORMDIR to resolve numbers through its registry, or --peer MULTIADDR to ask one node")
