@@ -137,54 +137,15 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		return nil, fmt.Errorf("repo: %w", err)
 	}
 	r := &Repo{Dir: dir, Config: cfg}
-	if r.NodeKey, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
-		return nil, err
-	}
-	raw, err := crypto.MarshalPrivateKey(r.NodeKey)
+	files, err := r.newSecrets(cfg, shared, created)
 	if err != nil {
 		return nil, err
 	}
-	files := []struct {
-		name string
-		data []byte
-	}{{NodeKeyFile, raw}}
-	if cfg.Role == RoleCarrier {
-		cfg.Carrier.KeyCreated = created
-		r.CarrierKey = shared
-		if r.CarrierKey == nil {
-			if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
-				return nil, err
-			}
-		}
-		keyPEM, err := keyfile.MarshalPrivate(r.CarrierKey)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, struct {
-			name string
-			data []byte
-		}{CarrierKeyFile, keyPEM})
-	}
-	token := make([]byte, 32)
-	if _, err := rand.Read(token); err != nil {
-		return nil, err
-	}
-	r.AdminToken = hex.EncodeToString(token)
-	files = append(files, struct {
-		name string
-		data []byte
-	}{TokenFile, []byte(r.AdminToken + "\n")})
 	for i, a := range anchors {
-		files = append(files, struct {
-			name string
-			data []byte
-		}{cfg.Trust.Anchors[i], a})
+		files = append(files, repoFile{cfg.Trust.Anchors[i], a})
 	}
 	if registry != nil {
-		files = append(files, struct {
-			name string
-			data []byte
-		}{cfg.Trust.Registry, registry})
+		files = append(files, repoFile{cfg.Trust.Registry, registry})
 	}
 	text, err := cfg.Render()
 	if err != nil {
@@ -209,6 +170,47 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// repoFile is a file Init writes, by its name in the repo.
+type repoFile struct {
+	name string
+	data []byte
+}
+
+// newSecrets makes r's node key, its carrier key on a carrier (shared,
+// a replica's, when set; created is when it was made) and its admin
+// token, and returns the files that hold them.
+func (r *Repo) newSecrets(cfg *Config, shared ed25519.PrivateKey, created time.Time) ([]repoFile, error) {
+	var err error
+	if r.NodeKey, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
+		return nil, err
+	}
+	raw, err := crypto.MarshalPrivateKey(r.NodeKey)
+	if err != nil {
+		return nil, err
+	}
+	files := []repoFile{{NodeKeyFile, raw}}
+	if cfg.Role == RoleCarrier {
+		cfg.Carrier.KeyCreated = created
+		r.CarrierKey = shared
+		if r.CarrierKey == nil {
+			if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+				return nil, err
+			}
+		}
+		keyPEM, err := keyfile.MarshalPrivate(r.CarrierKey)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, repoFile{CarrierKeyFile, keyPEM})
+	}
+	token := make([]byte, 32)
+	if _, err := rand.Read(token); err != nil {
+		return nil, err
+	}
+	r.AdminToken = hex.EncodeToString(token)
+	return append(files, repoFile{TokenFile, []byte(r.AdminToken + "\n")}), nil
 }
 
 // initKeyring gives a carrier repo its details keyring: a new one, or a
