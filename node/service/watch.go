@@ -117,6 +117,7 @@ type Watch struct {
 	prefix  string                        // the store ID and a dot: every cursor starts so
 	sent    map[string]prometheus.Counter // messages by type, nil without metrics
 	srv     server
+	tailer  *tailer // with Options.SharedFeed, from Register to Unregister
 }
 
 // NewWatch checks cfg and opts (nil for defaults) and builds the service.
@@ -147,11 +148,21 @@ func NewWatch(cfg WatchConfig, opts *Options) (*Watch, error) {
 }
 
 // Register starts serving watch streams on h. Register once.
-func (w *Watch) Register(h host.Host) { w.srv.register(h, w.handle) }
+func (w *Watch) Register(h host.Host) {
+	if w.opts.SharedFeed {
+		w.tailer = startTailer(w.cfg.Store, w.opts.FeedBatch)
+	}
+	w.srv.register(h, w.handle)
+}
 
 // Unregister stops serving, resets open subscriptions and waits for their
 // handlers to return.
-func (w *Watch) Unregister() { w.srv.unregister() }
+func (w *Watch) Unregister() {
+	w.srv.unregister()
+	if w.tailer != nil {
+		w.tailer.stop()
+	}
+}
 
 func (w *Watch) handle(s network.Stream) {
 	ctx, done, ok := w.srv.open(s, protocol.WatchServiceName, watchStreamMemory)
@@ -252,6 +263,9 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 		sent:   make(map[uint64]uint64),
 		grant:  g,
 		remote: s.Conn().RemotePeer().String(),
+	}
+	if w.tailer != nil {
+		sub.tailer, sub.inbox = w.tailer, newInbox()
 	}
 	if req.Audience {
 		sub.peer = s.Conn().RemotePeer().String()
@@ -454,6 +468,11 @@ type subscription struct {
 	// are then skipped or shortened, and the record goes with the last of
 	// them, so the map stays small. Only produce uses it.
 	sent map[uint64]uint64
+
+	// tailer, with Options.SharedFeed, hands produce the entries of the
+	// feed once it has caught up, in inbox; both are nil without.
+	tailer *tailer
+	inbox  *inbox
 }
 
 // run serves the subscription until it ends: the subscriber resets or
@@ -507,25 +526,40 @@ func (sub *subscription) watchPeer(cancel context.CancelFunc) {
 
 // produce reads the change feed from the start position, queues an update
 // for every matching entry, and waits for the feed to grow when it has
-// read it all. It ends the queue with catchup when the subscriber stops
-// taking frames, and with error when the store fails.
+// read it all; with a tailer, it joins it then and takes its entries from
+// the inbox, until the tailer detaches it. It ends the queue with catchup
+// when the subscriber stops taking frames, and with error when the store
+// fails.
 func (sub *subscription) produce(ctx context.Context) {
 	defer close(sub.frames)
+	if sub.tailer != nil {
+		defer sub.tailer.leave(sub)
+	}
 	st, pos := sub.w.cfg.Store, sub.start
+	joined, since := false, uint64(0) // since: the tailer's position at the join
+	var entries []store.FeedEntry
 	for {
-		entries, err := st.Feed(ctx, pos, sub.w.opts.FeedBatch)
+		var err error
+		if joined && pos >= since {
+			entries, joined, err = sub.inbox.take(ctx, entries)
+		} else {
+			entries, err = st.Feed(ctx, pos, sub.w.opts.FeedBatch)
+			if err == nil && len(entries) == 0 {
+				if sub.tailer != nil && !joined {
+					since, joined = sub.tailer.join(sub, pos), true
+					continue
+				}
+				err = st.WaitFeed(ctx, pos)
+			}
+		}
 		if err != nil {
 			sub.fail(ctx, err)
 			return
 		}
-		if len(entries) == 0 {
-			if err := st.WaitFeed(ctx, pos); err != nil {
-				sub.fail(ctx, err)
-				return
-			}
-			continue
-		}
 		for i := range entries {
+			if entries[i].Pos <= pos {
+				continue // read on its own before the join
+			}
 			f, err := sub.update(ctx, &entries[i])
 			if err != nil {
 				sub.fail(ctx, err)
