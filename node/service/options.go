@@ -57,12 +57,6 @@ type Options struct {
 	// FeedBatch is how many change-feed entries a watch subscription
 	// reads from the store at a time. Default: 256 entries.
 	FeedBatch int `toml:"feed_batch"`
-
-	// SharedFeed makes one tailer per watch service read the change feed
-	// and hand each entry to the subscriptions watching its number,
-	// instead of each subscription reading the whole feed; a subscription
-	// behind the tail catches up on its own reader first. Default: false.
-	SharedFeed bool `toml:"shared_feed"`
 }
 
 // defaults holds every default of Options; EnsureDefaults takes them

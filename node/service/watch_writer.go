@@ -88,7 +88,7 @@ func (sub *subscription) write(ctx context.Context, ww *watchWriter) {
 				return
 			}
 		case <-hb.C:
-			// scanned is read before the queue is seen empty: every update
+			// The position is read before the queue is seen empty: every update
 			// up to it was queued before, and so has been written.
 			pos := sub.position()
 			if len(sub.frames) > 0 {
@@ -113,10 +113,8 @@ func (sub *subscription) write(ctx context.Context, ww *watchWriter) {
 // after queueing its entries in the inboxes.
 func (sub *subscription) position() uint64 {
 	pos := sub.scanned.Load()
-	if sub.tailer != nil {
-		if tail := sub.tailer.pos.Load(); sub.inbox.idle() {
-			pos = max(pos, tail)
-		}
+	if tail := sub.w.tailer.pos.Load(); sub.inbox.idle() {
+		pos = max(pos, tail)
 	}
 	return pos
 }
