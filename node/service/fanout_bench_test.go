@@ -1,8 +1,11 @@
 package service
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -144,7 +147,7 @@ func benchmarkWatchFanout(b *testing.B, watchers int) {
 }
 
 // fanoutEvent returns a maker of events of one real event's size and CID.
-func fanoutEvent(b *testing.B) func(seq uint64) store.NewEvent {
+func fanoutEvent(b testing.TB) func(seq uint64) store.NewEvent {
 	bytes, _, err := protocol.EncodeEvent(&protocol.Event{Carrier: "OT", Number: "770000000000", Time: 1767225600000,
 		Status: protocol.StatusInTransit, Location: protocol.Location{Country: "DE", Locode: "DEFRA", City: "Frankfurt am Main"}})
 	if err != nil {
@@ -166,13 +169,15 @@ func fanoutHeap() uint64 {
 }
 
 // fanoutStream is a watch stream without a network: writes are counted and
-// dropped, and a read waits for the reset. The methods the service does
-// not call are the nil embedded interface's, and panic.
+// dropped, or kept, and a read waits for the reset. The methods the
+// service does not call are the nil embedded interface's, and panic.
 type fanoutStream struct {
 	network.Stream
 	written atomic.Int64 // bytes
 	reset   chan struct{}
 	once    sync.Once
+	mu      sync.Mutex
+	kept    *bytes.Buffer // what was written, if kept
 }
 
 func newFanoutStream() *fanoutStream { return &fanoutStream{reset: make(chan struct{})} }
@@ -184,6 +189,11 @@ func (s *fanoutStream) Read([]byte) (int, error) {
 
 func (s *fanoutStream) Write(b []byte) (int, error) {
 	s.written.Add(int64(len(b)))
+	if s.kept != nil {
+		s.mu.Lock()
+		s.kept.Write(b)
+		s.mu.Unlock()
+	}
 	return len(b), nil
 }
 
@@ -209,3 +219,125 @@ type fanoutScope struct{ network.StreamScope }
 
 func (fanoutScope) ReserveMemory(int, uint8) error { return nil }
 func (fanoutScope) ReleaseMemory(int)              {}
+
+// TestWatchFanoutHandOver: subscriptions whose inbox overflows (FeedBatch
+// 2 while every append touches all their numbers), and one that resumes
+// from the start of the feed, get every event of their numbers once and in
+// order: the hand-overs between their own reader and the tailer lose and
+// repeat nothing, and the cursors only grow.
+func TestWatchFanoutHandOver(t *testing.T) {
+	const parcels, rounds = 20, 30
+	st := memstore.New()
+	defer st.Close()
+	number := func(i int) string { return fmt.Sprintf("77%010d", i) }
+	ev := fanoutEvent(t)
+	event := func(i int, seq uint64) store.NewEvent { // its bytes say whose and which
+		e := ev(seq)
+		e.Bytes = fmt.Appendf(nil, "%s/%d", number(i), seq)
+		return e
+	}
+	appendRound := func(seq uint64) uint64 {
+		var bt store.Batch
+		for i := range parcels {
+			u := store.ParcelUpdate{Number: number(i), New: seq == 0, ParcelID: uint64(i) + 1, SignedHead: []byte("head"),
+				Events: []store.NewEvent{event(i, seq)}}
+			if seq > 0 {
+				u.PrevSeq = seq - 1
+			}
+			bt.Updates = append(bt.Updates, u)
+		}
+		res, err := st.Append(context.Background(), &bt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.FeedTail
+	}
+	appendRound(0)
+
+	mn := mocknet.New()
+	defer mn.Close()
+	h, err := mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatch(WatchConfig{Store: st}, &Options{FeedBatch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Register(h)
+	defer w.Unregister()
+	var all []string
+	for i := range parcels {
+		all = append(all, number(i))
+	}
+	reqs := []*protocol.WatchRequest{{Numbers: all}, {Numbers: all[:5]}, {Numbers: all, Cursor: w.cursor(0)}}
+	first := []uint64{1, 1, 0} // the first seq each should get
+	subs := make([]*subscription, len(reqs))
+	streams := make([]*fanoutStream, len(reqs))
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		streams[i] = newFanoutStream()
+		streams[i].kept = new(bytes.Buffer)
+		sub, code, msg := w.subscribe(w.srv.ctx, streams[i], req)
+		if code != "" {
+			t.Fatal(code, msg)
+		}
+		subs[i] = sub
+		wg.Go(func() { sub.run(w.srv.ctx) })
+	}
+	var tail uint64
+	for seq := uint64(1); seq <= rounds; seq++ {
+		tail = appendRound(seq)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, sub := range subs {
+		for sub.position() < tail || len(sub.frames) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("a subscription is at %d of %d", sub.position(), tail)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	w.Unregister()
+	wg.Wait()
+
+	for i, s := range streams {
+		next := map[string]uint64{} // number -> the next seq it should get
+		for _, n := range reqs[i].Numbers {
+			next[n] = first[i]
+		}
+		var cursor string
+		fr := protocol.NewFrameReader(bytes.NewReader(s.kept.Bytes()), protocol.MaxWatchFrame)
+		for {
+			body, err := fr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m protocol.WatchMessage
+			if err := protocol.Unmarshal(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Type != protocol.WatchUpdate {
+				continue
+			}
+			if len(m.Cursor) < len(cursor) || len(m.Cursor) == len(cursor) && m.Cursor <= cursor {
+				t.Fatalf("subscription %d: cursor %s after %s", i, m.Cursor, cursor)
+			}
+			cursor = m.Cursor
+			for _, b := range m.Events {
+				if want := fmt.Sprintf("%s/%d", m.Number, next[m.Number]); string(b) != want {
+					t.Fatalf("subscription %d: event %s, want %s", i, b, want)
+				}
+				next[m.Number]++
+			}
+		}
+		for n, seq := range next {
+			if seq != rounds+1 {
+				t.Errorf("subscription %d: %s got events up to seq %d, want %d", i, n, int64(seq)-1, rounds)
+			}
+		}
+	}
+}
