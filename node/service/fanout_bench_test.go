@@ -31,7 +31,8 @@ import (
 // entries to their subscriptions, at 1,000 and 10,000 watchers of three
 // numbers each over a memstore: b.N events are appended, 100 a batch, to
 // random watched numbers, and the clock stops once every subscription has
-// queued and written all its updates. Run it with -benchtime=10000x.
+// queued and written all its updates. Run it with -benchtime=2000x, as
+// bench/watch-fanout.md does.
 //
 // The streams have no network under them (writes are counted and
 // dropped): 10,000 loopback streams and their readers would swamp a
