@@ -54,8 +54,10 @@ type Options struct {
 	// protocol.HeartbeatInterval (15s), which the spec makes a MUST.
 	Heartbeat time.Duration `toml:"heartbeat"`
 
-	// FeedBatch is how many change-feed entries a watch subscription
-	// reads from the store at a time. Default: 256 entries.
+	// FeedBatch is how many change-feed entries the watch service's feed
+	// tailer, and a subscription catching up on its own, read from the
+	// store at a time, and how many a subscription's inbox holds before
+	// the tailer leaves it to catch up alone. Default: 256 entries.
 	FeedBatch int `toml:"feed_batch"`
 }
 
