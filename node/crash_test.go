@@ -102,6 +102,8 @@ type batchOutcome struct {
 // SIGKILL at a random moment, restarts it, and checks that every event
 // whose batch got a 200 is stored, every chain verifies, and a batch that
 // was in flight is stored whole or not at all.
+//
+// long: one kill-and-restart loop over a subprocess and the ledger of acknowledged batches.
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("subprocess crash test")

@@ -40,6 +40,8 @@ func rssKB(t *testing.T) int {
 // process's RSS with no fault, then while ingest is refused for a full
 // disk and a poster keeps trying, in one run. It is a measurement, not a
 // check: OPENTRACK_MEASURE=1 runs it.
+//
+// long: one measurement in phases over one node.
 func TestMeasureFullDisk(t *testing.T) {
 	if os.Getenv("OPENTRACK_MEASURE") == "" {
 		t.Skip("OPENTRACK_MEASURE=1 runs the full-disk measurement")

@@ -91,6 +91,8 @@ func scans(number string, first, n int) string {
 // 0; freed, ingest resumes by itself; restarted on a full disk, the node
 // comes up read-only and says so. Before, pebble met ENOSPC and exited
 // the process, and a restart on the full disk hung.
+//
+// long: one node's life on a full disk, in order: fill, refuse, free, restart.
 func TestFullDisk(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	disk := smallDisk(t, 64<<20)

@@ -47,6 +47,8 @@ import (
 // OPENTRACK_HOSTILE_LOOKUPS for the lookups a phase, default 2000):
 //
 //	OPENTRACK_HOSTILE_LOAD=1 go test -run TestHostileLoad -v -count=1 ./node/
+//
+// long: the phases of one measurement share the node and the attackers.
 func TestHostileLoad(t *testing.T) {
 	lookups := loadstat.Lookups(t, 2000)
 	r, err := repo.Init(t.TempDir(), repo.InitOptions{Carrier: "SF", Listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}})

@@ -55,6 +55,8 @@ func launchReplicas(t *testing.T, a *testAuthority) (r1, r2 *testCarrier, reg []
 // ingested on one reaches a watcher of the other, concurrent ingest of
 // the same parcels on both keeps every chain gap-free and verifiable, and
 // a platform that tracks the carrier fails over when a replica dies.
+//
+// long: its three checks share one database and one pair of replicas, which take seconds to start.
 func TestReplicas(t *testing.T) {
 	pgtest.URL(t) // skips early without a server
 	servicetest.CheckLeaks(t)

@@ -87,6 +87,8 @@ func freePort(t *testing.T) int {
 // stored, must arrive at least once, verified; after dedupe by CID each
 // arrives once, in seq order per parcel. Within one watcher nothing
 // arrives twice.
+//
+// long: one scenario whose phases (a kill, a restart, a resume from the cursor file) share the watcher and the ledger of what was acknowledged.
 func TestWatchNoLostUpdate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("subprocess crash test")

@@ -112,6 +112,8 @@ func checkSentence(t *testing.T, stdout, stderr string) {
 // TestMessages runs every failure a new user meets, in the README's
 // setup, and checks the one sentence each prints: what went wrong, the
 // code once, and what to do where there is a hint to give.
+//
+// long: a table, one row per failure a user meets.
 func TestMessages(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(repo.EnvRepo, filepath.Join(dir, "default"))

@@ -13,6 +13,10 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
+// TestVerifyResult checks VerifyResult's verdict on a result edited in
+// each way a node or the path could get it wrong.
+//
+// long: a table, one row per edit.
 func TestVerifyResult(t *testing.T) {
 	p := servicetest.NewParcel(t, servicetest.Number(1), 8)
 	other := servicetest.NewParcel(t, servicetest.Number(2), 8)

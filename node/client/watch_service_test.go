@@ -17,6 +17,8 @@ import (
 
 // TestWatchRealService runs the watcher against the node's watch service
 // over a store that grows, through a restart of the service.
+//
+// long: one watcher across a restart of the service.
 func TestWatchRealService(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	synctest.Test(t, func(t *testing.T) {

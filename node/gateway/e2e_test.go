@@ -38,6 +38,8 @@ func chromium() string {
 // TestE2EPage drives the tracking page in headless Chromium against a
 // small testnet: it tracks a booked parcel, sees the verified timeline,
 // then sees a new scan arrive over SSE without a reload.
+//
+// long: one browser session whose steps follow each other.
 func TestE2EPage(t *testing.T) {
 	if _, err := os.Stat(chromium()); err != nil {
 		t.Fatalf("%s: %v (make e2e installs it: apt-get install -y chromium; CHROMIUM=path picks another)", chromium(), err)

@@ -24,6 +24,8 @@ var lifecycle = []protocol.Status{protocol.StatusInfoReceived, protocol.StatusPi
 
 // TestGateway runs the handlers against a testnet of two carriers, the
 // first an S10 postal operator.
+//
+// long: its subtests share one testnet (two carriers, a platform, gateways), which takes seconds to start.
 func TestGateway(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	f := newFixture(t, 2, &Options{Rate: 1000, Burst: 1000})

@@ -82,6 +82,8 @@ func handoff(t *testing.T, c *testnet.Carrier, number string, i int, to, next st
 // under its carrier's registry name and verified against it; a parcel
 // with no scans says so rather than "Not verified"; the JSON carries
 // carrier_name.
+//
+// long: its cases share one testnet fixture and the parcels booked on it.
 func TestPage(t *testing.T) {
 	f := newFixture(t, 2, nil)
 	first, second := f.net.Carriers[0], f.net.Carriers[1]

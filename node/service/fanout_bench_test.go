@@ -46,6 +46,10 @@ func BenchmarkWatchFanout(b *testing.B) {
 	}
 }
 
+// benchmarkWatchFanout is one size of BenchmarkWatchFanout.
+//
+// long: the subscriptions, the appends and the per-update figures share
+// one run.
 func benchmarkWatchFanout(b *testing.B, watchers int) {
 	const perWatcher, batch = 3, 100
 	numbers := watchers * perWatcher
@@ -226,6 +230,8 @@ func (fanoutScope) ReleaseMemory(int)              {}
 // from the start of the feed, get every event of their numbers once and in
 // order: the hand-overs between their own reader and the tailer lose and
 // repeat nothing, and the cursors only grow.
+//
+// long: the subscriptions, the appends and the final per-number check share one ledger.
 func TestWatchFanoutHandOver(t *testing.T) {
 	const parcels, rounds = 20, 30
 	st := memstore.New()

@@ -148,6 +148,8 @@ const mib = 1 << 20
 //
 // Not in a bubble: it measures ingest and memory with a subscriber held
 // by real TCP flow control; TestWatchStall times the stall on fake time.
+//
+// long: one subscriber's life in order: held back, measured, then reading again.
 func TestWatchSlowSubscriber(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	const (
@@ -429,6 +431,10 @@ func BenchmarkWatchLag(b *testing.B) {
 	})
 }
 
+// benchmarkWatchLag is BenchmarkWatchLag over the store open returns
+// (a memstore when open is nil).
+//
+// long: the subscription, the paced ingest and the lag figures share one clock.
 func benchmarkWatchLag(b *testing.B, open func(testing.TB) store.Store) {
 	const (
 		parcels = protocol.MaxWatchNumbers

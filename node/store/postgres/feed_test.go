@@ -101,6 +101,8 @@ func TestFeedPositionsCommitInOrder(t *testing.T) {
 // replica would, append concurrently while readers on another store
 // follow the feed by position. Every reader must see every update
 // exactly once, at consecutive positions.
+//
+// long: the writers, the readers and the final check share the positions seen.
 func TestFeedManyWriters(t *testing.T) {
 	const stores, writersPer, rounds, perBatch = 3, 3, 12, 3
 	url := pgtest.URL(t)
