@@ -31,6 +31,7 @@ import (
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
@@ -173,7 +174,7 @@ func (n *Net) createAuthority() error {
 	if n.Authority, err = protocol.NewSigner(priv); err != nil {
 		return err
 	}
-	pub, err := discovery.EncodePublicKey(n.Authority.Public())
+	pub, err := keyfile.MarshalPublic(n.Authority.Public())
 	if err != nil {
 		return err
 	}

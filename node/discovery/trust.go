@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/opentrack/opentrack/node/internal/atomicfile"
-	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -196,7 +195,3 @@ func (t *Trust) Resolve(number string) ([]*protocol.CarrierEntry, error) {
 	}
 	return out, nil
 }
-
-// EncodePublicKey is keyfile.MarshalPublic, kept for testnet until it
-// calls keyfile itself.
-func EncodePublicKey(pub ed25519.PublicKey) ([]byte, error) { return keyfile.MarshalPublic(pub) }
