@@ -85,7 +85,7 @@ func newEnvOver(t testing.TB, base store.Store, opts *ingest.Options, wrap func(
 func event(id, number string, mods ...func(*ingest.InputEvent)) ingest.InputEvent {
 	in := ingest.InputEvent{
 		ID: id, Number: number, Time: "2025-06-01T11:00:00Z", Status: "picked_up", Reason: "collected",
-		Location: ingest.InputLocation{Country: "GB", Locode: "GBLON", City: "London"},
+		Location: protocol.Location{Country: "GB", Locode: "GBLON", City: "London"},
 	}
 	for _, m := range mods {
 		m(&in)

@@ -251,8 +251,8 @@ func decodeJSON(raw []byte, in *InputEvent) error {
 // nested object's key ("" for the event itself).
 var inputKeys = map[string]map[string]bool{
 	"":         tagNames(reflect.TypeFor[InputEvent]()),
-	"location": tagNames(reflect.TypeFor[InputLocation]()),
-	"handoff":  tagNames(reflect.TypeFor[InputHandoff]()),
+	"location": tagNames(reflect.TypeFor[protocol.Location]()),
+	"handoff":  tagNames(reflect.TypeFor[protocol.Handoff]()),
 }
 
 func tagNames(t reflect.Type) map[string]bool {
@@ -307,17 +307,17 @@ type ParcelView struct {
 
 // EventView is one stored event in a ParcelView.
 type EventView struct {
-	Seq         uint64         `json:"seq"`
-	CID         string         `json:"cid"`
-	Time        string         `json:"time"` // RFC 3339
-	Status      string         `json:"status"`
-	Reason      string         `json:"reason,omitempty"`
-	Location    InputLocation  `json:"location"`
-	Description string         `json:"description,omitempty"`
-	Lang        string         `json:"lang,omitempty"`
-	ETA         string         `json:"eta,omitempty"` // RFC 3339
-	Handoff     *InputHandoff  `json:"handoff,omitempty"`
-	Ext         map[string]any `json:"ext,omitempty"`
+	Seq         uint64            `json:"seq"`
+	CID         string            `json:"cid"`
+	Time        string            `json:"time"` // RFC 3339
+	Status      string            `json:"status"`
+	Reason      string            `json:"reason,omitempty"`
+	Location    protocol.Location `json:"location"`
+	Description string            `json:"description,omitempty"`
+	Lang        string            `json:"lang,omitempty"`
+	ETA         string            `json:"eta,omitempty"` // RFC 3339
+	Handoff     *protocol.Handoff `json:"handoff,omitempty"`
+	Ext         map[string]any    `json:"ext,omitempty"`
 }
 
 // eventPage is how many events one store read returns while a view is
@@ -379,17 +379,10 @@ func (g *Ingester) Parcel(ctx context.Context, number string) (*ParcelView, erro
 func viewEvent(e *protocol.Event, c string) EventView {
 	v := EventView{
 		Seq: e.Seq, CID: c, Time: rfc3339(e.Time), Status: string(e.Status), Reason: e.Reason,
-		Location: InputLocation{
-			Country: e.Location.Country, Locode: e.Location.Locode, City: e.Location.City,
-			Facility: e.Location.Facility, LatE6: e.Location.LatE6, LonE6: e.Location.LonE6,
-		},
-		Description: e.Description, Lang: e.Lang, Ext: e.Ext,
+		Location: e.Location, Description: e.Description, Lang: e.Lang, Handoff: e.Handoff, Ext: e.Ext,
 	}
 	if e.ETA != 0 {
 		v.ETA = rfc3339(e.ETA)
-	}
-	if e.Handoff != nil {
-		v.Handoff = &InputHandoff{Carrier: e.Handoff.Carrier, Number: e.Handoff.Number}
 	}
 	return v
 }

@@ -197,7 +197,7 @@ func TestParcelView(t *testing.T) {
 	require.Len(t, v.Events, 2)
 	require.Equal(t, ingest.EventView{
 		Seq: 1, CID: res[1].CID, Time: "2025-06-01T11:59:00Z", Status: "delivered", Reason: "to_neighbour",
-		Location:    ingest.InputLocation{Country: "GB", Locode: "GBLON", City: "London"},
+		Location:    protocol.Location{Country: "GB", Locode: "GBLON", City: "London"},
 		Description: "Left with the neighbour", Lang: "en",
 	}, v.Events[1])
 

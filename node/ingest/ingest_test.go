@@ -112,10 +112,10 @@ func TestValidEventAllFields(t *testing.T) {
 	in := event("full", "rb 1234 5678 5gb", func(in *ingest.InputEvent) {
 		in.Status, in.Reason = "departed_facility", "office_of_exchange"
 		in.Time = "2025-06-01T12:04:00.123+02:00"
-		in.Location = ingest.InputLocation{Country: "GB", Locode: "GBLON", City: "London", Facility: "LHR-OE", LatE6: &lat, LonE6: &lon}
+		in.Location = protocol.Location{Country: "GB", Locode: "GBLON", City: "London", Facility: "LHR-OE", LatE6: &lat, LonE6: &lon}
 		in.Description, in.Lang = "Left the office of exchange", "en-GB"
 		in.ETA = "2025-06-04T18:00:00Z"
-		in.Handoff = &ingest.InputHandoff{Carrier: "DEP", Number: "RB123456785GB"}
+		in.Handoff = &protocol.Handoff{Carrier: "DEP", Number: "RB123456785GB"}
 		in.Ext = map[string]any{"xp.route": "LHR-FRA", "xp.legs": []any{int64(1), int64(2)}}
 		in.Details = map[string]string{protocol.FieldRecipientName: "A. Person"}
 	})

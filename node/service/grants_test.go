@@ -399,7 +399,7 @@ func TestNoDetailsInPublicData(t *testing.T) {
 			batch = append(batch, ingest.InputEvent{
 				ID: "ev-" + word(), Number: n, Status: statuses[rng.IntN(len(statuses))],
 				Time:     time.Date(2026, 1, 1, 0, round, i, 0, time.UTC).Format(time.RFC3339),
-				Location: ingest.InputLocation{Country: "DE", Locode: "DEFRA", City: "Frankfurt am Main"},
+				Location: protocol.Location{Country: "DE", Locode: "DEFRA", City: "Frankfurt am Main"},
 				Details:  d, Audience: []string{randomPeer(t)},
 			})
 		}
