@@ -18,6 +18,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -203,7 +204,7 @@ func (s *sim) issueGrants(ctx context.Context) error {
 			}
 			id := make([]byte, 16)
 			_, _ = rand.Read(id)
-			b, _, err := service.IssueGrant(signer, protocol.Grant{
+			b, _, err := policy.IssueGrant(signer, protocol.Grant{
 				ID: hex.EncodeToString(id), Carrier: c.Code, Holder: holder.ID.String(), Audience: true,
 				Fields: []string{protocol.FieldRecipientName, protocol.FieldRecipientAddress},
 			}, time.Now(), 24*time.Hour)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/protocol"
@@ -72,7 +73,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 			if err != nil {
 				return err
 			}
-			signed, g, err := service.IssueGrant(signer, protocol.Grant{
+			signed, g, err := policy.IssueGrant(signer, protocol.Grant{
 				Carrier: r.Config.Carrier.Code, Holder: to, Numbers: numbers, Audience: audience, Fields: fields,
 			}, time.Now(), ttl)
 			if err != nil {

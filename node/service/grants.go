@@ -3,149 +3,20 @@ package service
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
 )
-
-// Audit results, the label values of metrics.Disclosures.
-const (
-	auditAllowed = "allowed"
-	auditRefused = "refused"
-)
-
-// verifyGrant checks a presented grant as spec section 5.10 orders:
-// signature, expiry and holder (protocol.OpenGrant), then that this node
-// serves its carrier and that the carrier issued it and has not revoked
-// it. The carrier records every grant it issues, so one the store does not
-// hold is refused too. Every failure wraps protocol.ErrForbidden or the
-// protocol error that OpenGrant found.
-func verifyGrant(ctx context.Context, st store.Store, keys protocol.KeyResolver, carrier string, b []byte, remote peer.ID, now time.Time) (*protocol.Grant, error) {
-	if keys == nil {
-		return nil, fmt.Errorf("%w: this node verifies no grants", protocol.ErrForbidden)
-	}
-	g, err := protocol.OpenGrant(b, keys, remote.String(), now.UnixMilli())
-	if err != nil {
-		return nil, err
-	}
-	if g.Carrier != carrier {
-		return nil, fmt.Errorf("%w: grant %s is for carrier %s, this node serves %s", protocol.ErrForbidden, g.ID, g.Carrier, carrier)
-	}
-	rec, err := st.Grant(ctx, g.ID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, fmt.Errorf("%w: grant %s was not issued by this carrier", protocol.ErrForbidden, g.ID)
-	case err != nil:
-		return nil, err
-	case rec.Revoked != 0:
-		return nil, fmt.Errorf("%w: grant %s is revoked", protocol.ErrForbidden, g.ID)
-	}
-	return g, nil
-}
-
-// IssueGrant completes g and signs it with the carrier key: a fresh
-// random id, the holder in base58btc form, normalized numbers, and a
-// validity from now for ttl. The carrier must then record it (GrantsClient
-// Put) before its node honours it.
-func IssueGrant(s *protocol.Signer, g protocol.Grant, now time.Time, ttl time.Duration) ([]byte, *protocol.Grant, error) {
-	var id [16]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return nil, nil, err
-	}
-	g.ID = hex.EncodeToString(id[:])
-	if h, err := peer.Decode(g.Holder); err == nil {
-		g.Holder = h.String()
-	}
-	g.Numbers = slices.Clone(g.Numbers)
-	for i, n := range g.Numbers {
-		if norm, err := protocol.NormalizeNumber(n); err == nil {
-			g.Numbers[i] = norm
-		}
-	}
-	g.Issued = now.UnixMilli()
-	g.Expires = now.Add(ttl).UnixMilli()
-	b, err := protocol.SignGrant(s, &g)
-	if err != nil {
-		return nil, nil, err
-	}
-	return b, &g, nil
-}
-
-// grantID reads the id of a grant that may not verify, for the audit log;
-// empty when b does not decode.
-func grantID(b []byte) string {
-	s, err := protocol.ParseSigned(b, protocol.ContentGrant)
-	if err != nil {
-		return ""
-	}
-	var g protocol.Grant
-	if err := protocol.UnmarshalCanonical(s.Payload, &g); err != nil || g.Validate() != nil {
-		return ""
-	}
-	return g.ID
-}
-
-// grantScope says how a grant reached a parcel, for the audit log.
-func grantScope(g *protocol.Grant) string {
-	if g.Audience {
-		return "grant scope audience"
-	}
-	return "grant scope numbers"
-}
-
-// expiredEntry audits a covered parcel whose details the store erased
-// under its retention (store.ErrExpired): nothing was disclosed, and the
-// reason says why. via prefixes the reason, as a watch's do.
-func expiredEntry(remote, via string, g *protocol.Grant, number string) store.AuditEntry {
-	return store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote, GrantID: g.ID, Number: number,
-		Reason: via + "details passed retention and were erased (" + grantScope(g) + ")"}
-}
-
-// detailFields lists the fields of d in protocol.DetailFields order.
-func detailFields(d protocol.Details) []string {
-	var out []string
-	for _, f := range protocol.DetailFields {
-		if _, ok := d[f]; ok {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// appendAudit stores entries durably and then counts them.
-func appendAudit(ctx context.Context, st store.Store, m *metrics.Metrics, entries []store.AuditEntry) error {
-	if len(entries) == 0 {
-		return nil
-	}
-	if err := st.AppendAudit(ctx, entries); err != nil {
-		return err
-	}
-	if m != nil {
-		for _, e := range entries {
-			res := auditRefused
-			if e.Allowed {
-				res = auditAllowed
-			}
-			m.Disclosures.WithLabelValues(res).Inc()
-		}
-	}
-	return nil
-}
 
 // GrantInfo is a grant record as the admin API shows it.
 type GrantInfo struct {
@@ -220,7 +91,7 @@ func (h *grantsHTTP) put(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "grant: "+err.Error(), http.StatusRequestEntityTooLarge)
 		return
 	}
-	id := grantID(b)
+	id := policy.GrantID(b)
 	if id == "" {
 		http.Error(w, "not a valid signed grant", http.StatusBadRequest)
 		return

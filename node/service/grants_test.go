@@ -21,6 +21,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
@@ -83,7 +84,7 @@ func (e *grantEnv) issue(t *testing.T, s *protocol.Signer, g protocol.Grant, fro
 	if g.Holder == "" {
 		g.Holder = e.platform.ID().String()
 	}
-	b, gr, err := service.IssueGrant(s, g, from, ttl)
+	b, gr, err := policy.IssueGrant(s, g, from, ttl)
 	require.NoError(t, err)
 	require.NoError(t, e.srv.Store.PutGrant(context.Background(), &store.GrantRecord{Grant: *gr, Signed: b}))
 	return b, gr
@@ -182,7 +183,7 @@ func TestGrantRefused(t *testing.T) {
 	e := newGrantEnv(t, true, nil)
 	n := e.parcels[1].Number
 	scope := protocol.Grant{Numbers: []string{n}, Fields: []string{protocol.FieldRecipientName}}
-	unrecorded, _, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: e.platform.ID().String(),
+	unrecorded, _, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: e.platform.ID().String(),
 		Numbers: []string{n}, Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	tests := []struct {
@@ -264,7 +265,7 @@ func TestGrantsHTTP(t *testing.T) {
 	c := &service.GrantsClient{URL: srv.URL}
 	ctx := context.Background()
 	holder := randomPeer(t)
-	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
+	b, g, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
 		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	got, err := c.Put(ctx, b)
@@ -272,7 +273,7 @@ func TestGrantsHTTP(t *testing.T) {
 	require.Equal(t, g.ID, got.ID)
 	_, err = c.Put(ctx, b)
 	require.ErrorContains(t, err, "409")
-	forged, _, err := service.IssueGrant(otherSigner(t), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
+	forged, _, err := policy.IssueGrant(otherSigner(t), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
 		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	_, err = c.Put(ctx, forged)
@@ -324,7 +325,7 @@ func TestAuditSurvivesRestart(t *testing.T) {
 	tr.Register(h)
 	srv := &servicetest.Server{Host: h, Store: st, Track: tr}
 	client := servicetest.NewHost(t, nil)
-	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: client.ID().String(),
+	b, g, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: client.ID().String(),
 		Numbers: []string{p.Number}, Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, st.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))
