@@ -19,7 +19,6 @@ import (
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/policy"
-	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -211,8 +210,7 @@ func (s *sim) issueGrants(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("testnet: grant of %s: %w", c.Code, err)
 			}
-			gc := service.GrantsClient{URL: c.adminURL(), Token: c.Repo.AdminToken}
-			if _, err := gc.Put(ctx, b); err != nil {
+			if _, err := c.admin.PutGrant(ctx, b); err != nil {
 				return fmt.Errorf("testnet: record grant at %s: %w", c.Code, err)
 			}
 			grants[i] = b

@@ -49,6 +49,10 @@ type InputEvent struct {
 	// Ext holds namespaced carrier extensions ("ns.name"); numbers in it
 	// must be integers, since records carry no floats.
 	Ext map[string]any `json:"ext,omitempty" cbor:"ext,omitempty"`
+
+	// invalid is why DecodeBatch could not decode the event; Ingest
+	// rejects it with this reason.
+	invalid error
 }
 
 // InputLocation is protocol.Location, whose JSON and CBOR keys are the

@@ -5,10 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"fmt"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -16,36 +12,25 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/ingest/ingesttest"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// testCarrier registers S10 numbers of GB and its own pattern with a Luhn
-// check digit, so both scheme kinds are exercised.
-const testCarrier = "XP"
+// The shared test carrier, clock, key and events (ingesttest).
+const testCarrier = ingesttest.Carrier
 
 var (
-	testSchemes = []protocol.Scheme{
-		{Kind: protocol.SchemeS10, Countries: []string{"GB"}},
-		{Kind: protocol.SchemePattern, Pattern: `XP\d{9}`, Check: protocol.CheckLuhn},
-	}
-	// testNow is the fixed clock of every test Ingester.
-	testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	// testKey is deterministic so failures reproduce byte for byte.
-	testKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	testSchemes = ingesttest.Schemes
+	testNow     = ingesttest.Now
+	testKey     = ingesttest.Key
+	s10         = ingesttest.S10
+	event       = ingesttest.Event
+	base        = ingesttest.Base
+	with        = ingesttest.With
 )
-
-// s10 returns the valid GB S10 number with the given 8-digit serial.
-func s10(serial int) string {
-	data := fmt.Sprintf("%08d", serial)
-	c, err := protocol.CheckDigit(protocol.CheckMod11, data)
-	if err != nil {
-		panic(err)
-	}
-	return "RB" + data + string(c) + "GB"
-}
 
 // env is one Ingester over a store, with the wrapper (if any) in between.
 type env struct {
@@ -79,18 +64,6 @@ func newEnvOver(t testing.TB, base store.Store, opts *ingest.Options, wrap func(
 	}, opts)
 	require.NoError(t, err)
 	return e
-}
-
-// event is a valid input event, changed by the given mutators.
-func event(id, number string, mods ...func(*ingest.InputEvent)) ingest.InputEvent {
-	in := ingest.InputEvent{
-		ID: id, Number: number, Time: "2025-06-01T11:00:00Z", Status: "picked_up", Reason: "collected",
-		Location: protocol.Location{Country: "GB", Locode: "GBLON", City: "London"},
-	}
-	for _, m := range mods {
-		m(&in)
-	}
-	return in
 }
 
 func atTime(ts string) func(*ingest.InputEvent) {
@@ -145,28 +118,6 @@ func (e *env) verifyParcel(number string) []*protocol.Event {
 	return out
 }
 
-// server serves the Ingester's handler on a loopback httptest server.
-func (e *env) server() *httptest.Server {
-	srv := httptest.NewServer(e.g.Handler())
-	e.t.Cleanup(srv.Close)
-	return srv
-}
-
-// post sends body with the content type and returns the status and body.
-func post(t *testing.T, url, contentType string, body []byte) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", contentType)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, err = buf.ReadFrom(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, buf.Bytes()
-}
-
 // ndjson encodes events one per line.
 func ndjson(t testing.TB, events ...any) []byte {
 	t.Helper()
@@ -184,12 +135,13 @@ func ndjson(t testing.TB, events ...any) []byte {
 	return buf.Bytes()
 }
 
-// decodeResponse parses a 200 answer.
-func decodeResponse(t testing.TB, b []byte) ingest.Response {
-	t.Helper()
-	var r ingest.Response
-	require.NoError(t, json.Unmarshal(b, &r), string(b))
-	return r
+// decodeIngest decodes an NDJSON body, as the admin API does, and
+// ingests its events, requiring no batch-level error.
+func (e *env) decodeIngest(body []byte) []ingest.Result {
+	e.t.Helper()
+	events, err := ingest.DecodeBatch(ingest.TypeNDJSON, body, ingest.DefaultMaxBatchEvents)
+	require.NoError(e.t, err)
+	return e.ingestOK(events...)
 }
 
 // appendSpy records every batch the Ingester appends, and can fail them.
@@ -210,6 +162,3 @@ func (s *appendSpy) Append(ctx context.Context, b *store.Batch) (*store.AppendRe
 	}
 	return s.Store.Append(ctx, b)
 }
-
-// netListen listens on a free loopback port.
-func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,28 +20,9 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// base is a valid event as the JSON a carrier posts.
-func base(id string) map[string]any {
-	return map[string]any{
-		"id": id, "number": "RB123456785GB", "time": "2025-06-01T11:00:00Z",
-		"status": "picked_up", "location": map[string]any{"country": "GB", "locode": "GBLON"},
-	}
-}
-
-func with(m map[string]any, kv ...any) map[string]any {
-	out := maps.Clone(m)
-	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == nil {
-			delete(out, kv[i].(string))
-		} else {
-			out[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return out
-}
-
-// TestRejections posts each kind of invalid event between two valid ones:
-// the invalid one is rejected with a reason naming the problem, and its
+// TestRejections decodes each kind of invalid event between two valid
+// ones, as the admin API decodes a posted body, and ingests them: the
+// invalid one is rejected with a reason naming the problem, and its
 // neighbours are stored regardless.
 func TestRejections(t *testing.T) {
 	const validPeer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
@@ -87,16 +66,13 @@ func TestRejections(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil, nil)
-			srv := e.server()
-			code, body := post(t, srv.URL+"/v1/events", ingest.TypeNDJSON,
-				ndjson(t, base("before"), tc.event, with(base("after"), "number", "XP123456782")))
-			require.Equal(t, http.StatusOK, code, string(body))
-			r := decodeResponse(t, body)
-			require.Equal(t, 2, r.Accepted)
-			require.Equal(t, 1, r.Rejected)
-			require.Equal(t, ingest.StatusAccepted, r.Results[0].Status)
-			require.Equal(t, ingest.StatusAccepted, r.Results[2].Status)
-			bad := r.Results[1]
+			res := e.decodeIngest(ndjson(t, base("before"), tc.event, with(base("after"), "number", "XP123456782")))
+			accepted, _, rejected := ingest.Tally(res)
+			require.Equal(t, 2, accepted)
+			require.Equal(t, 1, rejected)
+			require.Equal(t, ingest.StatusAccepted, res[0].Status)
+			require.Equal(t, ingest.StatusAccepted, res[2].Status)
+			bad := res[1]
 			require.Equal(t, ingest.StatusRejected, bad.Status)
 			require.Contains(t, bad.Error, tc.reason)
 			require.Equal(t, tc.id, bad.ID)

@@ -5,10 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	mrand "math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -255,53 +252,6 @@ func TestGrantPublicClosed(t *testing.T) {
 	require.Equal(t, protocol.Details{protocol.FieldPOD: fullDetails[protocol.FieldPOD]}, resp.Results[0].Details)
 	require.Equal(t, protocol.CodeForbidden, resp.Results[1].Code)
 	require.Equal(t, 0, <-pol.notFound)
-}
-
-func TestGrantsHTTP(t *testing.T) {
-	st := memstore.New()
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(service.GrantsHandler(st, servicetest.Keys(), servicetest.Carrier))
-	t.Cleanup(srv.Close)
-	c := &service.GrantsClient{URL: srv.URL}
-	ctx := context.Background()
-	holder := randomPeer(t)
-	b, g, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
-		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
-	require.NoError(t, err)
-	got, err := c.Put(ctx, b)
-	require.NoError(t, err)
-	require.Equal(t, g.ID, got.ID)
-	_, err = c.Put(ctx, b)
-	require.ErrorContains(t, err, "409")
-	forged, _, err := policy.IssueGrant(otherSigner(t), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
-		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
-	require.NoError(t, err)
-	_, err = c.Put(ctx, forged)
-	require.ErrorContains(t, err, "400")
-
-	list, err := c.List(ctx)
-	require.NoError(t, err)
-	require.Len(t, list, 1)
-	require.Nil(t, list[0].Revoked)
-	rev, err := c.Revoke(ctx, g.ID)
-	require.NoError(t, err)
-	require.NotNil(t, rev.Revoked)
-	_, err = c.Revoke(ctx, hex.EncodeToString(make([]byte, 16)))
-	require.ErrorContains(t, err, "404")
-
-	require.NoError(t, st.AppendAudit(ctx, []store.AuditEntry{
-		{Time: 1000, Peer: "a", Number: "1"}, {Time: 2000, Peer: "b", Number: "2", Allowed: true, Fields: []string{"pod"}}, {Time: 3000, Peer: "a", Number: "3"},
-	}))
-	a, err := c.Audit(ctx, store.AuditQuery{Since: 2000})
-	require.NoError(t, err)
-	require.Len(t, a, 2)
-	a, err = c.Audit(ctx, store.AuditQuery{Peer: "a"})
-	require.NoError(t, err)
-	require.Equal(t, []string{"1", "3"}, []string{a[0].Number, a[1].Number})
-	resp, err := http.Get(srv.URL + "/v1/audit?since=x")
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 }
 
 // TestAuditSurvivesRestart serves a disclosure and a refusal from a pebble

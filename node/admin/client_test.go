@@ -1,4 +1,4 @@
-package ingest_test
+package admin_test
 
 import (
 	"bytes"
@@ -10,14 +10,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/admin"
-	"github.com/opentrack/opentrack/node/ingest"
 )
 
-func TestPost(t *testing.T) {
+func TestClientEvents(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	srv, err := admin.New(nil, "tok", e.g.Handler(), nil, nil)
+	srv, err := admin.New(nil, "tok", e.api, nil, nil)
 	require.NoError(t, err)
-	url := startAdmin(t, srv)
+	url := start(t, srv)
 
 	var file bytes.Buffer
 	line := func(v any) {
@@ -40,39 +39,42 @@ func TestPost(t *testing.T) {
 	file.WriteString(`{"id":"e","number":"` + s10(3) + `","time":"2025-06-01T11:00:00Z","status":"picked_up","location":{"country":"GB"}}`) // 9, no newline
 
 	var progress []int
-	sum, err := ingest.Post(context.Background(), url, "tok", bytes.NewReader(file.Bytes()), 2, func(done int) { progress = append(progress, done) })
+	c := &admin.Client{URL: url, Token: "tok"}
+	sum, err := c.Events(context.Background(), bytes.NewReader(file.Bytes()), 2, func(done int) { progress = append(progress, done) })
 	require.NoError(t, err)
 	require.Equal(t, 4, sum.Accepted)
 	require.Equal(t, 0, sum.Duplicates)
 	require.Equal(t, 3, sum.Rejected)
 	require.Len(t, sum.Rejections, 3)
-	require.Equal(t, ingest.Rejection{Line: 3, Reason: "not a JSON value"}, sum.Rejections[0])
+	require.Equal(t, admin.Rejection{Line: 3, Reason: "not a JSON value"}, sum.Rejections[0])
 	require.Equal(t, 6, sum.Rejections[1].Line)
 	require.Equal(t, "c", sum.Rejections[1].ID)
 	require.Contains(t, sum.Rejections[1].Reason, `unknown status "teleported"`)
-	require.Equal(t, ingest.Rejection{Line: 8, Reason: "line longer than 1048576 bytes"}, sum.Rejections[2])
+	require.Equal(t, admin.Rejection{Line: 8, Reason: "line longer than 1048576 bytes"}, sum.Rejections[2])
 	require.NotEmpty(t, progress)
 	require.Equal(t, 7, progress[len(progress)-1], "every non-blank line counted")
 	require.IsIncreasing(t, progress)
 
 	// Posting the same file again stores nothing new.
-	again, err := ingest.Post(context.Background(), url+"/", "tok", bytes.NewReader(file.Bytes()), 0, nil)
+	c.URL += "/"
+	again, err := c.Events(context.Background(), bytes.NewReader(file.Bytes()), 0, nil)
 	require.NoError(t, err)
 	require.Equal(t, 0, again.Accepted)
 	require.Equal(t, 4, again.Duplicates)
 	require.Equal(t, uint64(4), e.eventCount())
 }
 
-func TestPostRefused(t *testing.T) {
+func TestClientEventsRefused(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	srv, err := admin.New(nil, "tok", e.g.Handler(), nil, nil)
+	srv, err := admin.New(nil, "tok", e.api, nil, nil)
 	require.NoError(t, err)
-	url := startAdmin(t, srv)
+	url := start(t, srv)
 
 	body := ndjson(t, event("a", s10(1)))
-	sum, err := ingest.Post(context.Background(), url, "wrong", bytes.NewReader(body), 0, nil)
-	require.ErrorIs(t, err, ingest.ErrPost)
+	c := &admin.Client{URL: url, Token: "wrong"}
+	sum, err := c.Events(context.Background(), bytes.NewReader(body), 0, nil)
+	require.ErrorIs(t, err, admin.ErrPost)
 	require.ErrorContains(t, err, "lines 1-1: "+"401 Unauthorized: missing or wrong admin token")
-	require.Equal(t, &ingest.Summary{}, sum)
+	require.Equal(t, &admin.Summary{}, sum)
 	require.Zero(t, e.eventCount())
 }
