@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/admin"
+	"github.com/opentrack/opentrack/node/ingest"
 )
 
 func TestClientEvents(t *testing.T) {
@@ -77,4 +78,42 @@ func TestClientEventsRefused(t *testing.T) {
 	require.ErrorContains(t, err, "lines 1-1: "+"401 Unauthorized: missing or wrong admin token")
 	require.Equal(t, &admin.Summary{}, sum)
 	require.Zero(t, e.eventCount())
+}
+
+// TestClientCalls goes through the client's other calls on a running
+// admin server: a JSON batch, the parcel view and health, with the right
+// token and with a wrong one.
+func TestClientCalls(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	srv, err := admin.New(nil, "tok", e.api, nil, nil)
+	require.NoError(t, err)
+	c := &admin.Client{URL: start(t, srv), Token: "tok"}
+	ctx := context.Background()
+
+	n := s10(7)
+	res, err := c.Ingest(ctx, []ingest.InputEvent{event("a", n), event("b", n, func(in *ingest.InputEvent) { in.Status = "teleported" })})
+	require.NoError(t, err)
+	require.Equal(t, ingest.StatusAccepted, res[0].Status)
+	require.Equal(t, ingest.StatusRejected, res[1].Status)
+	require.Contains(t, res[1].Error, `unknown status "teleported"`)
+
+	v, err := c.Parcel(ctx, n)
+	require.NoError(t, err)
+	require.Equal(t, res[0].CID, v.Head)
+	require.Len(t, v.Events, 1)
+	_, err = c.Parcel(ctx, s10(8))
+	require.ErrorContains(t, err, "404 Not Found")
+	require.NoError(t, c.Health(ctx))
+
+	wrong := &admin.Client{URL: c.URL, Token: "wrong"}
+	_, err = wrong.Ingest(ctx, []ingest.InputEvent{event("c", n)})
+	require.ErrorIs(t, err, admin.ErrPost)
+	require.ErrorContains(t, err, "401 Unauthorized: missing or wrong admin token")
+	_, err = wrong.Parcel(ctx, n)
+	require.ErrorContains(t, err, "401")
+	require.NoError(t, wrong.Health(ctx), "health needs no token")
+	require.Equal(t, uint64(1), e.eventCount())
+
+	require.NoError(t, srv.Shutdown(ctx))
+	require.ErrorContains(t, c.Health(ctx), "is the node running?")
 }
