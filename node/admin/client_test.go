@@ -62,7 +62,7 @@ func TestClientEvents(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, again.Accepted)
 	require.Equal(t, 4, again.Duplicates)
-	require.Equal(t, uint64(4), e.eventCount())
+	require.Equal(t, uint64(4), e.EventCount())
 }
 
 func TestClientEventsRefused(t *testing.T) {
@@ -77,7 +77,7 @@ func TestClientEventsRefused(t *testing.T) {
 	require.ErrorIs(t, err, admin.ErrPost)
 	require.ErrorContains(t, err, "lines 1-1: "+"401 Unauthorized: missing or wrong admin token")
 	require.Equal(t, &admin.Summary{}, sum)
-	require.Zero(t, e.eventCount())
+	require.Zero(t, e.EventCount())
 }
 
 // TestClientCalls goes through the client's other calls on a running
@@ -112,7 +112,7 @@ func TestClientCalls(t *testing.T) {
 	_, err = wrong.Parcel(ctx, n)
 	require.ErrorContains(t, err, "401")
 	require.NoError(t, wrong.Health(ctx), "health needs no token")
-	require.Equal(t, uint64(1), e.eventCount())
+	require.Equal(t, uint64(1), e.EventCount())
 
 	require.NoError(t, srv.Shutdown(ctx))
 	require.ErrorContains(t, c.Health(ctx), "is the node running?")

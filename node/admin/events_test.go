@@ -45,7 +45,7 @@ func TestBodyFormats(t *testing.T) {
 			require.Equal(t, http.StatusOK, code, string(body))
 			r := decodeResponse(t, body)
 			require.Equal(t, admin.EventsResponse{Accepted: 3, Results: r.Results}, r)
-			refs := e.stored("a", "b", "c")
+			refs := e.Stored("a", "b", "c")
 			for i, res := range r.Results {
 				require.Equal(t, events[i].ID, res.ID)
 				require.Equal(t, refs[res.ID].CID.String(), res.CID)
@@ -107,7 +107,7 @@ func TestRefusedBodies(t *testing.T) {
 			var p admin.Problem
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
 			require.Contains(t, p.Detail, tc.detail)
-			require.Zero(t, e.eventCount())
+			require.Zero(t, e.EventCount())
 		})
 	}
 }
@@ -141,7 +141,7 @@ func TestHTTPStoreFailure(t *testing.T) {
 		detail     string
 	}{
 		{"append fails", func(_ *env, spy *appendSpy) { spy.fail = errors.New("no space left on device") }, "no space left on device"},
-		{"store closed", func(e *env, _ *appendSpy) { require.NoError(t, e.base.Close()) }, "store: closed"},
+		{"store closed", func(e *env, _ *appendSpy) { require.NoError(t, e.Base.Close()) }, "store: closed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spy := &appendSpy{}
@@ -153,7 +153,7 @@ func TestHTTPStoreFailure(t *testing.T) {
 			require.Contains(t, string(body), tc.detail)
 			require.Contains(t, string(body), "nothing of this batch is acknowledged")
 			if tc.name == "append fails" {
-				require.Zero(t, e.eventCount())
+				require.Zero(t, e.EventCount())
 			}
 		})
 	}
@@ -163,7 +163,7 @@ func TestParcelView(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	const platform = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 	n := s10(5)
-	res := e.ingestOK(
+	res := e.IngestOK(
 		event("a", n, func(in *ingest.InputEvent) {
 			in.Audience = []string{platform}
 			in.Details = map[string]string{protocol.FieldRecipientName: "A. Person"}
@@ -212,7 +212,7 @@ func TestParcelView(t *testing.T) {
 // token, or with a wrong one, the answer is 401 and nothing is stored.
 func TestAdminTokenGuardsIngest(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	srv, err := admin.New(nil, "s3cret-token", e.api, e.m, nil)
+	srv, err := admin.New(nil, "s3cret-token", e.api, e.M, nil)
 	require.NoError(t, err)
 	url := start(t, srv) + "/v1/events"
 	body := ndjson(t, event("a", s10(1)))
@@ -227,7 +227,7 @@ func TestAdminTokenGuardsIngest(t *testing.T) {
 		resp.Body.Close()
 		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, auth)
 	}
-	require.Zero(t, e.eventCount())
+	require.Zero(t, e.EventCount())
 
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", ingest.TypeNDJSON)
@@ -236,7 +236,7 @@ func TestAdminTokenGuardsIngest(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, uint64(1), e.eventCount())
+	require.Equal(t, uint64(1), e.EventCount())
 }
 
 // FuzzPostEvents feeds arbitrary bodies of every accepted type to the

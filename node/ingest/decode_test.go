@@ -20,7 +20,7 @@ func TestDecodeBatch(t *testing.T) {
 	require.Equal(t, "b", events[1].ID, "what decoded is kept")
 
 	e := newEnv(t, nil, nil)
-	res, err := e.g.Ingest(context.Background(), events)
+	res, err := e.G.Ingest(context.Background(), events)
 	require.NoError(t, err)
 	require.Equal(t, []string{ingest.StatusAccepted, ingest.StatusRejected, ingest.StatusAccepted}, []string{res[0].Status, res[1].Status, res[2].Status})
 	require.Equal(t, `invalid event: unknown field "colour"`, res[1].Error)

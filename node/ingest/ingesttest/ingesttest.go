@@ -5,12 +5,19 @@ package ingesttest
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"maps"
+	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -72,4 +79,73 @@ func With(m map[string]any, kv ...any) map[string]any {
 		}
 	}
 	return out
+}
+
+// Env is an Ingester over a store, with a wrapper (if any) in between.
+type Env struct {
+	T    testing.TB
+	Base store.Store // the store itself, for checks
+	St   store.Store // what the Ingester writes to
+	G    *ingest.Ingester
+	M    *metrics.Metrics
+}
+
+// NewEnv builds an Ingester of Carrier, on Now and signing with Key, over
+// base; wrap, when not nil, sits between them.
+func NewEnv(t testing.TB, base store.Store, opts *ingest.Options, wrap func(store.Store) store.Store) *Env {
+	t.Helper()
+	e := &Env{T: t, Base: base, St: base, M: metrics.New()}
+	if wrap != nil {
+		e.St = wrap(base)
+	}
+	signer, err := protocol.NewSigner(Key)
+	require.NoError(t, err)
+	e.G, err = ingest.New(ingest.Config{
+		Carrier: Carrier, Schemes: Schemes, Signer: signer, Store: e.St,
+		Metrics: e.M, Now: func() time.Time { return Now },
+	}, opts)
+	require.NoError(t, err)
+	return e
+}
+
+// IngestOK ingests events and requires no batch-level error.
+func (e *Env) IngestOK(events ...ingest.InputEvent) []ingest.Result {
+	e.T.Helper()
+	res, err := e.G.Ingest(context.Background(), events)
+	require.NoError(e.T, err)
+	require.Len(e.T, res, len(events))
+	return res
+}
+
+// Stored reports which ids the store holds.
+func (e *Env) Stored(ids ...string) map[string]store.EventRef {
+	e.T.Helper()
+	refs, err := e.Base.LookupEventIDs(context.Background(), ids)
+	require.NoError(e.T, err)
+	return refs
+}
+
+// EventCount is the number of events in the store.
+func (e *Env) EventCount() uint64 {
+	e.T.Helper()
+	s, err := e.Base.Stats(context.Background())
+	require.NoError(e.T, err)
+	return s.Events
+}
+
+// NDJSON encodes events one per line; a string is a line as it is.
+func NDJSON(t testing.TB, events ...any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, ev := range events {
+		if s, ok := ev.(string); ok {
+			buf.WriteString(s)
+		} else {
+			b, err := json.Marshal(ev)
+			require.NoError(t, err)
+			buf.Write(b)
+		}
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes()
 }
