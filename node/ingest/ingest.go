@@ -119,9 +119,11 @@ func New(cfg Config, opts *Options) (*Ingester, error) {
 }
 
 // Ingest validates every event on its own, commits the accepted ones
-// durably and returns one Result per event in input order. It returns an
-// error, and no results, when the batch is too large or the commit fails;
-// then nothing of the batch was acknowledged and posting it again is safe.
+// durably and returns one Result per event in input order; an event
+// DecodeBatch could not decode is rejected with the decoding error. It
+// returns an error, and no results, when the batch is too large, the disk
+// is full (Writable) or the commit fails; then nothing of the batch was
+// acknowledged and posting it again is safe.
 func (g *Ingester) Ingest(ctx context.Context, events []InputEvent) ([]Result, error) {
 	if len(events) > g.opts.MaxBatchEvents {
 		return nil, fmt.Errorf("%w: %d events, limit %d", ErrTooManyEvents, len(events), g.opts.MaxBatchEvents)
