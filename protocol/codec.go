@@ -229,69 +229,88 @@ func (s *scanner) item(depth int) error {
 		}
 		s.off += int(arg)
 	case 4:
-		if depth+1 > MaxDepth {
-			return fmt.Errorf("%w: more than %d levels", ErrTooDeep, MaxDepth)
-		}
-		if arg > MaxItems {
-			return fmt.Errorf("%w: array of %d elements", ErrTooLarge, arg)
-		}
-		if err := s.need(arg); err != nil { // every element takes at least one byte
-			return err
-		}
-		for i := uint64(0); i < arg; i++ {
-			if err := s.item(depth + 1); err != nil {
-				return err
-			}
-		}
+		return s.array(depth, arg)
 	case 5:
-		if depth+1 > MaxDepth {
-			return fmt.Errorf("%w: more than %d levels", ErrTooDeep, MaxDepth)
-		}
-		if arg > MaxItems {
-			return fmt.Errorf("%w: map of %d pairs", ErrTooLarge, arg)
-		}
-		if err := s.need(2 * arg); err != nil {
-			return err
-		}
-		var prev []byte
-		for i := uint64(0); i < arg; i++ {
-			key, err := s.textKey()
-			if err != nil {
-				return err
-			}
-			if prev != nil {
-				switch c := compareKeys(prev, key); {
-				case c == 0:
-					return fmt.Errorf("%w: %q", ErrDuplicateKey, key)
-				case c > 0:
-					return fmt.Errorf("%w: map key %q sorts after %q (keys are ordered length-first, then bytewise)", ErrNonCanonical, prev, key)
-				}
-			}
-			prev = key
-			if err := s.item(depth + 1); err != nil {
-				return err
-			}
-		}
+		return s.pairs(depth, arg)
 	case 6:
 		if arg != 42 {
 			return fmt.Errorf("%w: tag %d at offset %d", ErrForeignTag, arg, start)
 		}
 		return s.link(start)
 	case 7:
-		switch arg {
-		case 20, 21, 22: // false, true, null
-			return nil
-		case 23:
-			return fmt.Errorf("%w: undefined at offset %d", ErrMalformed, start)
-		case 25, 26, 27:
-			return fmt.Errorf("%w: at offset %d", ErrFloat, start)
-		case 31:
-			return fmt.Errorf("%w: stray break at offset %d", ErrIndefinite, start)
-		default:
-			return fmt.Errorf("%w: simple value %d at offset %d", ErrMalformed, arg, start)
+		return simple(arg, start)
+	}
+	return nil
+}
+
+// array scans the arg elements of an array at depth.
+func (s *scanner) array(depth int, arg uint64) error {
+	if depth+1 > MaxDepth {
+		return fmt.Errorf("%w: more than %d levels", ErrTooDeep, MaxDepth)
+	}
+	if arg > MaxItems {
+		return fmt.Errorf("%w: array of %d elements", ErrTooLarge, arg)
+	}
+	if err := s.need(arg); err != nil { // every element takes at least one byte
+		return err
+	}
+	for i := uint64(0); i < arg; i++ {
+		if err := s.item(depth + 1); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// pairs scans the arg pairs of a map at depth: text keys, in canonical
+// order, none twice.
+func (s *scanner) pairs(depth int, arg uint64) error {
+	if depth+1 > MaxDepth {
+		return fmt.Errorf("%w: more than %d levels", ErrTooDeep, MaxDepth)
+	}
+	if arg > MaxItems {
+		return fmt.Errorf("%w: map of %d pairs", ErrTooLarge, arg)
+	}
+	if err := s.need(2 * arg); err != nil {
+		return err
+	}
+	var prev []byte
+	for i := uint64(0); i < arg; i++ {
+		key, err := s.textKey()
+		if err != nil {
+			return err
+		}
+		if prev != nil {
+			switch c := compareKeys(prev, key); {
+			case c == 0:
+				return fmt.Errorf("%w: %q", ErrDuplicateKey, key)
+			case c > 0:
+				return fmt.Errorf("%w: map key %q sorts after %q (keys are ordered length-first, then bytewise)", ErrNonCanonical, prev, key)
+			}
+		}
+		prev = key
+		if err := s.item(depth + 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// simple checks a major type 7 item: only false, true and null are
+// DAG-CBOR here.
+func simple(arg uint64, start int) error {
+	switch arg {
+	case 20, 21, 22: // false, true, null
+		return nil
+	case 23:
+		return fmt.Errorf("%w: undefined at offset %d", ErrMalformed, start)
+	case 25, 26, 27:
+		return fmt.Errorf("%w: at offset %d", ErrFloat, start)
+	case 31:
+		return fmt.Errorf("%w: stray break at offset %d", ErrIndefinite, start)
+	default:
+		return fmt.Errorf("%w: simple value %d at offset %d", ErrMalformed, arg, start)
+	}
 }
 
 // textKey reads a map key, which DAG-CBOR restricts to text strings.

@@ -23,88 +23,102 @@ const recoveryTimeout = 30 * time.Second
 
 // scenario runs o.Scenario against the traffic.
 func (s *sim) scenario(ctx context.Context) {
-	d0 := s.o.Duration
-	// at waits until frac of the run has passed; false if it ended first.
-	at := func(frac float64) bool {
-		select {
-		case <-time.After(time.Until(s.start.Add(time.Duration(frac * float64(d0))))):
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	// Recovery must happen even when traffic time is up.
-	bg := context.WithoutCancel(ctx)
 	victim := s.net.Carriers[min(1, len(s.net.Carriers)-1)]
 	switch s.o.Scenario {
 	case ScenarioCrash:
-		if !at(0.3) {
-			return
+		if s.at(ctx, 0.3) {
+			s.crash(context.WithoutCancel(ctx), victim)
 		}
-		d := s.disrupt(victim, -1)
-		d.PIDBefore = victim.PID()
-		how := "closed in process"
-		if s.o.Procs {
-			how = fmt.Sprintf("kill -9 of pid %d", d.PIDBefore)
-		}
-		if err := s.net.Kill(victim); err != nil {
-			s.scenarioFailure("kill %s: %v", victim.Code, err)
-		}
-		down := time.Now()
-		s.note("carrier %s killed (%s)", victim.Code, how)
-		s.probe(d, s.net.Platforms[0], victim)
-		time.Sleep(time.Until(down.Add(min(max(d0/10, time.Second), 5*time.Second))))
-		if err := s.restart(bg, victim); err != nil {
-			s.scenarioFailure("restart %s: %v", victim.Code, err)
-			return
-		}
-		d.PIDAfter = victim.PID()
-		if s.o.Procs && (d.PIDAfter == 0 || d.PIDAfter == d.PIDBefore) {
-			s.scenarioFailure("crash: %s runs as pid %d after the restart, pid %d before the kill", victim.Code, d.PIDAfter, d.PIDBefore)
-		}
-		s.note("carrier %s restarted from its repo%s", victim.Code, pidNote(d.PIDAfter))
-		s.waitRecovered(d, victim, s.livePlatforms())
 	case ScenarioPartition:
-		p := s.net.Platforms[0]
-		if !at(0.3) {
-			return
+		if s.at(ctx, 0.3) {
+			s.partition(ctx, victim)
 		}
-		cut := 0
-		if !s.o.Procs {
-			cut = 1 // links refused between p and victim alone
-		}
-		d := s.disrupt(victim, cut-1)
-		d.Platform = p.Name
-		if err := s.net.Partition(p, victim); err != nil {
-			s.scenarioFailure("partition: %v", err)
-			return
-		}
-		how := "links refused"
-		if s.o.Procs {
-			how = "carrier process stopped, SIGSTOP"
-		}
-		s.note("%s cut off from carrier %s (%s)", p.Name, victim.Code, how)
-		s.probe(d, p, victim)
-		at(0.6)
-		if err := s.net.Heal(p, victim); err != nil {
-			s.scenarioFailure("heal: %v", err)
-		}
-		s.note("cut healed; %s catches up from its cursor", p.Name)
-		s.waitRecovered(d, victim, []int{0})
 	case ScenarioRogue:
 		s.rogue(ctx, victim)
 	case ScenarioCutoff:
-		pi := len(s.net.Platforms) - 1
-		p := s.net.Platforms[pi]
-		if !at(0.4) {
-			return
+		if s.at(ctx, 0.4) {
+			s.cutoff()
 		}
-		s.stopPlatformWatchers(pi)
-		if err := p.Close(); err != nil {
-			s.scenarioFailure("close %s: %v", p.Name, err)
-		}
-		s.note("%s disappeared; the other platforms go on tracking every carrier directly", p.Name)
 	}
+}
+
+// at waits until frac of the run has passed; false if ctx ended first.
+func (s *sim) at(ctx context.Context, frac float64) bool {
+	select {
+	case <-time.After(time.Until(s.start.Add(time.Duration(frac * float64(s.o.Duration))))):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// crash kills victim, keeps it down for a tenth of the run (1 to 5 s),
+// restarts it from its repo and waits until every platform has caught
+// up. bg outlives the traffic: recovery must happen even when traffic
+// time is up.
+func (s *sim) crash(bg context.Context, victim *Carrier) {
+	d := s.disrupt(victim, -1)
+	d.PIDBefore = victim.PID()
+	how := "closed in process"
+	if s.o.Procs {
+		how = fmt.Sprintf("kill -9 of pid %d", d.PIDBefore)
+	}
+	if err := s.net.Kill(victim); err != nil {
+		s.scenarioFailure("kill %s: %v", victim.Code, err)
+	}
+	down := time.Now()
+	s.note("carrier %s killed (%s)", victim.Code, how)
+	s.probe(d, s.net.Platforms[0], victim)
+	time.Sleep(time.Until(down.Add(min(max(s.o.Duration/10, time.Second), 5*time.Second))))
+	if err := s.restart(bg, victim); err != nil {
+		s.scenarioFailure("restart %s: %v", victim.Code, err)
+		return
+	}
+	d.PIDAfter = victim.PID()
+	if s.o.Procs && (d.PIDAfter == 0 || d.PIDAfter == d.PIDBefore) {
+		s.scenarioFailure("crash: %s runs as pid %d after the restart, pid %d before the kill", victim.Code, d.PIDAfter, d.PIDBefore)
+	}
+	s.note("carrier %s restarted from its repo%s", victim.Code, pidNote(d.PIDAfter))
+	s.waitRecovered(d, victim, s.livePlatforms())
+}
+
+// partition cuts the first platform off from victim until 0.6 of the
+// run, then heals the cut and waits until that platform has caught up.
+func (s *sim) partition(ctx context.Context, victim *Carrier) {
+	p := s.net.Platforms[0]
+	cut := 0
+	if !s.o.Procs {
+		cut = 1 // links refused between p and victim alone
+	}
+	d := s.disrupt(victim, cut-1)
+	d.Platform = p.Name
+	if err := s.net.Partition(p, victim); err != nil {
+		s.scenarioFailure("partition: %v", err)
+		return
+	}
+	how := "links refused"
+	if s.o.Procs {
+		how = "carrier process stopped, SIGSTOP"
+	}
+	s.note("%s cut off from carrier %s (%s)", p.Name, victim.Code, how)
+	s.probe(d, p, victim)
+	s.at(ctx, 0.6)
+	if err := s.net.Heal(p, victim); err != nil {
+		s.scenarioFailure("heal: %v", err)
+	}
+	s.note("cut healed; %s catches up from its cursor", p.Name)
+	s.waitRecovered(d, victim, []int{0})
+}
+
+// cutoff closes the last platform; the others go on.
+func (s *sim) cutoff() {
+	pi := len(s.net.Platforms) - 1
+	p := s.net.Platforms[pi]
+	s.stopPlatformWatchers(pi)
+	if err := p.Close(); err != nil {
+		s.scenarioFailure("close %s: %v", p.Name, err)
+	}
+	s.note("%s disappeared; the other platforms go on tracking every carrier directly", p.Name)
 }
 
 func pidNote(pid int) string {

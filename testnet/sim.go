@@ -335,25 +335,8 @@ type parcel struct {
 func (s *sim) carrierTraffic(ctx context.Context, c *Carrier, ci, inFlight int, rate float64, seed uint64) {
 	r := mrand.New(mrand.NewPCG(seed, uint64(ci)))
 	pool := make([]*parcel, 0, inFlight)
-	book := func() *parcel {
-		num, err := c.NewNumber()
-		if err != nil {
-			s.fail("%v", err)
-			return nil
-		}
-		p := &parcel{number: num, platform: r.IntN(len(s.net.Platforms)), steps: lifecycle(r)}
-		if r.IntN(100) < 30 {
-			p.details = map[string]string{
-				protocol.FieldRecipientName:    fmt.Sprintf("Recipient %d", r.IntN(1e6)),
-				protocol.FieldRecipientAddress: fmt.Sprintf("%d Example Road", 1+r.IntN(999)),
-			}
-		}
-		s.parcels.Add(1)
-		s.led.book(p.number, c.Code, p.platform)
-		return p
-	}
 	for range inFlight {
-		if p := book(); p != nil {
+		if p := s.book(c, r); p != nil {
 			pool = append(pool, p)
 		}
 	}
@@ -375,49 +358,83 @@ func (s *sim) carrierTraffic(ctx context.Context, c *Carrier, ci, inFlight int, 
 		}
 		budget -= float64(k)
 		r.Shuffle(len(pool), func(i, j int) { pool[i], pool[j] = pool[j], pool[i] })
-		batch, evs := pool[:k], make([]ingest.InputEvent, k)
-		now := time.Now().UTC().Format(time.RFC3339Nano)
-		for i, p := range batch {
-			st := p.steps[p.next]
-			evs[i] = ingest.InputEvent{
-				ID: fmt.Sprintf("%s-%d", p.number, p.next), Number: p.number, Time: now,
-				Status: string(st.status), Reason: st.reason, Location: st.loc,
-				Audience: []string{s.net.Platforms[p.platform].ID.String()},
-			}
-			if s.planted(FaultAudience) && i%4 == 0 && len(s.net.Platforms) > 1 {
-				other := s.net.Platforms[(p.platform+1)%len(s.net.Platforms)]
-				evs[i].Audience = append(evs[i].Audience, other.ID.String())
-			}
-			if s.planted(FaultRejectEvent) && s.rejectPlanted.CompareAndSwap(false, true) {
-				evs[i].Status = "teleported"
-			}
-			if p.next == 0 {
-				evs[i].Details = p.details
-			}
-		}
+		batch := pool[:k]
+		evs := s.nextScans(batch)
 		results, ok := s.post(ctx, c, evs)
 		if !ok {
 			return
 		}
-		for i, res := range results {
-			p := batch[i]
-			switch res.Status {
-			case ingest.StatusAccepted, ingest.StatusDuplicate:
-				s.events.Add(1)
-				s.led.ack(res.CID, p.number, p.platform, time.Now())
-				p.next++
-			default:
-				s.rejected.Add(1)
-				s.fail("%s rejected honest event %s: %s", c.Code, evs[i].ID, res.Error)
-			}
-		}
+		s.acked(c, batch, evs, results)
 		// Delivered and returned parcels make room for new bookings.
 		for i, p := range pool {
 			if p.next >= len(p.steps) {
-				if np := book(); np != nil {
+				if np := s.book(c, r); np != nil {
 					pool[i] = np
 				}
 			}
+		}
+	}
+}
+
+// book books a new parcel with c for a random platform, with details for
+// three in ten; nil when c has no number to give.
+func (s *sim) book(c *Carrier, r *mrand.Rand) *parcel {
+	num, err := c.NewNumber()
+	if err != nil {
+		s.fail("%v", err)
+		return nil
+	}
+	p := &parcel{number: num, platform: r.IntN(len(s.net.Platforms)), steps: lifecycle(r)}
+	if r.IntN(100) < 30 {
+		p.details = map[string]string{
+			protocol.FieldRecipientName:    fmt.Sprintf("Recipient %d", r.IntN(1e6)),
+			protocol.FieldRecipientAddress: fmt.Sprintf("%d Example Road", 1+r.IntN(999)),
+		}
+	}
+	s.parcels.Add(1)
+	s.led.book(p.number, c.Code, p.platform)
+	return p
+}
+
+// nextScans is the next scan of each parcel of batch, for its booking
+// platform only, with the faults planted.
+func (s *sim) nextScans(batch []*parcel) []ingest.InputEvent {
+	evs := make([]ingest.InputEvent, len(batch))
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for i, p := range batch {
+		st := p.steps[p.next]
+		evs[i] = ingest.InputEvent{
+			ID: fmt.Sprintf("%s-%d", p.number, p.next), Number: p.number, Time: now,
+			Status: string(st.status), Reason: st.reason, Location: st.loc,
+			Audience: []string{s.net.Platforms[p.platform].ID.String()},
+		}
+		if s.planted(FaultAudience) && i%4 == 0 && len(s.net.Platforms) > 1 {
+			other := s.net.Platforms[(p.platform+1)%len(s.net.Platforms)]
+			evs[i].Audience = append(evs[i].Audience, other.ID.String())
+		}
+		if s.planted(FaultRejectEvent) && s.rejectPlanted.CompareAndSwap(false, true) {
+			evs[i].Status = "teleported"
+		}
+		if p.next == 0 {
+			evs[i].Details = p.details
+		}
+	}
+	return evs
+}
+
+// acked moves each parcel of batch whose event was stored to its next
+// step and notes the event in the ledger; a refused honest event fails.
+func (s *sim) acked(c *Carrier, batch []*parcel, evs []ingest.InputEvent, results []ingest.Result) {
+	for i, res := range results {
+		p := batch[i]
+		switch res.Status {
+		case ingest.StatusAccepted, ingest.StatusDuplicate:
+			s.events.Add(1)
+			s.led.ack(res.CID, p.number, p.platform, time.Now())
+			p.next++
+		default:
+			s.rejected.Add(1)
+			s.fail("%s rejected honest event %s: %s", c.Code, evs[i].ID, res.Error)
 		}
 	}
 }

@@ -44,55 +44,11 @@ targets as JSON (bench/README.md explains every key). The exit status is
 measured.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			w := cmd.OutOrStdout()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			if quick {
 				o.Parcels, o.EventsPerParcel, o.Rounds, o.Round = 10_000, 4, 1, time.Second
 				o.WatchDuration, o.TestnetCarriers, o.TestnetPlatforms = 3*time.Second, 10, 5
 			}
-			o.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo,
-				ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-					if a.Key == slog.TimeKey {
-						return slog.Attr{}
-					}
-					return a
-				}}))
-			if cpuProfile != "" {
-				stopProfile, err := startCPUProfile(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer stopProfile()
-			}
-			p := newPhaseBar(w)
-			o.Progress = p.update
-			res, err := bench.Run(ctx, o)
-			p.finish()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(w)
-			if err := res.WriteTable(w); err != nil {
-				return err
-			}
-			if out != "" {
-				if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-					return err
-				}
-				b, err := json.MarshalIndent(res, "", "  ")
-				if err != nil {
-					return err
-				}
-				if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "\nwrote %s\n", out)
-			}
-			if len(res.Failures) > 0 {
-				return &exitError{code: 1, err: fmt.Errorf("bench: %d figure(s) could not be measured", len(res.Failures))}
-			}
-			return nil
+			return runBench(cmd.OutOrStdout(), o, out, cpuProfile)
 		},
 	}
 	f := cmd.Flags()
@@ -118,6 +74,60 @@ measured.`,
 	f.BoolVar(&quick, "quick", false, "a small run (10k parcels x 4, one 1 s round, 10x5 testnet) to check the harness, not to quote")
 	cmd.AddCommand(benchBaselineCmd())
 	return cmd
+}
+
+// runBench runs the harness with a phase bar on w, prints the table and
+// writes the results to out when set.
+func runBench(w io.Writer, o bench.Options, out, cpuProfile string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+	if cpuProfile != "" {
+		stopProfile, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
+	p := newPhaseBar(w)
+	o.Progress = p.update
+	res, err := bench.Run(ctx, o)
+	p.finish()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	if err := res.WriteTable(w); err != nil {
+		return err
+	}
+	if out != "" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		if err := writeJSONFile(out, res); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\nwrote %s\n", out)
+	}
+	if len(res.Failures) > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("bench: %d figure(s) could not be measured", len(res.Failures))}
+	}
+	return nil
+}
+
+// writeJSONFile writes v to path as indented JSON with a final newline.
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // benchBaselineCmd is the HTTPS+JSON baseline server the harness runs as

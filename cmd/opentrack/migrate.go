@@ -1,13 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node"
 	"github.com/opentrack/opentrack/node/repo"
-	"github.com/opentrack/opentrack/node/store/postgres"
 )
 
 func migrateCmd() *cobra.Command {
@@ -26,33 +26,28 @@ database whose schema is newer than this build's is left alone.`,
 			if url != "" && cmd.Flags().Changed("repo") { // defaultRepo leaves --repo alone beside --store
 				return usageError(cmd, "takes --repo or --store, not both")
 			}
-			opts := &postgres.Options{URL: url}
+			var r *repo.Repo
 			if dir != "" {
-				r, err := repo.Open(dir)
-				if err != nil {
+				var err error
+				if r, err = repo.Open(dir); err != nil {
 					return err
 				}
-				if r.Config.Store.Backend != repo.BackendPostgres {
-					return fmt.Errorf("%s keeps its store in %s, which has no migrations", dir, r.Config.Store.Backend)
-				}
-				opts = node.PostgresOptions(r.Config.Store)
 			}
-			from, to, err := postgres.Migrate(cmd.Context(), opts)
+			m, err := node.Migrate(cmd.Context(), r, url)
+			if errors.Is(err, node.ErrNoMigrations) {
+				return fmt.Errorf("%s keeps its store in %s, which has no migrations", dir, r.Config.Store.Backend)
+			}
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), struct {
-					Store string `json:"store"`
-					From  int    `json:"from_version"`
-					To    int    `json:"version"`
-				}{postgres.Redact(opts.URL), from, to})
+				return printJSON(cmd.OutOrStdout(), m)
 			}
-			if from == to {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: schema version %d, up to date\n", postgres.Redact(opts.URL), to)
+			if m.From == m.To {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: schema version %d, up to date\n", m.Store, m.To)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: schema migrated from version %d to %d\n", postgres.Redact(opts.URL), from, to)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: schema migrated from version %d to %d\n", m.Store, m.From, m.To)
 			return nil
 		},
 	}

@@ -94,42 +94,15 @@ old key's window after a rotation.`,
 					return err
 				}
 			}
-			if key != "" {
-				if in.Key, err = authority.ParsePublicKey(key); err != nil {
-					return err
-				}
-			}
-			if in.NotBefore, err = parseTime("--not-before", notBefore); err != nil {
+			if err := parseCarrierFlags(&in, key, notBefore, notAfter, schemes); err != nil {
 				return err
-			}
-			if in.NotAfter, err = parseTime("--not-after", notAfter); err != nil {
-				return err
-			}
-			for _, s := range schemes {
-				sc, err := protocol.ParseScheme(s)
-				if err != nil {
-					return fmt.Errorf("--scheme: %w", err)
-				}
-				in.Schemes = append(in.Schemes, sc)
 			}
 			if peerID != "" || len(addrs) > 0 {
-				replica := len(base.AddNodes) == 1 // a replica's node is listed next to the others
-				switch {
-				case peerID == "" && len(base.Nodes) == 1:
-					peerID = base.Nodes[0].Peer // --addr alone moves the repo's node
-				case peerID == "" && replica:
-					peerID = base.AddNodes[0].Peer
-				}
-				node, w, err := authority.NewNodeEntry(peerID, addrs)
+				more, err := authority.SetNode(&in, base, peerID, addrs)
 				if err != nil {
 					return err
 				}
-				if replica && peerID == base.AddNodes[0].Peer {
-					in.AddNodes = append(in.AddNodes, node)
-				} else {
-					in.Nodes = append(in.Nodes, node)
-				}
-				warnings = append(warnings, w...)
+				warnings = append(warnings, more...)
 			}
 			base.Update(in)
 			for _, s := range warnings {
@@ -164,6 +137,30 @@ old key's window after a rotation.`,
 	f.BoolVar(&asJSON, "json", false, `print the carrier as the draft now has it, a JSON object: {"code", "name", "country", "keys", "nodes", "schemes", "warnings"}`)
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
+}
+
+// parseCarrierFlags sets the key, its window and the schemes of in from
+// registry add's flags.
+func parseCarrierFlags(in *authority.CarrierInput, key, notBefore, notAfter string, schemes []string) (err error) {
+	if key != "" {
+		if in.Key, err = authority.ParsePublicKey(key); err != nil {
+			return err
+		}
+	}
+	if in.NotBefore, err = parseTime("--not-before", notBefore); err != nil {
+		return err
+	}
+	if in.NotAfter, err = parseTime("--not-after", notAfter); err != nil {
+		return err
+	}
+	for _, s := range schemes {
+		sc, err := protocol.ParseScheme(s)
+		if err != nil {
+			return fmt.Errorf("--scheme: %w", err)
+		}
+		in.Schemes = append(in.Schemes, sc)
+	}
+	return nil
 }
 
 func registryRemoveCmd() *cobra.Command {

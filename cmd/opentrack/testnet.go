@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -51,52 +50,7 @@ record or registry rejected. The report names each one that failed
 (failed_invariants in --json).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if o.Dir != "" {
-				if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-					return err
-				}
-			}
-			closeLog, err := testnetLogger(&o, verbose)
-			if err != nil {
-				return err
-			}
-			defer closeLog()
-			o.EnsureDefaults()
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			display := newLiveDisplay(out, o.Duration)
-			o.Progress, o.Follow = display.update, display.follow
-			fmt.Fprintf(out, "starting %d carriers and %d platforms on loopback (%s)...\n", o.Carriers, o.Platforms, modeName(o.Procs))
-			rep, err := testnet.Run(ctx, o)
-			display.finish()
-			if rep == nil {
-				return err
-			}
-			followedSummary(out, rep.Followed, o.Dir != "")
-			fmt.Fprintln(out)
-			if werr := rep.WriteTable(out); werr != nil {
-				return werr
-			}
-			if jsonFile != "" {
-				b, jerr := json.MarshalIndent(rep, "", "  ")
-				if jerr != nil {
-					return jerr
-				}
-				if jerr := os.WriteFile(jsonFile, append(b, '\n'), 0o644); jerr != nil {
-					return jerr
-				}
-			}
-			if err != nil {
-				return err
-			}
-			if !rep.Passed {
-				return &exitError{code: 1, err: fmt.Errorf("testnet: %d invariant(s) failed", len(rep.Failures))}
-			}
-			return nil
+			return runTestnet(cmd.OutOrStdout(), &o, jsonFile, verbose)
 		},
 	}
 	f := cmd.Flags()
@@ -114,6 +68,52 @@ record or registry rejected. The report names each one that failed
 	f.StringVar(&jsonFile, "json", "", "write the report as JSON to this file")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log node warnings to stderr as well as to the log file")
 	return cmd
+}
+
+// runTestnet runs the testnet of o with the live display on out, then
+// prints the report and writes it to jsonFile when set.
+func runTestnet(out io.Writer, o *testnet.Options, jsonFile string, verbose bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.Dir != "" {
+		if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+			return err
+		}
+	}
+	closeLog, err := testnetLogger(o, verbose)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	o.EnsureDefaults()
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	display := newLiveDisplay(out, o.Duration)
+	o.Progress, o.Follow = display.update, display.follow
+	fmt.Fprintf(out, "starting %d carriers and %d platforms on loopback (%s)...\n", o.Carriers, o.Platforms, modeName(o.Procs))
+	rep, err := testnet.Run(ctx, *o)
+	display.finish()
+	if rep == nil {
+		return err
+	}
+	followedSummary(out, rep.Followed, o.Dir != "")
+	fmt.Fprintln(out)
+	if werr := rep.WriteTable(out); werr != nil {
+		return werr
+	}
+	if jsonFile != "" {
+		if jerr := writeJSONFile(jsonFile, rep); jerr != nil {
+			return jerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.Passed {
+		return &exitError{code: 1, err: fmt.Errorf("testnet: %d invariant(s) failed", len(rep.Failures))}
+	}
+	return nil
 }
 
 func modeName(procs bool) string {

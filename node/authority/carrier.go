@@ -309,3 +309,28 @@ func undialable(m ma.Multiaddr) string {
 	}
 	return ""
 }
+
+// SetNode adds to in the node that --peer and --addr describe, against
+// base, the carrier read from a repo: with only addresses, they move
+// base's one node, or its replica's when base lists a replica to add
+// (AddNodes) next to the carrier's others. A replica's node goes to
+// in.AddNodes, any other to in.Nodes, which replaces the carrier's.
+func SetNode(in *CarrierInput, base CarrierInput, peerID string, addrs []string) (warnings []string, err error) {
+	replica := len(base.AddNodes) == 1
+	switch {
+	case peerID == "" && len(base.Nodes) == 1:
+		peerID = base.Nodes[0].Peer
+	case peerID == "" && replica:
+		peerID = base.AddNodes[0].Peer
+	}
+	node, warnings, err := NewNodeEntry(peerID, addrs)
+	if err != nil {
+		return nil, err
+	}
+	if replica && peerID == base.AddNodes[0].Peer {
+		in.AddNodes = append(in.AddNodes, node)
+	} else {
+		in.Nodes = append(in.Nodes, node)
+	}
+	return warnings, nil
+}

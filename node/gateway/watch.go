@@ -246,9 +246,9 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(g.closing, cancel)
 	defer stop()
 
-	watchers := make([]*client.Watcher, 0, len(plan))
 	events := make(chan tagged)
 	var wg sync.WaitGroup
+	watchers, err := g.startWatchers(ctx, plan)
 	// Ending ctx ends the forwarders and the watchers; Close waits for
 	// each watcher's goroutines, wg for the forwarders.
 	defer func() {
@@ -258,14 +258,10 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		wg.Wait()
 	}()
-	for _, o := range plan {
-		wt, err := g.client.Watch(ctx, o)
-		if err != nil {
-			g.log.Warn("gateway: watch", "carrier", o.Carrier, "err", err)
-			newProblem(protocol.CodeInternal, "starting the watch failed").write(w)
-			return
-		}
-		watchers = append(watchers, wt)
+	if err != nil {
+		g.log.Warn("gateway: watch", "err", err)
+		newProblem(protocol.CodeInternal, "starting the watch failed").write(w)
+		return
 	}
 	// Answer once every subscription is live, so that a client that sees
 	// the stream open misses nothing from then on. Until the forwarders
@@ -283,22 +279,39 @@ func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
 		first[i] = tagged{u: u}
 	}
 	for i, wt := range watchers {
-		code := plan[i].Carrier
-		wg.Go(func() {
-			for u := range wt.Updates() {
-				select {
-				case events <- tagged{carrier: code, u: u}:
-				case <-ctx.Done():
-					return
-				}
-			}
-			select {
-			case events <- tagged{carrier: code, done: true, err: wt.Err()}:
-			case <-ctx.Done():
-			}
-		})
+		wg.Go(func() { forward(ctx, plan[i].Carrier, wt, events) })
 	}
 	g.stream(ctx, w, q.cursors, first, events, len(watchers))
+}
+
+// startWatchers starts one watcher per carrier of plan. On error it
+// returns the watchers started so far, for the caller to close.
+func (g *Gateway) startWatchers(ctx context.Context, plan []client.WatchOptions) ([]*client.Watcher, error) {
+	watchers := make([]*client.Watcher, 0, len(plan))
+	for _, o := range plan {
+		wt, err := g.client.Watch(ctx, o)
+		if err != nil {
+			return watchers, fmt.Errorf("carrier %s: %w", o.Carrier, err)
+		}
+		watchers = append(watchers, wt)
+	}
+	return watchers, nil
+}
+
+// forward hands wt's updates to events, tagged with carrier, and then
+// that it ended, until ctx ends.
+func forward(ctx context.Context, carrier string, wt *client.Watcher, events chan<- tagged) {
+	for u := range wt.Updates() {
+		select {
+		case events <- tagged{carrier: carrier, u: u}:
+		case <-ctx.Done():
+			return
+		}
+	}
+	select {
+	case events <- tagged{carrier: carrier, done: true, err: wt.Err()}:
+	case <-ctx.Done():
+	}
 }
 
 // liveWait bounds how long a new stream waits for its subscriptions to

@@ -42,6 +42,31 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 		return nil, err
 	}
 
+	rm, cm, err := managers(&o)
+	if err != nil {
+		return nil, err
+	}
+	h, err := libp2p.New(libp2pOptions(priv, &o, rm, cm)...)
+	if err != nil {
+		// libp2p closes these on some error paths and not on others; both
+		// Close methods are idempotent.
+		rm.Close()
+		cm.Close()
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	if err := gateNegotiation(h, &o); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if err := listen(h, o.ListenAddrs); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// managers builds the resource and connection managers of o.
+func managers(o *Options) (network.ResourceManager, *connmgr.BasicConnMgr, error) {
 	var rmOpts []rcmgr.Option
 	if !o.Metrics {
 		// libp2p.DisableMetrics does not reach the resource manager, whose
@@ -50,14 +75,18 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 	}
 	rm, err := rcmgr.NewResourceManager(newLimiter(&o.Limits), rmOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("host: resource manager: %w", err)
+		return nil, nil, fmt.Errorf("host: resource manager: %w", err)
 	}
 	cm, err := connmgr.NewConnManager(o.ConnMgrLow, o.ConnMgrHigh, connmgr.WithGracePeriod(o.ConnMgrGrace))
 	if err != nil {
 		rm.Close()
-		return nil, fmt.Errorf("host: connection manager: %w", err)
+		return nil, nil, fmt.Errorf("host: connection manager: %w", err)
 	}
+	return rm, cm, nil
+}
 
+// libp2pOptions are the libp2p options of a host of o.
+func libp2pOptions(priv crypto.PrivKey, o *Options, rm network.ResourceManager, cm *connmgr.BasicConnMgr) []libp2p.Option {
 	hs := newHandshakes(o.HandshakeTimeout, o.Limits.Handshakes, o.Limits.AddrHandshakes)
 	lopts := []libp2p.Option{
 		libp2p.Identity(priv),
@@ -96,42 +125,40 @@ func New(priv crypto.PrivKey, opts *Options) (host.Host, error) {
 	} else {
 		lopts = append(lopts, libp2p.DisableMetrics())
 	}
-	h, err := libp2p.New(lopts...)
-	if err != nil {
-		// libp2p closes these on some error paths and not on others; both
-		// Close methods are idempotent.
-		rm.Close()
-		cm.Close()
-		return nil, fmt.Errorf("host: %w", err)
-	}
-	// The basic host installed its negotiating handler when it started;
-	// the gate goes in front of it before any listener accepts.
+	return lopts
+}
+
+// gateNegotiation puts the negotiation gate in front of the handler the
+// basic host installed when it started, before any listener accepts.
+func gateNegotiation(h host.Host, o *Options) error {
 	sw, ok := h.Network().(interface {
 		StreamHandler() network.StreamHandler
 		SetStreamHandler(network.StreamHandler)
 	})
 	if !ok || sw.StreamHandler() == nil {
-		h.Close()
-		return nil, fmt.Errorf("host: the network %T has no stream handler to guard", h.Network())
+		return fmt.Errorf("host: the network %T has no stream handler to guard", h.Network())
 	}
 	sw.SetStreamHandler(newNegotiationGate(o.NegotiationTimeout, o.Limits.PeerNegotiating).wrap(sw.StreamHandler()))
-	// Every address must work: a node that silently skips one is not where
-	// the registry says it is.
-	for _, s := range o.ListenAddrs {
+	return nil
+}
+
+// listen listens on every address. Every one must work: a node that
+// silently skips one is not where the registry says it is.
+func listen(h host.Host, addrs []string) error {
+	for _, s := range addrs {
 		a, err := ma.NewMultiaddr(s)
 		if err == nil {
 			err = h.Network().Listen(a)
 		}
 		if err != nil {
-			h.Close()
 			// The swarm flattens the bind error into text.
 			if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), syscall.EADDRINUSE.Error()) {
-				return nil, fmt.Errorf("%w: port %s of %s: %w", ErrAddrInUse, port(a), s, err)
+				return fmt.Errorf("%w: port %s of %s: %w", ErrAddrInUse, port(a), s, err)
 			}
-			return nil, fmt.Errorf("host: listen on %s: %w", s, err)
+			return fmt.Errorf("host: listen on %s: %w", s, err)
 		}
 	}
-	return h, nil
+	return nil
 }
 
 // newLimiter turns l into a fixed limiter. The scopes l names are set

@@ -49,54 +49,123 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 		return nil, err
 	}
 	defer w.Close()
-	// Sync hands over every watched parcel's history first, so that the
-	// watcher holds each head and the measured updates link to it, as on
-	// a platform that has been watching for a while. Without it, the
-	// first update of each parcel is back-filled with a track request.
-	synced := make(map[string]bool, len(numbers))
-	next := 0 // the first round not stored, so that a reused store takes new events
+	next, err := syncWatch(w, len(numbers))
+	if err != nil {
+		return nil, err
+	}
+	o.Logger.Info("watch: synced, ingesting", "parcels", len(numbers), "rate", o.WatchRate, "duration", o.WatchDuration)
+
+	rec := receive(w)
+	node0, err := nd.CPU()
+	if err != nil {
+		return nil, err
+	}
+	self0 := selfCPU()
+	acks, elapsed, err := postAtRate(ctx, cancel, o, post, rec, next)
+	if err != nil {
+		return nil, err
+	}
+	rec.drain(acks, 10*time.Second)
+	node1, err := nd.CPU()
+	if err != nil {
+		return nil, err
+	}
+	self1 := selfCPU()
+	cancel()
+	_ = w.Close()
+	<-rec.done
+
+	res := &watchResult{events: len(acks), unverified: rec.unverified, rate: float64(len(acks)) / elapsed.Seconds(),
+		nodeCPU: node1 - node0, selfCPU: self1 - self0}
+	return res, res.lags(acks, rec.received)
+}
+
+// syncWatch waits until each of n watched parcels' history has arrived
+// and returns the first round not stored, so that a reused store takes
+// new events. Sync hands over every watched parcel's history first, so
+// that the watcher holds each head and the measured updates link to it,
+// as on a platform that has been watching for a while. Without it, the
+// first update of each parcel is back-filled with a track request.
+func syncWatch(w *client.Watcher, n int) (next int, err error) {
+	synced := make(map[string]bool, n)
 	timeout := time.After(time.Minute)
-	for len(synced) < len(numbers) {
+	for len(synced) < n {
 		select {
 		case u, ok := <-w.Updates():
 			if !ok {
-				return nil, fmt.Errorf("bench: watch: ended during sync: %w", w.Err())
+				return 0, fmt.Errorf("bench: watch: ended during sync: %w", w.Err())
 			}
 			if !u.Verified {
-				return nil, fmt.Errorf("bench: watch: sync of %s: %s %s", u.Number, u.Error, u.Message)
+				return 0, fmt.Errorf("bench: watch: sync of %s: %s %s", u.Number, u.Error, u.Message)
 			}
 			synced[u.Number] = true
 			for _, e := range u.Events {
 				next = max(next, int(e.Seq)+1)
 			}
 		case <-timeout:
-			return nil, fmt.Errorf("bench: watch: %d of %d parcels synced in a minute: %v", len(synced), len(numbers), w.Err())
+			return 0, fmt.Errorf("bench: watch: %d of %d parcels synced in a minute: %v", len(synced), n, w.Err())
 		}
 	}
+	return next, nil
+}
 
-	o.Logger.Info("watch: synced, ingesting", "parcels", len(numbers), "rate", o.WatchRate, "duration", o.WatchDuration)
+// ack is when an event's ingest request was sent and answered.
+type ack struct{ sent, acked time.Time }
 
-	// Received updates, by event CID.
-	var mu sync.Mutex
-	received := make(map[string]time.Time)
-	unverified := 0
-	readDone := make(chan struct{})
+// recorder notes when each event's update arrives, by event CID; mu
+// guards received, unverified and the acks postAtRate writes.
+type recorder struct {
+	mu         sync.Mutex
+	received   map[string]time.Time
+	unverified int
+	done       chan struct{} // closed when the updates end
+}
+
+// receive reads w's updates until they end.
+func receive(w *client.Watcher) *recorder {
+	rec := &recorder{received: make(map[string]time.Time), done: make(chan struct{})}
 	go func() {
-		defer close(readDone)
+		defer close(rec.done)
 		for u := range w.Updates() {
 			now := time.Now()
-			mu.Lock()
+			rec.mu.Lock()
 			if !u.Verified {
-				unverified++
+				rec.unverified++
 			}
 			for _, e := range u.Events {
-				received[e.CID] = now
+				rec.received[e.CID] = now
 			}
-			mu.Unlock()
+			rec.mu.Unlock()
 		}
 	}()
+	return rec
+}
 
-	// The bodies, built before the clock starts.
+// drain waits until every acknowledged event's update has arrived, or
+// for at most limit.
+func (rec *recorder) drain(acks map[string]ack, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for {
+		rec.mu.Lock()
+		got := 0
+		for c := range acks {
+			if _, ok := rec.received[c]; ok {
+				got++
+			}
+		}
+		rec.mu.Unlock()
+		if got == len(acks) || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// postAtRate posts o.WatchRate events/s for o.WatchDuration, a batch
+// every watchTick over 8 connections, starting at round next, and
+// returns when each event was sent and acknowledged. The bodies are
+// built before the clock starts. A failed post cancels the phase.
+func postAtRate(ctx context.Context, cancel context.CancelFunc, o *Options, post *poster, rec *recorder, next int) (map[string]ack, time.Duration, error) {
 	per := o.WatchRate * int(watchTick) / int(time.Second)
 	ticks := int(o.WatchDuration / watchTick)
 	bodies := make([][]byte, ticks)
@@ -108,7 +177,6 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 		}
 		bodies[t] = body(scans)
 	}
-	type ack struct{ sent, acked time.Time }
 	acks := make(map[string]ack)
 	queue := make(chan int, ticks)
 	errc := make(chan error, 1)
@@ -127,19 +195,14 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 					return
 				}
 				now := time.Now()
-				mu.Lock()
+				rec.mu.Lock()
 				for _, r := range resp.Results {
 					acks[r.CID] = ack{sent, now}
 				}
-				mu.Unlock()
+				rec.mu.Unlock()
 			}
 		})
 	}
-	node0, err := nd.CPU()
-	if err != nil {
-		return nil, err
-	}
-	self0 := selfCPU()
 	start := time.Now()
 	for t := range ticks {
 		time.Sleep(time.Until(start.Add(time.Duration(t) * watchTick)))
@@ -150,37 +213,15 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 	elapsed := time.Since(start)
 	select {
 	case err := <-errc:
-		return nil, err
+		return nil, 0, err
 	default:
 	}
+	return acks, elapsed, nil
+}
 
-	// Drain: every acknowledged event's update, or 10 s.
-	drain := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		got := 0
-		for c := range acks {
-			if _, ok := received[c]; ok {
-				got++
-			}
-		}
-		mu.Unlock()
-		if got == len(acks) || time.Now().After(drain) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	node1, err := nd.CPU()
-	if err != nil {
-		return nil, err
-	}
-	self1 := selfCPU()
-	cancel()
-	_ = w.Close()
-	<-readDone
-
-	res := &watchResult{events: len(acks), unverified: unverified, rate: float64(len(acks)) / elapsed.Seconds(),
-		nodeCPU: node1 - node0, selfCPU: self1 - self0}
+// lags sets the delivered, missed and lag figures of res from when each
+// event was acknowledged and received.
+func (res *watchResult) lags(acks map[string]ack, received map[string]time.Time) error {
 	var lags, fromPost []time.Duration
 	for c, a := range acks {
 		r, ok := received[c]
@@ -193,13 +234,13 @@ func watchLag(ctx context.Context, o *Options, p *platform, nd *nodeProc, key ed
 	}
 	res.delivered = len(lags)
 	if len(lags) == 0 {
-		return res, fmt.Errorf("bench: watch: none of %d events delivered", len(acks))
+		return fmt.Errorf("bench: watch: none of %d events delivered", len(acks))
 	}
 	slices.Sort(lags)
 	slices.Sort(fromPost)
 	res.p50, res.p99, res.max = lags[len(lags)/2], lags[len(lags)*99/100], lags[len(lags)-1]
 	res.fromPostP99 = fromPost[len(fromPost)*99/100]
-	return res, nil
+	return nil
 }
 
 // selfCPU is this process's CPU time, user and system.
