@@ -21,9 +21,11 @@ import (
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/protocol/numbertest"
 )
 
 // This file is the loopback testnet of the trust and discovery tests: a
@@ -53,7 +55,7 @@ func newAuthority(t *testing.T) *testAuthority {
 	require.NoError(t, err)
 	s, err := protocol.NewSigner(priv)
 	require.NoError(t, err)
-	pub, err := discovery.EncodePublicKey(s.Public())
+	pub, err := keyfile.MarshalPublic(s.Public())
 	require.NoError(t, err)
 	return &testAuthority{signer: s, pubFile: writeTemp(t, "authority.pub", pub)}
 }
@@ -261,24 +263,6 @@ func requireRejected(t *testing.T, v client.ParcelView, number, carrier, code, r
 	require.Contains(t, v.Message, reason)
 }
 
-// s10 completes an S10 identifier with its check digit.
-func s10(t *testing.T, service, serial, country string) string {
-	t.Helper()
-	d, err := protocol.CheckDigit(protocol.CheckMod11, serial)
-	require.NoError(t, err)
-	n := service + serial + string(d) + country
-	require.NoError(t, protocol.ValidS10(n))
-	return n
-}
-
-// mod10 completes a number with its GS1 check digit.
-func mod10(t *testing.T, data string) string {
-	t.Helper()
-	d, err := protocol.CheckDigit(protocol.CheckMod10, data)
-	require.NoError(t, err)
-	return data + string(d)
-}
-
 // TestIntegrationRegistryTracking runs three carriers (a UPU S10 postal
 // operator, a carrier with check-digit numbers and one with the default
 // scheme) and two platforms that know only their trust anchor and the
@@ -300,15 +284,16 @@ func TestIntegrationRegistryTracking(t *testing.T) {
 	}
 	platforms := []*testPlatform{launchPlatform(t, a, reg, nil), launchPlatform(t, a, reg, nil)}
 
-	postNum := s10(t, "RR", "12345678", "GB")
-	waybillNum := mod10(t, "40063813339")
+	postNum := numbertest.S10("RR", 12345678, "GB")
+	waybillNum, err := numbertest.Complete(protocol.CheckMod10, "40063813339")
+	require.NoError(t, err)
 	sfNum := "SF1234567890"
 	post.ingest(t, postNum, 3)
 	waybill.ingest(t, waybillNum, 2)
 	sf.ingest(t, sfNum, 4)
 
 	badCheck := postNum[:10] + string('0'+(postNum[10]-'0'+1)%10) + "GB"
-	unknown := s10(t, "RR", "99999999", "GB")
+	unknown := numbertest.S10("RR", 99999999, "GB")
 	for i, p := range platforms {
 		views := p.track(t, strings.ToLower(postNum), waybillNum, sfNum, unknown, badCheck, "ZZ12")
 		require.Len(t, views, 6, "platform %d", i)

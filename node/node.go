@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	lphost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service"
@@ -57,6 +59,9 @@ type Options struct {
 	// Exchange tunes registry exchange; nil for defaults. Only a node
 	// with trust anchors exchanges.
 	Exchange *discovery.ExchangeOptions
+	// Client tunes the client of the node's Platform, which registry
+	// exchange asks through; nil for defaults.
+	Client *client.Options
 	// Gater vets the host's connections (host.Options.Gater); testnets cut
 	// links with it. Default: nil, every connection allowed.
 	Gater connmgr.ConnectionGater
@@ -77,15 +82,15 @@ type Node struct {
 	// whose repo has no trust anchors, which then neither routes nor
 	// exchanges registries.
 	Trust *discovery.Trust
-	Log   *slog.Logger
+	// Platform is the node's peer routing, registry exchange and client
+	// over Trust and Host; nil on a node without trust anchors.
+	Platform *platform.Platform
+	Log      *slog.Logger
 
 	admin     *admin.Server
 	track     *service.Track
 	watch     *service.Watch
 	info      *service.Info
-	router    *discovery.Router
-	exchange  *discovery.Exchange
-	infoAsker *client.Client // the exchange's
 	mdns      *discovery.MDNS
 	sweeping  context.CancelFunc // stops the details sweeper
 	swept     chan struct{}      // closed when it has stopped
@@ -106,107 +111,136 @@ func Start(r *repo.Repo, o Options) (_ *Node, err error) {
 			_ = n.Close()
 		}
 	}()
-	cfg := r.Config
-
 	switch t, err := r.Trust(); {
 	case err == nil:
 		n.Trust = t
 	case !errors.Is(err, discovery.ErrNoAnchors):
 		return nil, err
 	}
-
-	if cfg.Role == repo.RoleCarrier {
-		if err := n.startCarrierStore(); err != nil {
-			return nil, err
-		}
+	if r.Config.Role == repo.RoleCarrier {
+		err = n.startCarrier(o)
+	} else {
+		err = n.startPlatform(o)
 	}
+	if err != nil {
+		return nil, err
+	}
+	log.Info("node started", "role", r.Config.Role, "peer", n.Host.ID(), "carrier", r.Config.Carrier.Code, "addrs", n.Addrs(), "admin", n.AdminURL())
+	return n, nil
+}
 
-	hopts := cfg.HostOptions()
+// startCarrier starts a carrier node: the store, the host, track, watch
+// and ingest over the store, info, discovery, and the admin API.
+func (n *Node) startCarrier(o Options) error {
+	cfg := n.Repo.Config
+	if err := n.startCarrierStore(); err != nil {
+		return err
+	}
+	if err := n.startHost(o); err != nil {
+		return err
+	}
+	signer, err := n.Repo.Signer()
+	if err != nil {
+		return err
+	}
+	schemes, err := cfg.Schemes()
+	if err != nil {
+		return err
+	}
+	code, keys := cfg.Carrier.Code, protocol.PublicKeyResolver{Carrier: cfg.Carrier.Code, Key: signer.Public()}
+	pol, err := policy.New(cfg.PolicyOptions(), n.registryMember, nil)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.track, err = service.NewTrack(service.TrackConfig{Carrier: code, Schemes: schemes, Store: n.Store, Metrics: n.Metrics, Logger: n.Log, Policy: pol, Keys: keys}, o.Service)
+	if err != nil {
+		return err
+	}
+	n.track.Register(n.Host)
+	n.watch, err = service.NewWatch(service.WatchConfig{Store: n.Store, Metrics: n.Metrics, Logger: n.Log, Policy: pol, Carrier: code, Schemes: schemes, Keys: keys}, o.Service)
+	if err != nil {
+		return err
+	}
+	n.watch.Register(n.Host)
+	var iopts *ingest.Options
+	if cfg.Store.Backend == repo.BackendPostgres {
+		// Replicas on one database race for the same parcels, which a
+		// lone pebble node never does: a commit that lost may lose
+		// again to a replica that keeps committing.
+		iopts = &ingest.Options{ConflictRetries: replicaConflictRetries}
+	}
+	n.Ingester, err = ingest.New(ingest.Config{Carrier: code, Schemes: schemes, Signer: signer, Store: n.Store, Space: n.Space, Metrics: n.Metrics, Logger: n.Log}, iopts)
+	if err != nil {
+		return err
+	}
+	if err := n.startInfo(code, signer.Public(), o); err != nil {
+		return err
+	}
+	if err := n.startDiscovery(o); err != nil {
+		return err
+	}
+	addr := cfg.Admin.Addr
+	if o.AdminAddr != "" {
+		addr = o.AdminAddr
+	}
+	return n.startAdmin(addr)
+}
+
+// startPlatform starts a platform node: the host, info, and discovery,
+// whose Platform is what the node looks parcels up with.
+func (n *Node) startPlatform(o Options) error {
+	if err := n.startHost(o); err != nil {
+		return err
+	}
+	if err := n.startInfo("", nil, o); err != nil {
+		return err
+	}
+	return n.startDiscovery(o)
+}
+
+// startHost starts the libp2p host the config describes, on o.Listen
+// when given.
+func (n *Node) startHost(o Options) error {
+	hopts := n.Repo.Config.HostOptions()
 	if len(o.Listen) > 0 {
 		hopts.ListenAddrs = o.Listen
 	}
 	hopts.Registerer = n.Metrics.Registry
 	hopts.Gater = o.Gater
-	if n.Host, err = lphost.New(r.NodeKey, hopts); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+	var err error
+	if n.Host, err = lphost.New(n.Repo.NodeKey, hopts); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
-
-	infoCfg := service.InfoConfig{Version: version.Agent, Metrics: n.Metrics, Logger: log}
-	if n.Trust != nil {
-		infoCfg.Registry = n.Trust
-	}
-	if cfg.Role == repo.RoleCarrier {
-		signer, err := r.Signer()
-		if err != nil {
-			return nil, err
-		}
-		schemes, err := cfg.Schemes()
-		if err != nil {
-			return nil, err
-		}
-		infoCfg.Carrier, infoCfg.Keys = cfg.Carrier.Code, append(infoCfg.Keys, signer.Public())
-		pol, err := policy.New(cfg.PolicyOptions(), n.registryMember, nil)
-		if err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		n.track, err = service.NewTrack(service.TrackConfig{Carrier: cfg.Carrier.Code, Schemes: schemes, Store: n.Store, Metrics: n.Metrics, Logger: log, Policy: pol,
-			Keys: protocol.PublicKeyResolver{Carrier: cfg.Carrier.Code, Key: signer.Public()}}, o.Service)
-		if err != nil {
-			return nil, err
-		}
-		n.track.Register(n.Host)
-		n.watch, err = service.NewWatch(service.WatchConfig{Store: n.Store, Metrics: n.Metrics, Logger: log, Policy: pol,
-			Carrier: cfg.Carrier.Code, Schemes: schemes, Keys: protocol.PublicKeyResolver{Carrier: cfg.Carrier.Code, Key: signer.Public()}}, o.Service)
-		if err != nil {
-			return nil, err
-		}
-		n.watch.Register(n.Host)
-		var iopts *ingest.Options
-		if cfg.Store.Backend == repo.BackendPostgres {
-			// Replicas on one database race for the same parcels, which a
-			// lone pebble node never does: a commit that lost may lose
-			// again to a replica that keeps committing.
-			iopts = &ingest.Options{ConflictRetries: replicaConflictRetries}
-		}
-		n.Ingester, err = ingest.New(ingest.Config{Carrier: cfg.Carrier.Code, Schemes: schemes, Signer: signer, Store: n.Store, Space: n.Space, Metrics: n.Metrics, Logger: log}, iopts)
-		if err != nil {
-			return nil, err
-		}
-	}
-	if n.info, err = service.NewInfo(infoCfg, o.Service); err != nil {
-		return nil, err
-	}
-	n.info.Register(n.Host)
-	if err := n.startDiscovery(o); err != nil {
-		return nil, err
-	}
-
-	if cfg.Role == repo.RoleCarrier {
-		addr := cfg.Admin.Addr
-		if o.AdminAddr != "" {
-			addr = o.AdminAddr
-		}
-		if err := n.startAdmin(addr); err != nil {
-			return nil, err
-		}
-	}
-	log.Info("node started", "role", cfg.Role, "peer", n.Host.ID(), "carrier", cfg.Carrier.Code, "addrs", n.Addrs(), "admin", n.AdminURL())
-	return n, nil
+	return nil
 }
 
-// startDiscovery starts peer routing and registry exchange on a node with
-// trust anchors, and mDNS when asked. The router dials registry nodes in
-// the background, so Start does not wait on the network.
+// startInfo registers the info service: the carrier served and its key
+// (none on a platform node), and the registry held.
+func (n *Node) startInfo(carrier string, key ed25519.PublicKey, o Options) error {
+	cfg := service.InfoConfig{Version: version.Agent, Metrics: n.Metrics, Logger: n.Log, Carrier: carrier}
+	if key != nil {
+		cfg.Keys = []ed25519.PublicKey{key}
+	}
+	if n.Trust != nil {
+		cfg.Registry = n.Trust
+	}
+	var err error
+	if n.info, err = service.NewInfo(cfg, o.Service); err != nil {
+		return err
+	}
+	n.info.Register(n.Host)
+	return nil
+}
+
+// startDiscovery opens the node's Platform on a node with trust anchors:
+// peer routing, registry exchange and a client over the node's host. It
+// starts mDNS when asked.
 func (n *Node) startDiscovery(o Options) error {
 	if n.Trust != nil {
 		var err error
-		if n.router, err = discovery.NewRouter(n.Host, n.Trust, o.Router, n.Log); err != nil {
-			return err
-		}
-		if n.infoAsker, err = client.New(n.Host, nil); err != nil {
-			return err
-		}
-		if n.exchange, err = discovery.NewExchange(n.Host, n.Trust, n.infoAsker, o.Exchange, n.Log); err != nil {
+		n.Platform, err = platform.Open(platform.Config{Host: n.Host, Trust: n.Trust, Logger: n.Log},
+			&platform.Options{Client: o.Client, Router: o.Router, Exchange: true, ExchangeOptions: o.Exchange})
+		if err != nil {
 			return err
 		}
 	}
@@ -240,7 +274,12 @@ func (n *Node) registryMember(p peer.ID) bool {
 }
 
 // Router is the node's peer routing; nil on a node without trust anchors.
-func (n *Node) Router() *discovery.Router { return n.router }
+func (n *Node) Router() *discovery.Router {
+	if n.Platform == nil {
+		return nil
+	}
+	return n.Platform.Router()
+}
 
 func (n *Node) startCarrierStore() error {
 	st, space, err := openStore(context.Background(), n.Repo, n.Log)
@@ -426,7 +465,7 @@ func (n *Node) startAdmin(addr string) error {
 	code := n.Repo.Config.Carrier.Code
 	api := admin.API(admin.APIConfig{Ingester: n.Ingester, Grants: n.Store, Keys: protocol.PublicKeyResolver{Carrier: code, Key: signer.Public()},
 		Carrier: code, Logger: n.Log})
-	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, api, n.Metrics, n.health)
+	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, api, n.Metrics, func() error { return health(n.Store, n.Space) })
 	if err != nil {
 		return err
 	}
@@ -442,19 +481,20 @@ func (n *Node) startAdmin(addr string) error {
 	return nil
 }
 
-// health reports whether the store answers, and, as degraded, why ingest
-// is refused when the disk is below its reserve.
-func (n *Node) health() error {
-	if n.Store == nil {
+// health reports whether the store answers, asking its feed (nil on a
+// platform node) for the tail, and, as degraded, why ingest is refused
+// when the disk is below space's reserve.
+func health(feed store.FeedReader, space *store.Space) error {
+	if feed == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if _, err := n.Store.FeedTail(ctx); err != nil {
+	if _, err := feed.FeedTail(ctx); err != nil {
 		return err
 	}
-	if n.Space != nil {
-		if err := n.Space.Check(); err != nil {
+	if space != nil {
+		if err := space.Check(); err != nil {
 			return fmt.Errorf("%w: ingest refused: %w", admin.ErrDegraded, err)
 		}
 	}
@@ -494,9 +534,9 @@ func (n *Node) NodeInfo() *repo.NodeInfo {
 }
 
 // Close shuts the node down in order: the admin API first, letting
-// in-flight ingest requests finish; then registry exchange, mDNS and peer
-// routing, which use the host; then the protocol services and the host,
-// and the store last.
+// in-flight ingest requests finish; then mDNS and the Platform (registry
+// exchange, its client, peer routing), which use the host; then the
+// protocol services and the host, and the store last.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
@@ -505,17 +545,11 @@ func (n *Node) Close() error {
 			errs = append(errs, n.admin.Shutdown(ctx))
 			cancel()
 		}
-		if n.exchange != nil {
-			errs = append(errs, n.exchange.Close())
-		}
-		if n.infoAsker != nil {
-			errs = append(errs, n.infoAsker.Close())
-		}
 		if n.mdns != nil {
 			errs = append(errs, n.mdns.Close())
 		}
-		if n.router != nil {
-			errs = append(errs, n.router.Close())
+		if n.Platform != nil {
+			errs = append(errs, n.Platform.Close())
 		}
 		if n.track != nil {
 			n.track.Unregister()
@@ -566,7 +600,7 @@ func Run(ctx context.Context, r *repo.Repo, o Options) error {
 
 // statsCache keeps store.Stats from being called on every scrape.
 type statsCache struct {
-	st  store.Store
+	st  store.StatsCloser
 	ttl time.Duration
 
 	mu    sync.Mutex
@@ -574,7 +608,7 @@ type statsCache struct {
 	stats store.Stats
 }
 
-func newStatsCache(st store.Store, ttl time.Duration) *statsCache {
+func newStatsCache(st store.StatsCloser, ttl time.Duration) *statsCache {
 	return &statsCache{st: st, ttl: ttl}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 	"github.com/opentrack/opentrack/testnet/internal/proc"
@@ -615,10 +616,14 @@ func (c *Carrier) Ingest(ctx context.Context, events []ingest.InputEvent) ([]ing
 
 // Platform is a platform node of the testnet with its client.
 type Platform struct {
-	Name   string
-	Repo   *repo.Repo
-	ID     peer.ID
-	Node   *node.Node
+	Name string
+	Repo *repo.Repo
+	ID   peer.ID
+	Node *node.Node
+	// Platform is the node's: its trust, routing and client, to look up
+	// and watch through.
+	Platform *platform.Platform
+	// Client is Platform's client, for calls that take trust of their own.
 	Client *client.Client
 
 	net    *Net
@@ -638,17 +643,12 @@ func (n *Net) createPlatform(name string) (*Platform, error) {
 }
 
 func (p *Platform) start() error {
-	nd, err := node.Start(p.Repo, node.Options{Logger: p.net.log.With("platform", p.Name), Router: &routerOptions, Gater: p.gater})
+	o := clientOptions
+	nd, err := node.Start(p.Repo, node.Options{Logger: p.net.log.With("platform", p.Name), Router: &routerOptions, Client: &o, Gater: p.gater})
 	if err != nil {
 		return fmt.Errorf("testnet: platform %s: %w", p.Name, err)
 	}
-	o := clientOptions
-	cl, err := client.New(nd.Host, &o)
-	if err != nil {
-		_ = nd.Close()
-		return err
-	}
-	p.Node, p.Client = nd, cl
+	p.Node, p.Platform, p.Client = nd, nd.Platform, nd.Platform.Client()
 	return nil
 }
 

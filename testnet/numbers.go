@@ -7,6 +7,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/protocol/numbertest"
 )
 
 // numberGen makes unique tracking numbers in a carrier's first scheme:
@@ -60,20 +61,11 @@ func (g *numberGen) next() (string, error) {
 	g.mu.Unlock()
 	var n string
 	if g.scheme.Kind == protocol.SchemeS10 {
-		data := fmt.Sprintf("%08d", serial)
-		d, _ := protocol.CheckDigit(protocol.CheckMod11, data)
-		n = "RR" + data + string(d) + g.scheme.Countries[0]
+		n = numbertest.S10("RR", int(serial), g.scheme.Countries[0])
 	} else {
-		n = g.prefix + fmt.Sprintf("%0*d", g.digits, serial)
-		if g.scheme.Check != protocol.CheckNone {
-			var digits strings.Builder
-			for _, c := range []byte(n) {
-				if c >= '0' && c <= '9' {
-					digits.WriteByte(c)
-				}
-			}
-			d, _ := protocol.CheckDigit(g.scheme.Check, digits.String())
-			n += string(d)
+		var err error
+		if n, err = numbertest.Complete(g.scheme.Check, g.prefix+fmt.Sprintf("%0*d", g.digits, serial)); err != nil {
+			return "", fmt.Errorf("testnet: scheme %s: %w", g.scheme, err)
 		}
 	}
 	if err := g.check.Check(n); err != nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/opentrack/opentrack/internal/options"
 )
 
 // Scenarios, as --scenario names them.
@@ -110,44 +112,36 @@ const (
 // Faults lists every fault.
 var Faults = []Fault{FaultAudience, FaultRestart, FaultRejectEvent, FaultStaleLookup, FaultNotFound, FaultSilentRogue}
 
-// Defaults, in one place.
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else, but for Rate and QueryRate, which
+// follow Parcels and Rate.
+var defaults = Options{
+	Carriers:  5,
+	Platforms: 3,
+	Parcels:   1000,
+	Duration:  60 * time.Second,
+	Drain:     30 * time.Second,
+	Logger:    slog.New(slog.DiscardHandler),
+}
+
+// Limits that keep a testnet inside one machine.
 const (
-	defaultCarriers  = 5
-	defaultPlatforms = 3
-	defaultParcels   = 1000
-	defaultDuration  = 60 * time.Second
-	defaultDrain     = 30 * time.Second
-	// Limits that keep a testnet inside one machine.
 	maxCarriers  = 200
 	maxPlatforms = 100
 )
 
-// EnsureDefaults fills every zero field that has a default and returns o.
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	if o.Carriers == 0 {
-		o.Carriers = defaultCarriers
-	}
-	if o.Platforms == 0 {
-		o.Platforms = defaultPlatforms
-	}
-	if o.Parcels == 0 {
-		o.Parcels = defaultParcels
-	}
-	if o.Rate == 0 {
-		o.Rate = float64(o.Parcels) / 4
-	}
-	if o.QueryRate == 0 {
-		o.QueryRate = max(o.Rate, 20)
-	}
-	if o.Duration == 0 {
-		o.Duration = defaultDuration
-	}
-	if o.Drain == 0 {
-		o.Drain = defaultDrain
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o = options.New(o)
+	options.Default(&o.Carriers, defaults.Carriers)
+	options.Default(&o.Platforms, defaults.Platforms)
+	options.Default(&o.Parcels, defaults.Parcels)
+	options.Default(&o.Rate, float64(o.Parcels)/4)
+	options.Default(&o.QueryRate, max(o.Rate, 20))
+	options.Default(&o.Duration, defaults.Duration)
+	options.Default(&o.Drain, defaults.Drain)
+	options.Default(&o.Logger, defaults.Logger)
 	return o
 }
 

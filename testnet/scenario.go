@@ -17,6 +17,13 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
+// rogueFirstAsk bounds each platform's first lookup at the rogue, which
+// runs even after traffic time; rogueAsk bounds the later ones.
+const (
+	rogueFirstAsk = 30 * time.Second
+	rogueAsk      = 5 * time.Second
+)
+
 // recoveryTimeout bounds how long the platforms may take to reach a
 // carrier again after it comes back or a cut heals.
 const recoveryTimeout = 30 * time.Second
@@ -242,7 +249,10 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 	case <-ctx.Done():
 		return
 	}
-	rg, err := s.net.AddRogue(ctx, victim)
+	// Once started, the rogue gets one full round even when traffic time
+	// is up, so that a slow machine delays the verdict, not voids it.
+	bg := context.WithoutCancel(ctx)
+	rg, err := s.net.AddRogue(bg, victim)
 	if err != nil {
 		s.fail("rogue: %v", err)
 		return
@@ -255,7 +265,7 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 		s.fail("rogue: %s has no parcels to forge", victim.Code)
 		return
 	}
-	if !s.forge(ctx, rg, numbers) {
+	if !s.forge(bg, rg, numbers) {
 		return
 	}
 	s.note("rogue recorded \"delivered\" for %d of %s's parcels", len(numbers), victim.Code)
@@ -291,12 +301,14 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	askCtx, timeout := bg, rogueFirstAsk
 	for {
 		for pi, p := range s.net.Platforms {
 			if !p.Closed() {
-				s.askRogue(ctx, pi, rg, numbers)
+				s.askRogue(askCtx, pi, rg, numbers, timeout)
 			}
 		}
+		askCtx, timeout = ctx, rogueAsk
 		select {
 		case <-ctx.Done():
 			return
@@ -332,9 +344,9 @@ func (s *sim) forge(ctx context.Context, rg *Carrier, numbers []string) bool {
 
 // askRogue has platform pi look numbers up at the rogue directly, as if
 // the rogue had poisoned its peer routing, and counts the rejections.
-func (s *sim) askRogue(ctx context.Context, pi int, rg *Carrier, numbers []string) {
+func (s *sim) askRogue(ctx context.Context, pi int, rg *Carrier, numbers []string, timeout time.Duration) {
 	p := s.net.Platforms[pi]
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	views, err := p.Client.TrackPeer(qctx, rg.ID, p.Node.Trust, numbers, nil)
 	if err != nil {

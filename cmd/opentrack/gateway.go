@@ -67,7 +67,7 @@ SIGINT and SIGTERM end the streams, finish the lookups in flight and stop.`,
 			defer r.RemoveNodeInfo()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			err = gateway.Run(ctx, n, ln, &o)
+			err = gateway.Run(ctx, n.Platform, ln, &o)
 			if errors.Is(err, gateway.ErrNotPlatform) {
 				err = fmt.Errorf("--repo %s: %w: create it with opentrack init --trust PUBFILE --registry FILE", dir, err)
 			}

@@ -268,7 +268,7 @@ func TestMessages(t *testing.T) {
 			q("opentrack: " + reg2 + " would be rejected by a node trusting " + filepath.Join(auth, "authority.pub")), ""},
 		{"registry not newer", []string{"registry", "install", "--repo", shop, reg}, 1,
 			q("opentrack: " + reg + " not installed: protocol: registry sequence is not newer: have seq 1, offered 1"), ""},
-		{"trust a missing key", []string{"trust", "add", "--repo", shop2, nope}, 1, q("opentrack: discovery: open " + nope + ": no such file or directory"), ""},
+		{"trust a missing key", []string{"trust", "add", "--repo", shop2, nope}, 1, q("opentrack: keyfile: open " + nope + ": no such file or directory"), ""},
 		{"gateway of a carrier", []string{"gateway", "--repo", sf}, 1,
 			q("opentrack: --repo " + sf + " is a carrier repo, and this command needs a platform repo (create one with opentrack init --repo DIR --platform NAME --trust PUBFILE --registry FILE)"), ""},
 		{"migrate both", []string{"migrate", "--repo", sf, "--store", "postgres://x@127.0.0.1:1/db"}, 1,

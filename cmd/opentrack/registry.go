@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opentrack/opentrack/node/authority"
-	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -259,7 +259,7 @@ would verify it now, and the exit status is 1 if a node would reject it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var anchors []ed25519.PublicKey
 			for _, p := range trust {
-				pub, err := discovery.ReadPublicKey(p)
+				pub, err := keyfile.ReadPublic(p)
 				if err != nil {
 					return fmt.Errorf("--trust: %w", err)
 				}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,26 +10,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
-	"github.com/opentrack/opentrack/node/client"
-	"github.com/opentrack/opentrack/node/discovery"
-	lphost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
 
-func trackCmd() *cobra.Command {
-	var peerAddr, repoDir, grantFile string
-	var asJSON bool
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...",
-		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
-		Long: `Look up tracking numbers, verify each signed head and event chain, and print
+// trackHelp is track's --help, which says what the exit status means.
+const trackHelp = `Look up tracking numbers, verify each signed head and event chain, and print
 a readable timeline (or, with --json, a JSON array with one object per parcel,
 with its "carrier", "key_id" and "key_source").
 
@@ -62,8 +51,17 @@ record failed verification or is partial, or came from a node that does
 not sign for the number's carrier (wrong_carrier); 2 when everything that
 came back verified but some number was not answered (not_found,
 invalid_number, forbidden, rate_limited, unavailable, or the node's own
-wrong_carrier: not a number it issues) or its details were refused.`,
-		Args: minArgs(1, "one or more tracking numbers"),
+wrong_carrier: not a number it issues) or its details were refused.`
+
+func trackCmd() *cobra.Command {
+	var peerAddr, repoDir, grantFile string
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "track [--repo PLATFORMDIR | --peer MULTIADDR] [--grant FILE] [--json] NUMBER...",
+		Short: "Find the carrier of tracking numbers, verify the signature and the chain, and print the timeline",
+		Long:  trackHelp,
+		Args:  minArgs(1, "one or more tracking numbers"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if peerAddr == "" && repoDir == "" {
 				return fmt.Errorf("give --repo PLATFORMDIR to resolve numbers through its registry, or --peer MULTIADDR to ask one node")
@@ -74,16 +72,16 @@ wrong_carrier: not a number it issues) or its details were refused.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			p, err := openTrackPlatform(repoDir)
+			p, err := openPlatform(repoDir)
 			if err != nil {
 				return err
 			}
-			defer p.close()
-			var views []client.ParcelView
+			defer p.Close()
+			var views []platform.ParcelView
 			if peerAddr != "" {
-				views, err = p.trackPeer(ctx, peerAddr, args, grant)
+				views, err = atPeer(peerAddr, func(ai peer.AddrInfo) ([]platform.ParcelView, error) { return p.TrackPeer(ctx, ai, args, grant) })
 			} else {
-				views, err = p.cl.TrackNumbers(ctx, p.trust, p.router, args, grant)
+				views, err = p.Track(ctx, args, grant)
 			}
 			if err != nil {
 				return err
@@ -110,98 +108,48 @@ wrong_carrier: not a number it issues) or its details were refused.`,
 	return cmd
 }
 
-// trackPlatform is what `track` runs on: a client host, and with a repo
-// its trust state and a router to reach registry nodes.
-type trackPlatform struct {
-	h      host.Host
-	cl     *client.Client
-	trust  *discovery.Trust // nil without --repo
-	router *discovery.Router
-}
-
-// openTrackPlatform starts the client host. With a repo, the host has the
-// repo's node key, so that carriers see the platform's registered
-// identity (grants name it), and listens on loopback ports of its own so
-// as not to collide with the repo's running node.
-func openTrackPlatform(repoDir string) (_ *trackPlatform, err error) {
-	p := &trackPlatform{}
-	defer func() {
-		if err != nil {
-			p.close()
-		}
-	}()
-	opts := &lphost.Options{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}
-	var key crypto.PrivKey
-	if repoDir == "" {
-		if key, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
-			return nil, err
-		}
-	} else {
-		r, err := repo.Open(repoDir)
-		if err != nil {
-			return nil, err
-		}
-		if err := wantRole(r, repoDir, repo.RolePlatform); err != nil {
-			return nil, err
-		}
-		if p.trust, err = r.Trust(); err != nil {
-			if errors.Is(err, discovery.ErrNoAnchors) {
-				return nil, fmt.Errorf("--repo %s trusts no registry authority yet (add one with opentrack trust add --repo %s PUBFILE, then opentrack registry install --repo %s FILE)", repoDir, repoDir, repoDir)
-			}
-			return nil, fmt.Errorf("--repo %s: %w", repoDir, err)
-		}
-		if p.trust.Registry() == nil {
-			return nil, fmt.Errorf("--repo %s holds no registry yet (install one with opentrack registry install --repo %s FILE)", repoDir, repoDir)
-		}
-		key = r.NodeKey
-		if !r.Config.Network.DisableQUIC {
-			opts.ListenAddrs = append(opts.ListenAddrs, "/ip4/127.0.0.1/udp/0/quic-v1")
-		} else {
-			opts.DisableQUIC = true
-		}
+// openPlatform opens the platform track and watch run on. With a repo
+// it has the repo's trust and node key, so that carriers see the
+// platform's registered identity (grants name it), on loopback ports of
+// its own so as not to collide with the repo's running node; without, a
+// fresh identity and no registry.
+func openPlatform(dir string) (*platform.Platform, error) {
+	if dir == "" {
+		return platform.Open(platform.Config{}, nil)
 	}
-	if p.h, err = lphost.New(key, opts); err != nil {
+	r, err := repo.Open(dir)
+	if err != nil {
 		return nil, err
 	}
-	if p.cl, err = client.New(p.h, nil); err != nil {
+	if err := wantRole(r, dir, repo.RolePlatform); err != nil {
 		return nil, err
 	}
-	if p.trust != nil {
-		if p.router, err = discovery.NewRouter(p.h, p.trust, nil, nil); err != nil {
-			return nil, err
-		}
+	p, err := platform.Open(platform.Config{Repo: r, Key: r.NodeKey}, &platform.Options{DisableQUIC: r.Config.Network.DisableQUIC})
+	switch {
+	case errors.Is(err, platform.ErrNoAnchors):
+		return nil, fmt.Errorf("--repo %s trusts no registry authority yet (add one with opentrack trust add --repo %s PUBFILE, then opentrack registry install --repo %s FILE)", dir, dir, dir)
+	case errors.Is(err, platform.ErrNoRegistry):
+		return nil, fmt.Errorf("--repo %s holds no registry yet (install one with opentrack registry install --repo %s FILE)", dir, dir)
+	case err != nil:
+		return nil, fmt.Errorf("--repo %s: %w", dir, err)
 	}
 	return p, nil
 }
 
-// trackPeer asks the one node at addr, verifying against the registry
-// when there is one.
-func (p *trackPlatform) trackPeer(ctx context.Context, addr string, numbers []string, grant []byte) ([]client.ParcelView, error) {
+// atPeer calls f with the node --peer names, and words a node that could
+// not be dialed with what to check.
+func atPeer[T any](addr string, f func(peer.AddrInfo) (T, error)) (T, error) {
 	ai, err := peer.AddrInfoFromString(addr)
 	if err != nil {
-		return nil, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
+		var none T
+		return none, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
 	}
-	if err := p.h.Connect(ctx, *ai); err != nil {
-		return nil, fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ai.ID, lphost.DialError(err))
+	v, err := f(*ai)
+	var ue *platform.UnreachableError
+	if errors.As(err, &ue) {
+		err = fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ue.Peer, ue.Err)
 	}
-	// A nil *discovery.Trust must stay a nil client.Trust.
-	var trust client.Trust
-	if p.trust != nil {
-		trust = p.trust
-	}
-	return p.cl.TrackPeer(ctx, ai.ID, trust, numbers, grant)
-}
-
-func (p *trackPlatform) close() {
-	if p.router != nil {
-		p.router.Close()
-	}
-	if p.cl != nil {
-		p.cl.Close()
-	}
-	if p.h != nil {
-		p.h.Close()
-	}
+	return v, err
 }
 
 // verificationStatus sets the exit status: 1 when a record came back but
@@ -209,7 +157,7 @@ func (p *trackPlatform) close() {
 // for the number's carrier; 2 when all that came back verified but some
 // number asked for was not answered (not_found, invalid_number,
 // forbidden, unreachable, a node saying it does not issue the number...).
-func verificationStatus(views []client.ParcelView) error {
+func verificationStatus(views []platform.ParcelView) error {
 	var bad, partial, foreign, unanswered, refused int
 	for _, v := range views {
 		if v.Partial {
@@ -268,7 +216,7 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func printTimeline(w io.Writer, views []client.ParcelView) {
+func printTimeline(w io.Writer, views []platform.ParcelView) {
 	for i, v := range views {
 		if i > 0 {
 			fmt.Fprintln(w)
@@ -304,7 +252,7 @@ func printTimeline(w io.Writer, views []client.ParcelView) {
 }
 
 // eventLine is one event of a timeline: seq, time, status and place.
-func eventLine(e client.EventView) string {
+func eventLine(e platform.EventView) string {
 	place := strings.Join(nonEmpty(e.Location.Facility, e.Location.City, e.Location.Country), ", ")
 	status := string(e.Status)
 	if e.Reason != "" {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -28,7 +28,7 @@ opentrack node --registry). config.toml is rewritten with every option and
 its comment; comments of your own in it are not kept.`,
 		Args: exactArgs(1, "PUBFILE, the authority's public key"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pub, err := discovery.ReadPublicKey(args[0])
+			pub, err := keyfile.ReadPublic(args[0])
 			if err != nil {
 				return err
 			}

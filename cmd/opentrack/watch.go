@@ -10,14 +10,11 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/spf13/cobra"
 
-	"github.com/opentrack/opentrack/node/client"
-	lphost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -64,85 +61,26 @@ number can be watched.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			p, err := openTrackPlatform(repoDir)
+			p, err := openPlatform(repoDir)
 			if err != nil {
 				return err
 			}
-			defer p.close()
+			defer p.Close()
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
-			show := func(u client.WatchUpdate) error {
+			show := func(u platform.WatchUpdate) error {
 				if asJSON {
 					return enc.Encode(u)
 				}
 				return printUpdate(out, u)
 			}
-			var opts client.WatchOptions
-			if peerAddr != "" {
-				opts, err = p.watchPeer(ctx, peerAddr, args, audience)
-			} else {
-				// Each number gets its result: one that no carrier's scheme
-				// matches is reported and the others are watched.
-				var rejected []client.WatchUpdate
-				args, rejected = client.Watchable(p.trust, args)
-				for _, u := range rejected {
-					if err := show(u); err != nil {
-						return err
-					}
-				}
-				if len(args) == 0 {
-					return &exitError{code: 2, err: fmt.Errorf("no number to watch: none matches a carrier in the registry")}
-				}
-				opts, err = client.WatchTarget(p.trust, args)
-				opts.Connector = p.router
-			}
-			if errors.Is(err, client.ErrSeveralCarriers) {
-				return fmt.Errorf("%w; run one opentrack watch per carrier, or give --peer", err)
-			}
+			// Sync: the current state of each parcel first.
+			opts := platform.WatchOptions{Numbers: args, Audience: audience, CursorFile: cursorFile, Sync: true}
+			w, watched, err := startWatch(ctx, p, peerAddr, opts, show)
 			if err != nil {
 				return err
 			}
-			opts.CursorFile = cursorFile
-			opts.Sync = true // the current state of each parcel first
-			w, err := p.cl.Watch(ctx, opts)
-			if err != nil {
-				return err
-			}
-			live := w.Live()
-			never := map[string]bool{} // numbers the node says it never has
-			for {
-				select {
-				case u, ok := <-w.Updates():
-					if !ok {
-						return w.Close()
-					}
-					if u.Code == protocol.CodeWrongCarrier || u.Code == protocol.CodeInvalidNumber {
-						never[u.Number] = true
-					}
-					if err := show(u); err != nil {
-						w.Close()
-						return err
-					}
-				case <-live:
-					live = nil
-					// On stderr, so that --json output stays one object a line.
-					if audience {
-						fmt.Fprintln(cmd.ErrOrStderr(), "watching the parcels booked by this platform")
-						continue
-					}
-					// Every status came before Live: the count is final.
-					n := len(args) - len(never)
-					if n == 0 {
-						w.Close()
-						return &exitError{code: 2, err: fmt.Errorf("no number to watch: the node has none of them, nor ever will")}
-					}
-					noun := "parcels"
-					if n == 1 {
-						noun = "parcel"
-					}
-					fmt.Fprintf(cmd.ErrOrStderr(), "watching %d %s\n", n, noun)
-				}
-			}
+			return printWatch(cmd.ErrOrStderr(), w, watched, audience, show)
 		},
 	}
 	f := cmd.Flags()
@@ -154,43 +92,75 @@ number can be watched.`,
 	return cmd
 }
 
-// watchPeer asks the node at addr what it serves and returns options to
-// watch numbers (or the audience) there: the carrier it serves, verified
-// against the registry when there is one, otherwise against the keys the
-// node presents.
-func (p *trackPlatform) watchPeer(ctx context.Context, addr string, numbers []string, audience bool) (client.WatchOptions, error) {
-	ai, err := peer.AddrInfoFromString(addr)
-	if err != nil {
-		return client.WatchOptions{}, fmt.Errorf("--peer %q: %w (want a multiaddr ending in /p2p/<peer id>)", addr, err)
+// startWatch subscribes at the node of peerAddr, or, without it, at the
+// carrier the registry names for opts' numbers. Each number gets its
+// result: one that no carrier's scheme matches is shown and the others
+// are watched; watched is how many numbers went to the node.
+func startWatch(ctx context.Context, p *platform.Platform, peerAddr string, opts platform.WatchOptions, show func(platform.WatchUpdate) error) (w *platform.Watcher, watched int, err error) {
+	if peerAddr != "" {
+		w, err = atPeer(peerAddr, func(ai peer.AddrInfo) (*platform.Watcher, error) { return p.WatchPeer(ctx, ai, opts) })
+		return w, len(opts.Numbers), err
 	}
-	// Kept for good, so that after the node restarts on its address the
-	// watcher dials it however long it was gone.
-	p.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := p.h.Connect(cctx, *ai); err != nil {
-		return client.WatchOptions{}, fmt.Errorf("cannot reach node %s: %w; is it running, and is --peer its current address?", ai.ID, lphost.DialError(err))
+	numbers, rejected := p.Watchable(opts.Numbers)
+	for _, u := range rejected {
+		if err := show(u); err != nil {
+			return nil, 0, err
+		}
 	}
-	info, err := p.cl.Info(cctx, ai.ID, 0)
-	if err != nil {
-		return client.WatchOptions{}, fmt.Errorf("ask %s what it serves: %w", ai.ID, err)
+	if len(numbers) == 0 {
+		return nil, 0, &exitError{code: 2, err: fmt.Errorf("no number to watch: none matches a carrier in the registry")}
 	}
-	if info.Carrier == "" {
-		return client.WatchOptions{}, fmt.Errorf("%w: %s", client.ErrNoCarrier, ai.ID)
+	opts.Numbers = numbers
+	w, err = p.Watch(ctx, opts)
+	if errors.Is(err, platform.ErrSeveralCarriers) {
+		return nil, 0, fmt.Errorf("%w; run one opentrack watch per carrier, or give --peer", err)
 	}
-	o := client.WatchOptions{
-		Carrier: info.Carrier, Peers: []peer.ID{ai.ID}, Keys: client.InfoKeys{Carrier: info.Carrier, Keys: info.Keys},
-		Numbers: numbers, Audience: audience,
+	return w, len(numbers), err
+}
+
+// printWatch shows w's updates until it ends, and on stderr, so that
+// --json output stays one object a line, what is watched once it is live.
+// It exits 2 when the node has none of the watched numbers, nor ever will.
+func printWatch(stderr io.Writer, w *platform.Watcher, watched int, audience bool, show func(platform.WatchUpdate) error) error {
+	live := w.Live()
+	never := map[string]bool{} // numbers the node says it never has
+	for {
+		select {
+		case u, ok := <-w.Updates():
+			if !ok {
+				return w.Close()
+			}
+			if u.Code == protocol.CodeWrongCarrier || u.Code == protocol.CodeInvalidNumber {
+				never[u.Number] = true
+			}
+			if err := show(u); err != nil {
+				w.Close()
+				return err
+			}
+		case <-live:
+			live = nil
+			if audience {
+				fmt.Fprintln(stderr, "watching the parcels booked by this platform")
+				continue
+			}
+			// Every status came before Live: the count is final.
+			n := watched - len(never)
+			if n == 0 {
+				w.Close()
+				return &exitError{code: 2, err: fmt.Errorf("no number to watch: the node has none of them, nor ever will")}
+			}
+			noun := "parcels"
+			if n == 1 {
+				noun = "parcel"
+			}
+			fmt.Fprintf(stderr, "watching %d %s\n", n, noun)
+		}
 	}
-	if p.trust != nil {
-		o.Keys = p.trust
-	}
-	return o, nil
 }
 
 // printUpdate prints a line per event of u, its result when it has no
 // parcel to show, or why u did not verify.
-func printUpdate(w io.Writer, u client.WatchUpdate) error {
+func printUpdate(w io.Writer, u platform.WatchUpdate) error {
 	switch {
 	case u.Code != "" && u.Carrier == "": // not watched: no carrier to ask
 		_, err := fmt.Fprintf(w, "%s  %s: %s\n", u.Number, u.Code, u.Message)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/node/metrics"
 )
 
@@ -41,7 +42,8 @@ var (
 	ErrDegraded = errors.New("admin: degraded")
 )
 
-// Defaults of Options, in one place.
+// Defaults of Options by name; the defaults table gives each to its
+// field.
 const (
 	DefaultAddr              = "127.0.0.1:7401"
 	DefaultReadHeaderTimeout = 5 * time.Second
@@ -72,32 +74,28 @@ type Options struct {
 	MaxHeaderBytes int
 }
 
-// EnsureDefaults returns o with every zero field set to its default. A nil
-// o gives all defaults.
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	Addr:              DefaultAddr,
+	ReadHeaderTimeout: DefaultReadHeaderTimeout,
+	ReadTimeout:       DefaultReadTimeout,
+	WriteTimeout:      DefaultWriteTimeout,
+	IdleTimeout:       DefaultIdleTimeout,
+	MaxHeaderBytes:    DefaultMaxHeaderBytes,
+}
+
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	var out Options
-	if o != nil {
-		out = *o
-	}
-	if out.Addr == "" {
-		out.Addr = DefaultAddr
-	}
-	if out.ReadHeaderTimeout == 0 {
-		out.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if out.ReadTimeout == 0 {
-		out.ReadTimeout = DefaultReadTimeout
-	}
-	if out.WriteTimeout == 0 {
-		out.WriteTimeout = DefaultWriteTimeout
-	}
-	if out.IdleTimeout == 0 {
-		out.IdleTimeout = DefaultIdleTimeout
-	}
-	if out.MaxHeaderBytes == 0 {
-		out.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	return &out
+	o = options.New(o)
+	options.Default(&o.Addr, defaults.Addr)
+	options.Default(&o.ReadHeaderTimeout, defaults.ReadHeaderTimeout)
+	options.Default(&o.ReadTimeout, defaults.ReadTimeout)
+	options.Default(&o.WriteTimeout, defaults.WriteTimeout)
+	options.Default(&o.IdleTimeout, defaults.IdleTimeout)
+	options.Default(&o.MaxHeaderBytes, defaults.MaxHeaderBytes)
+	return o
 }
 
 // Validate reports every problem at once. The error wraps

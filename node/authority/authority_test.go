@@ -15,6 +15,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/authority"
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -57,7 +58,7 @@ func TestInitOpen(t *testing.T) {
 	st, err := os.Stat(filepath.Join(dir, "authority.key"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the authority key is secret")
-	pub, err := discovery.ReadPublicKey(filepath.Join(dir, w.PubPath()))
+	pub, err := keyfile.ReadPublic(filepath.Join(dir, w.PubPath()))
 	require.NoError(t, err)
 	require.Equal(t, w.Public(), pub)
 
@@ -356,7 +357,7 @@ func TestNewNodeEntry(t *testing.T) {
 
 func mustPEM(t *testing.T, pub ed25519.PublicKey) []byte {
 	t.Helper()
-	b, err := discovery.EncodePublicKey(pub)
+	b, err := keyfile.MarshalPublic(pub)
 	require.NoError(t, err)
 	return b
 }

@@ -12,7 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -242,7 +242,7 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 			return b, nil
 		}
 	}
-	pub, err := discovery.ReadPublicKey(s)
+	pub, err := keyfile.ReadPublic(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: key %q is neither 64 hex digits nor a PEM public key file: %w", ErrBadInput, s, err)
 	}

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -44,7 +43,8 @@ const (
 	DefaultCountry = repo.DefaultCountry
 )
 
-// Errors.
+// Errors of a registry workspace: opening or initializing it, and editing
+// its draft with carrier input.
 var (
 	ErrExists         = errors.New("authority: workspace already initialized")
 	ErrNotWorkspace   = errors.New("authority: not an authority workspace")
@@ -141,11 +141,11 @@ func Init(dir, name string) (*Workspace, error) {
 	if w.signer, err = protocol.NewSigner(key); err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	keyPEM, err := keyfile.MarshalPrivate(key)
 	if err != nil {
 		return nil, err
 	}
-	pubPEM, err := discovery.EncodePublicKey(pub)
+	pubPEM, err := keyfile.MarshalPublic(pub)
 	if err != nil {
 		return nil, err
 	}
@@ -160,12 +160,12 @@ func Init(dir, name string) (*Workspace, error) {
 		data []byte
 		perm os.FileMode
 	}{
-		{w.keyPath(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600},
+		{w.keyPath(), keyPEM, 0o600},
 		{w.PubPath(), pubPEM, 0o644},
 		{DraftFile, draft, 0o644},
 	}
 	for _, f := range files {
-		if err := writeExclusive(w.path(f.name), f.data, f.perm); err != nil {
+		if err := atomicfile.Create(w.path(f.name), f.data, f.perm); err != nil {
 			return nil, err
 		}
 	}
@@ -186,7 +186,7 @@ func Open(dir string) (*Workspace, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, DraftFile), err)
 	}
 	w := &Workspace{Dir: dir, Draft: d}
-	key, err := repo.ReadCarrierKey(w.path(w.keyPath()))
+	key, err := keyfile.ReadPrivate(w.path(w.keyPath()))
 	if err != nil {
 		return nil, fmt.Errorf("authority key: %w", err)
 	}
@@ -195,7 +195,7 @@ func Open(dir string) (*Workspace, error) {
 	}
 	// The .pub is what operators hand to nodes as their anchor; one that
 	// no longer matches the key would make every edition untrusted.
-	pub, err := discovery.ReadPublicKey(w.path(w.PubPath()))
+	pub, err := keyfile.ReadPublic(w.path(w.PubPath()))
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
 	}
@@ -263,7 +263,7 @@ func (w *Workspace) Sign(out string, validity time.Duration) (*protocol.Registry
 	if err := w.save(d); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(out, signed, 0o644); err != nil {
+	if err := atomicfile.Write(out, signed, 0o644); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -379,71 +379,17 @@ func (c DraftCarrier) clone() DraftCarrier {
 	return c
 }
 
-// save writes d atomically and makes it the workspace's draft. Callers
-// have checked that d is valid.
+// save writes d atomically and makes it the workspace's draft; the
+// directory is synced too, since the draft's seq must never go back.
+// Callers have checked that d is valid.
 func (w *Workspace) save(d *Draft) error {
 	b, err := d.encode()
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(w.path(DraftFile), b, 0o644); err != nil {
+	if err := atomicfile.Write(w.path(DraftFile), b, 0o644); err != nil {
 		return err
 	}
 	w.Draft = d
-	return nil
-}
-
-// writeExclusive creates a new file and syncs it.
-func writeExclusive(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
-	return nil
-}
-
-// writeAtomic replaces path with data so that a crash leaves either the
-// old file or the new one, and syncs the directory so that the rename
-// itself survives: the draft's seq must never go back.
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("authority: %w", err)
-		}
-	}
 	return nil
 }

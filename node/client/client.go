@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/node/internal/deadline"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -63,30 +64,27 @@ type Options struct {
 	TamperResponse func(p peer.ID, resp *protocol.TrackResponse)
 }
 
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	MaxIdleStreams:   16,
+	IdleTimeout:      30 * time.Second,
+	RequestTimeout:   5 * time.Second,
+	ConnectTimeout:   20 * time.Second,
+	MaxHistoryEvents: 10000,
+	MaxHistoryPages:  100,
+}
+
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	if o == nil {
-		o = &Options{}
-	}
-	if o.MaxIdleStreams == 0 {
-		o.MaxIdleStreams = 16
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 30 * time.Second
-	}
-	if o.RequestTimeout == 0 {
-		o.RequestTimeout = 5 * time.Second
-	}
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 20 * time.Second
-	}
-	if o.MaxHistoryEvents == 0 {
-		o.MaxHistoryEvents = 10000
-	}
-	if o.MaxHistoryPages == 0 {
-		o.MaxHistoryPages = 100
-	}
+	o = options.New(o)
+	options.Default(&o.MaxIdleStreams, defaults.MaxIdleStreams)
+	options.Default(&o.IdleTimeout, defaults.IdleTimeout)
+	options.Default(&o.RequestTimeout, defaults.RequestTimeout)
+	options.Default(&o.ConnectTimeout, defaults.ConnectTimeout)
+	options.Default(&o.MaxHistoryEvents, defaults.MaxHistoryEvents)
+	options.Default(&o.MaxHistoryPages, defaults.MaxHistoryPages)
 	return o
 }
 

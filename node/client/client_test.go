@@ -4,14 +4,17 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/node/version"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -228,27 +231,72 @@ func TestStaleStream(t *testing.T) {
 }
 
 // TestIdleTimeout: a stream idle past the client's IdleTimeout is not
-// reused.
+// reused; one idle for less is. It runs in a bubble, on fake time.
 func TestIdleTimeout(t *testing.T) {
-	servicetest.CheckLeaks(t)
-	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 1, Events: 1})
-	c := newClient(t, srv, &Options{IdleTimeout: 20 * time.Millisecond})
-	p := srv.Host.ID()
-	_, err := c.Track(context.Background(), p, queries(servicetest.Number(0)), nil)
+	synctest.Test(t, func(t *testing.T) {
+		srv, h := bubbleServer(t, servicetest.ServerConfig{Parcels: 1, Events: 1})
+		c, err := New(h, &Options{IdleTimeout: 30 * time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		p := srv.Host.ID()
+		pooled := func() *trackStream {
+			t.Helper()
+			_, err := c.Track(context.Background(), p, queries(servicetest.Number(0)), nil)
+			require.NoError(t, err)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.idle[p][0]
+		}
+		first := pooled()
+		time.Sleep(30*time.Second - time.Millisecond)
+		require.Same(t, first, pooled(), "idle for less than IdleTimeout: reused")
+		time.Sleep(30 * time.Second)
+		require.NotSame(t, first, pooled(), "idle for IdleTimeout: replaced")
+	})
+}
+
+// bubbleServer is servicetest.StartServer on an in-memory network, with
+// track only and cfg's Parcels, Events, Options and Track, and a second
+// host linked and connected to it. Called inside a synctest bubble, both
+// hosts belong to it: unlike loopback TCP, mocknet's pipes block durably,
+// so fake time advances while a stream waits. Mocknet ignores stream
+// deadlines, so a test that needs them cannot use it. synctest.Test fails
+// on goroutines left in the bubble, which stands in for
+// servicetest.CheckLeaks.
+func bubbleServer(t *testing.T, cfg servicetest.ServerConfig) (*servicetest.Server, host.Host) {
+	t.Helper()
+	// A bubble's clock starts in 2000; the parcels' heads are signed in
+	// 2026 (from January 1st, some a month later), and a head from the
+	// future does not verify.
+	time.Sleep(time.Until(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)))
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	srvHost, err := mn.GenPeer()
 	require.NoError(t, err)
-	c.mu.Lock()
-	first := c.idle[p][0]
-	c.mu.Unlock()
-	time.Sleep(50 * time.Millisecond)
-	_, err = c.Track(context.Background(), p, queries(servicetest.Number(0)), nil)
+	h, err := mn.GenPeer()
 	require.NoError(t, err)
-	c.mu.Lock()
-	require.NotSame(t, first, c.idle[p][0])
-	c.mu.Unlock()
+	require.NoError(t, mn.LinkAll())
+	_, err = mn.ConnectPeers(h.ID(), srvHost.ID())
+	require.NoError(t, err)
+	srv := &servicetest.Server{Host: srvHost, Store: memstore.New()}
+	t.Cleanup(func() { srv.Store.Close() })
+	for i := range cfg.Parcels {
+		srv.Parcels = append(srv.Parcels, servicetest.NewParcel(t, servicetest.Number(i), cfg.Events))
+	}
+	servicetest.Load(t, srv.Store, srv.Parcels)
+	tc := service.TrackConfig{Carrier: servicetest.Carrier, Schemes: []protocol.Scheme{servicetest.Scheme}, Store: srv.Store}
+	if cfg.Track != nil {
+		cfg.Track(&tc)
+	}
+	srv.Track, err = service.NewTrack(tc, cfg.Options)
+	require.NoError(t, err)
+	srv.Track.Register(srvHost)
+	t.Cleanup(srv.Track.Unregister)
+	return srv, h
 }
 
 // blockingStore never answers a lookup until its context ends.
-type blockingStore struct{ store.Store }
+type blockingStore struct{ service.TrackStore }
 
 func (blockingStore) Parcel(ctx context.Context, _ string) (*store.Parcel, error) {
 	<-ctx.Done()

@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -39,18 +40,12 @@ var (
 	errCatchUp       = errors.New("client: the node asked to catch up from the cursor")
 )
 
-// Watch defaults, documented on WatchOptions.
-const (
-	defaultMinBackoff     = 200 * time.Millisecond
-	defaultMaxBackoff     = 30 * time.Second
-	defaultCursorInterval = 200 * time.Millisecond
-	// resyncGrace is how long a re-sync waits for the first frame of its
-	// new subscription before it queries anyway. The first frame proves
-	// the subscription is live, so that the track answers cannot miss an
-	// event that the subscription does not carry either; a node that sends
-	// nothing until its first heartbeat has long registered it by then.
-	resyncGrace = 500 * time.Millisecond
-)
+// resyncGrace is how long a re-sync waits for the first frame of its new
+// subscription before it queries anyway. The first frame proves the
+// subscription is live, so that the track answers cannot miss an event
+// that the subscription does not carry either; a node that sends nothing
+// until its first heartbeat has long registered it by then.
+const resyncGrace = 500 * time.Millisecond
 
 // WatchOptions say what a Watcher subscribes to, where, and how it
 // verifies and resumes. Carrier, Peers, Keys and one of Numbers and
@@ -117,20 +112,23 @@ type WatchOptions struct {
 	IdleTimeout time.Duration
 }
 
+// watchDefaults holds every default of WatchOptions; EnsureDefaults
+// takes them from here and from nowhere else.
+var watchDefaults = WatchOptions{
+	CursorInterval: 200 * time.Millisecond,
+	MinBackoff:     200 * time.Millisecond,
+	MaxBackoff:     30 * time.Second,
+	IdleTimeout:    protocol.WatchIdleTimeout,
+}
+
 // EnsureDefaults fills every zero field that has a default and returns o.
+// A nil receiver yields a new WatchOptions with all defaults.
 func (o *WatchOptions) EnsureDefaults() *WatchOptions {
-	if o.MinBackoff == 0 {
-		o.MinBackoff = defaultMinBackoff
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = defaultMaxBackoff
-	}
-	if o.CursorInterval == 0 {
-		o.CursorInterval = defaultCursorInterval
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = protocol.WatchIdleTimeout
-	}
+	o = options.New(o)
+	options.Default(&o.CursorInterval, watchDefaults.CursorInterval)
+	options.Default(&o.MinBackoff, watchDefaults.MinBackoff)
+	options.Default(&o.MaxBackoff, watchDefaults.MaxBackoff)
+	options.Default(&o.IdleTimeout, watchDefaults.IdleTimeout)
 	return o
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -17,26 +18,28 @@ import (
 // completed with track, through histories paged four events at a time.
 func TestWatchBackfill(t *testing.T) {
 	servicetest.CheckLeaks(t)
-	a := servicetest.NewParcel(t, servicetest.Number(1), 14)
-	ws := newWatchSetup(t, servicetest.ServerConfig{Options: &service.Options{MaxEventsPerResult: 4}}, a)
-	w := ws.watch(t, ws.options(a.Number, servicetest.Number(2)))
-	sub := ws.fake.next()
+	synctest.Test(t, func(t *testing.T) {
+		a := servicetest.NewParcel(t, servicetest.Number(1), 14)
+		ws := newBubbleWatchSetup(t, servicetest.ServerConfig{Options: &service.Options{MaxEventsPerResult: 4}}, a)
+		w := ws.watch(t, ws.options(a.Number, servicetest.Number(2)))
+		sub := ws.fake.next()
 
-	sub.update(a, 5, 6, "c1") // no head held
-	// Track answers with what the store holds now, beyond the update.
-	requireEvents(t, next(t, w), a, 0, 13, "c1")
-	sub.update(a, 12, 13, "c2")
-	quiet(t, w, 50*time.Millisecond)
+		sub.update(a, 5, 6, "c1") // no head held
+		// Track answers with what the store holds now, beyond the update.
+		requireEvents(t, next(t, w), a, 0, 13, "c1")
+		sub.update(a, 12, 13, "c2")
+		quiet(t, w, 50*time.Millisecond)
 
-	// A gap: the parcel grew by events the watcher missed.
-	c := servicetest.NewParcel(t, servicetest.Number(2), 12)
-	servicetest.Load(t, ws.srv.Store, []*servicetest.Parcel{c})
-	sub.update(c, 0, 2, "c3")
-	requireEvents(t, next(t, w), c, 0, 2, "c3")
-	sub.update(c, 9, 10, "c4")
-	requireEvents(t, next(t, w), c, 3, 11, "c4")
-	sub.update(c, 11, 11, "c5")
-	quiet(t, w, 50*time.Millisecond)
+		// A gap: the parcel grew by events the watcher missed.
+		c := servicetest.NewParcel(t, servicetest.Number(2), 12)
+		servicetest.Load(t, ws.srv.Store, []*servicetest.Parcel{c})
+		sub.update(c, 0, 2, "c3")
+		requireEvents(t, next(t, w), c, 0, 2, "c3")
+		sub.update(c, 9, 10, "c4")
+		requireEvents(t, next(t, w), c, 3, 11, "c4")
+		sub.update(c, 11, 11, "c5")
+		quiet(t, w, 50*time.Millisecond)
+	})
 }
 
 // TestWatchVerificationFailure shows failures handed over as such, never
@@ -92,28 +95,30 @@ func TestWatchVerificationFailure(t *testing.T) {
 // the number.
 func TestWatchRecycledNumber(t *testing.T) {
 	servicetest.CheckLeaks(t)
-	n := servicetest.Number(1)
-	old := servicetest.NewParcel(t, n, 3)
-	recycled := servicetest.NewParcel(t, n, 2, func(e *protocol.Event) { e.Time += 30 * 24 * 3_600_000 })
-	fork := servicetest.NewParcel(t, n, 4, func(e *protocol.Event) {
-		if e.Seq >= 2 {
-			e.Description = "another history"
-		}
-	})
-	ws := newWatchSetup(t, servicetest.ServerConfig{})
-	w := ws.watch(t, ws.options(n))
-	sub := ws.fake.next()
+	synctest.Test(t, func(t *testing.T) {
+		n := servicetest.Number(1)
+		old := servicetest.NewParcel(t, n, 3)
+		recycled := servicetest.NewParcel(t, n, 2, func(e *protocol.Event) { e.Time += 30 * 24 * 3_600_000 })
+		fork := servicetest.NewParcel(t, n, 4, func(e *protocol.Event) {
+			if e.Seq >= 2 {
+				e.Description = "another history"
+			}
+		})
+		ws := newBubbleWatchSetup(t, servicetest.ServerConfig{})
+		w := ws.watch(t, ws.options(n))
+		sub := ws.fake.next()
 
-	sub.update(old, 0, 2, "c1")
-	requireEvents(t, next(t, w), old, 0, 2, "c1")
-	sub.update(fork, 0, 3, "c2")
-	u := next(t, w)
-	require.False(t, u.Verified)
-	require.Equal(t, protocol.ErrBrokenChain.Code, u.Error, u.Message)
-	sub.update(recycled, 0, 1, "c3") // a lower seq, but a newer parcel
-	requireEvents(t, next(t, w), recycled, 0, 1, "c3")
-	sub.update(old, 0, 2, "c4") // the old parcel is stale now
-	quiet(t, w, 50*time.Millisecond)
+		sub.update(old, 0, 2, "c1")
+		requireEvents(t, next(t, w), old, 0, 2, "c1")
+		sub.update(fork, 0, 3, "c2")
+		u := next(t, w)
+		require.False(t, u.Verified)
+		require.Equal(t, protocol.ErrBrokenChain.Code, u.Error, u.Message)
+		sub.update(recycled, 0, 1, "c3") // a lower seq, but a newer parcel
+		requireEvents(t, next(t, w), recycled, 0, 1, "c3")
+		sub.update(old, 0, 2, "c4") // the old parcel is stale now
+		quiet(t, w, 50*time.Millisecond)
+	})
 }
 
 // TestWatchBackfillBound stops a back-fill at the client's history bound:
@@ -121,21 +126,26 @@ func TestWatchRecycledNumber(t *testing.T) {
 // unverified update, and the watcher carries on with the next parcel.
 func TestWatchBackfillBound(t *testing.T) {
 	servicetest.CheckLeaks(t)
-	long := servicetest.NewParcel(t, servicetest.Number(1), 14) // 4 pages of 4
-	short := servicetest.NewParcel(t, servicetest.Number(2), 6) // 2 pages
-	ws := newWatchSetup(t, servicetest.ServerConfig{Options: &service.Options{MaxEventsPerResult: 4}}, long, short)
-	ws.c = newClient(t, ws.srv, &Options{MaxHistoryPages: 2})
-	w := ws.watch(t, ws.options(long.Number, short.Number))
-	sub := ws.fake.next()
+	synctest.Test(t, func(t *testing.T) {
+		long := servicetest.NewParcel(t, servicetest.Number(1), 14) // 4 pages of 4
+		short := servicetest.NewParcel(t, servicetest.Number(2), 6) // 2 pages
+		ws := newBubbleWatchSetup(t, servicetest.ServerConfig{Options: &service.Options{MaxEventsPerResult: 4}}, long, short)
+		c, err := New(ws.c.h, &Options{MaxHistoryPages: 2})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		ws.c = c
+		w := ws.watch(t, ws.options(long.Number, short.Number))
+		sub := ws.fake.next()
 
-	sub.update(long, 12, 13, "c1") // no head held: back-fill from seq 0
-	u := next(t, w)
-	require.Equal(t, long.Number, u.Number)
-	require.False(t, u.Verified)
-	require.Equal(t, "too_large", u.Error, u.Message)
-	require.Contains(t, u.Message, "history incomplete after 2 pages (8 events, head seq 13)")
-	require.Empty(t, u.Events, "events past no verified head are not handed over")
+		sub.update(long, 12, 13, "c1") // no head held: back-fill from seq 0
+		u := next(t, w)
+		require.Equal(t, long.Number, u.Number)
+		require.False(t, u.Verified)
+		require.Equal(t, "too_large", u.Error, u.Message)
+		require.Contains(t, u.Message, "history incomplete after 2 pages (8 events, head seq 13)")
+		require.Empty(t, u.Events, "events past no verified head are not handed over")
 
-	sub.update(short, 4, 5, "c2")
-	requireEvents(t, next(t, w), short, 0, 5, "c2")
+		sub.update(short, 4, 5, "c2")
+		requireEvents(t, next(t, w), short, 0, 5, "c2")
+	})
 }

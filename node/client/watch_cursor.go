@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -46,26 +46,10 @@ func readCursorFile(path string) (string, error) {
 	return c, nil
 }
 
-// writeCursorFile replaces path with cursor: a synced temporary file
-// renamed over it, so that a crash leaves the old cursor or the new one,
-// never a torn or empty file.
+// writeCursorFile replaces path with cursor, so that a crash leaves the
+// old cursor or the new one, never a torn or empty file.
 func writeCursorFile(path, cursor string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrCursorFile, err)
-	}
-	_, err = f.WriteString(cursor + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(path, []byte(cursor+"\n"), 0o600); err != nil {
 		return fmt.Errorf("%w: %w", ErrCursorFile, err)
 	}
 	return nil

@@ -148,6 +148,22 @@ func newWatchSetup(t *testing.T, cfg servicetest.ServerConfig, parcels ...*servi
 	return ws
 }
 
+// newBubbleWatchSetup is newWatchSetup on bubbleServer's in-memory
+// network, for a test inside a synctest bubble: backoffs and the quiet
+// spells of quiet and none pass on fake time, once every goroutine of the
+// bubble waits.
+func newBubbleWatchSetup(t *testing.T, cfg servicetest.ServerConfig, parcels ...*servicetest.Parcel) *watchSetup {
+	t.Helper()
+	srv, h := bubbleServer(t, cfg)
+	servicetest.Load(t, srv.Store, parcels)
+	ws := &watchSetup{srv: srv, fake: startFakeWatch(t, srv)}
+	var err error
+	ws.c, err = New(h, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { ws.c.Close() })
+	return ws
+}
+
 // options watch numbers at the server, with short backoffs for tests.
 func (ws *watchSetup) options(numbers ...string) WatchOptions {
 	return WatchOptions{

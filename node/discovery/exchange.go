@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -49,8 +50,9 @@ type ExchangeOptions struct {
 	RequestTimeout time.Duration
 }
 
-// defaultExchangeOptions holds every ExchangeOptions default, in one place.
-var defaultExchangeOptions = ExchangeOptions{
+// exchangeDefaults holds every default of ExchangeOptions;
+// EnsureDefaults takes them from here and from nowhere else.
+var exchangeDefaults = ExchangeOptions{
 	Interval:         5 * time.Minute,
 	PeersPerInterval: 8,
 	Concurrency:      4,
@@ -61,15 +63,12 @@ var defaultExchangeOptions = ExchangeOptions{
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new ExchangeOptions with all defaults.
 func (o *ExchangeOptions) EnsureDefaults() *ExchangeOptions {
-	if o == nil {
-		o = &ExchangeOptions{}
-	}
-	d := &defaultExchangeOptions
-	setDefault(&o.Interval, d.Interval)
-	setDefault(&o.PeersPerInterval, d.PeersPerInterval)
-	setDefault(&o.Concurrency, d.Concurrency)
-	setDefault(&o.Queue, d.Queue)
-	setDefault(&o.RequestTimeout, d.RequestTimeout)
+	o = options.New(o)
+	options.Default(&o.Interval, exchangeDefaults.Interval)
+	options.Default(&o.PeersPerInterval, exchangeDefaults.PeersPerInterval)
+	options.Default(&o.Concurrency, exchangeDefaults.Concurrency)
+	options.Default(&o.Queue, exchangeDefaults.Queue)
+	options.Default(&o.RequestTimeout, exchangeDefaults.RequestTimeout)
 	return o
 }
 

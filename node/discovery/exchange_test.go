@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -28,7 +29,13 @@ type exchangePeer struct {
 // everything stops at cleanup.
 func startExchangePeer(t *testing.T, auth *authority, signed []byte, opts *discovery.ExchangeOptions) *exchangePeer {
 	t.Helper()
-	p := &exchangePeer{h: servicetest.NewHost(t, nil), trust: newTrust(t, auth, signed)}
+	return startExchangePeerOn(t, servicetest.NewHost(t, nil), auth, signed, opts)
+}
+
+// startExchangePeerOn is startExchangePeer on a host of the caller's.
+func startExchangePeerOn(t *testing.T, h host.Host, auth *authority, signed []byte, opts *discovery.ExchangeOptions) *exchangePeer {
+	t.Helper()
+	p := &exchangePeer{h: h, trust: newTrust(t, auth, signed)}
 	serveInfo(t, p.h, p.trust)
 	c, err := client.New(p.h, nil)
 	require.NoError(t, err)
@@ -77,22 +84,33 @@ func TestExchangeOnConnect(t *testing.T) {
 	require.EqualValues(t, 2, a.trust.Seq(), "the newer side keeps its registry")
 }
 
+// TestExchangePeriodic runs in a synctest bubble over mocknet, so that
+// the default Interval passes on fake time.
 func TestExchangePeriodic(t *testing.T) {
-	servicetest.CheckLeaks(t)
-	auth := newAuthority(t)
-	reg := newRegistry(t, 1)
-	seq1 := auth.sign(t, reg)
-	a := startExchangePeer(t, auth, seq1, nil)
-	b := startExchangePeer(t, auth, seq1, &discovery.ExchangeOptions{Interval: 50 * time.Millisecond})
-	servicetest.Connect(t, b.h, a.h)
+	synctest.Test(t, func(t *testing.T) {
+		auth := newAuthority(t)
+		reg := newRegistry(t, 1)
+		seq1 := auth.sign(t, reg)
+		mn, hosts := mockHosts(t, 2)
+		a := startExchangePeerOn(t, hosts[0], auth, seq1, nil)
+		b := startExchangePeerOn(t, hosts[1], auth, seq1, nil)
+		_, err := mn.ConnectPeers(b.h.ID(), a.h.ID())
+		require.NoError(t, err)
+		synctest.Wait() // the exchange on connect is over, with nothing newer to take
 
-	// A gets a newer edition from the authority while connected; only
-	// B's periodic check can find it.
-	time.Sleep(100 * time.Millisecond)
-	reg.Seq = 2
-	_, err := a.trust.Install(auth.sign(t, reg))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return b.trust.Seq() == 2 }, 5*time.Second, 10*time.Millisecond)
+		// A gets a newer edition from the authority while connected; only
+		// B's periodic check can find it, one Interval after B started.
+		reg.Seq = 2
+		_, err = a.trust.Install(auth.sign(t, reg))
+		require.NoError(t, err)
+		interval := (&discovery.ExchangeOptions{}).EnsureDefaults().Interval
+		time.Sleep(interval - time.Millisecond)
+		synctest.Wait()
+		require.EqualValues(t, 1, b.trust.Seq(), "no check before the interval")
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		require.EqualValues(t, 2, b.trust.Seq(), "the check at the interval fetches the newer edition")
+	})
 }
 
 func TestExchangeRefuses(t *testing.T) {

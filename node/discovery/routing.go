@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/opentrack/opentrack/internal/options"
 	othost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -80,8 +81,9 @@ type RouterOptions struct {
 	AddrTTL time.Duration
 }
 
-// defaultRouterOptions holds every RouterOptions default, in one place.
-var defaultRouterOptions = RouterOptions{
+// routerDefaults holds every default of RouterOptions;
+// EnsureDefaults takes them from here and from nowhere else.
+var routerDefaults = RouterOptions{
 	BootstrapInterval: time.Minute,
 	BootstrapPeers:    8,
 	RefreshInterval:   10 * time.Minute,
@@ -94,17 +96,14 @@ var defaultRouterOptions = RouterOptions{
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new RouterOptions with all defaults.
 func (o *RouterOptions) EnsureDefaults() *RouterOptions {
-	if o == nil {
-		o = &RouterOptions{}
-	}
-	d := &defaultRouterOptions
-	setDefault(&o.BootstrapInterval, d.BootstrapInterval)
-	setDefault(&o.BootstrapPeers, d.BootstrapPeers)
-	setDefault(&o.RefreshInterval, d.RefreshInterval)
-	setDefault(&o.DialTimeout, d.DialTimeout)
-	setDefault(&o.LookupTimeout, d.LookupTimeout)
-	setDefault(&o.MaxLookups, d.MaxLookups)
-	setDefault(&o.AddrTTL, d.AddrTTL)
+	o = options.New(o)
+	options.Default(&o.BootstrapInterval, routerDefaults.BootstrapInterval)
+	options.Default(&o.BootstrapPeers, routerDefaults.BootstrapPeers)
+	options.Default(&o.RefreshInterval, routerDefaults.RefreshInterval)
+	options.Default(&o.DialTimeout, routerDefaults.DialTimeout)
+	options.Default(&o.LookupTimeout, routerDefaults.LookupTimeout)
+	options.Default(&o.MaxLookups, routerDefaults.MaxLookups)
+	options.Default(&o.AddrTTL, routerDefaults.AddrTTL)
 	return o
 }
 
@@ -460,14 +459,6 @@ func indexRegistry(reg *protocol.Registry) *registryIndex {
 		}
 	}
 	return idx
-}
-
-// setDefault sets *v to def when it is zero.
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
 }
 
 // positive adds a problem to p unless v is above zero.

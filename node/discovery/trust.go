@@ -8,19 +8,19 @@ package discovery
 
 import (
 	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// Errors.
+// Errors of a Trust: NewTrust without anchors, and lookups before any
+// registry is installed.
 var (
 	ErrNoAnchors  = errors.New("discovery: no trust anchors")
 	ErrNoRegistry = errors.New("discovery: no registry installed")
@@ -113,7 +113,7 @@ func (t *Trust) install(r *protocol.Registry, signed []byte, persist bool) (bool
 		return false, fmt.Errorf("%w: have seq %d, offered %d", protocol.ErrStaleRegistry, t.reg.Seq, r.Seq)
 	}
 	if persist && t.path != "" {
-		if err := writeAtomic(t.path, signed); err != nil {
+		if err := atomicfile.Write(t.path, signed, 0o600); err != nil {
 			return false, err
 		}
 	}
@@ -197,57 +197,6 @@ func (t *Trust) Resolve(number string) ([]*protocol.CarrierEntry, error) {
 	return out, nil
 }
 
-// ReadPublicKey reads an Ed25519 public key from a PEM "PUBLIC KEY" file
-// (PKIX, as openssl writes it).
-func ReadPublicKey(path string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("discovery: %s: not a PEM public key", path)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: %s: %w", path, err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("discovery: %s: not an Ed25519 key", path)
-	}
-	return pub, nil
-}
-
-// EncodePublicKey renders pub as a PEM "PUBLIC KEY" file.
-func EncodePublicKey(pub ed25519.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
-// writeAtomic replaces path with data, durably.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".registry-*")
-	if err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("discovery: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("discovery: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	return nil
-}
+// EncodePublicKey is keyfile.MarshalPublic, kept for testnet until it
+// calls keyfile itself.
+func EncodePublicKey(pub ed25519.PublicKey) ([]byte, error) { return keyfile.MarshalPublic(pub) }

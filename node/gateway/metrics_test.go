@@ -25,7 +25,7 @@ func runGateway(t *testing.T, n *testnet.Net, opts *Options) string {
 	require.NoError(t, err)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, n.Platforms[0].Node, ln, opts) }()
+	go func() { done <- Run(ctx, n.Platforms[0].Platform, ln, opts) }()
 	t.Cleanup(func() {
 		stop()
 		require.NoError(t, <-done)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -18,7 +19,8 @@ import (
 // Config and Options.
 var ErrInvalidOptions = errors.New("gateway: invalid options")
 
-// Defaults of Options, in one place.
+// Defaults of Options by name, for the CLI's flags and the tests; the
+// defaults table gives each to its field.
 const (
 	// DefaultAddr is where `opentrack gateway` listens without --http.
 	DefaultAddr = "127.0.0.1:8080"
@@ -171,41 +173,58 @@ type Options struct {
 	Pprof bool
 }
 
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	TrackTimeout:        DefaultTrackTimeout,
+	CacheMaxAge:         DefaultCacheMaxAge,
+	MaxBodyBytes:        DefaultMaxBodyBytes,
+	Rate:                DefaultRate,
+	Burst:               DefaultBurst,
+	MaxClients:          DefaultMaxClients,
+	NotFoundRate:        DefaultNotFoundRate,
+	NotFoundBurst:       DefaultNotFoundBurst,
+	GlobalNotFoundRate:  DefaultGlobalNotFoundRate,
+	GlobalNotFoundBurst: DefaultGlobalNotFoundBurst,
+	NegativeTTL:         DefaultNegativeTTL,
+	MaxNegative:         DefaultMaxNegative,
+	MaxStreams:          DefaultMaxStreams,
+	MaxStreamsPerClient: DefaultMaxStreamsPerClient,
+	MaxWatchNumbers:     DefaultMaxWatchNumbers,
+	Heartbeat:           DefaultHeartbeat,
+	ReadHeaderTimeout:   DefaultReadHeaderTimeout,
+	ReadTimeout:         DefaultReadTimeout,
+	WriteTimeout:        DefaultWriteTimeout,
+	IdleTimeout:         DefaultIdleTimeout,
+	MaxHeaderBytes:      DefaultMaxHeaderBytes,
+}
+
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	if o == nil {
-		o = &Options{}
-	}
-	def(&o.TrackTimeout, DefaultTrackTimeout)
-	def(&o.CacheMaxAge, DefaultCacheMaxAge)
-	def(&o.MaxBodyBytes, DefaultMaxBodyBytes)
-	def(&o.Rate, DefaultRate)
-	def(&o.Burst, DefaultBurst)
-	def(&o.MaxClients, DefaultMaxClients)
-	def(&o.NotFoundRate, DefaultNotFoundRate)
-	def(&o.NotFoundBurst, DefaultNotFoundBurst)
-	def(&o.GlobalNotFoundRate, DefaultGlobalNotFoundRate)
-	def(&o.GlobalNotFoundBurst, DefaultGlobalNotFoundBurst)
-	def(&o.NegativeTTL, DefaultNegativeTTL)
-	def(&o.MaxNegative, DefaultMaxNegative)
-	def(&o.MaxStreams, DefaultMaxStreams)
-	def(&o.MaxStreamsPerClient, DefaultMaxStreamsPerClient)
-	def(&o.MaxWatchNumbers, DefaultMaxWatchNumbers)
-	def(&o.Heartbeat, DefaultHeartbeat)
-	def(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
-	def(&o.ReadTimeout, DefaultReadTimeout)
-	def(&o.WriteTimeout, DefaultWriteTimeout)
-	def(&o.IdleTimeout, DefaultIdleTimeout)
-	def(&o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	o = options.New(o)
+	options.Default(&o.TrackTimeout, defaults.TrackTimeout)
+	options.Default(&o.CacheMaxAge, defaults.CacheMaxAge)
+	options.Default(&o.MaxBodyBytes, defaults.MaxBodyBytes)
+	options.Default(&o.Rate, defaults.Rate)
+	options.Default(&o.Burst, defaults.Burst)
+	options.Default(&o.MaxClients, defaults.MaxClients)
+	options.Default(&o.NotFoundRate, defaults.NotFoundRate)
+	options.Default(&o.NotFoundBurst, defaults.NotFoundBurst)
+	options.Default(&o.GlobalNotFoundRate, defaults.GlobalNotFoundRate)
+	options.Default(&o.GlobalNotFoundBurst, defaults.GlobalNotFoundBurst)
+	options.Default(&o.NegativeTTL, defaults.NegativeTTL)
+	options.Default(&o.MaxNegative, defaults.MaxNegative)
+	options.Default(&o.MaxStreams, defaults.MaxStreams)
+	options.Default(&o.MaxStreamsPerClient, defaults.MaxStreamsPerClient)
+	options.Default(&o.MaxWatchNumbers, defaults.MaxWatchNumbers)
+	options.Default(&o.Heartbeat, defaults.Heartbeat)
+	options.Default(&o.ReadHeaderTimeout, defaults.ReadHeaderTimeout)
+	options.Default(&o.ReadTimeout, defaults.ReadTimeout)
+	options.Default(&o.WriteTimeout, defaults.WriteTimeout)
+	options.Default(&o.IdleTimeout, defaults.IdleTimeout)
+	options.Default(&o.MaxHeaderBytes, defaults.MaxHeaderBytes)
 	return o
-}
-
-func def[T comparable](v *T, d T) {
-	var zero T
-	if *v == zero {
-		*v = d
-	}
 }
 
 // Validate checks o after EnsureDefaults and reports every problem at

@@ -26,8 +26,8 @@ import (
 func TestEnsureDefaults(t *testing.T) {
 	o := (*Options)(nil).EnsureDefaults()
 	require.NoError(t, o.Validate())
-	require.Equal(t, defaultListenAddrs, o.ListenAddrs)
-	require.Equal(t, defaultLimits, o.Limits)
+	require.Equal(t, defaults.ListenAddrs, o.ListenAddrs)
+	require.Equal(t, defaults.Limits, o.Limits)
 	require.Equal(t, 512, o.ConnMgrLow)
 	require.Equal(t, 768, o.ConnMgrHigh)
 	require.Equal(t, time.Minute, o.ConnMgrGrace)
@@ -40,7 +40,7 @@ func TestEnsureDefaults(t *testing.T) {
 	kept := (&Options{ConnMgrLow: 10, ConnMgrHigh: 20, Limits: Limits{Track: ServiceLimits{PeerStreams: 3}}}).EnsureDefaults()
 	require.Equal(t, 10, kept.ConnMgrLow)
 	require.Equal(t, 3, kept.Limits.Track.PeerStreams)
-	require.Equal(t, defaultLimits.Track.Streams, kept.Limits.Track.Streams)
+	require.Equal(t, defaults.Limits.Track.Streams, kept.Limits.Track.Streams)
 }
 
 func TestValidate(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opentrack/opentrack/internal/options"
 )
 
 // ErrInvalidOptions is wrapped by Validate with the list of problems.
@@ -149,16 +151,27 @@ const (
 	DefaultAddrHandshakes  = 32
 )
 
-// Default values, in one place.
-var (
-	defaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
-	defaultLimits      = Limits{
-		SystemConns:      1024,
-		SystemStreams:    8192,
-		SystemMemory:     1 << 30,
-		PeerConns:        8,
-		PeerStreams:      256,
-		PeerMemory:       64 << 20,
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	// TCP first: with DisableQUIC, the TCP address alone is the default.
+	ListenAddrs:  []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+	ConnMgrLow:   512,
+	ConnMgrHigh:  768,
+	ConnMgrGrace: time.Minute,
+	// A multistream-select round trip on loopback takes well under a
+	// millisecond; the rest is room for a loaded machine.
+	NegotiationTimeout: 3 * time.Second,
+	HandshakeTimeout:   5 * time.Second,
+	Limits: Limits{
+		SystemConns:   1024,
+		SystemStreams: 8192,
+		SystemMemory:  1 << 30,
+		PeerConns:     8,
+		PeerStreams:   256,
+		PeerMemory:    64 << 20,
+		// EnsureDefaults sums the services' PeerStreams as they are set;
+		// this is that sum with their defaults.
 		PeerNegotiating:  DefaultPeerNegotiating,
 		TransientStreams: 1024,
 		Handshakes:       256,
@@ -166,66 +179,47 @@ var (
 		Track:            ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 64},
 		Watch:            ServiceLimits{Streams: 4096, Memory: 256 << 20, PeerStreams: 16},
 		Info:             ServiceLimits{Streams: 256, Memory: 16 << 20, PeerStreams: 4},
-	}
-)
-
-const (
-	defaultConnMgrLow   = 512
-	defaultConnMgrHigh  = 768
-	defaultConnMgrGrace = time.Minute
-	// A multistream-select round trip on loopback takes well under a
-	// millisecond; the rest is room for a loaded machine.
-	defaultNegotiationTimeout = 3 * time.Second
-	defaultHandshakeTimeout   = 5 * time.Second
-)
+	},
+}
 
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	if o == nil {
-		o = &Options{}
+	o = options.New(o)
+	listen := defaults.ListenAddrs
+	if o.DisableQUIC {
+		listen = listen[:1]
 	}
-	if len(o.ListenAddrs) == 0 {
-		o.ListenAddrs = append([]string(nil), defaultListenAddrs...)
-		if o.DisableQUIC {
-			o.ListenAddrs = o.ListenAddrs[:1]
-		}
-	}
-	setDefault(&o.ConnMgrLow, defaultConnMgrLow)
-	setDefault(&o.ConnMgrHigh, defaultConnMgrHigh)
-	setDefault(&o.ConnMgrGrace, defaultConnMgrGrace)
-	setDefault(&o.NegotiationTimeout, defaultNegotiationTimeout)
-	setDefault(&o.HandshakeTimeout, defaultHandshakeTimeout)
-	l, d := &o.Limits, defaultLimits
-	setDefault(&l.SystemConns, d.SystemConns)
-	setDefault(&l.SystemStreams, d.SystemStreams)
-	setDefault(&l.SystemMemory, d.SystemMemory)
-	setDefault(&l.PeerConns, d.PeerConns)
-	setDefault(&l.PeerStreams, d.PeerStreams)
-	setDefault(&l.PeerMemory, d.PeerMemory)
-	setDefault(&l.TransientStreams, d.TransientStreams)
-	setDefault(&l.Handshakes, d.Handshakes)
-	setDefault(&l.AddrHandshakes, d.AddrHandshakes)
+	options.DefaultSlice(&o.ListenAddrs, listen)
+	options.Default(&o.ConnMgrLow, defaults.ConnMgrLow)
+	options.Default(&o.ConnMgrHigh, defaults.ConnMgrHigh)
+	options.Default(&o.ConnMgrGrace, defaults.ConnMgrGrace)
+	options.Default(&o.NegotiationTimeout, defaults.NegotiationTimeout)
+	options.Default(&o.HandshakeTimeout, defaults.HandshakeTimeout)
+	l, d := &o.Limits, &defaults.Limits
+	options.Default(&l.SystemConns, d.SystemConns)
+	options.Default(&l.SystemStreams, d.SystemStreams)
+	options.Default(&l.SystemMemory, d.SystemMemory)
+	options.Default(&l.PeerConns, d.PeerConns)
+	options.Default(&l.PeerStreams, d.PeerStreams)
+	options.Default(&l.PeerMemory, d.PeerMemory)
+	options.Default(&l.TransientStreams, d.TransientStreams)
+	options.Default(&l.Handshakes, d.Handshakes)
+	options.Default(&l.AddrHandshakes, d.AddrHandshakes)
 	l.Track.ensureDefaults(d.Track)
 	l.Watch.ensureDefaults(d.Watch)
 	l.Info.ensureDefaults(d.Info)
-	setDefault(&l.PeerNegotiating, l.Track.PeerStreams+l.Watch.PeerStreams+l.Info.PeerStreams)
-	if o.Metrics && o.Registerer == nil {
-		o.Registerer = prometheus.DefaultRegisterer
+	options.Default(&l.PeerNegotiating, l.Track.PeerStreams+l.Watch.PeerStreams+l.Info.PeerStreams)
+	if o.Metrics {
+		options.Default(&o.Registerer, prometheus.DefaultRegisterer)
 	}
 	return o
 }
 
 func (s *ServiceLimits) ensureDefaults(d ServiceLimits) {
-	setDefault(&s.Streams, d.Streams)
-	setDefault(&s.Memory, d.Memory)
-	setDefault(&s.PeerStreams, d.PeerStreams)
-}
-
-func setDefault[T int | int64 | time.Duration](v *T, def T) {
-	if *v == 0 {
-		*v = def
-	}
+	options.Default(&s.Streams, d.Streams)
+	options.Default(&s.Memory, d.Memory)
+	options.Default(&s.PeerStreams, d.PeerStreams)
 }
 
 // Validate checks o after EnsureDefaults and reports every problem at

@@ -51,7 +51,7 @@ type Ingester struct {
 	schemes    []*protocol.CompiledScheme
 	schemeList string // for rejections: the schemes a number must match
 	signer     *protocol.Signer
-	st         store.Store
+	st         Store
 	space      *store.Space // nil: no free-space check
 	m          *metrics.Metrics
 	log        *slog.Logger
@@ -416,7 +416,7 @@ func (g *Ingester) plan(ctx context.Context, items []*item) (*plan, error) {
 	// reads them all in one call makes that the longest task. A head read
 	// for a parcel whose events all turn out to be duplicates is wasted,
 	// but reposts are rare.
-	reader, batched := g.st.(headReader)
+	reader, batched := g.st.(store.HeadsReader)
 	headTasks := len(work)
 	if batched {
 		headTasks = 1
@@ -479,15 +479,8 @@ func (g *Ingester) plan(ctx context.Context, items []*item) (*plan, error) {
 	return p, nil
 }
 
-// headReader is a store that reads the heads of many parcels in one call,
-// nil where a number has none. Pebble's does it in one pass and keeps the
-// records, so that the Append that follows need not read them again.
-type headReader interface {
-	Parcels(ctx context.Context, numbers []string) ([]*store.Parcel, error)
-}
-
 // readHeads sets the head of every parcel of work with one call.
-func readHeads(ctx context.Context, r headReader, work []*parcelWork) error {
+func readHeads(ctx context.Context, r store.HeadsReader, work []*parcelWork) error {
 	numbers := make([]string, len(work))
 	for i, pw := range work {
 		numbers[i] = pw.number

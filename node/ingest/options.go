@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/node/metrics"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
@@ -30,7 +31,8 @@ var (
 	ErrCommit = errors.New("ingest: store commit failed")
 )
 
-// Defaults of Options, in one place.
+// Defaults of Options by name, for callers and tests; the defaults table
+// gives each to its field.
 const (
 	DefaultMaxBodyBytes    = 32 << 20
 	DefaultMaxBatchEvents  = 10000
@@ -71,29 +73,30 @@ type Options struct {
 	GroupEvents int
 }
 
-// EnsureDefaults returns o with every zero field set to its default. A nil
-// o gives all defaults.
-func (o *Options) EnsureDefaults() *Options {
-	var out Options
-	if o != nil {
-		out = *o
-	}
-	orDefault(&out.MaxBodyBytes, DefaultMaxBodyBytes)
-	orDefault(&out.MaxBatchEvents, DefaultMaxBatchEvents)
-	orDefault(&out.FutureSkew, DefaultFutureSkew)
-	orDefault(&out.SignWorkers, runtime.GOMAXPROCS(0))
-	orDefault(&out.ConflictRetries, DefaultConflictRetries)
-	orDefault(&out.MaxIDLen, DefaultMaxIDLen)
-	orDefault(&out.GroupEvents, DefaultGroupEvents)
-	return &out
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else, but for SignWorkers, which follows
+// GOMAXPROCS as it is when EnsureDefaults runs.
+var defaults = Options{
+	MaxBodyBytes:    DefaultMaxBodyBytes,
+	MaxBatchEvents:  DefaultMaxBatchEvents,
+	FutureSkew:      DefaultFutureSkew,
+	ConflictRetries: DefaultConflictRetries,
+	MaxIDLen:        DefaultMaxIDLen,
+	GroupEvents:     DefaultGroupEvents,
 }
 
-// orDefault sets *v to def when it holds its zero value.
-func orDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
+func (o *Options) EnsureDefaults() *Options {
+	o = options.New(o)
+	options.Default(&o.MaxBodyBytes, defaults.MaxBodyBytes)
+	options.Default(&o.MaxBatchEvents, defaults.MaxBatchEvents)
+	options.Default(&o.FutureSkew, defaults.FutureSkew)
+	options.Default(&o.SignWorkers, runtime.GOMAXPROCS(0))
+	options.Default(&o.ConflictRetries, defaults.ConflictRetries)
+	options.Default(&o.MaxIDLen, defaults.MaxIDLen)
+	options.Default(&o.GroupEvents, defaults.GroupEvents)
+	return o
 }
 
 // Validate reports every out-of-range field together.
@@ -122,6 +125,14 @@ func (o *Options) Validate() error {
 	return nil
 }
 
+// Store is what ingest needs of a store: the event log it appends to
+// and reads, and the details its parcel view shows. A store that is also
+// a store.HeadsReader has the heads of a batch read in one call.
+type Store interface {
+	store.EventLog
+	store.DetailsReader
+}
+
 // Config is what an Ingester works with: whose events, how to sign them
 // and where to keep them.
 type Config struct {
@@ -133,7 +144,7 @@ type Config struct {
 	// Signer signs parcel heads with the carrier key.
 	Signer *protocol.Signer
 	// Store is where events are committed.
-	Store store.Store
+	Store Store
 	// Metrics receives ingest counters; nil disables them.
 	Metrics *metrics.Metrics
 	// Logger receives commit failures; nil discards them.

@@ -36,7 +36,7 @@ func DetailFields(d protocol.Details) []string {
 
 // AppendAudit stores entries durably and then counts them in m, which
 // may be nil.
-func AppendAudit(ctx context.Context, st store.Store, m *metrics.Metrics, entries []store.AuditEntry) error {
+func AppendAudit(ctx context.Context, st store.Access, m *metrics.Metrics, entries []store.AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}

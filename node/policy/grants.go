@@ -21,7 +21,7 @@ import (
 // it. The carrier records every grant it issues, so one the store does not
 // hold is refused too. Every failure wraps protocol.ErrForbidden or the
 // protocol error that OpenGrant found.
-func VerifyGrant(ctx context.Context, st store.Store, keys protocol.KeyResolver, carrier string, b []byte, remote peer.ID, now time.Time) (*protocol.Grant, error) {
+func VerifyGrant(ctx context.Context, st store.Access, keys protocol.KeyResolver, carrier string, b []byte, remote peer.ID, now time.Time) (*protocol.Grant, error) {
 	if keys == nil {
 		return nil, fmt.Errorf("%w: this node verifies no grants", protocol.ErrForbidden)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -24,7 +25,8 @@ const (
 	PublicOff = "off"
 )
 
-// Defaults, in one place. They are sized so that a platform tracking real
+// Defaults of Options by name, for the tests; the defaults table gives
+// each to its field. They are sized so that a platform tracking real
 // parcels, which are mostly found, never meets a limit, while a peer
 // guessing numbers, which are mostly not_found, is held to about one
 // guess a second once its burst is spent.
@@ -162,44 +164,53 @@ type Options struct {
 	MaxAddrs int `toml:"max_addrs"`
 }
 
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else. The lists default to empty, not nil:
+// what a config file's "allow = []" decodes to.
+var defaults = Options{
+	TrackRate:             DefaultTrackRate,
+	TrackBurst:            DefaultTrackBurst,
+	NotFoundRate:          DefaultNotFoundRate,
+	NotFoundBurst:         DefaultNotFoundBurst,
+	AddrNotFoundRate:      DefaultAddrNotFoundRate,
+	AddrNotFoundBurst:     DefaultAddrNotFoundBurst,
+	GlobalNotFoundRate:    DefaultGlobalNotFoundRate,
+	GlobalNotFoundBurst:   DefaultGlobalNotFoundBurst,
+	PlatformNotFoundRate:  DefaultPlatformNotFoundRate,
+	PlatformNotFoundBurst: DefaultPlatformNotFoundBurst,
+	WatchRate:             DefaultWatchRate,
+	WatchBurst:            DefaultWatchBurst,
+	Public:                DefaultPublic,
+	MaxPeers:              DefaultMaxPeers,
+	MaxAddrs:              DefaultMaxAddrs,
+	Platforms:             []string{},
+	Allow:                 []string{},
+	Deny:                  []string{},
+}
+
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	if o == nil {
-		o = &Options{}
-	}
-	setDefault(&o.TrackRate, DefaultTrackRate)
-	setDefault(&o.TrackBurst, DefaultTrackBurst)
-	setDefault(&o.NotFoundRate, DefaultNotFoundRate)
-	setDefault(&o.NotFoundBurst, DefaultNotFoundBurst)
-	setDefault(&o.AddrNotFoundRate, DefaultAddrNotFoundRate)
-	setDefault(&o.AddrNotFoundBurst, DefaultAddrNotFoundBurst)
-	setDefault(&o.GlobalNotFoundRate, DefaultGlobalNotFoundRate)
-	setDefault(&o.GlobalNotFoundBurst, DefaultGlobalNotFoundBurst)
-	setDefault(&o.PlatformNotFoundRate, DefaultPlatformNotFoundRate)
-	setDefault(&o.PlatformNotFoundBurst, DefaultPlatformNotFoundBurst)
-	setDefault(&o.MaxAddrs, DefaultMaxAddrs)
-	setDefault(&o.WatchRate, DefaultWatchRate)
-	setDefault(&o.WatchBurst, DefaultWatchBurst)
-	setDefault(&o.Public, DefaultPublic)
-	setDefault(&o.MaxPeers, DefaultMaxPeers)
-	if o.Allow == nil {
-		o.Allow = []string{}
-	}
-	if o.Deny == nil {
-		o.Deny = []string{}
-	}
-	if o.Platforms == nil {
-		o.Platforms = []string{}
-	}
+	o = options.New(o)
+	options.Default(&o.TrackRate, defaults.TrackRate)
+	options.Default(&o.TrackBurst, defaults.TrackBurst)
+	options.Default(&o.NotFoundRate, defaults.NotFoundRate)
+	options.Default(&o.NotFoundBurst, defaults.NotFoundBurst)
+	options.Default(&o.AddrNotFoundRate, defaults.AddrNotFoundRate)
+	options.Default(&o.AddrNotFoundBurst, defaults.AddrNotFoundBurst)
+	options.Default(&o.GlobalNotFoundRate, defaults.GlobalNotFoundRate)
+	options.Default(&o.GlobalNotFoundBurst, defaults.GlobalNotFoundBurst)
+	options.Default(&o.PlatformNotFoundRate, defaults.PlatformNotFoundRate)
+	options.Default(&o.PlatformNotFoundBurst, defaults.PlatformNotFoundBurst)
+	options.Default(&o.WatchRate, defaults.WatchRate)
+	options.Default(&o.WatchBurst, defaults.WatchBurst)
+	options.Default(&o.Public, defaults.Public)
+	options.Default(&o.MaxPeers, defaults.MaxPeers)
+	options.Default(&o.MaxAddrs, defaults.MaxAddrs)
+	options.DefaultSlice(&o.Platforms, defaults.Platforms)
+	options.DefaultSlice(&o.Allow, defaults.Allow)
+	options.DefaultSlice(&o.Deny, defaults.Deny)
 	return o
-}
-
-func setDefault[T int | float64 | string](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
 }
 
 // Validate checks o after EnsureDefaults and reports every problem at

@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/store/seal"
@@ -132,9 +133,7 @@ type RetentionConfig struct {
 // DetailsRetention is [retention] details parsed, 0 for keep.
 func (c *Config) DetailsRetention() (time.Duration, error) {
 	s := c.Retention.Details
-	if s == "" {
-		s = DefaultDetailsRetention
-	}
+	options.Default(&s, defaults.Retention.Details)
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 || d > seal.MaxRetention {
 		return 0, fmt.Errorf("retention.details %q must be a duration from \"0s\" (keep) to %v", c.Retention.Details, seal.MaxRetention)
@@ -144,6 +143,19 @@ func (c *Config) DetailsRetention() (time.Duration, error) {
 
 // DefaultMaxConns is the postgres pool size a new config gets.
 const DefaultMaxConns = 8
+
+// defaults holds every default of a config: configFor starts a new config
+// from it, Render shows it beside each option, and DetailsRetention falls
+// back on it.
+var defaults = Config{
+	Network:   *(&host.Options{ListenAddrs: DefaultListenAddrs}).EnsureDefaults(),
+	Admin:     AdminConfig{Addr: DefaultAdminAddr},
+	Store:     StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, ReserveMB: DefaultReserveMB, MaxConns: DefaultMaxConns},
+	Log:       LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	Retention: RetentionConfig{Details: DefaultDetailsRetention},
+	Trust:     TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
+	Policy:    *(&policy.Options{}).EnsureDefaults(),
+}
 
 // LogConfig sets slog output.
 type LogConfig struct {
@@ -160,15 +172,9 @@ func listenOrDefault(addrs []string) []string {
 
 func configFor(o InitOptions) (*Config, error) {
 	var problems []string
-	cfg := &Config{
-		Network:   *(&host.Options{ListenAddrs: listenOrDefault(o.Listen)}).EnsureDefaults(),
-		Admin:     AdminConfig{Addr: DefaultAdminAddr},
-		Store:     StoreConfig{Backend: BackendPebble, Path: DefaultStorePath, CacheMB: DefaultCacheMB, MemTableMB: DefaultMemTableMB, ReserveMB: DefaultReserveMB, MaxConns: DefaultMaxConns},
-		Log:       LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
-		Retention: RetentionConfig{Details: DefaultDetailsRetention},
-		Trust:     TrustConfig{Anchors: []string{}, Registry: DefaultRegistryFile},
-		Policy:    *(&policy.Options{}).EnsureDefaults(),
-	}
+	cfg := new(Config)
+	*cfg = defaults
+	cfg.Network.ListenAddrs = listenOrDefault(o.Listen)
 	switch {
 	case (o.Carrier == "") == (o.Platform == ""):
 		// Without a role, the rest cannot be judged.
@@ -328,13 +334,8 @@ func (c *Config) Render() ([]byte, error) {
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, struct {
 		*Config
-		Def          *host.Options
-		DefPolicy    *policy.Options
-		DefAdmin     string
-		DefListen    []string
-		DefStore     map[string]int
-		DefRetention string
-	}{c, (&host.Options{}).EnsureDefaults(), (&policy.Options{}).EnsureDefaults(), DefaultAdminAddr, DefaultListenAddrs, map[string]int{"cache": DefaultCacheMB, "memtable": DefaultMemTableMB, "reserve": DefaultReserveMB, "max_conns": DefaultMaxConns}, DefaultDetailsRetention})
+		Def *Config
+	}{c, &defaults})
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +392,7 @@ name = {{q .Platform.Name}}
 {{end}}
 [network]
 # libp2p listen multiaddrs (TCP and QUIC).
-# Default: {{list .DefListen}} (loopback, ports the OS picks;
+# Default: {{list .Def.Network.ListenAddrs}} (loopback, ports the OS picks;
 # the running node writes them to node.json). A carrier in the registry
 # needs a fixed, reachable address here.
 listen_addrs = {{list .Network.ListenAddrs}}
@@ -399,13 +400,13 @@ listen_addrs = {{list .Network.ListenAddrs}}
 disable_quic = {{.Network.DisableQUIC}}
 # Connection manager: trim to conn_mgr_low once above conn_mgr_high; new
 # connections are spared for conn_mgr_grace. Keep conn_mgr_high below
-# limits.system_conns. Defaults: {{.Def.ConnMgrLow}}, {{.Def.ConnMgrHigh}}, {{q .Def.ConnMgrGrace.String}}.
+# limits.system_conns. Defaults: {{.Def.Network.ConnMgrLow}}, {{.Def.Network.ConnMgrHigh}}, {{q .Def.Network.ConnMgrGrace.String}}.
 conn_mgr_low = {{.Network.ConnMgrLow}}
 conn_mgr_high = {{.Network.ConnMgrHigh}}
 conn_mgr_grace = {{q .Network.ConnMgrGrace.String}}
 # An inbound stream that has not picked its protocol by negotiation_timeout
 # is reset; an inbound TCP connection still in its handshake after
-# handshake_timeout is closed. Defaults: {{q .Def.NegotiationTimeout.String}}, {{q .Def.HandshakeTimeout.String}}.
+# handshake_timeout is closed. Defaults: {{q .Def.Network.NegotiationTimeout.String}}, {{q .Def.Network.HandshakeTimeout.String}}.
 negotiation_timeout = {{q .Network.NegotiationTimeout.String}}
 handshake_timeout = {{q .Network.HandshakeTimeout.String}}
 # libp2p Prometheus metrics, incl. the resource manager's per-stream
@@ -414,17 +415,17 @@ metrics = {{.Network.Metrics}}
 
 # Resource-manager limits, set explicitly. Memory is in bytes.
 [network.limits]
-# Whole host. Defaults: {{.Def.Limits.SystemConns}} connections, {{.Def.Limits.SystemStreams}} streams, {{.Def.Limits.SystemMemory}} bytes.
+# Whole host. Defaults: {{.Def.Network.Limits.SystemConns}} connections, {{.Def.Network.Limits.SystemStreams}} streams, {{.Def.Network.Limits.SystemMemory}} bytes.
 system_conns = {{.Network.Limits.SystemConns}}
 system_streams = {{.Network.Limits.SystemStreams}}
 system_memory = {{.Network.Limits.SystemMemory}}
-# Per peer. Defaults: {{.Def.Limits.PeerConns}} connections, {{.Def.Limits.PeerStreams}} streams, {{.Def.Limits.PeerMemory}} bytes.
+# Per peer. Defaults: {{.Def.Network.Limits.PeerConns}} connections, {{.Def.Network.Limits.PeerStreams}} streams, {{.Def.Network.Limits.PeerMemory}} bytes.
 peer_conns = {{.Network.Limits.PeerConns}}
 peer_streams = {{.Network.Limits.PeerStreams}}
 peer_memory = {{.Network.Limits.PeerMemory}}
 # Inbound streams still negotiating, per peer and over all peers (the
 # transient scope); inbound TCP handshakes in flight, over all sources and
-# per source address (IPv4 /32, IPv6 /64). Defaults: {{.Def.Limits.PeerNegotiating}}, {{.Def.Limits.TransientStreams}}, {{.Def.Limits.Handshakes}}, {{.Def.Limits.AddrHandshakes}}.
+# per source address (IPv4 /32, IPv6 /64). Defaults: {{.Def.Network.Limits.PeerNegotiating}}, {{.Def.Network.Limits.TransientStreams}}, {{.Def.Network.Limits.Handshakes}}, {{.Def.Network.Limits.AddrHandshakes}}.
 peer_negotiating = {{.Network.Limits.PeerNegotiating}}
 transient_streams = {{.Network.Limits.TransientStreams}}
 handshakes = {{.Network.Limits.Handshakes}}
@@ -438,7 +439,7 @@ peer_streams = {{$l.PeerStreams}}
 {{end}}
 [admin]
 # Admin HTTP API (ingest, /metrics, /debug/pprof). Loopback only; port 0
-# picks a free port (see node.json). Default: {{q .DefAdmin}}
+# picks a free port (see node.json). Default: {{q .Def.Admin.Addr}}
 addr = {{q .Admin.Addr}}
 
 [store]
@@ -447,23 +448,23 @@ addr = {{q .Admin.Addr}}
 backend = {{q .Store.Backend}}
 # Store directory. Default: "store".
 path = {{q .Store.Path}}
-# Block cache in MiB, outside the Go heap. Default: {{index .DefStore "cache"}}.
+# Block cache in MiB, outside the Go heap. Default: {{.Def.Store.CacheMB}}.
 cache_mb = {{.Store.CacheMB}}
-# Memtable size in MiB. Default: {{index .DefStore "memtable"}}.
+# Memtable size in MiB. Default: {{.Def.Store.MemTableMB}}.
 memtable_mb = {{.Store.MemTableMB}}
 # backend "pebble": free space in MiB that ingest leaves on the store's
 # filesystem. Below it, POST /v1/events answers 507 (nothing acknowledged)
 # while track, watch and info keep serving, and /healthz and /metrics
 # (opentrack_store_writable) say why; ingest resumes by itself once space
 # is freed. A node started below it opens the store read-only and says so
-# until it is restarted with space. Default: {{index .DefStore "reserve"}}.
+# until it is restarted with space. Default: {{.Def.Store.ReserveMB}}.
 reserve_mb = {{.Store.ReserveMB}}
 # backend "postgres": the database's connection URL, e.g.
 # "postgres://opentrack@db.internal:5432/opentrack?sslmode=verify-full".
 # Keep the password out of this file: libpq's PGPASSWORD or ~/.pgpass work.
 # Replicas of one carrier share the database. Default: "".
 url = {{q .Store.URL}}
-# backend "postgres": connection pool size. Default: {{index .DefStore "max_conns"}}.
+# backend "postgres": connection pool size. Default: {{.Def.Store.MaxConns}}.
 max_conns = {{.Store.MaxConns}}
 # backend "postgres": no LISTEN/NOTIFY (CockroachDB, YugabyteDB); watchers
 # then learn of other replicas' appends by polling every second.
@@ -477,7 +478,7 @@ disable_notify = {{.Store.DisableNotify}}
 # in details.keyring, which erases them from every copy of the store,
 # backups included. Keep details.keyring out of store backups: a copy of
 # it still opens what it had not erased. Replicas on one database share
-# the file. Default: {{q .DefRetention}} (90 days).
+# the file. Default: {{q .Def.Retention.Details}} (90 days).
 details = {{q .Retention.Details}}
 
 {{end}}[trust]
@@ -495,41 +496,41 @@ registry = {{q .Trust.Registry}}
 # stops number enumeration without troubling platforms that track real
 # (found) parcels.
 [policy]
-# Numbers a second, and bucket size. Defaults: {{.DefPolicy.TrackRate}}, {{.DefPolicy.TrackBurst}}.
+# Numbers a second, and bucket size. Defaults: {{.Def.Policy.TrackRate}}, {{.Def.Policy.TrackBurst}}.
 track_rate = {{.Policy.TrackRate}}
 track_burst = {{.Policy.TrackBurst}}
-# not_found answers a second, and bucket size. Defaults: {{.DefPolicy.NotFoundRate}} (60 a minute), {{.DefPolicy.NotFoundBurst}}.
+# not_found answers a second, and bucket size. Defaults: {{.Def.Policy.NotFoundRate}} (60 a minute), {{.Def.Policy.NotFoundBurst}}.
 not_found_rate = {{.Policy.NotFoundRate}}
 not_found_burst = {{.Policy.NotFoundBurst}}
 # not_found answers a second, and bucket size, for all the anonymous peers
 # of one source address (IPv4 /32, IPv6 /64) together, as peer IDs cost
-# nothing. Defaults: {{.DefPolicy.AddrNotFoundRate}}, {{.DefPolicy.AddrNotFoundBurst}}.
+# nothing. Defaults: {{.Def.Policy.AddrNotFoundRate}}, {{.Def.Policy.AddrNotFoundBurst}}.
 addr_not_found_rate = {{.Policy.AddrNotFoundRate}}
 addr_not_found_burst = {{.Policy.AddrNotFoundBurst}}
 # The node's ceiling on not_found answers to anonymous peers, a second,
-# and bucket size. Defaults: {{.DefPolicy.GlobalNotFoundRate}}, {{.DefPolicy.GlobalNotFoundBurst}}.
+# and bucket size. Defaults: {{.Def.Policy.GlobalNotFoundRate}}, {{.Def.Policy.GlobalNotFoundBurst}}.
 global_not_found_rate = {{.Policy.GlobalNotFoundRate}}
 global_not_found_burst = {{.Policy.GlobalNotFoundBurst}}
 # Peer IDs of platforms (gateways) served on purpose. They and the nodes
 # the registry names get this not_found budget instead, outside the
-# address and node budgets. Defaults: none; {{.DefPolicy.PlatformNotFoundRate}}, {{.DefPolicy.PlatformNotFoundBurst}}.
+# address and node budgets. Defaults: none; {{.Def.Policy.PlatformNotFoundRate}}, {{.Def.Policy.PlatformNotFoundBurst}}.
 platforms = {{list .Policy.Platforms}}
 platform_not_found_rate = {{.Policy.PlatformNotFoundRate}}
 platform_not_found_burst = {{.Policy.PlatformNotFoundBurst}}
-# Watch subscriptions a second, and bucket size. Defaults: {{.DefPolicy.WatchRate}}, {{.DefPolicy.WatchBurst}}.
+# Watch subscriptions a second, and bucket size. Defaults: {{.Def.Policy.WatchRate}}, {{.Def.Policy.WatchBurst}}.
 watch_rate = {{.Policy.WatchRate}}
 watch_burst = {{.Policy.WatchBurst}}
 # Who may look up public events: "open", "members" (registry nodes only)
-# or "off" (grant holders and audiences only). Default: {{q .DefPolicy.Public}}.
+# or "off" (grant holders and audiences only). Default: {{q .Def.Policy.Public}}.
 public = {{q .Policy.Public}}
 # Peer IDs. A non-empty allow list admits only those; deny always wins.
 # Defaults: none.
 allow = {{list .Policy.Allow}}
 deny = {{list .Policy.Deny}}
 # Peers whose buckets are kept; the least recently seen are dropped.
-# Default: {{.DefPolicy.MaxPeers}}.
+# Default: {{.Def.Policy.MaxPeers}}.
 max_peers = {{.Policy.MaxPeers}}
-# Source addresses whose buckets are kept. Default: {{.DefPolicy.MaxAddrs}}.
+# Source addresses whose buckets are kept. Default: {{.Def.Policy.MaxAddrs}}.
 max_addrs = {{.Policy.MaxAddrs}}
 {{end}}
 [log]

@@ -7,10 +7,8 @@ package repo
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +20,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/store/seal"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -35,7 +35,8 @@ const (
 	NodeInfoFile   = "node.json"
 )
 
-// Errors.
+// Errors of creating and opening a node repo, of its config, and of
+// finding the node that runs from it.
 var (
 	ErrExists     = errors.New("repo: already initialized")
 	ErrNotRepo    = errors.New("repo: not an OpenTrack repo")
@@ -136,61 +137,22 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		return nil, fmt.Errorf("repo: %w", err)
 	}
 	r := &Repo{Dir: dir, Config: cfg}
-	if r.NodeKey, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
-		return nil, err
-	}
-	raw, err := crypto.MarshalPrivateKey(r.NodeKey)
+	files, err := r.newSecrets(cfg, shared, created)
 	if err != nil {
 		return nil, err
 	}
-	files := []struct {
-		name string
-		data []byte
-	}{{NodeKeyFile, raw}}
-	if cfg.Role == RoleCarrier {
-		cfg.Carrier.KeyCreated = created
-		r.CarrierKey = shared
-		if r.CarrierKey == nil {
-			if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
-				return nil, err
-			}
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(r.CarrierKey)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, struct {
-			name string
-			data []byte
-		}{CarrierKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})})
-	}
-	token := make([]byte, 32)
-	if _, err := rand.Read(token); err != nil {
-		return nil, err
-	}
-	r.AdminToken = hex.EncodeToString(token)
-	files = append(files, struct {
-		name string
-		data []byte
-	}{TokenFile, []byte(r.AdminToken + "\n")})
 	for i, a := range anchors {
-		files = append(files, struct {
-			name string
-			data []byte
-		}{cfg.Trust.Anchors[i], a})
+		files = append(files, repoFile{cfg.Trust.Anchors[i], a})
 	}
 	if registry != nil {
-		files = append(files, struct {
-			name string
-			data []byte
-		}{cfg.Trust.Registry, registry})
+		files = append(files, repoFile{cfg.Trust.Registry, registry})
 	}
 	text, err := cfg.Render()
 	if err != nil {
 		return nil, err
 	}
 	for _, f := range files {
-		if err := writeExclusive(filepath.Join(dir, f.name), f.data); err != nil {
+		if err := atomicfile.Create(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -200,7 +162,7 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		}
 	}
 	// The config goes last: its presence is what marks a complete repo.
-	if err := writeExclusive(filepath.Join(dir, ConfigFile), text); err != nil {
+	if err := atomicfile.Create(filepath.Join(dir, ConfigFile), text, 0o600); err != nil {
 		return nil, err
 	}
 	// What a later Open sees is the file, so hand back exactly that.
@@ -208,6 +170,47 @@ func Init(dir string, o InitOptions) (*Repo, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// repoFile is a file Init writes, by its name in the repo.
+type repoFile struct {
+	name string
+	data []byte
+}
+
+// newSecrets makes r's node key, its carrier key on a carrier (shared,
+// a replica's, when set; created is when it was made) and its admin
+// token, and returns the files that hold them.
+func (r *Repo) newSecrets(cfg *Config, shared ed25519.PrivateKey, created time.Time) ([]repoFile, error) {
+	var err error
+	if r.NodeKey, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
+		return nil, err
+	}
+	raw, err := crypto.MarshalPrivateKey(r.NodeKey)
+	if err != nil {
+		return nil, err
+	}
+	files := []repoFile{{NodeKeyFile, raw}}
+	if cfg.Role == RoleCarrier {
+		cfg.Carrier.KeyCreated = created
+		r.CarrierKey = shared
+		if r.CarrierKey == nil {
+			if _, r.CarrierKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+				return nil, err
+			}
+		}
+		keyPEM, err := keyfile.MarshalPrivate(r.CarrierKey)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, repoFile{CarrierKeyFile, keyPEM})
+	}
+	token := make([]byte, 32)
+	if _, err := rand.Read(token); err != nil {
+		return nil, err
+	}
+	r.AdminToken = hex.EncodeToString(token)
+	return append(files, repoFile{TokenFile, []byte(r.AdminToken + "\n")}), nil
 }
 
 // initKeyring gives a carrier repo its details keyring: a new one, or a
@@ -228,7 +231,7 @@ func initKeyring(dir, replicaOf string) error {
 	if err != nil {
 		return fmt.Errorf("repo: %w", err)
 	}
-	return writeExclusive(path, b)
+	return atomicfile.Create(path, b, 0o600)
 }
 
 // Open loads the repo in dir.
@@ -249,7 +252,7 @@ func Open(dir string) (*Repo, error) {
 		return nil, fmt.Errorf("repo: %s: %w", NodeKeyFile, err)
 	}
 	if cfg.Role == RoleCarrier {
-		if r.CarrierKey, err = ReadCarrierKey(r.Path(cfg.Carrier.KeyFile)); err != nil {
+		if r.CarrierKey, err = keyfile.ReadPrivate(r.Path(cfg.Carrier.KeyFile)); err != nil {
 			return nil, err
 		}
 	}
@@ -272,11 +275,11 @@ func readTrust(o InitOptions, cfg *Config) (anchors [][]byte, registry []byte, e
 	}
 	var keys []ed25519.PublicKey
 	for i, path := range o.Trust {
-		pub, err := discovery.ReadPublicKey(path)
+		pub, err := keyfile.ReadPublic(path)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: trust anchor: %w", ErrBadOptions, err)
 		}
-		pem, err := discovery.EncodePublicKey(pub)
+		pem, err := keyfile.MarshalPublic(pub)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -304,34 +307,13 @@ func readTrust(o InitOptions, cfg *Config) (anchors [][]byte, registry []byte, e
 func (r *Repo) Trust() (*discovery.Trust, error) {
 	var anchors []ed25519.PublicKey
 	for _, a := range r.Config.Trust.Anchors {
-		pub, err := discovery.ReadPublicKey(r.Path(a))
+		pub, err := keyfile.ReadPublic(r.Path(a))
 		if err != nil {
 			return nil, err
 		}
 		anchors = append(anchors, pub)
 	}
 	return discovery.NewTrust(anchors, r.Path(r.Config.Trust.Registry), nil)
-}
-
-// ReadCarrierKey reads a PKCS#8 PEM Ed25519 private key.
-func ReadCarrierKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("repo: %w", err)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("repo: %s: not a PEM private key", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("repo: %s: %w", path, err)
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("repo: %s: not an Ed25519 key", path)
-	}
-	return ek, nil
 }
 
 // Path resolves a path from the config relative to the repo.
@@ -376,11 +358,7 @@ func (r *Repo) WriteNodeInfo(info *NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(r.Dir, NodeInfoFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	return os.Rename(tmp, filepath.Join(r.Dir, NodeInfoFile))
+	return atomicfile.Write(filepath.Join(r.Dir, NodeInfoFile), append(b, '\n'), 0o644)
 }
 
 // RemoveNodeInfo deletes node.json on a clean exit.
@@ -406,23 +384,6 @@ func ReadNodeInfo(dir string) (*NodeInfo, error) {
 		return nil, fmt.Errorf("repo: %s: %w", NodeInfoFile, err)
 	}
 	return &info, nil
-}
-
-// writeExclusive creates a new file with mode 0600 and syncs it.
-func writeExclusive(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("repo: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("repo: %w", err)
-	}
-	return f.Close()
 }
 
 // EnvRepo is the environment variable naming the default repo.

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/opentrack/opentrack/node/discovery"
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
+	"github.com/opentrack/opentrack/node/keyfile"
 )
 
 // ErrNoAnchors is returned by InstallRegistry for a repo that trusts no
@@ -20,7 +22,7 @@ var ErrNoAnchors = errors.New("repo: no trust anchors")
 // A key the repo already trusts is not added again; added says which.
 func (r *Repo) AddAnchor(pub ed25519.PublicKey) (path string, added bool, err error) {
 	for _, a := range r.Config.Trust.Anchors {
-		held, err := discovery.ReadPublicKey(r.Path(a))
+		held, err := keyfile.ReadPublic(r.Path(a))
 		if err != nil {
 			return "", false, fmt.Errorf("repo: trust anchor %s: %w", a, err)
 		}
@@ -28,7 +30,7 @@ func (r *Repo) AddAnchor(pub ed25519.PublicKey) (path string, added bool, err er
 			return a, false, nil
 		}
 	}
-	pemBytes, err := discovery.EncodePublicKey(pub)
+	pemBytes, err := keyfile.MarshalPublic(pub)
 	if err != nil {
 		return "", false, err
 	}
@@ -41,7 +43,7 @@ func (r *Repo) AddAnchor(pub ed25519.PublicKey) (path string, added bool, err er
 	if err := os.MkdirAll(r.Path(TrustDir), 0o700); err != nil {
 		return "", false, fmt.Errorf("repo: %w", err)
 	}
-	if err := writeExclusive(r.Path(path), pemBytes); err != nil {
+	if err := atomicfile.Create(r.Path(path), pemBytes, 0o600); err != nil {
 		return "", false, err
 	}
 	cfg := *r.Config
@@ -60,15 +62,7 @@ func (r *Repo) saveConfig(cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	tmp := r.Path(ConfigFile + ".tmp")
-	_ = os.Remove(tmp)
-	if err := writeExclusive(tmp, text); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, r.Path(ConfigFile)); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	return nil
+	return atomicfile.Write(r.Path(ConfigFile), text, 0o600)
 }
 
 // InstallRegistry checks a signed registry as the node does (signed by

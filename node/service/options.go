@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -53,18 +54,28 @@ type Options struct {
 	// protocol.HeartbeatInterval (15s), which the spec makes a MUST.
 	Heartbeat time.Duration `toml:"heartbeat"`
 
-	// FeedBatch is how many change-feed entries a watch subscription
-	// reads from the store at a time. Default: 256 entries.
+	// FeedBatch is how many change-feed entries the watch service's feed
+	// tailer, and a subscription catching up on its own, read from the
+	// store at a time, and how many a subscription's inbox holds before
+	// the tailer leaves it to catch up alone. Default: 256 entries.
 	FeedBatch int `toml:"feed_batch"`
 }
 
-// Defaults without a protocol constant behind them.
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	IdleTimeout:        protocol.StreamIdleTimeout,
+	RequestTimeout:     protocol.RequestTimeout,
+	WriteTimeout:       10 * time.Second,
+	MaxEventsPerResult: protocol.MaxEventsPerResult,
+	WatchBuffer:        256,
+	WatchStall:         2 * time.Second,
+	Heartbeat:          protocol.HeartbeatInterval,
+	FeedBatch:          256,
+}
+
+// maxWatchBuffer and maxFeedBatch keep a typo from costing memory.
 const (
-	defaultWriteTimeout = 10 * time.Second
-	defaultWatchBuffer  = 256
-	defaultWatchStall   = 2 * time.Second
-	defaultFeedBatch    = 256
-	// maxWatchBuffer and maxFeedBatch keep a typo from costing memory.
 	maxWatchBuffer = 1 << 16
 	maxFeedBatch   = 1 << 14
 )
@@ -72,24 +83,16 @@ const (
 // EnsureDefaults fills every zero field with its default and returns o. A
 // nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	if o == nil {
-		o = &Options{}
-	}
-	setDefault(&o.IdleTimeout, protocol.StreamIdleTimeout)
-	setDefault(&o.RequestTimeout, protocol.RequestTimeout)
-	setDefault(&o.WriteTimeout, defaultWriteTimeout)
-	setDefault(&o.MaxEventsPerResult, protocol.MaxEventsPerResult)
-	setDefault(&o.WatchBuffer, defaultWatchBuffer)
-	setDefault(&o.WatchStall, defaultWatchStall)
-	setDefault(&o.Heartbeat, protocol.HeartbeatInterval)
-	setDefault(&o.FeedBatch, defaultFeedBatch)
+	o = options.New(o)
+	options.Default(&o.IdleTimeout, defaults.IdleTimeout)
+	options.Default(&o.RequestTimeout, defaults.RequestTimeout)
+	options.Default(&o.WriteTimeout, defaults.WriteTimeout)
+	options.Default(&o.MaxEventsPerResult, defaults.MaxEventsPerResult)
+	options.Default(&o.WatchBuffer, defaults.WatchBuffer)
+	options.Default(&o.WatchStall, defaults.WatchStall)
+	options.Default(&o.Heartbeat, defaults.Heartbeat)
+	options.Default(&o.FeedBatch, defaults.FeedBatch)
 	return o
-}
-
-func setDefault[T int | time.Duration](v *T, def T) {
-	if *v == 0 {
-		*v = def
-	}
 }
 
 // Validate checks o after EnsureDefaults and reports every problem at once.

@@ -90,6 +90,13 @@ type Policy interface {
 	AllowPublic(p peer.ID) bool
 }
 
+// TrackStore is what a Track needs of a store: the parcels, and the
+// grants and audit log behind their details.
+type TrackStore interface {
+	store.EventLog
+	store.Access
+}
+
 // TrackConfig is what a Track serves.
 type TrackConfig struct {
 	// Carrier is the code of the carrier whose parcels the store holds.
@@ -100,8 +107,9 @@ type TrackConfig struct {
 	// Default: protocol.DefaultScheme(Carrier), as for a carrier that
 	// registers none.
 	Schemes []protocol.Scheme
-	// Store holds the parcels. Required.
-	Store store.Store
+	// Store holds the parcels, and the grants and audit log behind their
+	// details. Required.
+	Store TrackStore
 	// Metrics receives request, result and reset counts; nil for none.
 	Metrics *metrics.Metrics
 	// Logger receives internal errors and, at debug level, bad peer input;

@@ -398,7 +398,7 @@ func TestTrackPolicy(t *testing.T) {
 
 // failingStore fails lookups of one number, the way a broken disk would.
 type failingStore struct {
-	store.Store
+	service.TrackStore
 	number string
 }
 
@@ -406,14 +406,14 @@ func (s failingStore) Parcel(ctx context.Context, number string) (*store.Parcel,
 	if number == s.number {
 		return nil, errors.New("disk on fire")
 	}
-	return s.Store.Parcel(ctx, number)
+	return s.TrackStore.Parcel(ctx, number)
 }
 
 func TestTrackInternalError(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	m := metrics.New()
 	srv := servicetest.StartServer(t, servicetest.ServerConfig{Parcels: 2, Events: 1, Track: func(c *service.TrackConfig) {
-		c.Store = failingStore{Store: c.Store, number: servicetest.Number(1)}
+		c.Store = failingStore{TrackStore: c.Store, number: servicetest.Number(1)}
 		c.Metrics = m
 	}})
 	raw := openRaw(t, servicetest.NewHost(t, nil), srv, protocol.TrackID)
@@ -449,7 +449,7 @@ func TestUnregister(t *testing.T) {
 }
 
 func TestNewTrackInvalid(t *testing.T) {
-	s := store.Store(failingStore{})
+	s := service.TrackStore(failingStore{})
 	tests := []struct {
 		name string
 		cfg  service.TrackConfig

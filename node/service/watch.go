@@ -63,11 +63,20 @@ const _ = uint64(protocol.MaxWatchFrame - updateOverhead - maxSignedHead -
 // errDataAfterRequest means a watch client wrote after its one request.
 var errDataAfterRequest = errors.New("service: data after the watch request")
 
+// WatchStore is what a Watch needs of a store: the parcels, the feed
+// it follows, and the grants and audit log behind details.
+type WatchStore interface {
+	store.EventLog
+	store.FeedReader
+	store.Access
+}
+
 // WatchConfig is what a Watch serves.
 type WatchConfig struct {
 	// Store holds the parcels and the change feed that subscriptions
-	// read. Its ID prefixes every cursor. Required.
-	Store store.Store
+	// read, and the grants and audit log behind details. Its ID prefixes
+	// every cursor. Required.
+	Store WatchStore
 	// Metrics receives subscription, message and reset counts; nil for
 	// none.
 	Metrics *metrics.Metrics
@@ -93,11 +102,15 @@ type WatchConfig struct {
 // one WatchRequest, then the server pushes update, heartbeat and, at the
 // end, catchup or error frames.
 //
-// Each subscription reads the store's change feed on its own goroutine and
-// queues frames for a writer goroutine, so ingest never waits for a
-// subscriber: appending only wakes the readers. A subscriber that leaves
-// its queue full for Options.WatchStall gets catchup and the stream ends;
-// it resumes from the catchup's cursor, replayed from the durable feed.
+// One tailer reads the store's change feed for the whole service and hands
+// each entry to the subscriptions watching its number; a subscription
+// behind the tail (resuming from a cursor, or fallen behind the tailer)
+// reads the feed on its own until it catches up. Each subscription turns
+// its entries into frames on its own goroutine and queues them for a
+// writer goroutine, so ingest never waits for a subscriber: appending only
+// wakes the tailer. A subscriber that leaves its queue full for
+// Options.WatchStall gets catchup and the stream ends; it resumes from the
+// catchup's cursor, replayed from the durable feed.
 //
 // A cursor is "<store id>.<feed position>", opaque to clients. Every
 // cursor the service sends names a position up to which the subscriber
@@ -109,6 +122,7 @@ type Watch struct {
 	prefix  string                        // the store ID and a dot: every cursor starts so
 	sent    map[string]prometheus.Counter // messages by type, nil without metrics
 	srv     server
+	tailer  *tailer // from Register to Unregister
 }
 
 // NewWatch checks cfg and opts (nil for defaults) and builds the service.
@@ -139,11 +153,19 @@ func NewWatch(cfg WatchConfig, opts *Options) (*Watch, error) {
 }
 
 // Register starts serving watch streams on h. Register once.
-func (w *Watch) Register(h host.Host) { w.srv.register(h, w.handle) }
+func (w *Watch) Register(h host.Host) {
+	w.tailer = startTailer(w.cfg.Store, w.opts.FeedBatch)
+	w.srv.register(h, w.handle)
+}
 
 // Unregister stops serving, resets open subscriptions and waits for their
 // handlers to return.
-func (w *Watch) Unregister() { w.srv.unregister() }
+func (w *Watch) Unregister() {
+	w.srv.unregister()
+	if w.tailer != nil { // registered
+		w.tailer.stop()
+	}
+}
 
 func (w *Watch) handle(s network.Stream) {
 	ctx, done, ok := w.srv.open(s, protocol.WatchServiceName, watchStreamMemory)
@@ -244,6 +266,7 @@ func (w *Watch) subscribe(ctx context.Context, s network.Stream, req *protocol.W
 		sent:   make(map[uint64]uint64),
 		grant:  g,
 		remote: s.Conn().RemotePeer().String(),
+		inbox:  newInbox(),
 	}
 	if req.Audience {
 		sub.peer = s.Conn().RemotePeer().String()
@@ -446,6 +469,8 @@ type subscription struct {
 	// are then skipped or shortened, and the record goes with the last of
 	// them, so the map stays small. Only produce uses it.
 	sent map[uint64]uint64
+
+	inbox *inbox // where the tailer queues entries once produce has caught up
 }
 
 // run serves the subscription until it ends: the subscriber resets or
@@ -497,27 +522,42 @@ func (sub *subscription) watchPeer(cancel context.CancelFunc) {
 	cancel()
 }
 
-// produce reads the change feed from the start position, queues an update
-// for every matching entry, and waits for the feed to grow when it has
-// read it all. It ends the queue with catchup when the subscriber stops
-// taking frames, and with error when the store fails.
+// produce reads the change feed from the start position and queues an
+// update for every matching entry; once it has read it all, it joins the
+// tailer and takes its entries from the inbox, until the tailer detaches
+// it. It ends the queue with catchup when the subscriber stops taking
+// frames, and with error when the store fails.
 func (sub *subscription) produce(ctx context.Context) {
 	defer close(sub.frames)
+	t := sub.w.tailer
+	defer t.leave(sub)
 	st, pos := sub.w.cfg.Store, sub.start
+	joined, since := false, uint64(0) // since: the tailer's position at the join
+	var entries []store.FeedEntry
 	for {
-		entries, err := st.Feed(ctx, pos, sub.w.opts.FeedBatch)
+		var err error
+		if joined && pos >= since {
+			entries, joined, err = sub.inbox.take(ctx, entries)
+		} else {
+			entries, err = st.Feed(ctx, pos, sub.w.opts.FeedBatch)
+			if err == nil && len(entries) == 0 {
+				if !joined {
+					since, joined = t.join(sub, pos), true
+					continue
+				}
+				// The tailer has read entries this read does not see
+				// yet: a backend whose reads may lag one another.
+				err = st.WaitFeed(ctx, pos)
+			}
+		}
 		if err != nil {
 			sub.fail(ctx, err)
 			return
 		}
-		if len(entries) == 0 {
-			if err := st.WaitFeed(ctx, pos); err != nil {
-				sub.fail(ctx, err)
-				return
-			}
-			continue
-		}
 		for i := range entries {
+			if entries[i].Pos <= pos {
+				continue // read on its own before the join
+			}
 			f, err := sub.update(ctx, &entries[i])
 			if err != nil {
 				sub.fail(ctx, err)
@@ -648,7 +688,7 @@ func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudienc
 // readEvents reads count events of a parcel from seq from and checks that
 // the store returned exactly those seqs, each within MaxEventSize (which
 // keeps every update within the frame cap).
-func readEvents(ctx context.Context, st store.Store, parcelID, from, count uint64) ([]store.Event, error) {
+func readEvents(ctx context.Context, st store.EventLog, parcelID, from, count uint64) ([]store.Event, error) {
 	evs, err := st.Events(ctx, parcelID, from, int(count))
 	if err != nil {
 		return nil, err

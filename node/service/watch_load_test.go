@@ -145,6 +145,9 @@ const mib = 1 << 20
 // ingest nor other subscribers, holds bounded memory on the node, and,
 // once it reads again, finds its updates, a catchup and the end of the
 // stream; from the catchup's cursor it resumes without a loss.
+//
+// Not in a bubble: it measures ingest and memory with a subscriber held
+// by real TCP flow control; TestWatchStall times the stall on fake time.
 func TestWatchSlowSubscriber(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	const (

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -131,50 +132,61 @@ func TestWatchUnknownCursor(t *testing.T) {
 }
 
 // TestWatchHeartbeat: a quiet stream gets heartbeats whose cursor follows
-// the feed even when nothing in it matched, so a resume skips it.
+// the feed even when nothing in it matched, so a resume skips it. It runs
+// in a synctest bubble over mocknet, at the default Heartbeat on fake time.
 func TestWatchHeartbeat(t *testing.T) {
-	servicetest.CheckLeaks(t)
-	const beat = 100 * time.Millisecond
-	ws := startWatch(t, watchConfig{parcels: 2, events: 3, opts: &service.Options{Heartbeat: beat}})
-	ws.append(each(0, 2, 1)...)
-	w := openWatch(t, servicetest.NewHost(t, nil), ws, &protocol.WatchRequest{Numbers: numbersOf(ws, 0)})
-	// The opening heartbeat says the subscription is live and where it
-	// starts; the next one comes after a quiet period.
-	m := w.next(5 * time.Second)
-	require.Equal(t, protocol.WatchHeartbeat, m.Type)
-	require.Equal(t, ws.cursor(2), m.Cursor)
-	require.InDelta(t, time.Now().UnixMilli(), m.Time, 5000)
-	start := time.Now()
-	m = w.next(5 * time.Second)
-	require.Equal(t, protocol.WatchHeartbeat, m.Type)
-	require.GreaterOrEqual(t, time.Since(start), beat-20*time.Millisecond)
-	require.Equal(t, ws.cursor(2), m.Cursor)
+	synctest.Test(t, func(t *testing.T) {
+		hosts := mockHosts(t, 2)
+		ws := startWatch(t, watchConfig{parcels: 2, events: 3, on: hosts[0]})
+		beat := (&service.Options{}).EnsureDefaults().Heartbeat
+		ws.append(each(0, 2, 1)...)
+		w := openWatch(t, hosts[1], ws, &protocol.WatchRequest{Numbers: numbersOf(ws, 0)})
+		// The opening heartbeat says the subscription is live and where it
+		// starts; the next one comes after a quiet period, and not before.
+		m := w.next(5 * time.Second)
+		require.Equal(t, protocol.WatchHeartbeat, m.Type)
+		require.Equal(t, ws.cursor(2), m.Cursor)
+		require.Equal(t, time.Now().UnixMilli(), m.Time)
+		start := time.Now()
+		m = w.next(5 * time.Second)
+		require.Equal(t, protocol.WatchHeartbeat, m.Type)
+		require.Equal(t, beat, time.Since(start))
+		require.Equal(t, ws.cursor(2), m.Cursor)
 
-	ws.append(step{parcel: 1, events: 1}) // 3: not watched
-	require.Eventually(t, func() bool {
-		return w.next(5*time.Second).Cursor == ws.cursor(3)
-	}, 5*time.Second, time.Millisecond)
+		// An entry that does not match moves the next heartbeat's cursor.
+		ws.append(step{parcel: 1, events: 1}) // 3: not watched
+		m = w.next(5 * time.Second)
+		require.Equal(t, protocol.WatchHeartbeat, m.Type)
+		require.Equal(t, ws.cursor(3), m.Cursor)
+		require.Equal(t, 2*beat, time.Since(start))
 
-	// Updates restart the quiet period; heartbeats come back after them.
-	ws.append(step{parcel: 0, events: 1}) // 4
-	ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 5*time.Second), 0, 1, 4)
-	m = w.next(5 * time.Second)
-	require.Equal(t, protocol.WatchHeartbeat, m.Type)
-	require.Equal(t, ws.cursor(4), m.Cursor)
-	require.Positive(t, counter(t, ws.metrics.WatchUpdates.WithLabelValues(protocol.WatchHeartbeat)))
+		// Updates restart the quiet period; heartbeats come back after them.
+		time.Sleep(beat / 2)
+		ws.append(step{parcel: 0, events: 1}) // 4
+		ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 5*time.Second), 0, 1, 4)
+		updated := time.Now()
+		m = w.next(5 * time.Second)
+		require.Equal(t, protocol.WatchHeartbeat, m.Type)
+		require.Equal(t, ws.cursor(4), m.Cursor)
+		require.Equal(t, beat, time.Since(updated))
+		require.Equal(t, float64(4), counter(t, ws.metrics.WatchUpdates.WithLabelValues(protocol.WatchHeartbeat)))
+	})
 }
 
 // TestWatchHalfClose: the subscriber may close its write side after the
-// request; the subscription goes on.
+// request; the subscription goes on. It runs in a synctest bubble over
+// mocknet, so that the server has read the EOF once the bubble settles.
 func TestWatchHalfClose(t *testing.T) {
-	servicetest.CheckLeaks(t)
-	ws := startWatch(t, watchConfig{parcels: 1, events: 2})
-	w := openWatch(t, servicetest.NewHost(t, nil), ws, &protocol.WatchRequest{Numbers: numbersOf(ws, 0)})
-	require.NoError(t, w.s.CloseWrite())
-	ws.waitStreams(1)
-	time.Sleep(50 * time.Millisecond) // let the server see the EOF
-	ws.append(step{parcel: 0, events: 2})
-	ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 5*time.Second), 0, 0, 1)
+	synctest.Test(t, func(t *testing.T) {
+		hosts := mockHosts(t, 2)
+		ws := startWatch(t, watchConfig{parcels: 1, events: 2, on: hosts[0]})
+		w := openWatch(t, hosts[1], ws, &protocol.WatchRequest{Numbers: numbersOf(ws, 0)})
+		require.NoError(t, w.s.CloseWrite())
+		ws.waitStreams(1)
+		synctest.Wait()
+		ws.append(step{parcel: 0, events: 2})
+		ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 5*time.Second), 0, 0, 1)
+	})
 }
 
 // TestWatchPeerReset: a subscriber that resets its stream ends the
@@ -213,5 +225,55 @@ func TestWatchBurst(t *testing.T) {
 	ws.append(each(0, parcels, 1, client.ID().String())...)
 	for i := range parcels {
 		ws.requireUpdate(w.nextOf(protocol.WatchUpdate, 5*time.Second), i, 0, uint64(i+1))
+	}
+}
+
+// TestWatchStall: a subscriber that stops reading is given up on once its
+// full queue has waited WatchStall, and not before; reading again, it
+// finds the updates queued, a catchup at the first one left out and the
+// end. It runs in a synctest bubble over mocknet, whose pipes hold a
+// writer until the reader reads, so that the stall is timed on fake time.
+func TestWatchStall(t *testing.T) {
+	const parcels = 20 // more updates than the writer, the pipe and a queue of 2 hold
+	stall := (&service.Options{}).EnsureDefaults().WatchStall
+	for _, tc := range []struct {
+		name    string
+		wait    time.Duration
+		givenUp bool
+	}{
+		{"just before the stall", stall - time.Millisecond, false},
+		{"at the stall", stall, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				hosts := mockHosts(t, 2)
+				ws := startWatch(t, watchConfig{parcels: parcels, events: 1, on: hosts[0], opts: &service.Options{WatchBuffer: 2}})
+				all := make([]int, parcels)
+				for i := range all {
+					all[i] = i
+				}
+				w := openWatch(t, hosts[1], ws, &protocol.WatchRequest{Numbers: numbersOf(ws, all...)})
+				w.opening()
+				ws.append(each(0, parcels, 1)...)
+				synctest.Wait() // the queue is full and the producer waits
+				time.Sleep(tc.wait)
+				synctest.Wait()
+				for i := range parcels {
+					m := w.next(5 * time.Second)
+					for m.Type == protocol.WatchHeartbeat {
+						m = w.next(5 * time.Second)
+					}
+					if m.Type == protocol.WatchCatchUp {
+						require.True(t, tc.givenUp, "catchup after %d updates", i)
+						require.Positive(t, i)
+						require.Equal(t, ws.cursor(uint64(i)), m.Cursor)
+						w.expectEnd()
+						return
+					}
+					ws.requireUpdate(m, i, 0, uint64(i+1))
+				}
+				require.False(t, tc.givenUp, "every update arrived")
+			})
+		})
 	}
 }

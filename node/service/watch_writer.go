@@ -88,9 +88,9 @@ func (sub *subscription) write(ctx context.Context, ww *watchWriter) {
 				return
 			}
 		case <-hb.C:
-			// scanned is read before the queue is seen empty: every update
+			// The position is read before the queue is seen empty: every update
 			// up to it was queued before, and so has been written.
-			pos := sub.scanned.Load()
+			pos := sub.position()
 			if len(sub.frames) > 0 {
 				continue // they go first, and restart the quiet period
 			}
@@ -105,6 +105,18 @@ func (sub *subscription) write(ctx context.Context, ww *watchWriter) {
 		}
 		hb.Reset(sub.w.opts.Heartbeat)
 	}
+}
+
+// position is the feed position up to which every update is queued: where
+// produce got to, or, while it waits on the tailer with nothing to do, the
+// tailer's position. The tailer's is read first: it publishes a position
+// after queueing its entries in the inboxes.
+func (sub *subscription) position() uint64 {
+	pos := sub.scanned.Load()
+	if tail := sub.w.tailer.pos.Load(); sub.inbox.idle() {
+		pos = max(pos, tail)
+	}
+	return pos
 }
 
 // opening writes what every subscription starts with (spec 8.5): the

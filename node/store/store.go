@@ -1,8 +1,9 @@
 // Package store is the carrier node's durable storage: parcels and their
 // event chains, the change feed that watch subscriptions read, details,
-// grants and the audit log. Store is the one interface; every backend
-// (memstore for tests, pebble by default, postgres for scale-out) passes
-// the conformance suite in storetest.
+// grants and the audit log. Store is the one interface, composed of the
+// roles its consumers take (EventLog, FeedReader, Access, StatsCloser);
+// every backend (memstore for tests, pebble by default, postgres for
+// scale-out) passes the conformance suite in storetest.
 package store
 
 import (
@@ -28,9 +29,19 @@ var (
 	ErrExpired = errors.New("store: details passed retention")
 )
 
-// Store is a carrier node's storage. All methods are safe for concurrent
-// use. Writes are durable (fsynced) when they return nil.
+// Store is a carrier node's storage: every role below in one value, which
+// each backend implements and the node opens. All methods are safe for
+// concurrent use. Writes are durable (fsynced) when they return nil.
 type Store interface {
+	EventLog
+	FeedReader
+	Access
+	StatsCloser
+}
+
+// EventLog is the parcels and their event chains: ingest appends to it,
+// and track and watch read the parcels and events they answer with.
+type EventLog interface {
 	// Append commits every update of b atomically and durably, and adds one
 	// feed entry per update. If any guard fails it writes nothing and
 	// returns ErrConflict.
@@ -46,7 +57,20 @@ type Store interface {
 	// LookupEventIDs maps carrier event ids to the events stored under
 	// them; ids never stored are absent from the result.
 	LookupEventIDs(ctx context.Context, ids []string) (map[string]EventRef, error)
+}
 
+// HeadsReader is an optional EventLog extension: the newest parcel of
+// many numbers in one call, nil where a number has none. Ingest reads a
+// batch's heads with it where the store has it (pebble, postgres, seal)
+// and falls back to Parcel for each number elsewhere.
+type HeadsReader interface {
+	Parcels(ctx context.Context, numbers []string) ([]*Parcel, error)
+}
+
+// FeedReader is the change feed: watch subscriptions read it from a
+// cursor and wait on its tail, and the node's health check asks it for
+// the tail.
+type FeedReader interface {
 	// Feed returns up to limit feed entries with position > after.
 	Feed(ctx context.Context, after uint64, limit int) ([]FeedEntry, error)
 	// FeedTail returns the newest feed position (0 when empty).
@@ -56,10 +80,23 @@ type Store interface {
 	// ID identifies this store's feed, so cursors from another store are
 	// recognised as unknown. Replicas sharing one database share it.
 	ID() string
+}
 
+// DetailsReader reads the personal data of parcels. It is the part of
+// Access that a reader of parcels needs to show them with their details
+// (ingest's parcel view, and DetailsFor).
+type DetailsReader interface {
 	// Details returns the personal data of a parcel (ErrNotFound if none,
 	// ErrExpired once erased).
 	Details(ctx context.Context, parcelID uint64) (protocol.Details, error)
+}
+
+// Access is what stands between peers and the personal data: details,
+// the grants that disclose them and the audit log of each disclosure.
+// Track and watch check grants and audit against it; the admin grants
+// API manages the grants and reads the log.
+type Access interface {
+	DetailsReader
 
 	// PutGrant records an issued grant.
 	PutGrant(ctx context.Context, g *GrantRecord) error
@@ -74,7 +111,11 @@ type Store interface {
 	AppendAudit(ctx context.Context, entries []AuditEntry) error
 	// Audit returns entries matching q, oldest first.
 	Audit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
+}
 
+// StatsCloser is the store as a resource the node runs: sizes for its
+// metrics and benchmarks, and the close at shutdown.
+type StatsCloser interface {
 	// Stats reports sizes for metrics and benchmarks.
 	Stats(ctx context.Context) (Stats, error)
 	// Close flushes and closes the store; later calls fail with ErrClosed.
@@ -212,7 +253,7 @@ type ParcelDetailer interface {
 
 // DetailsFor returns the details of p, a parcel st returned: st's
 // ParcelDetails where it has one, else Details(p.ID).
-func DetailsFor(ctx context.Context, st Store, p *Parcel) (protocol.Details, error) {
+func DetailsFor(ctx context.Context, st DetailsReader, p *Parcel) (protocol.Details, error) {
 	if pd, ok := st.(ParcelDetailer); ok {
 		return pd.ParcelDetails(ctx, p)
 	}

@@ -50,14 +50,7 @@ var rules = []rule{
 type edge struct{ From, To string }
 
 // known are the violations of today, each to be removed with its fix.
-var known = []edge{
-	// removed by issue 24 step 2 (Platform)
-	{"node/gateway", "node"},
-	{"node/gateway", "node/store"},
-	{"node/gateway", "node/store/pebble"},
-	{"node/gateway", "node/store/postgres"},
-	{"node/gateway", "node/store/seal"},
-}
+var known []edge
 
 var (
 	errViolation = errors.New("archcheck: forbidden import")

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opentrack/opentrack/internal/options"
 	"github.com/opentrack/opentrack/protocol"
 	"github.com/opentrack/opentrack/testnet"
 )
@@ -86,23 +87,25 @@ type Options struct {
 	Progress func(phase string, done, total int64)
 }
 
-// Defaults, in one place.
-const (
-	defaultParcels          = 125_000
-	defaultEventsPerParcel  = 8
-	defaultBatch            = 1000
-	defaultPosters          = 4
-	defaultBatchConcurrency = 16
-	defaultRounds           = 3
-	defaultRound            = 3 * time.Second
-	defaultSettle           = 5 * time.Second
-	defaultWatchRate        = 10_000
-	defaultWatchDuration    = 10 * time.Second
-	defaultTestnetCarriers  = 50
-	defaultTestnetPlatforms = 20
-)
-
-var defaultConcurrency = []int{1, 16, 64}
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	Parcels:          125_000,
+	EventsPerParcel:  8,
+	Batch:            1000,
+	Posters:          4,
+	Concurrency:      []int{1, 16, 64},
+	BatchConcurrency: 16,
+	Rounds:           3,
+	Round:            3 * time.Second,
+	Settle:           5 * time.Second,
+	WatchRate:        10_000,
+	WatchParcels:     protocol.MaxWatchNumbers,
+	WatchDuration:    10 * time.Second,
+	TestnetCarriers:  50,
+	TestnetPlatforms: 20,
+	Logger:           slog.New(slog.DiscardHandler),
+}
 
 // Phases are the harness's phases, in the order they run.
 var Phases = []string{"ingest", "put", "lookups", "baseline", "watch", "testnet"}
@@ -115,38 +118,25 @@ func (o *Options) runs(phase string) bool {
 	return len(o.Only) == 0 || slices.Contains(o.Only, phase)
 }
 
-// EnsureDefaults fills in zero fields and returns o.
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
 func (o *Options) EnsureDefaults() *Options {
-	set := func(p *int, v int) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	set(&o.Parcels, defaultParcels)
-	set(&o.EventsPerParcel, defaultEventsPerParcel)
-	set(&o.Batch, defaultBatch)
-	set(&o.Posters, defaultPosters)
-	set(&o.BatchConcurrency, defaultBatchConcurrency)
-	set(&o.Rounds, defaultRounds)
-	set(&o.WatchRate, defaultWatchRate)
-	set(&o.WatchParcels, protocol.MaxWatchNumbers)
-	set(&o.TestnetCarriers, defaultTestnetCarriers)
-	set(&o.TestnetPlatforms, defaultTestnetPlatforms)
-	if len(o.Concurrency) == 0 {
-		o.Concurrency = defaultConcurrency
-	}
-	if o.Round == 0 {
-		o.Round = defaultRound
-	}
-	if o.Settle == 0 {
-		o.Settle = defaultSettle
-	}
-	if o.WatchDuration == 0 {
-		o.WatchDuration = defaultWatchDuration
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o = options.New(o)
+	options.Default(&o.Parcels, defaults.Parcels)
+	options.Default(&o.EventsPerParcel, defaults.EventsPerParcel)
+	options.Default(&o.Batch, defaults.Batch)
+	options.Default(&o.Posters, defaults.Posters)
+	options.DefaultSlice(&o.Concurrency, defaults.Concurrency)
+	options.Default(&o.BatchConcurrency, defaults.BatchConcurrency)
+	options.Default(&o.Rounds, defaults.Rounds)
+	options.Default(&o.Round, defaults.Round)
+	options.Default(&o.Settle, defaults.Settle)
+	options.Default(&o.WatchRate, defaults.WatchRate)
+	options.Default(&o.WatchParcels, defaults.WatchParcels)
+	options.Default(&o.WatchDuration, defaults.WatchDuration)
+	options.Default(&o.TestnetCarriers, defaults.TestnetCarriers)
+	options.Default(&o.TestnetPlatforms, defaults.TestnetPlatforms)
+	options.Default(&o.Logger, defaults.Logger)
 	return o
 }
 

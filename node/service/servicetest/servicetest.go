@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"fmt"
 	"sync"
 	"testing"
 
@@ -23,16 +22,17 @@ import (
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/protocol/numbertest"
 )
 
 // Carrier is the carrier code of every parcel built here.
 const Carrier = "OT"
 
-// Scheme matches Number: "77" and ten digits.
-var Scheme = protocol.Scheme{Kind: protocol.SchemePattern, Pattern: `77\d{10}`}
+// Scheme matches Number: numbertest's.
+var Scheme = numbertest.Scheme
 
-// Number returns the i-th test tracking number.
-func Number(i int) string { return fmt.Sprintf("77%010d", i) }
+// Number returns the i-th test tracking number, numbertest's.
+func Number(i int) string { return numbertest.Number(i) }
 
 // baseTime is 2026-01-01T00:00:00Z in Unix ms, the first scan time.
 const baseTime int64 = 1767225600000

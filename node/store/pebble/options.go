@@ -9,6 +9,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/opentrack/opentrack/internal/options"
 )
 
 // Compression algorithms for Options.Compression.
@@ -127,47 +129,42 @@ type Options struct {
 	ReadOnly bool
 }
 
-// EnsureDefaults fills in every zero field with its default.
-func (o *Options) EnsureDefaults() {
-	if o.CacheSize == 0 {
-		o.CacheSize = 64 << 20
-	}
-	if o.MemTableSize == 0 {
-		o.MemTableSize = 64 << 20
-	}
-	if o.MemTableStopWritesThreshold == 0 {
-		o.MemTableStopWritesThreshold = 4
-	}
-	if o.L0CompactionThreshold == 0 {
-		o.L0CompactionThreshold = 4
-	}
-	if o.L0StopWritesThreshold == 0 {
-		o.L0StopWritesThreshold = 1000
-	}
-	if o.LBaseMaxBytes == 0 {
-		o.LBaseMaxBytes = 64 << 20
-	}
-	if o.MaxConcurrentCompactions == 0 {
-		o.MaxConcurrentCompactions = 2
-	}
-	if o.BlockSize == 0 {
-		o.BlockSize = 16 << 10
-	}
-	if o.IndexBlockSize == 0 {
-		o.IndexBlockSize = 256 << 10
-	}
-	if o.BloomBitsPerKey == 0 {
-		o.BloomBitsPerKey = 10
-	}
-	if o.Compression == "" {
-		o.Compression = CompressionZstd
-	}
-	if o.BytesPerSync == 0 {
-		o.BytesPerSync = 512 << 10
-	}
-	if o.MaxOpenFiles == 0 {
-		o.MaxOpenFiles = 1000
-	}
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	CacheSize:                   64 << 20,
+	MemTableSize:                64 << 20,
+	MemTableStopWritesThreshold: 4,
+	L0CompactionThreshold:       4,
+	L0StopWritesThreshold:       1000,
+	LBaseMaxBytes:               64 << 20,
+	MaxConcurrentCompactions:    2,
+	BlockSize:                   16 << 10,
+	IndexBlockSize:              256 << 10,
+	BloomBitsPerKey:             10,
+	Compression:                 CompressionZstd,
+	BytesPerSync:                512 << 10,
+	MaxOpenFiles:                1000,
+}
+
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
+func (o *Options) EnsureDefaults() *Options {
+	o = options.New(o)
+	options.Default(&o.CacheSize, defaults.CacheSize)
+	options.Default(&o.MemTableSize, defaults.MemTableSize)
+	options.Default(&o.MemTableStopWritesThreshold, defaults.MemTableStopWritesThreshold)
+	options.Default(&o.L0CompactionThreshold, defaults.L0CompactionThreshold)
+	options.Default(&o.L0StopWritesThreshold, defaults.L0StopWritesThreshold)
+	options.Default(&o.LBaseMaxBytes, defaults.LBaseMaxBytes)
+	options.Default(&o.MaxConcurrentCompactions, defaults.MaxConcurrentCompactions)
+	options.Default(&o.BlockSize, defaults.BlockSize)
+	options.Default(&o.IndexBlockSize, defaults.IndexBlockSize)
+	options.Default(&o.BloomBitsPerKey, defaults.BloomBitsPerKey)
+	options.Default(&o.Compression, defaults.Compression)
+	options.Default(&o.BytesPerSync, defaults.BytesPerSync)
+	options.Default(&o.MaxOpenFiles, defaults.MaxOpenFiles)
+	return o
 }
 
 // Validate reports every problem with o at once. Call it after

@@ -10,8 +10,82 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// Grants and the audit log: few rows next to events, written by the
+// The store.Access role: details, one row per parcel that has some, and
+// grants and the audit log, few rows next to events, written by the
 // carrier's grant commands and by every disclosure of details.
+
+// Details implements store.Store.
+func (s *Store) Details(ctx context.Context, parcelID uint64) (protocol.Details, error) {
+	if err := s.enter("details"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	var body []byte
+	if err := s.pool.QueryRow(ctx, `SELECT body FROM ot_details WHERE parcel_id = $1`, int64(parcelID)).Scan(&body); err != nil {
+		return nil, wrap(fmt.Sprintf("details of parcel %d", parcelID), err)
+	}
+	var d protocol.Details
+	if err := protocol.Unmarshal(body, &d); err != nil {
+		return nil, fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, parcelID, err)
+	}
+	return d, nil
+}
+
+// DetailsOf implements store.DetailsScanner: one query.
+func (s *Store) DetailsOf(ctx context.Context, ids []uint64) (map[uint64]protocol.Details, error) {
+	if err := s.enter("details"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	out := make(map[uint64]protocol.Details, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	keys := make([]int64, len(ids))
+	for i, id := range ids {
+		keys[i] = int64(id)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT parcel_id, body FROM ot_details WHERE parcel_id = ANY($1)`, keys)
+	if err != nil {
+		return nil, wrap("read details", err)
+	}
+	return out, eachDetailsRow(rows, func(id uint64, d protocol.Details) (bool, error) {
+		out[id] = d
+		return true, nil
+	})
+}
+
+// EachDetails implements store.DetailsScanner.
+func (s *Store) EachDetails(ctx context.Context, fn func(parcelID uint64, d protocol.Details) (bool, error)) error {
+	if err := s.enter("details"); err != nil {
+		return err
+	}
+	defer s.leave()
+	rows, err := s.pool.Query(ctx, `SELECT parcel_id, body FROM ot_details ORDER BY parcel_id`)
+	if err != nil {
+		return wrap("read details", err)
+	}
+	return eachDetailsRow(rows, fn)
+}
+
+func eachDetailsRow(rows pgx.Rows, fn func(parcelID uint64, d protocol.Details) (bool, error)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var body []byte
+		if err := rows.Scan(&id, &body); err != nil {
+			return wrap("read details", err)
+		}
+		var d protocol.Details
+		if err := protocol.Unmarshal(body, &d); err != nil {
+			return fmt.Errorf("%w: details of parcel %d: %v", ErrCorrupt, id, err)
+		}
+		if more, err := fn(uint64(id), d); err != nil || !more {
+			return err
+		}
+	}
+	return wrap("read details", rows.Err())
+}
 
 // PutGrant implements store.Store: an upsert by grant id.
 func (s *Store) PutGrant(ctx context.Context, g *store.GrantRecord) error {

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/opentrack/opentrack/internal/options"
 )
 
 // ErrOptions means Options failed validation.
@@ -46,17 +48,22 @@ type Options struct {
 	SkipMigrate bool
 }
 
-// EnsureDefaults fills in every zero field with its default.
-func (o *Options) EnsureDefaults() {
-	if o.MaxConns == 0 {
-		o.MaxConns = 8
-	}
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 5 * time.Second
-	}
-	if o.PollInterval == 0 {
-		o.PollInterval = time.Second
-	}
+// defaults holds every default of Options; EnsureDefaults takes them
+// from here and from nowhere else.
+var defaults = Options{
+	MaxConns:       8,
+	ConnectTimeout: 5 * time.Second,
+	PollInterval:   time.Second,
+}
+
+// EnsureDefaults fills every zero field with its default and returns o. A
+// nil receiver yields a new Options with all defaults.
+func (o *Options) EnsureDefaults() *Options {
+	o = options.New(o)
+	options.Default(&o.MaxConns, defaults.MaxConns)
+	options.Default(&o.ConnectTimeout, defaults.ConnectTimeout)
+	options.Default(&o.PollInterval, defaults.PollInterval)
+	return o
 }
 
 // Validate reports every problem with o at once. Call it after

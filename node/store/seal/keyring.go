@@ -12,9 +12,10 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/opentrack/opentrack/node/internal/atomicfile"
 )
 
 // KeyringFile is the keyring's name in the node repo.
@@ -210,8 +211,7 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(b)
 }
 
-// write replaces the keyring file atomically: a temporary file, fsynced,
-// renamed over it, and the directory fsynced, so that a crash leaves the
+// write replaces the keyring file atomically, so that a crash leaves the
 // old keyring or the new one and never a torn file.
 func (k *Keyring) write(day uint32, chain *[keyLen]byte) error {
 	b := make([]byte, 0, keyringLen)
@@ -222,35 +222,8 @@ func (k *Keyring) write(day uint32, chain *[keyLen]byte) error {
 	b = append(b, k.rawFor[:]...)
 	sum := sha256.Sum256(b)
 	b = append(b, sum[:]...)
-	tmp := k.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(k.path, b, 0o600); err != nil {
 		return fmt.Errorf("seal: write keyring: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, k.path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("seal: write keyring: %w", err)
-	}
-	dir, err := os.Open(filepath.Dir(k.path))
-	if err != nil {
-		return fmt.Errorf("seal: write keyring: %w", err)
-	}
-	err = dir.Sync()
-	if cerr := dir.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("seal: write keyring: sync dir: %w", err)
 	}
 	return nil
 }

@@ -49,16 +49,12 @@ type Store struct {
 	opts Options
 }
 
-// headReader is the batched head read that ingest looks for (see
-// node/ingest).
-type headReader interface {
-	Parcels(ctx context.Context, numbers []string) ([]*store.Parcel, error)
-}
+var _ store.HeadsReader = (*Store)(nil)
 
 // Parcels is the backend's batched head read, or Parcel for each number
 // on a backend without one.
 func (s *Store) Parcels(ctx context.Context, numbers []string) ([]*store.Parcel, error) {
-	if h, ok := s.Store.(headReader); ok {
+	if h, ok := s.Store.(store.HeadsReader); ok {
 		return h.Parcels(ctx, numbers)
 	}
 	out := make([]*store.Parcel, len(numbers))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
+	"github.com/opentrack/opentrack/protocol/numbertest"
 )
 
 // Carrier is the carrier code of every event the helpers build.
@@ -19,9 +20,8 @@ const Carrier = "OT"
 // baseTime is 2026-01-01T00:00:00Z in Unix ms, the first scan time.
 const baseTime int64 = 1767225600000
 
-// Number returns the i-th test tracking number: 12 digits, the length
-// most domestic carriers issue.
-func Number(i int) string { return fmt.Sprintf("77%010d", i) }
+// Number returns the i-th test tracking number, numbertest's.
+func Number(i int) string { return numbertest.Number(i) }
 
 // Chain is the state of one parcel's event chain as a writer sees it: the
 // number, the seq of the next event and the CID of the newest one. It is a

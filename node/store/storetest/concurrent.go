@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -33,32 +34,7 @@ func testConcurrentDistinct(t *testing.T, s store.Store) {
 	var readers sync.WaitGroup
 	readErr := make(chan error, 2)
 	for range 2 {
-		readers.Go(func() {
-			var after uint64
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				entries, err := s.Feed(ctx, after, 7)
-				if err != nil {
-					readErr <- err
-					return
-				}
-				for _, e := range entries {
-					if e.Pos != after+1 {
-						readErr <- errors.New("feed read has a gap")
-						return
-					}
-					after = e.Pos
-					if _, err := s.Events(ctx, e.ParcelID, e.FromSeq, 0); err != nil {
-						readErr <- err
-						return
-					}
-				}
-			}
-		})
+		readers.Go(func() { followFeed(ctx, s, done, readErr) })
 	}
 
 	errs := make(chan error, writers)
@@ -109,6 +85,35 @@ func testConcurrentDistinct(t *testing.T, s store.Store) {
 			want = append(want, u.Events...)
 		}
 		requireEvents(t, s, p.ID, want)
+	}
+}
+
+// followFeed reads s's feed in small pages until done, reading each
+// entry's events, and sends the first error, or a gap, to errc.
+func followFeed(ctx context.Context, s store.Store, done <-chan struct{}, errc chan<- error) {
+	var after uint64
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		entries, err := s.Feed(ctx, after, 7)
+		if err != nil {
+			errc <- err
+			return
+		}
+		for _, e := range entries {
+			if e.Pos != after+1 {
+				errc <- errors.New("feed read has a gap")
+				return
+			}
+			after = e.Pos
+			if _, err := s.Events(ctx, e.ParcelID, e.FromSeq, 0); err != nil {
+				errc <- err
+				return
+			}
+		}
 	}
 }
 
