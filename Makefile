@@ -15,7 +15,7 @@ FUZZ_TARGETS := \
 	./protocol:FuzzSigned \
 	./protocol:FuzzFrames \
 	./protocol:FuzzNormalizeAndMatch \
-	./node/ingest:FuzzPostEvents \
+	./node/admin:FuzzPostEvents \
 	./node/ingest:FuzzDecodeFlat \
 	./node/gateway:FuzzParseWatch \
 	./node/gateway:FuzzParseBatch \

@@ -463,12 +463,8 @@ func (n *Node) startAdmin(addr string) error {
 		return err
 	}
 	code := n.Repo.Config.Carrier.Code
-	grants := service.GrantsHandler(n.Store, protocol.PublicKeyResolver{Carrier: code, Key: signer.Public()}, code)
-	api := http.NewServeMux()
-	api.Handle("/v1/", n.Ingester.Handler())
-	api.Handle("/v1/grants", grants)
-	api.Handle("/v1/grants/", grants)
-	api.Handle("/v1/audit", grants)
+	api := admin.API(admin.APIConfig{Ingester: n.Ingester, Grants: n.Store, Keys: protocol.PublicKeyResolver{Carrier: code, Key: signer.Public()},
+		Carrier: code, Logger: n.Log})
 	srv, err := admin.New(&admin.Options{Addr: addr}, n.Repo.AdminToken, api, n.Metrics, func() error { return health(n.Store, n.Space) })
 	if err != nil {
 		return err

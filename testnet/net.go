@@ -1,18 +1,16 @@
 package testnet
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/opentrack/opentrack/node"
+	"github.com/opentrack/opentrack/node/admin"
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/discovery"
 	"github.com/opentrack/opentrack/node/ingest"
@@ -382,7 +381,7 @@ type Carrier struct {
 
 	net     *Net
 	numbers *numberGen
-	http    *http.Client
+	admin   *admin.Client
 
 	mu     sync.Mutex
 	node   *node.Node    // in process, while up
@@ -453,7 +452,7 @@ func (n *Net) createCarrier(code, scheme string, registered bool) (*Carrier, err
 	return &Carrier{
 		Code: code, Scheme: scheme, Repo: r, ID: r.PeerID(), Key: r.CarrierKey.Public().(ed25519.PublicKey),
 		Addr: addr, AdminAddr: r.Config.Admin.Addr, net: n, numbers: gen,
-		http: &http.Client{Timeout: 30 * time.Second},
+		admin: &admin.Client{URL: "http://" + r.Config.Admin.Addr, Token: r.AdminToken, HTTP: &http.Client{Timeout: 30 * time.Second}},
 	}, nil
 }
 
@@ -534,14 +533,8 @@ func (c *Carrier) waitHealthy(ctx context.Context, p *proc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.adminURL()+"/healthz", nil)
-		req.Header.Set("Authorization", "Bearer "+c.Repo.AdminToken)
-		if resp, err := c.http.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if c.admin.Health(ctx) == nil {
+			return nil
 		}
 		select {
 		case <-p.Done():
@@ -552,8 +545,6 @@ func (c *Carrier) waitHealthy(ctx context.Context, p *proc.Process) error {
 		}
 	}
 }
-
-func (c *Carrier) adminURL() string { return "http://" + c.AdminAddr }
 
 func (c *Carrier) kill() error { return c.halt(true) }
 
@@ -613,36 +604,15 @@ func (c *Carrier) resume() error {
 // Ingest posts events to c's admin API, as the carrier's own systems do,
 // and returns one result per event.
 func (c *Carrier) Ingest(ctx context.Context, events []ingest.InputEvent) ([]ingest.Result, error) {
-	body, err := json.Marshal(events)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.adminURL()+"/v1/events", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.Repo.AdminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
+	res, err := c.admin.Ingest(ctx, events)
+	var unreachable *url.Error
+	switch {
+	case errors.As(err, &unreachable):
 		return nil, fmt.Errorf("%w: %s: %w", ErrDown, c.Code, err)
+	case err != nil:
+		return nil, fmt.Errorf("testnet: %s %w", c.Code, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("testnet: %s ingest: %w", c.Code, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("testnet: %s ingest: %s: %s", c.Code, resp.Status, bytes.TrimSpace(b))
-	}
-	var out ingest.Response
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("testnet: %s ingest response: %w", c.Code, err)
-	}
-	if len(out.Results) != len(events) {
-		return nil, fmt.Errorf("testnet: %s ingest: %d results for %d events", c.Code, len(out.Results), len(events))
-	}
-	return out.Results, nil
+	return res, nil
 }
 
 // Platform is a platform node of the testnet with its client.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/client"
 	"github.com/opentrack/opentrack/node/ingest"
-	"github.com/opentrack/opentrack/node/service"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -203,15 +203,14 @@ func (s *sim) issueGrants(ctx context.Context) error {
 			}
 			id := make([]byte, 16)
 			_, _ = rand.Read(id)
-			b, _, err := service.IssueGrant(signer, protocol.Grant{
+			b, _, err := policy.IssueGrant(signer, protocol.Grant{
 				ID: hex.EncodeToString(id), Carrier: c.Code, Holder: holder.ID.String(), Audience: true,
 				Fields: []string{protocol.FieldRecipientName, protocol.FieldRecipientAddress},
 			}, time.Now(), 24*time.Hour)
 			if err != nil {
 				return fmt.Errorf("testnet: grant of %s: %w", c.Code, err)
 			}
-			gc := service.GrantsClient{URL: c.adminURL(), Token: c.Repo.AdminToken}
-			if _, err := gc.Put(ctx, b); err != nil {
+			if _, err := c.admin.PutGrant(ctx, b); err != nil {
 				return fmt.Errorf("testnet: record grant at %s: %w", c.Code, err)
 			}
 			grants[i] = b

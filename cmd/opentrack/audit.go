@@ -32,7 +32,7 @@ from now, such as 24h.`,
 				}
 				q.Since = t.UnixMilli()
 			}
-			_, c, err := adminGrants(dir)
+			_, c, err := adminClient(dir)
 			if err != nil {
 				return err
 			}

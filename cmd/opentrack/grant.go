@@ -10,8 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opentrack/opentrack/node/admin"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/repo"
-	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -24,9 +25,9 @@ func grantCmd() *cobra.Command {
 	return cmd
 }
 
-// adminGrants opens the carrier repo and returns a client for its running
+// adminClient opens the carrier repo and returns a client for its running
 // node's admin API: the node holds the store, so grants go through it.
-func adminGrants(dir string) (*repo.Repo, *service.GrantsClient, error) {
+func adminClient(dir string) (*repo.Repo, *admin.Client, error) {
 	r, err := repo.Open(dir)
 	if err != nil {
 		return nil, nil, err
@@ -41,7 +42,7 @@ func adminGrants(dir string) (*repo.Repo, *service.GrantsClient, error) {
 	if info.AdminURL == "" {
 		return nil, nil, fmt.Errorf("the node running from %s has no admin API: is it a carrier node?", dir)
 	}
-	return r, &service.GrantsClient{URL: info.AdminURL, Token: r.AdminToken}, nil
+	return r, &admin.Client{URL: info.AdminURL, Token: r.AdminToken}, nil
 }
 
 func grantIssueCmd() *cobra.Command {
@@ -64,7 +65,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 			if audience == (len(numbers) > 0) {
 				return errors.New("give --number N (repeatable) or --audience, not both")
 			}
-			r, c, err := adminGrants(dir)
+			r, c, err := adminClient(dir)
 			if err != nil {
 				return err
 			}
@@ -72,13 +73,13 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 			if err != nil {
 				return err
 			}
-			signed, g, err := service.IssueGrant(signer, protocol.Grant{
+			signed, g, err := policy.IssueGrant(signer, protocol.Grant{
 				Carrier: r.Config.Carrier.Code, Holder: to, Numbers: numbers, Audience: audience, Fields: fields,
 			}, time.Now(), ttl)
 			if err != nil {
 				return fmt.Errorf("grant not issued: %w", err)
 			}
-			info, err := c.Put(cmd.Context(), signed)
+			info, err := c.PutGrant(cmd.Context(), signed)
 			if err != nil {
 				return err
 			}
@@ -87,7 +88,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), struct {
-					*service.GrantInfo
+					*admin.GrantInfo
 					File string `json:"file"`
 				}{info, out})
 			}
@@ -119,7 +120,7 @@ func grantRevokeCmd() *cobra.Command {
 		Short: "Revoke a grant in the running node; it is refused from then on",
 		Args:  exactArgs(1, "GRANTFILE or ID, the grant to revoke"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, c, err := adminGrants(dir)
+			_, c, err := adminClient(dir)
 			if err != nil {
 				return err
 			}
@@ -127,7 +128,7 @@ func grantRevokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g, err := c.Revoke(cmd.Context(), id)
+			g, err := c.RevokeGrant(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -172,11 +173,11 @@ func grantListCmd() *cobra.Command {
 		Short: "List the grants the running node holds",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, c, err := adminGrants(dir)
+			_, c, err := adminClient(dir)
 			if err != nil {
 				return err
 			}
-			gs, err := c.List(cmd.Context())
+			gs, err := c.ListGrants(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -192,7 +193,7 @@ func grantListCmd() *cobra.Command {
 	return cmd
 }
 
-func printGrants(w io.Writer, gs []service.GrantInfo, now time.Time) {
+func printGrants(w io.Writer, gs []admin.GrantInfo, now time.Time) {
 	for _, g := range gs {
 		state := "valid"
 		switch {

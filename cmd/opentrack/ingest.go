@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/admin"
 	"github.com/opentrack/opentrack/node/repo"
 )
 
@@ -54,7 +54,8 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 				pr := progressbar.NewReader(in, bar)
 				reader = &pr
 			}
-			sum, err := ingest.Post(cmd.Context(), info.AdminURL, r.AdminToken, reader, batch, nil)
+			c := &admin.Client{URL: info.AdminURL, Token: r.AdminToken}
+			sum, err := c.Events(cmd.Context(), reader, batch, nil)
 			if bar != nil {
 				_ = bar.Finish()
 				fmt.Fprintln(out)
@@ -84,7 +85,7 @@ and every rejection with its reason; exits 1 if anything was rejected.`,
 		},
 	}
 	repoFlag(cmd, &dir, "carrier repo directory of the running node")
-	cmd.Flags().IntVar(&batch, "batch", ingest.DefaultPostBatch, "events per request")
+	cmd.Flags().IntVar(&batch, "batch", admin.DefaultBatch, "events per request")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print the summary as JSON: {"accepted", "duplicates", "rejected", ...}`)
 	return cmd
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
+	"github.com/opentrack/opentrack/node/admin"
 	"github.com/opentrack/opentrack/node/repo"
-	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -72,7 +72,7 @@ func TestJSONOutput(t *testing.T) {
 	require.NoError(t, err)
 	st := memstore.New()
 	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(service.GrantsHandler(st, protocol.PublicKeyResolver{Carrier: "SF", Key: signer.Public()}, "SF"))
+	srv := httptest.NewServer(admin.API(admin.APIConfig{Grants: st, Keys: protocol.PublicKeyResolver{Carrier: "SF", Key: signer.Public()}, Carrier: "SF"}))
 	t.Cleanup(srv.Close)
 	require.NoError(t, carrier.WriteNodeInfo(&repo.NodeInfo{PeerID: carrier.PeerID().String(), Carrier: "SF", AdminURL: srv.URL}))
 	shopRepo, err := repo.Open(shop)

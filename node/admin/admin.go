@@ -1,7 +1,8 @@
-// Package admin is the carrier node's admin HTTP server: ingest, health,
-// Prometheus metrics and pprof on one loopback listener (DESIGN §7). Every
-// route but /healthz needs the admin bearer token, so a local process
-// without it can neither post events nor read profiles.
+// Package admin is the carrier node's admin HTTP API: ingest, the parcel
+// view, grants and the audit log (API), health, Prometheus metrics and
+// pprof on one loopback listener (DESIGN §7), and Client, which calls it.
+// Every route but /healthz needs the admin bearer token, so a local
+// process without it can neither post events nor read profiles.
 package admin
 
 import (
@@ -164,7 +165,8 @@ type Server struct {
 	err     error         // what Serve returned, if not a shutdown
 }
 
-// New builds the admin server. ingest serves /v1/...; m, when not nil,
+// New builds the admin server. ingest, usually API's handler, serves
+// /v1/...; m, when not nil,
 // backs /metrics; health, when not nil, decides /healthz. The token
 // guards every route except /healthz.
 func New(opts *Options, token string, ingest http.Handler, m *metrics.Metrics, health func() error) (*Server, error) {

@@ -20,7 +20,7 @@ import (
 const token = "test-token"
 
 // start serves srv on a free loopback port until the test ends.
-func start(t *testing.T, srv *admin.Server) string {
+func start(t testing.TB, srv *admin.Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

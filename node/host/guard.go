@@ -11,31 +11,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/transport"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
-)
 
-// SourceKey is the source a connection's budget is kept for: an IPv4
-// address whole, an IPv6 address by its /64, which one subscriber
-// holds. An address without IP is the zero Prefix, one source for all.
-func SourceKey(a ma.Multiaddr) netip.Prefix {
-	if a == nil {
-		return netip.Prefix{}
-	}
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return netip.Prefix{}
-	}
-	addr, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Prefix{}
-	}
-	addr = addr.Unmap()
-	bits := 32
-	if addr.Is6() {
-		bits = 64
-	}
-	pfx, _ := addr.Prefix(bits)
-	return pfx
-}
+	"github.com/opentrack/opentrack/node/internal/sourcekey"
+)
 
 // negotiationGate bounds inbound streams that have not yet picked a
 // protocol. libp2p gives them 10 s and counts them only in the transient
@@ -149,7 +127,7 @@ func newHandshakes(timeout time.Duration, total, perAddr int) *handshakes {
 
 // start admits c, or reports false if a bound is reached.
 func (h *handshakes) start(c manet.Conn) (*handshakeConn, bool) {
-	key := SourceKey(c.RemoteMultiaddr())
+	key := sourcekey.Of(c.RemoteMultiaddr())
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.n >= h.total || h.byAddr[key] >= h.perAddr {

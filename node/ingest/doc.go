@@ -15,7 +15,7 @@
 // group that touches a parcel or an event id of the appending one waits
 // for that append, so the pipeline never reorders a parcel's chain.
 //
-// Handler serves the admin HTTP API (POST /v1/events, GET
-// /v1/parcels/{number}); node/admin mounts it behind token auth. Post is
-// the carrier-side poster that `opentrack ingest FILE` uses.
+// ingest does no HTTP: node/admin serves POST /v1/events by decoding the
+// body with DecodeBatch and handing the events to Ingest, the one commit
+// path, and serves GET /v1/parcels/{number} from Parcel.
 package ingest

@@ -33,7 +33,7 @@ type InputEvent struct {
 	Status string `json:"status" cbor:"status"`
 	Reason string `json:"reason,omitempty" cbor:"reason,omitempty"`
 	// Location is where the scan happened.
-	Location InputLocation `json:"location" cbor:"location"`
+	Location protocol.Location `json:"location" cbor:"location"`
 	// Description is free text for people, in language Lang (BCP 47).
 	Description string `json:"description,omitempty" cbor:"description,omitempty"`
 	Lang        string `json:"lang,omitempty" cbor:"lang,omitempty"`
@@ -45,27 +45,22 @@ type InputEvent struct {
 	// ETA is the carrier's current delivery estimate, RFC 3339.
 	ETA string `json:"eta,omitempty" cbor:"eta,omitempty"`
 	// Handoff names the parcel's next leg at another carrier.
-	Handoff *InputHandoff `json:"handoff,omitempty" cbor:"handoff,omitempty"`
+	Handoff *protocol.Handoff `json:"handoff,omitempty" cbor:"handoff,omitempty"`
 	// Ext holds namespaced carrier extensions ("ns.name"); numbers in it
 	// must be integers, since records carry no floats.
 	Ext map[string]any `json:"ext,omitempty" cbor:"ext,omitempty"`
+
+	// invalid is why DecodeBatch could not decode the event; Ingest
+	// rejects it with this reason.
+	invalid error
 }
 
-// InputLocation is the location of an InputEvent; see protocol.Location.
-type InputLocation struct {
-	Country  string `json:"country" cbor:"country"`
-	Locode   string `json:"locode,omitempty" cbor:"locode,omitempty"`
-	City     string `json:"city,omitempty" cbor:"city,omitempty"`
-	Facility string `json:"facility,omitempty" cbor:"facility,omitempty"`
-	LatE6    *int64 `json:"lat_e6,omitempty" cbor:"lat_e6,omitempty"`
-	LonE6    *int64 `json:"lon_e6,omitempty" cbor:"lon_e6,omitempty"`
-}
+// InputLocation is protocol.Location, whose JSON and CBOR keys are the
+// input's; the name stays for callers written before the two were one.
+type InputLocation = protocol.Location
 
-// InputHandoff is the handoff of an InputEvent; see protocol.Handoff.
-type InputHandoff struct {
-	Carrier string `json:"carrier" cbor:"carrier"`
-	Number  string `json:"number" cbor:"number"`
-}
+// InputHandoff is protocol.Handoff, as InputLocation is protocol.Location.
+type InputHandoff = protocol.Handoff
 
 // placeholderPrev stands in for the prev link while an event is checked
 // before it is chained, so that the size check counts the link it will get.
@@ -93,10 +88,7 @@ func (g *Ingester) prepare(in *InputEvent, now time.Time) (*protocol.Event, erro
 		Reason:      in.Reason,
 		Description: in.Description,
 		Lang:        in.Lang,
-		Location: protocol.Location{
-			Country: in.Location.Country, Locode: in.Location.Locode, City: in.Location.City,
-			Facility: in.Location.Facility, LatE6: in.Location.LatE6, LonE6: in.Location.LonE6,
-		},
+		Location:    in.Location,
 	}
 	if err := ev.Location.Validate(); err != nil {
 		add("location: %v", err)

@@ -1,6 +1,10 @@
 package ingest
 
-import "unicode/utf8"
+import (
+	"unicode/utf8"
+
+	"github.com/opentrack/opentrack/protocol"
+)
 
 // decodeFlat decodes the shape nearly every carrier event has, an object
 // of plain strings with a location object of plain strings, into in,
@@ -87,7 +91,7 @@ func (d *flatDecoder) object(in *InputEvent) bool {
 	return ok && d.i == len(d.s)
 }
 
-func (d *flatDecoder) location(l *InputLocation) bool {
+func (d *flatDecoder) location(l *protocol.Location) bool {
 	var seen int
 	return d.fields(func(key string) bool {
 		var bit int

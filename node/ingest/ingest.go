@@ -119,14 +119,16 @@ func New(cfg Config, opts *Options) (*Ingester, error) {
 }
 
 // Ingest validates every event on its own, commits the accepted ones
-// durably and returns one Result per event in input order. It returns an
-// error, and no results, when the batch is too large or the commit fails;
-// then nothing of the batch was acknowledged and posting it again is safe.
+// durably and returns one Result per event in input order; an event
+// DecodeBatch could not decode is rejected with the decoding error. It
+// returns an error, and no results, when the batch is too large, the disk
+// is full (Writable) or the commit fails; then nothing of the batch was
+// acknowledged and posting it again is safe.
 func (g *Ingester) Ingest(ctx context.Context, events []InputEvent) ([]Result, error) {
 	if len(events) > g.opts.MaxBatchEvents {
 		return nil, fmt.Errorf("%w: %d events, limit %d", ErrTooManyEvents, len(events), g.opts.MaxBatchEvents)
 	}
-	if err := g.writable(); err != nil {
+	if err := g.Writable(); err != nil {
 		return nil, err
 	}
 	start := g.now()
@@ -157,6 +159,10 @@ type item struct {
 // returns the item to commit, or nil.
 func (g *Ingester) check(in *InputEvent, res *Result, now time.Time) *item {
 	res.ID, res.Number = in.ID, in.Number
+	if in.invalid != nil {
+		res.Status, res.Error = StatusRejected, in.invalid.Error()
+		return nil
+	}
 	ev, err := g.prepare(in, now)
 	if err != nil {
 		res.Status, res.Error = StatusRejected, err.Error()
@@ -171,15 +177,15 @@ func (g *Ingester) count(results []Result, start time.Time) {
 	if g.m == nil {
 		return
 	}
-	a, d, r := tally(results)
+	a, d, r := Tally(results)
 	g.m.IngestEvents.WithLabelValues(StatusAccepted).Add(float64(a))
 	g.m.IngestEvents.WithLabelValues(StatusDuplicate).Add(float64(d))
 	g.m.IngestEvents.WithLabelValues(StatusRejected).Add(float64(r))
 	g.m.IngestLatency.Observe(g.now().Sub(start).Seconds())
 }
 
-// tally counts results by status.
-func tally(results []Result) (accepted, duplicates, rejected int) {
+// Tally counts results by status.
+func Tally(results []Result) (accepted, duplicates, rejected int) {
 	for i := range results {
 		switch results[i].Status {
 		case StatusAccepted:
@@ -200,11 +206,10 @@ type request struct {
 	err   error
 }
 
-// commit queues items for the committer and waits until they are durable.
-// It returns early only when ctx ends, and then acknowledges nothing.
-// writable refuses a batch while the store's disk is below its reserve,
-// counting the refusal.
-func (g *Ingester) writable() error {
+// Writable refuses a batch, with an error wrapping store.ErrDiskFull,
+// while the store's disk is below its reserve, and counts the refusal.
+// Ingest checks it first; node/admin checks it before reading a body.
+func (g *Ingester) Writable() error {
 	if g.space == nil {
 		return nil
 	}
@@ -215,6 +220,11 @@ func (g *Ingester) writable() error {
 	return err
 }
 
+// Options returns the options in force, defaults filled in.
+func (g *Ingester) Options() Options { return g.opts }
+
+// commit queues items for the committer and waits until they are durable.
+// It returns early only when ctx ends, and then acknowledges nothing.
 func (g *Ingester) commit(ctx context.Context, items []*item) error {
 	if len(items) == 0 {
 		return nil

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,28 +20,9 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// base is a valid event as the JSON a carrier posts.
-func base(id string) map[string]any {
-	return map[string]any{
-		"id": id, "number": "RB123456785GB", "time": "2025-06-01T11:00:00Z",
-		"status": "picked_up", "location": map[string]any{"country": "GB", "locode": "GBLON"},
-	}
-}
-
-func with(m map[string]any, kv ...any) map[string]any {
-	out := maps.Clone(m)
-	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == nil {
-			delete(out, kv[i].(string))
-		} else {
-			out[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return out
-}
-
-// TestRejections posts each kind of invalid event between two valid ones:
-// the invalid one is rejected with a reason naming the problem, and its
+// TestRejections decodes each kind of invalid event between two valid
+// ones, as the admin API decodes a posted body, and ingests them: the
+// invalid one is rejected with a reason naming the problem, and its
 // neighbours are stored regardless.
 func TestRejections(t *testing.T) {
 	const validPeer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
@@ -87,21 +66,18 @@ func TestRejections(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil, nil)
-			srv := e.server()
-			code, body := post(t, srv.URL+"/v1/events", ingest.TypeNDJSON,
-				ndjson(t, base("before"), tc.event, with(base("after"), "number", "XP123456782")))
-			require.Equal(t, http.StatusOK, code, string(body))
-			r := decodeResponse(t, body)
-			require.Equal(t, 2, r.Accepted)
-			require.Equal(t, 1, r.Rejected)
-			require.Equal(t, ingest.StatusAccepted, r.Results[0].Status)
-			require.Equal(t, ingest.StatusAccepted, r.Results[2].Status)
-			bad := r.Results[1]
+			res := e.decodeIngest(ndjson(t, base("before"), tc.event, with(base("after"), "number", "XP123456782")))
+			accepted, _, rejected := ingest.Tally(res)
+			require.Equal(t, 2, accepted)
+			require.Equal(t, 1, rejected)
+			require.Equal(t, ingest.StatusAccepted, res[0].Status)
+			require.Equal(t, ingest.StatusAccepted, res[2].Status)
+			bad := res[1]
 			require.Equal(t, ingest.StatusRejected, bad.Status)
 			require.Contains(t, bad.Error, tc.reason)
 			require.Equal(t, tc.id, bad.ID)
 			require.Empty(t, bad.CID)
-			require.Len(t, e.stored("before", "after", "e"), 2)
+			require.Len(t, e.Stored("before", "after", "e"), 2)
 		})
 	}
 }
@@ -112,14 +88,14 @@ func TestValidEventAllFields(t *testing.T) {
 	in := event("full", "rb 1234 5678 5gb", func(in *ingest.InputEvent) {
 		in.Status, in.Reason = "departed_facility", "office_of_exchange"
 		in.Time = "2025-06-01T12:04:00.123+02:00"
-		in.Location = ingest.InputLocation{Country: "GB", Locode: "GBLON", City: "London", Facility: "LHR-OE", LatE6: &lat, LonE6: &lon}
+		in.Location = protocol.Location{Country: "GB", Locode: "GBLON", City: "London", Facility: "LHR-OE", LatE6: &lat, LonE6: &lon}
 		in.Description, in.Lang = "Left the office of exchange", "en-GB"
 		in.ETA = "2025-06-04T18:00:00Z"
-		in.Handoff = &ingest.InputHandoff{Carrier: "DEP", Number: "RB123456785GB"}
+		in.Handoff = &protocol.Handoff{Carrier: "DEP", Number: "RB123456785GB"}
 		in.Ext = map[string]any{"xp.route": "LHR-FRA", "xp.legs": []any{int64(1), int64(2)}}
 		in.Details = map[string]string{protocol.FieldRecipientName: "A. Person"}
 	})
-	res := e.ingestOK(in)
+	res := e.IngestOK(in)
 	require.Equal(t, ingest.Result{ID: "full", Number: "RB123456785GB", CID: res[0].CID, Status: ingest.StatusAccepted}, res[0])
 
 	evs := e.verifyParcel("RB123456785GB")
@@ -132,9 +108,9 @@ func TestValidEventAllFields(t *testing.T) {
 	require.Equal(t, &protocol.Handoff{Carrier: "DEP", Number: "RB123456785GB"}, got.Handoff)
 	require.Equal(t, "LHR-FRA", got.Ext["xp.route"])
 
-	p, err := e.base.Parcel(context.Background(), "RB123456785GB")
+	p, err := e.Base.Parcel(context.Background(), "RB123456785GB")
 	require.NoError(t, err)
-	d, err := e.base.Details(context.Background(), p.ID)
+	d, err := e.Base.Details(context.Background(), p.ID)
 	require.NoError(t, err)
 	require.Equal(t, protocol.Details{protocol.FieldRecipientName: "A. Person"}, d)
 }
@@ -142,12 +118,12 @@ func TestValidEventAllFields(t *testing.T) {
 func TestIdempotentRepost(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	batch := []ingest.InputEvent{event("a", s10(1)), event("b", s10(1)), event("c", s10(2))}
-	first := e.ingestOK(batch...)
-	require.Equal(t, uint64(3), e.eventCount())
+	first := e.IngestOK(batch...)
+	require.Equal(t, uint64(3), e.EventCount())
 
 	// Posting again, with a new event at the end, stores only the new one
 	// and answers the old ones with their original CIDs and seqs.
-	again := e.ingestOK(append(batch, event("d", s10(1)))...)
+	again := e.IngestOK(append(batch, event("d", s10(1)))...)
 	for i := range batch {
 		want := first[i]
 		want.Status = ingest.StatusDuplicate
@@ -155,30 +131,30 @@ func TestIdempotentRepost(t *testing.T) {
 	}
 	require.Equal(t, ingest.StatusAccepted, again[3].Status)
 	require.Equal(t, uint64(2), again[3].Seq)
-	require.Equal(t, uint64(4), e.eventCount())
+	require.Equal(t, uint64(4), e.EventCount())
 	e.verifyParcel(s10(1))
 }
 
 func TestSameIDTwiceInBatch(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	res := e.ingestOK(event("a", s10(1)), event("a", s10(1), atTime("2025-06-01T11:30:00Z")), event("b", s10(1)))
+	res := e.IngestOK(event("a", s10(1)), event("a", s10(1), atTime("2025-06-01T11:30:00Z")), event("b", s10(1)))
 	require.Equal(t, ingest.StatusAccepted, res[0].Status)
 	require.Equal(t, ingest.StatusDuplicate, res[1].Status)
 	require.Equal(t, res[0].CID, res[1].CID)
 	require.Equal(t, res[0].Seq, res[1].Seq)
 	require.Equal(t, uint64(1), res[2].Seq, "the duplicate takes no seq")
-	require.Equal(t, uint64(2), e.eventCount())
+	require.Equal(t, uint64(2), e.EventCount())
 }
 
 func TestChaining(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	n := s10(7)
 	// Within one batch: seq 0, 1, 2 on one parcel, interleaved with another.
-	res := e.ingestOK(event("1", n), event("x", s10(8)), event("2", n), event("3", n))
+	res := e.IngestOK(event("1", n), event("x", s10(8)), event("2", n), event("3", n))
 	require.Equal(t, []uint64{0, 0, 1, 2}, []uint64{res[0].Seq, res[1].Seq, res[2].Seq, res[3].Seq})
 	// Across batches, continuing from the stored head; an event older than
 	// the head is still appended, since seq is ingest order.
-	res = e.ingestOK(event("4", n, atTime("2025-06-01T11:30:00Z")), event("5", n, atTime("2025-06-01T08:00:00Z")))
+	res = e.IngestOK(event("4", n, atTime("2025-06-01T11:30:00Z")), event("5", n, atTime("2025-06-01T08:00:00Z")))
 	require.Equal(t, []uint64{3, 4}, []uint64{res[0].Seq, res[1].Seq})
 
 	evs := e.verifyParcel(n)
@@ -192,7 +168,7 @@ func TestChaining(t *testing.T) {
 
 func mustParcel(t *testing.T, e *env, n string) *store.Parcel {
 	t.Helper()
-	p, err := e.base.Parcel(context.Background(), n)
+	p, err := e.Base.Parcel(context.Background(), n)
 	require.NoError(t, err)
 	return p
 }
@@ -206,7 +182,7 @@ func TestOneSignaturePerParcel(t *testing.T) {
 	for i := range 6 {
 		batch = append(batch, event(fmt.Sprint(i), s10(i%2)))
 	}
-	e.ingestOK(batch...)
+	e.IngestOK(batch...)
 	require.Len(t, spy.batches, 1)
 	ups := spy.batches[0].Updates
 	require.Len(t, ups, 2)
@@ -224,29 +200,29 @@ func TestAudienceMerged(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	const p1 = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 	const p2 = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
-	e.ingestOK(event("a", s10(1), func(in *ingest.InputEvent) { in.Audience = []string{p1} }))
-	e.ingestOK(event("b", s10(1), func(in *ingest.InputEvent) { in.Audience = []string{p1, p2} }))
+	e.IngestOK(event("a", s10(1), func(in *ingest.InputEvent) { in.Audience = []string{p1} }))
+	e.IngestOK(event("b", s10(1), func(in *ingest.InputEvent) { in.Audience = []string{p1, p2} }))
 	require.ElementsMatch(t, []string{p1, p2}, mustParcel(t, e, s10(1)).Audience)
 }
 
 func TestTooManyEvents(t *testing.T) {
 	e := newEnv(t, &ingest.Options{MaxBatchEvents: 2}, nil)
-	_, err := e.g.Ingest(context.Background(), []ingest.InputEvent{event("a", s10(1)), event("b", s10(1)), event("c", s10(1))})
+	_, err := e.G.Ingest(context.Background(), []ingest.InputEvent{event("a", s10(1)), event("b", s10(1)), event("c", s10(1))})
 	require.ErrorIs(t, err, ingest.ErrTooManyEvents)
-	require.Zero(t, e.eventCount())
+	require.Zero(t, e.EventCount())
 }
 
 func TestStoreFailureAcksNothing(t *testing.T) {
 	spy := &appendSpy{fail: fmt.Errorf("pebble: %w", errors.New("no space left on device"))}
 	e := newEnv(t, nil, func(s store.Store) store.Store { spy.Store = s; return spy })
-	res, err := e.g.Ingest(context.Background(), []ingest.InputEvent{event("a", s10(1))})
+	res, err := e.G.Ingest(context.Background(), []ingest.InputEvent{event("a", s10(1))})
 	require.ErrorIs(t, err, ingest.ErrCommit)
 	require.ErrorContains(t, err, "no space left on device")
 	require.Nil(t, res)
-	require.Zero(t, e.eventCount())
+	require.Zero(t, e.EventCount())
 
-	require.NoError(t, e.base.Close())
-	_, err = e.g.Ingest(context.Background(), []ingest.InputEvent{event("a", s10(1))})
+	require.NoError(t, e.Base.Close())
+	_, err = e.G.Ingest(context.Background(), []ingest.InputEvent{event("a", s10(1))})
 	require.ErrorIs(t, err, store.ErrClosed)
 }
 
@@ -273,10 +249,10 @@ func TestConflictRetried(t *testing.T) {
 	c := &rivalAppend{t: t}
 	e := newEnv(t, nil, func(s store.Store) store.Store { c.Store = s; return c })
 	n := s10(3)
-	e.ingestOK(event("first", n))
+	e.IngestOK(event("first", n))
 
-	c.rival = newIngesterOver(t, e.base)
-	res := e.ingestOK(event("second", n))
+	c.rival = newIngesterOver(t, e.Base)
+	res := e.IngestOK(event("second", n))
 	require.Equal(t, ingest.StatusAccepted, res[0].Status)
 	require.Equal(t, uint64(2), res[0].Seq, "rebuilt on top of the rival's event")
 	require.Len(t, e.verifyParcel(n), 3)
@@ -329,7 +305,7 @@ func testConcurrentSameParcel(t *testing.T, e *env) {
 				for k := range batch {
 					evs = append(evs, event(fmt.Sprintf("w%d-r%d-%d", w, r, k), n), event(fmt.Sprintf("o%d-r%d-%d", w, r, k), s10(w)))
 				}
-				res, err := e.g.Ingest(context.Background(), evs)
+				res, err := e.G.Ingest(context.Background(), evs)
 				if !assertNoError(t, err) {
 					return
 				}
@@ -408,14 +384,14 @@ func testConcurrentSameIDs(t *testing.T, e *env) {
 	var wg sync.WaitGroup
 	for p := range posters {
 		wg.Go(func() {
-			res, err := e.g.Ingest(context.Background(), batch)
+			res, err := e.G.Ingest(context.Background(), batch)
 			if assertNoError(t, err) {
 				results[p] = res
 			}
 		})
 	}
 	wg.Wait()
-	require.Equal(t, uint64(len(batch)), e.eventCount())
+	require.Equal(t, uint64(len(batch)), e.EventCount())
 	for i := range batch {
 		accepted := 0
 		for p := range posters {
@@ -461,13 +437,13 @@ func TestPipelinedDisjointParcels(t *testing.T) {
 		wg.Go(func() {
 			for r := range rounds {
 				n := s10(1000 + p)
-				_, err := e.g.Ingest(context.Background(), []ingest.InputEvent{event(fmt.Sprintf("%d-%d", p, r), n)})
+				_, err := e.G.Ingest(context.Background(), []ingest.InputEvent{event(fmt.Sprintf("%d-%d", p, r), n)})
 				assertNoError(t, err)
 			}
 		})
 	}
 	wg.Wait()
-	require.Equal(t, uint64(posters*rounds), e.eventCount())
+	require.Equal(t, uint64(posters*rounds), e.EventCount())
 	for p := range posters {
 		require.Len(t, e.verifyParcel(s10(1000+p)), rounds)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/opentrack/opentrack/protocol"
 )
 
-// Errors returned by New and Ingest. Callers match them with errors.Is.
+// Errors returned by New, Ingest and DecodeBatch. Callers match them with errors.Is.
 var (
 	// ErrInvalidOptions means Options.Validate found a problem.
 	ErrInvalidOptions = errors.New("ingest: invalid options")
@@ -22,6 +22,9 @@ var (
 	ErrInvalidConfig = errors.New("ingest: invalid config")
 	// ErrTooManyEvents means a batch holds more than MaxBatchEvents events.
 	ErrTooManyEvents = errors.New("ingest: too many events in one batch")
+	// ErrMediaType means DecodeBatch was given a media type it does not
+	// read (IsMediaType).
+	ErrMediaType = errors.New("ingest: unsupported media type")
 	// ErrCommit means the store commit failed, so nothing of the batch is
 	// acknowledged. Posting the batch again is safe: ingest is idempotent
 	// on the carrier's event id.
@@ -42,8 +45,8 @@ const (
 // Options tune ingest. The zero value of every field means its default;
 // EnsureDefaults fills them in and Validate reports every problem at once.
 type Options struct {
-	// MaxBodyBytes bounds one HTTP request body, in bytes. A larger body
-	// is refused with 413 before it is read to the end. Default 32 MiB.
+	// MaxBodyBytes bounds one batch body, in bytes: node/admin refuses a
+	// larger one with 413 before reading it to the end. Default 32 MiB.
 	MaxBodyBytes int64
 	// MaxBatchEvents bounds the events of one request (413 beyond it), and
 	// so of one store batch. Default 10000.

@@ -7,5 +7,9 @@
 //
 // A Policy implements service.Policy; node.Start builds one from the
 // [policy] section of config.toml and hands it to the track service.
-// Grants and audiences are judged by the services, not here.
+//
+// Grants live here too: IssueGrant signs one, VerifyGrant judges one a
+// peer presents, and AppendAudit records what was disclosed or refused.
+// The services call them from their stream handlers; node/admin records
+// and revokes grants and reads the audit log.
 package policy

@@ -11,7 +11,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 
-	nodehost "github.com/opentrack/opentrack/node/host"
+	"github.com/opentrack/opentrack/node/internal/sourcekey"
 )
 
 // DenyRetryAfter is the retry-after a denied or not allowed peer is told.
@@ -165,9 +165,10 @@ func (p *Policy) notFoundBuckets(b *buckets, addr ma.Multiaddr) []*rate.Limiter 
 	return []*rate.Limiter{b.notFound, p.addrs.get(AddrKey(addr)), p.global}
 }
 
-// AddrKey is the source address a budget is kept for: host.SourceKey,
+// AddrKey is the source address a budget is kept for, the one node/host
+// bounds handshakes by (sourcekey.Of):
 // an IPv4 address whole and an IPv6 address by its /64.
-func AddrKey(a ma.Multiaddr) netip.Prefix { return nodehost.SourceKey(a) }
+func AddrKey(a ma.Multiaddr) netip.Prefix { return sourcekey.Of(a) }
 
 // AdmitWatch admits one subscription from id.
 func (p *Policy) AdmitWatch(id peer.ID) (ok bool, retryAfter time.Duration) {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
@@ -185,7 +186,7 @@ func (g *golden) grant(t *testing.T, d *datadriven.TestData) string {
 	if d.HasArg("expired") {
 		issued = issued.Add(-2 * time.Hour)
 	}
-	b, gr, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: g.peer(t, holder).ID().String(),
+	b, gr, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: g.peer(t, holder).ID().String(),
 		Numbers: numbers, Audience: d.HasArg("audience"), Fields: fields}, issued, time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, g.ws.store.PutGrant(context.Background(), &store.GrantRecord{Grant: *gr, Signed: b}))

@@ -5,10 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	mrand "math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -21,6 +18,7 @@ import (
 
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
@@ -83,7 +81,7 @@ func (e *grantEnv) issue(t *testing.T, s *protocol.Signer, g protocol.Grant, fro
 	if g.Holder == "" {
 		g.Holder = e.platform.ID().String()
 	}
-	b, gr, err := service.IssueGrant(s, g, from, ttl)
+	b, gr, err := policy.IssueGrant(s, g, from, ttl)
 	require.NoError(t, err)
 	require.NoError(t, e.srv.Store.PutGrant(context.Background(), &store.GrantRecord{Grant: *gr, Signed: b}))
 	return b, gr
@@ -182,7 +180,7 @@ func TestGrantRefused(t *testing.T) {
 	e := newGrantEnv(t, true, nil)
 	n := e.parcels[1].Number
 	scope := protocol.Grant{Numbers: []string{n}, Fields: []string{protocol.FieldRecipientName}}
-	unrecorded, _, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: e.platform.ID().String(),
+	unrecorded, _, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: e.platform.ID().String(),
 		Numbers: []string{n}, Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	tests := []struct {
@@ -256,53 +254,6 @@ func TestGrantPublicClosed(t *testing.T) {
 	require.Equal(t, 0, <-pol.notFound)
 }
 
-func TestGrantsHTTP(t *testing.T) {
-	st := memstore.New()
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(service.GrantsHandler(st, servicetest.Keys(), servicetest.Carrier))
-	t.Cleanup(srv.Close)
-	c := &service.GrantsClient{URL: srv.URL}
-	ctx := context.Background()
-	holder := randomPeer(t)
-	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
-		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
-	require.NoError(t, err)
-	got, err := c.Put(ctx, b)
-	require.NoError(t, err)
-	require.Equal(t, g.ID, got.ID)
-	_, err = c.Put(ctx, b)
-	require.ErrorContains(t, err, "409")
-	forged, _, err := service.IssueGrant(otherSigner(t), protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
-		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
-	require.NoError(t, err)
-	_, err = c.Put(ctx, forged)
-	require.ErrorContains(t, err, "400")
-
-	list, err := c.List(ctx)
-	require.NoError(t, err)
-	require.Len(t, list, 1)
-	require.Nil(t, list[0].Revoked)
-	rev, err := c.Revoke(ctx, g.ID)
-	require.NoError(t, err)
-	require.NotNil(t, rev.Revoked)
-	_, err = c.Revoke(ctx, hex.EncodeToString(make([]byte, 16)))
-	require.ErrorContains(t, err, "404")
-
-	require.NoError(t, st.AppendAudit(ctx, []store.AuditEntry{
-		{Time: 1000, Peer: "a", Number: "1"}, {Time: 2000, Peer: "b", Number: "2", Allowed: true, Fields: []string{"pod"}}, {Time: 3000, Peer: "a", Number: "3"},
-	}))
-	a, err := c.Audit(ctx, store.AuditQuery{Since: 2000})
-	require.NoError(t, err)
-	require.Len(t, a, 2)
-	a, err = c.Audit(ctx, store.AuditQuery{Peer: "a"})
-	require.NoError(t, err)
-	require.Equal(t, []string{"1", "3"}, []string{a[0].Number, a[1].Number})
-	resp, err := http.Get(srv.URL + "/v1/audit?since=x")
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
-}
-
 // TestAuditSurvivesRestart serves a disclosure and a refusal from a pebble
 // store, reopens it, and finds both entries.
 func TestAuditSurvivesRestart(t *testing.T) {
@@ -324,7 +275,7 @@ func TestAuditSurvivesRestart(t *testing.T) {
 	tr.Register(h)
 	srv := &servicetest.Server{Host: h, Store: st, Track: tr}
 	client := servicetest.NewHost(t, nil)
-	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: client.ID().String(),
+	b, g, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: client.ID().String(),
 		Numbers: []string{p.Number}, Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, st.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))
@@ -399,7 +350,7 @@ func TestNoDetailsInPublicData(t *testing.T) {
 			batch = append(batch, ingest.InputEvent{
 				ID: "ev-" + word(), Number: n, Status: statuses[rng.IntN(len(statuses))],
 				Time:     time.Date(2026, 1, 1, 0, round, i, 0, time.UTC).Format(time.RFC3339),
-				Location: ingest.InputLocation{Country: "DE", Locode: "DEFRA", City: "Frankfurt am Main"},
+				Location: protocol.Location{Country: "DE", Locode: "DEFRA", City: "Frankfurt am Main"},
 				Details:  d, Audience: []string{randomPeer(t)},
 			})
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
@@ -80,7 +81,7 @@ func TestTrackDetailsExpired(t *testing.T) {
 	require.NoError(t, err)
 
 	platform := servicetest.NewHost(t, nil)
-	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: platform.ID().String(),
+	b, g, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: platform.ID().String(),
 		Numbers: []string{p.Number}, Fields: []string{protocol.FieldRecipientName}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, st.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))
@@ -115,7 +116,7 @@ func TestWatchDetailsExpired(t *testing.T) {
 	ws := startWatch(t, watchConfig{parcels: 1, events: 3, open: func(tb testing.TB) store.Store { return sealedStore(tb, clk) }})
 	sub := servicetest.NewHost(t, nil)
 	n0 := servicetest.Number(0)
-	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: sub.ID().String(),
+	b, g, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: sub.ID().String(),
 		Numbers: []string{n0}, Fields: []string{protocol.FieldRecipientName}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, ws.store.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))

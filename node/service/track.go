@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -216,7 +217,7 @@ func (t *Track) serve(ctx context.Context, remote peer.ID, addr ma.Multiaddr, re
 	}
 	acc := &access{remote: remote.String(), public: t.cfg.Policy == nil || t.cfg.Policy.AllowPublic(remote)}
 	if len(req.Grant) > 0 {
-		g, err := verifyGrant(ctx, t.cfg.Store, t.cfg.Keys, t.cfg.Carrier, req.Grant, remote, time.Now())
+		g, err := policy.VerifyGrant(ctx, t.cfg.Store, t.cfg.Keys, t.cfg.Carrier, req.Grant, remote, time.Now())
 		if err != nil {
 			return t.refuseGrant(ctx, remote, req, err)
 		}
@@ -267,7 +268,7 @@ func (t *Track) refuseAll(req *protocol.TrackRequest, r *protocol.TrackResult) *
 // refuseGrant audits a grant that failed verification, once per number
 // asked, and answers the request forbidden as spec section 12.2 requires.
 func (t *Track) refuseGrant(ctx context.Context, remote peer.ID, req *protocol.TrackRequest, cause error) *protocol.TrackResponse {
-	now, id := time.Now().UnixMilli(), grantID(req.Grant)
+	now, id := time.Now().UnixMilli(), policy.GrantID(req.Grant)
 	entries := make([]store.AuditEntry, len(req.Queries))
 	for i, q := range req.Queries {
 		n, err := protocol.NormalizeNumber(q.Number)
@@ -286,7 +287,7 @@ func (t *Track) refuseGrant(ctx context.Context, remote peer.ID, req *protocol.T
 
 // audit appends entries durably and counts them.
 func (t *Track) audit(ctx context.Context, entries []store.AuditEntry) error {
-	return appendAudit(ctx, t.cfg.Store, t.cfg.Metrics, entries)
+	return policy.AppendAudit(ctx, t.cfg.Store, t.cfg.Metrics, entries)
 }
 
 // access is what one request may see beyond the public view, and the
@@ -342,7 +343,7 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access,
 		case errors.Is(err, store.ErrNotFound):
 		case errors.Is(err, store.ErrExpired):
 			detailsErr = protocol.DetailsExpired
-			acc.audit = append(acc.audit, expiredEntry(acc.remote, "", acc.grant, n))
+			acc.audit = append(acc.audit, policy.ExpiredEntry(acc.remote, "", acc.grant, n))
 		case err != nil:
 			return t.internal(n, err)
 		default:
@@ -359,7 +360,7 @@ func (t *Track) lookup(ctx context.Context, q *protocol.TrackQuery, acc *access,
 		res.Details = details
 		acc.audit = append(acc.audit, store.AuditEntry{
 			Time: time.Now().UnixMilli(), Peer: acc.remote, GrantID: acc.grant.ID, Number: n,
-			Fields: detailFields(details), Allowed: true, Reason: grantScope(acc.grant),
+			Fields: policy.DetailFields(details), Allowed: true, Reason: policy.GrantScope(acc.grant),
 		})
 	}
 	return res

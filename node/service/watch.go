@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opentrack/opentrack/node/metrics"
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -198,10 +199,10 @@ func (w *Watch) admit(ctx context.Context, remote peer.ID, req *protocol.WatchRe
 		}
 	}
 	if len(req.Grant) > 0 {
-		g, err := verifyGrant(ctx, w.cfg.Store, w.cfg.Keys, w.cfg.Carrier, req.Grant, remote, time.Now())
+		g, err := policy.VerifyGrant(ctx, w.cfg.Store, w.cfg.Keys, w.cfg.Carrier, req.Grant, remote, time.Now())
 		if err != nil {
-			entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote.String(), GrantID: grantID(req.Grant), Reason: "watch: " + protocol.Detail(err)}
-			if aerr := appendAudit(ctx, w.cfg.Store, w.cfg.Metrics, []store.AuditEntry{entry}); aerr != nil {
+			entry := store.AuditEntry{Time: time.Now().UnixMilli(), Peer: remote.String(), GrantID: policy.GrantID(req.Grant), Reason: "watch: " + protocol.Detail(err)}
+			if aerr := policy.AppendAudit(ctx, w.cfg.Store, w.cfg.Metrics, []store.AuditEntry{entry}); aerr != nil {
 				return nil, protocol.CodeInternal, "audit log unavailable"
 			}
 			return nil, protocol.CodeForbidden, protocol.Detail(err)
@@ -664,7 +665,7 @@ func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudienc
 	case errors.Is(err, store.ErrNotFound):
 		return nil, "", nil
 	case errors.Is(err, store.ErrExpired):
-		entry = expiredEntry(sub.remote, "watch: ", g, p.Number)
+		entry = policy.ExpiredEntry(sub.remote, "watch: ", g, p.Number)
 	case err != nil:
 		return nil, "", err
 	default:
@@ -673,9 +674,9 @@ func (sub *subscription) details(ctx context.Context, p *store.Parcel, inAudienc
 			return nil, "", nil
 		}
 		entry = store.AuditEntry{Time: time.Now().UnixMilli(), Peer: sub.remote, GrantID: g.ID, Number: p.Number,
-			Fields: detailFields(d), Allowed: true, Reason: "watch: " + grantScope(g)}
+			Fields: policy.DetailFields(d), Allowed: true, Reason: "watch: " + policy.GrantScope(g)}
 	}
-	if err := appendAudit(ctx, sub.w.cfg.Store, sub.w.cfg.Metrics, []store.AuditEntry{entry}); err != nil {
+	if err := policy.AppendAudit(ctx, sub.w.cfg.Store, sub.w.cfg.Metrics, []store.AuditEntry{entry}); err != nil {
 		return nil, "", fmt.Errorf("audit: %w", err)
 	}
 	if !entry.Allowed {

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/stretchr/testify/require"
 
+	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/service"
 	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
@@ -26,7 +27,7 @@ func TestWatchAccess(t *testing.T) {
 		require.NoError(t, err)
 		s, err := protocol.NewSigner(priv)
 		require.NoError(t, err)
-		b, _, err := service.IssueGrant(s, protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
+		b, _, err := policy.IssueGrant(s, protocol.Grant{Carrier: servicetest.Carrier, Holder: holder, Audience: true,
 			Fields: []string{protocol.FieldRecipientName}}, time.Now(), time.Hour)
 		require.NoError(t, err)
 		return b
@@ -81,7 +82,7 @@ func TestWatchGrantDetails(t *testing.T) {
 	ws := startWatch(t, watchConfig{parcels: 2, events: 2})
 	sub := servicetest.NewHost(t, nil)
 	n0, n1 := servicetest.Number(0), servicetest.Number(1)
-	b, g, err := service.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: sub.ID().String(),
+	b, g, err := policy.IssueGrant(servicetest.Signer(), protocol.Grant{Carrier: servicetest.Carrier, Holder: sub.ID().String(),
 		Numbers: []string{n0}, Fields: []string{protocol.FieldRecipientName}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, ws.store.PutGrant(context.Background(), &store.GrantRecord{Grant: *g, Signed: b}))

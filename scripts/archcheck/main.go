@@ -40,6 +40,9 @@ var rules = []rule{
 	{"node/client", "node/ingest"},
 	{"node/gateway", "node/store/..."},
 	{"node/gateway", "node"},
+	{"node/service", "node/host"},
+	{"node/service", "node/ingest"},
+	{"node/ingest", "node/admin"},
 	{"...", "cmd/..."},
 }
 

@@ -3,16 +3,15 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/opentrack/opentrack/node/admin"
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/pebble"
@@ -53,44 +52,23 @@ func body(scans []scan) []byte {
 }
 
 // poster posts NDJSON batches to a node's admin API.
-type poster struct {
-	url, token string
-	client     *http.Client
-}
+type poster struct{ c *admin.Client }
 
 func newPoster(adminURL, token string, conns int) *poster {
-	return &poster{url: adminURL + "/v1/events", token: token, client: &http.Client{
+	return &poster{c: &admin.Client{URL: adminURL, Token: token, HTTP: &http.Client{
 		Timeout:   2 * time.Minute,
 		Transport: &http.Transport{MaxIdleConnsPerHost: conns, DisableCompression: true},
-	}}
+	}}}
 }
 
 // errRejected is a batch the node did not accept whole.
 var errRejected = errors.New("bench: ingest rejected events")
 
 // post sends one batch of n events and requires every one accepted.
-func (p *poster) post(ctx context.Context, b []byte, n int) (*ingest.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(b))
+func (p *poster) post(ctx context.Context, b []byte, n int) (*admin.EventsResponse, error) {
+	out, err := p.c.Post(ctx, ingest.TypeNDJSON, b, n)
 	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", ingest.TypeNDJSON)
-	req.Header.Set("Authorization", "Bearer "+p.token)
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("bench: ingest: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("bench: ingest: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: %s: %.300s", errRejected, resp.Status, raw)
-	}
-	var out ingest.Response
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, fmt.Errorf("bench: ingest response: %w", err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if out.Accepted != n {
 		for _, r := range out.Results {
@@ -100,7 +78,7 @@ func (p *poster) post(ctx context.Context, b []byte, n int) (*ingest.Response, e
 		}
 		return nil, fmt.Errorf("%w: %d of %d accepted", errRejected, out.Accepted, n)
 	}
-	return &out, nil
+	return out, nil
 }
 
 // ingestResult is what the ingest phase measured.

@@ -1,8 +1,7 @@
-package ingest_test
+package admin_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -45,8 +44,8 @@ func TestBodyFormats(t *testing.T) {
 			code, body := post(t, e.server().URL+"/v1/events", tc.contentType, tc.body)
 			require.Equal(t, http.StatusOK, code, string(body))
 			r := decodeResponse(t, body)
-			require.Equal(t, ingest.Response{Accepted: 3, Results: r.Results}, r)
-			refs := e.stored("a", "b", "c")
+			require.Equal(t, admin.EventsResponse{Accepted: 3, Results: r.Results}, r)
+			refs := e.Stored("a", "b", "c")
 			for i, res := range r.Results {
 				require.Equal(t, events[i].ID, res.ID)
 				require.Equal(t, refs[res.ID].CID.String(), res.CID)
@@ -105,10 +104,10 @@ func TestRefusedBodies(t *testing.T) {
 			defer resp.Body.Close()
 			require.Equal(t, tc.code, resp.StatusCode)
 			require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
-			var p ingest.Problem
+			var p admin.Problem
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
 			require.Contains(t, p.Detail, tc.detail)
-			require.Zero(t, e.eventCount())
+			require.Zero(t, e.EventCount())
 		})
 	}
 }
@@ -118,7 +117,7 @@ func TestRefusedBodies(t *testing.T) {
 // decoded first, 1.3 s and 242 MB of RSS.
 func TestHugeJSONArrayCountedAsDecoded(t *testing.T) {
 	e := newEnv(t, &ingest.Options{MaxBodyBytes: 8 << 20}, nil)
-	h := e.g.Handler()
+	h := e.api
 	body := append(append([]byte("["), bytes.Repeat([]byte("{},"), 2_000_000-1)...), "{}]"...)
 	req := httptest.NewRequest(http.MethodPost, "/v1/events", bytes.NewReader(body))
 	req.Header.Set("Content-Type", ingest.TypeJSON)
@@ -142,7 +141,7 @@ func TestHTTPStoreFailure(t *testing.T) {
 		detail     string
 	}{
 		{"append fails", func(_ *env, spy *appendSpy) { spy.fail = errors.New("no space left on device") }, "no space left on device"},
-		{"store closed", func(e *env, _ *appendSpy) { require.NoError(t, e.base.Close()) }, "store: closed"},
+		{"store closed", func(e *env, _ *appendSpy) { require.NoError(t, e.Base.Close()) }, "store: closed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spy := &appendSpy{}
@@ -154,7 +153,7 @@ func TestHTTPStoreFailure(t *testing.T) {
 			require.Contains(t, string(body), tc.detail)
 			require.Contains(t, string(body), "nothing of this batch is acknowledged")
 			if tc.name == "append fails" {
-				require.Zero(t, e.eventCount())
+				require.Zero(t, e.EventCount())
 			}
 		})
 	}
@@ -164,7 +163,7 @@ func TestParcelView(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	const platform = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 	n := s10(5)
-	res := e.ingestOK(
+	res := e.IngestOK(
 		event("a", n, func(in *ingest.InputEvent) {
 			in.Audience = []string{platform}
 			in.Details = map[string]string{protocol.FieldRecipientName: "A. Person"}
@@ -197,7 +196,7 @@ func TestParcelView(t *testing.T) {
 	require.Len(t, v.Events, 2)
 	require.Equal(t, ingest.EventView{
 		Seq: 1, CID: res[1].CID, Time: "2025-06-01T11:59:00Z", Status: "delivered", Reason: "to_neighbour",
-		Location:    ingest.InputLocation{Country: "GB", Locode: "GBLON", City: "London"},
+		Location:    protocol.Location{Country: "GB", Locode: "GBLON", City: "London"},
 		Description: "Left with the neighbour", Lang: "en",
 	}, v.Events[1])
 
@@ -213,9 +212,9 @@ func TestParcelView(t *testing.T) {
 // token, or with a wrong one, the answer is 401 and nothing is stored.
 func TestAdminTokenGuardsIngest(t *testing.T) {
 	e := newEnv(t, nil, nil)
-	srv, err := admin.New(nil, "s3cret-token", e.g.Handler(), e.m, nil)
+	srv, err := admin.New(nil, "s3cret-token", e.api, e.M, nil)
 	require.NoError(t, err)
-	url := startAdmin(t, srv) + "/v1/events"
+	url := start(t, srv) + "/v1/events"
 	body := ndjson(t, event("a", s10(1)))
 	for _, auth := range []string{"", "Bearer wrong", "Basic s3cret-token", "Bearer s3cret-token2"} {
 		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
@@ -228,7 +227,7 @@ func TestAdminTokenGuardsIngest(t *testing.T) {
 		resp.Body.Close()
 		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, auth)
 	}
-	require.Zero(t, e.eventCount())
+	require.Zero(t, e.EventCount())
 
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", ingest.TypeNDJSON)
@@ -237,17 +236,7 @@ func TestAdminTokenGuardsIngest(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, uint64(1), e.eventCount())
-}
-
-// startAdmin serves srv on a loopback port for the test's lifetime.
-func startAdmin(t testing.TB, srv *admin.Server) string {
-	t.Helper()
-	ln, err := netListen()
-	require.NoError(t, err)
-	require.NoError(t, srv.Start(ln))
-	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
-	return srv.URL()
+	require.Equal(t, uint64(1), e.EventCount())
 }
 
 // FuzzPostEvents feeds arbitrary bodies of every accepted type to the
@@ -264,7 +253,7 @@ func FuzzPostEvents(f *testing.F) {
 	f.Add(uint8(2), cb)
 	types := []string{ingest.TypeNDJSON, ingest.TypeJSON, ingest.TypeCBOR}
 	e := newEnv(f, &ingest.Options{MaxBodyBytes: 1 << 16, MaxBatchEvents: 50}, nil)
-	h := e.g.Handler()
+	h := e.api
 	f.Fuzz(func(t *testing.T, kind uint8, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "/v1/events", bytes.NewReader(body))
 		req.Header.Set("Content-Type", types[int(kind)%len(types)])

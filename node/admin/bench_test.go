@@ -1,4 +1,4 @@
-package ingest_test
+package admin_test
 
 import (
 	"bytes"
@@ -81,9 +81,9 @@ func benchIngestHTTP(b *testing.B, mk bodyMaker, posters int) {
 	require.NoError(b, err)
 	g, err := ingest.New(ingest.Config{Carrier: testCarrier, Schemes: testSchemes, Signer: signer, Store: st, Metrics: metrics.New()}, nil)
 	require.NoError(b, err)
-	srv, err := admin.New(nil, "bench-token", g.Handler(), nil, nil)
+	srv, err := admin.New(nil, "bench-token", admin.API(admin.APIConfig{Ingester: g}), nil, nil)
 	require.NoError(b, err)
-	url := startAdmin(b, srv) + "/v1/events"
+	url := start(b, srv) + "/v1/events"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: posters, DisableCompression: true}}
 
 	mk.n = b.N
@@ -265,7 +265,7 @@ func postBatch(b *testing.B, client *http.Client, url string, body []byte, n int
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
-	// The counts lead the answer (ingest.Response's field order).
+	// The counts lead the answer (admin.EventsResponse's field order).
 	want := fmt.Sprintf(`{"accepted":%d,"duplicates":0,"rejected":0,`, n)
 	if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(out, []byte(want)) {
 		b.Errorf("%s: %.300s", resp.Status, out)
