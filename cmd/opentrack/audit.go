@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/opentrack/opentrack/node/store"
+	"github.com/opentrack/opentrack/node/admin"
 )
 
 func auditCmd() *cobra.Command {
@@ -24,7 +24,7 @@ grant (with the reason). --since takes an RFC 3339 time or a duration back
 from now, such as 24h.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := store.AuditQuery{Peer: peerID}
+			q := admin.AuditQuery{Peer: peerID}
 			if since != "" {
 				t, err := parseSince(since, time.Now())
 				if err != nil {

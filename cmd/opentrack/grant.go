@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opentrack/opentrack/node"
 	"github.com/opentrack/opentrack/node/admin"
-	"github.com/opentrack/opentrack/node/policy"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/protocol"
 )
@@ -69,13 +69,7 @@ Fields: ` + strings.Join(protocol.DetailFields, ", ") + `.`,
 			if err != nil {
 				return err
 			}
-			signer, err := r.Signer()
-			if err != nil {
-				return err
-			}
-			signed, g, err := policy.IssueGrant(signer, protocol.Grant{
-				Carrier: r.Config.Carrier.Code, Holder: to, Numbers: numbers, Audience: audience, Fields: fields,
-			}, time.Now(), ttl)
+			signed, g, err := node.IssueGrant(r, protocol.Grant{Holder: to, Numbers: numbers, Audience: audience, Fields: fields}, ttl)
 			if err != nil {
 				return fmt.Errorf("grant not issued: %w", err)
 			}

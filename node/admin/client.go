@@ -251,8 +251,12 @@ func (c *Client) ListGrants(ctx context.Context) ([]GrantInfo, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/grants", nil, &out)
 }
 
+// AuditQuery selects audit entries (store.AuditQuery): by peer, since
+// a time, up to a limit.
+type AuditQuery = store.AuditQuery
+
 // Audit returns the audit entries matching q, oldest first.
-func (c *Client) Audit(ctx context.Context, q store.AuditQuery) ([]AuditInfo, error) {
+func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]AuditInfo, error) {
 	v := url.Values{}
 	if q.Since != 0 {
 		v.Set("since", strconv.FormatInt(q.Since, 10))
