@@ -26,6 +26,7 @@ import (
 	lphost "github.com/opentrack/opentrack/node/host"
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/repo"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // envNodeRepo makes the test binary run a node from that repo instead of
@@ -131,7 +132,7 @@ func TestCrashRecovery(t *testing.T) {
 				Number:   fmt.Sprintf("SF%010d", 1000+p),
 				Time:     time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano),
 				Status:   statuses[seqOf[p]%len(statuses)],
-				Location: ingest.InputLocation{Country: "CN", City: "Shenzhen"},
+				Location: protocol.Location{Country: "CN", City: "Shenzhen"},
 			}
 		}
 		return evs

@@ -27,7 +27,7 @@ func TestNodeDetailsAtRest(t *testing.T) {
 	details := map[string]string{protocol.FieldRecipientName: "Zelda Quux-Sealed", protocol.FieldRecipientAddress: "7 Plaintext Row, Nowhere"}
 	res, err := c.node.Ingester.Ingest(context.Background(), []ingest.InputEvent{{
 		ID: "e1", Number: number, Time: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), Status: "picked_up",
-		Location: ingest.InputLocation{Country: "CN", City: "Shenzhen"}, Details: details,
+		Location: protocol.Location{Country: "CN", City: "Shenzhen"}, Details: details,
 	}})
 	require.NoError(t, err)
 	require.Equal(t, ingest.StatusAccepted, res[0].Status, res[0].Error)

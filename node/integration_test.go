@@ -173,7 +173,7 @@ func (c *testCarrier) ingest(t *testing.T, number string, events int) {
 			Number:   number,
 			Time:     first.Add(time.Duration(i) * time.Hour).Format(time.RFC3339),
 			Status:   statuses[i%len(statuses)],
-			Location: ingest.InputLocation{Country: "CN", City: "Shenzhen"},
+			Location: protocol.Location{Country: "CN", City: "Shenzhen"},
 		}
 	}
 	res, err := c.node.Ingester.Ingest(context.Background(), in)

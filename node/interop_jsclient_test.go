@@ -26,6 +26,7 @@ import (
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // jsResult is one entry of track-client.mjs's JSON output.
@@ -137,7 +138,7 @@ func ingestScans(t *testing.T, ctx context.Context, n *node.Node, number string,
 			Number:   number,
 			Time:     scan.Add(time.Duration(i) * time.Hour).Format(time.RFC3339),
 			Status:   statuses[i%len(statuses)],
-			Location: ingest.InputLocation{Country: "CN", City: "Shenzhen"},
+			Location: protocol.Location{Country: "CN", City: "Shenzhen"},
 		})
 	}
 	res, err := n.Ingester.Ingest(ctx, in)

@@ -109,7 +109,7 @@ func TestReplicas(t *testing.T) {
 				for i := range perReplica {
 					ev := ingest.InputEvent{
 						ID: fmt.Sprintf("%s-r%d-%d", n, ri, i), Number: n, Time: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano),
-						Status: "in_transit", Location: ingest.InputLocation{Country: "CN", City: "Shenzhen"},
+						Status: "in_transit", Location: protocol.Location{Country: "CN", City: "Shenzhen"},
 					}
 					var res []ingest.Result
 					var err error
@@ -180,7 +180,7 @@ func TestReplicas(t *testing.T) {
 	defer w2.Close()
 	res, err := r2.node.Ingester.Ingest(ctx, []ingest.InputEvent{{
 		ID: "after-failover", Number: watched, Time: time.Now().UTC().Format(time.RFC3339Nano),
-		Status: "out_for_delivery", Location: ingest.InputLocation{Country: "CN", City: "Shenzhen"},
+		Status: "out_for_delivery", Location: protocol.Location{Country: "CN", City: "Shenzhen"},
 	}})
 	require.NoError(t, err)
 	require.Equal(t, ingest.StatusAccepted, res[0].Status, res[0].Error)

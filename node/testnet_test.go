@@ -51,7 +51,7 @@ func TestPlatformGoneOthersUnaffected(t *testing.T) {
 	ingestScan := func(i int) {
 		res, err := c.Ingest(ctx, []ingest.InputEvent{{
 			ID: fmt.Sprintf("%s-%d", number, i), Number: number, Time: time.Now().UTC().Format(time.RFC3339Nano),
-			Status: string(protocol.StatusInTransit), Location: ingest.InputLocation{Country: "CN"}, Audience: audience,
+			Status: string(protocol.StatusInTransit), Location: protocol.Location{Country: "CN"}, Audience: audience,
 		}})
 		require.NoError(t, err)
 		require.Equal(t, ingest.StatusAccepted, res[0].Status, res[0].Error)

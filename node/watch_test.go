@@ -24,6 +24,7 @@ import (
 	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/repo"
 	"github.com/opentrack/opentrack/node/service/servicetest"
+	"github.com/opentrack/opentrack/protocol"
 )
 
 // delivery is one event as a watcher handed it over.
@@ -163,7 +164,7 @@ func TestWatchNoLostUpdate(t *testing.T) {
 	for i, p := range order {
 		events[i] = ingest.InputEvent{
 			ID: fmt.Sprintf("watch-%d-%d", p, seqOf[p]), Number: numbers[p], Time: at,
-			Status: statuses[seqOf[p]%len(statuses)], Location: ingest.InputLocation{Country: "CN", City: "Shenzhen"},
+			Status: statuses[seqOf[p]%len(statuses)], Location: protocol.Location{Country: "CN", City: "Shenzhen"},
 		}
 		seqOf[p]++
 	}

@@ -3,7 +3,6 @@ package testnet
 import (
 	"math/rand/v2"
 
-	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -11,11 +10,11 @@ import (
 type step struct {
 	status protocol.Status
 	reason string
-	loc    ingest.InputLocation
+	loc    protocol.Location
 }
 
 // places are where the simulated parcels travel.
-var places = []ingest.InputLocation{
+var places = []protocol.Location{
 	{Country: "CN", Locode: "CNSZX", City: "Shenzhen"},
 	{Country: "CN", Locode: "CNSHA", City: "Shanghai"},
 	{Country: "CN", Locode: "CNPEK", City: "Beijing"},
@@ -39,7 +38,7 @@ func lifecycle(r *rand.Rand) []step {
 			to = places[r.IntN(len(places))]
 		}
 	}
-	hub := func(l ingest.InputLocation, name string) ingest.InputLocation {
+	hub := func(l protocol.Location, name string) protocol.Location {
 		l.Facility = l.Locode + "-" + name
 		return l
 	}

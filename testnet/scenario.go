@@ -331,7 +331,7 @@ func (s *sim) forge(ctx context.Context, rg *Carrier, numbers []string) bool {
 		id := make([]byte, 8)
 		_, _ = rand.Read(id)
 		evs[i] = ingest.InputEvent{ID: fmt.Sprintf("forged-%x", id), Number: n, Time: now, Status: string(protocol.StatusDelivered),
-			Reason: "to_safe_place", Location: ingest.InputLocation{Country: "ZZ", City: "Nowhere"}}
+			Reason: "to_safe_place", Location: protocol.Location{Country: "ZZ", City: "Nowhere"}}
 	}
 	if _, err := rg.Ingest(ctx, evs); err != nil {
 		if ctx.Err() == nil {

@@ -205,7 +205,7 @@ func TestControls(t *testing.T) {
 	scan := func(i int) string {
 		res, err := c.Ingest(ctx, []ingest.InputEvent{{
 			ID: fmt.Sprintf("%s-%d", number, i), Number: number, Time: time.Now().UTC().Format(time.RFC3339Nano),
-			Status: string(protocol.StatusInTransit), Location: ingest.InputLocation{Country: "GB"}, Audience: []string{p.ID.String()},
+			Status: string(protocol.StatusInTransit), Location: protocol.Location{Country: "GB"}, Audience: []string{p.ID.String()},
 		}})
 		require.NoError(t, err)
 		require.Equal(t, ingest.StatusAccepted, res[0].Status, res[0].Error)

@@ -29,7 +29,7 @@ func TestGatewayCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err = c.Ingest(ctx, []ingest.InputEvent{{ID: "e1", Number: number, Time: time.Now().UTC().Format(time.RFC3339),
-		Status: string(protocol.StatusPickedUp), Location: ingest.InputLocation{Country: "GB"}}})
+		Status: string(protocol.StatusPickedUp), Location: protocol.Location{Country: "GB"}}})
 	require.NoError(t, err)
 
 	dir := platformRepo(t, n)

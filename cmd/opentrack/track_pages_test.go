@@ -40,7 +40,7 @@ func TestTrackLongHistories(t *testing.T) {
 				s = protocol.StatusDelivered
 			}
 			evs[i] = ingest.InputEvent{ID: fmt.Sprintf("%s/%d", number, i), Number: number, Status: string(s),
-				Time: start.Add(time.Duration(i) * time.Minute).UTC().Format(time.RFC3339), Location: ingest.InputLocation{Country: "GB"}}
+				Time: start.Add(time.Duration(i) * time.Minute).UTC().Format(time.RFC3339), Location: protocol.Location{Country: "GB"}}
 		}
 		_, err = c.Ingest(ctx, evs)
 		require.NoError(t, err)

@@ -99,7 +99,7 @@ func ingestOne(t *testing.T, c *testnet.Carrier, number, status string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := c.Ingest(ctx, []ingest.InputEvent{{ID: number + "/" + status, Number: number, Status: status,
-		Time: time.Now().Add(-time.Minute).UTC().Format(time.RFC3339), Location: ingest.InputLocation{Country: "GB"}}})
+		Time: time.Now().Add(-time.Minute).UTC().Format(time.RFC3339), Location: protocol.Location{Country: "GB"}}})
 	require.NoError(t, err)
 }
 

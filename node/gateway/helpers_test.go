@@ -107,7 +107,7 @@ func scan(t testing.TB, c *testnet.Carrier, number, audience string, i int, s pr
 	ev := ingest.InputEvent{
 		ID: fmt.Sprintf("%s-%d", number, i), Number: number, Status: string(s),
 		Time:     time.Now().Add(time.Duration(i-10) * time.Hour).UTC().Format(time.RFC3339),
-		Location: ingest.InputLocation{Country: "GB", City: cities[i%len(cities)], Facility: fmt.Sprintf("HUB-%02d", i)},
+		Location: protocol.Location{Country: "GB", City: cities[i%len(cities)], Facility: fmt.Sprintf("HUB-%02d", i)},
 	}
 	if audience != "" {
 		ev.Audience = []string{audience}

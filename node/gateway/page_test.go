@@ -70,8 +70,8 @@ func handoff(t *testing.T, c *testnet.Carrier, number string, i int, to, next st
 	res, err := c.Ingest(ctx, []ingest.InputEvent{{
 		ID: fmt.Sprintf("%s-%d", number, i), Number: number, Status: string(protocol.StatusDepartedFacility),
 		Time:     time.Now().Add(time.Duration(i-10) * time.Hour).UTC().Format(time.RFC3339),
-		Location: ingest.InputLocation{Country: "GB", City: "London", Facility: "EXCHANGE"},
-		Handoff:  &ingest.InputHandoff{Carrier: to, Number: next},
+		Location: protocol.Location{Country: "GB", City: "London", Facility: "EXCHANGE"},
+		Handoff:  &protocol.Handoff{Carrier: to, Number: next},
 	}})
 	require.NoError(t, err)
 	require.Equal(t, ingest.StatusAccepted, res[0].Status, res[0].Error)

@@ -37,7 +37,7 @@ func longParcel(t *testing.T, c *testnet.Carrier, n int) string {
 			evs = append(evs, ingest.InputEvent{
 				ID: fmt.Sprintf("%s-%d", number, i), Number: number, Status: string(s),
 				Time:     start.Add(time.Duration(i) * time.Minute).UTC().Format(time.RFC3339),
-				Location: ingest.InputLocation{Country: "GB", City: cities[i%len(cities)], Facility: fmt.Sprintf("HUB-%02d", i%100)},
+				Location: protocol.Location{Country: "GB", City: cities[i%len(cities)], Facility: fmt.Sprintf("HUB-%02d", i%100)},
 			})
 		}
 		res, err := c.Ingest(ctx, evs)

@@ -55,33 +55,21 @@ type InputEvent struct {
 	invalid error
 }
 
-// InputLocation is protocol.Location, whose JSON and CBOR keys are the
-// input's; the name stays for callers written before the two were one.
-type InputLocation = protocol.Location
-
-// InputHandoff is protocol.Handoff, as InputLocation is protocol.Location.
-type InputHandoff = protocol.Handoff
-
 // placeholderPrev stands in for the prev link while an event is checked
 // before it is chained, so that the size check counts the link it will get.
 var placeholderPrev = protocol.LinkTo(protocol.CIDOf(nil))
+
+// problems are the rejection reasons found in one input event.
+type problems []string
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
 
 // prepare validates in on its own and returns the protocol event it
 // becomes (seq and prev still unset). The error text is the rejection
 // reason shown to the carrier, so every problem found is listed.
 func (g *Ingester) prepare(in *InputEvent, now time.Time) (*protocol.Event, error) {
-	var p []string
-	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
-
-	switch {
-	case in.ID == "":
-		add("id: missing (the carrier's event id is required; it makes re-posting safe)")
-	case len(in.ID) > g.opts.MaxIDLen:
-		add("id: %d bytes, limit %d", len(in.ID), g.opts.MaxIDLen)
-	case strings.ContainsFunc(in.ID, unicode.IsControl):
-		add("id: contains control characters")
-	}
-
+	var p problems
+	g.checkID(&p, in.ID)
 	ev := &protocol.Event{
 		Carrier:     g.carrier,
 		Status:      protocol.Status(in.Status),
@@ -91,92 +79,129 @@ func (g *Ingester) prepare(in *InputEvent, now time.Time) (*protocol.Event, erro
 		Location:    in.Location,
 	}
 	if err := ev.Location.Validate(); err != nil {
-		add("location: %v", err)
+		p.add("location: %v", err)
 	}
 	if n, err := g.checkNumber(in.Number); err != nil {
-		add("number: %v", trimProto(err))
+		p.add("number: %v", trimProto(err))
 	} else {
 		ev.Number = n
 	}
+	checkStatus(&p, ev, in)
+	g.setTimes(&p, ev, in, now)
+	setExtras(&p, ev, in)
+	checkAudience(&p, in)
+	if err := protocol.Details(in.Details).Validate(); err != nil {
+		p.add("details: %v", trimProto(err))
+	}
+	if len(p) > 0 {
+		return nil, errors.New(strings.Join(p, "; "))
+	}
+	if err := checkStored(ev); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
 
-	// Status and reason are checked here, not left to Event.Validate, so
-	// that the reason can list what is allowed.
+// checkID checks the carrier's event id, which makes re-posting safe.
+func (g *Ingester) checkID(p *problems, id string) {
+	switch {
+	case id == "":
+		p.add("id: missing (the carrier's event id is required; it makes re-posting safe)")
+	case len(id) > g.opts.MaxIDLen:
+		p.add("id: %d bytes, limit %d", len(id), g.opts.MaxIDLen)
+	case strings.ContainsFunc(id, unicode.IsControl):
+		p.add("id: contains control characters")
+	}
+}
+
+// checkStatus checks status and reason here, not in Event.Validate, so
+// that the reason can list what is allowed.
+func checkStatus(p *problems, ev *protocol.Event, in *InputEvent) {
 	switch {
 	case in.Status == "":
-		add("status: missing")
+		p.add("status: missing")
 	case !ev.Status.Valid():
-		add("status: unknown status %q (one of %s)", in.Status, statusList)
+		p.add("status: unknown status %q (one of %s)", in.Status, statusList)
 	case !protocol.ValidReason(ev.Status, in.Reason):
-		add("reason: %q is not defined for status %q (one of %s)", in.Reason, in.Status, strings.Join(protocol.Reasons(ev.Status), ", "))
+		p.add("reason: %q is not defined for status %q (one of %s)", in.Reason, in.Status, strings.Join(protocol.Reasons(ev.Status), ", "))
 	}
+}
 
+// setTimes sets the event's time, which must not be further in the
+// future than FutureSkew, and its ETA.
+func (g *Ingester) setTimes(p *problems, ev *protocol.Event, in *InputEvent, now time.Time) {
 	switch t, err := parseTime(in.Time); {
 	case in.Time == "":
-		add("time: missing")
+		p.add("time: missing")
 	case err != nil:
-		add("time: %v", err)
+		p.add("time: %v", err)
 	case t.After(now.Add(g.opts.FutureSkew)):
-		add("time: %s is %v in the future (limit %v)", in.Time, t.Sub(now).Round(time.Second), g.opts.FutureSkew)
+		p.add("time: %s is %v in the future (limit %v)", in.Time, t.Sub(now).Round(time.Second), g.opts.FutureSkew)
 	default:
 		ev.Time = t.UnixMilli()
 	}
 	if in.ETA != "" {
 		if t, err := parseTime(in.ETA); err != nil {
-			add("eta: %v", err)
+			p.add("eta: %v", err)
 		} else {
 			ev.ETA = t.UnixMilli()
 		}
 	}
+}
+
+// setExtras sets the event's handoff and extension fields.
+func setExtras(p *problems, ev *protocol.Event, in *InputEvent) {
 	if in.Handoff != nil {
 		n, err := protocol.NormalizeNumber(in.Handoff.Number)
 		if err != nil {
-			add("handoff.number: %v", trimProto(err))
+			p.add("handoff.number: %v", trimProto(err))
 		}
 		ev.Handoff = &protocol.Handoff{Carrier: in.Handoff.Carrier, Number: n}
 	}
 	if in.Ext != nil {
 		ext, err := integerExt(in.Ext)
 		if err != nil {
-			add("ext: %v", err)
+			p.add("ext: %v", err)
 		}
 		ev.Ext = ext
 	}
+}
+
+// checkAudience checks the audience's peer IDs and rewrites each in
+// canonical text: watch matches the subscriber's ID as text.
+func checkAudience(p *problems, in *InputEvent) {
 	if len(in.Audience) > MaxAudience {
-		add("audience: %d peer IDs, limit %d", len(in.Audience), MaxAudience)
+		p.add("audience: %d peer IDs, limit %d", len(in.Audience), MaxAudience)
 	}
 	for i, a := range in.Audience {
 		id, err := peer.Decode(a)
 		if err != nil {
-			add("audience: %q is not a peer ID", a)
+			p.add("audience: %q is not a peer ID", a)
 			continue
 		}
-		// Stored in canonical text: watch matches the subscriber's ID as text.
 		in.Audience[i] = id.String()
 	}
-	if err := protocol.Details(in.Details).Validate(); err != nil {
-		add("details: %v", trimProto(err))
-	}
-	if len(p) > 0 {
-		return nil, errors.New(strings.Join(p, "; "))
-	}
+}
 
-	// Checked as it will be stored: with a prev link and the widest seq,
-	// so that chaining can never push an accepted event over the size cap.
+// checkStored checks ev as it will be stored: with a prev link and the
+// widest seq, so that chaining can never push an accepted event over the
+// size cap. It leaves seq and prev unset again.
+func checkStored(ev *protocol.Event) error {
 	ev.Seq, ev.Prev = math.MaxUint64, placeholderPrev
+	defer func() { ev.Seq, ev.Prev = 0, protocol.Link{} }()
 	if err := ev.Validate(); err != nil {
-		return nil, errors.New(trimProto(err))
+		return errors.New(trimProto(err))
 	}
 	if mayExceedSize(ev) {
 		b, err := protocol.Marshal(ev)
 		if err != nil {
-			return nil, errors.New(trimProto(err))
+			return errors.New(trimProto(err))
 		}
 		if len(b) > protocol.MaxEventSize {
-			return nil, fmt.Errorf("event encodes to %d bytes, limit %d", len(b), protocol.MaxEventSize)
+			return fmt.Errorf("event encodes to %d bytes, limit %d", len(b), protocol.MaxEventSize)
 		}
 	}
-	ev.Seq, ev.Prev = 0, protocol.Link{}
-	return ev, nil
+	return nil
 }
 
 // maxFixedEncoding bounds what an event's encoding adds to its strings:
