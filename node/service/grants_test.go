@@ -307,6 +307,9 @@ func TestAuditSurvivesRestart(t *testing.T) {
 // TestNoDetailsInPublicData ingests random parcels with random details on
 // every event and checks that no detail value appears in any event block,
 // signed head, or public track response.
+//
+// long: the random parcels, the blocks and the responses share one
+// search for the detail values.
 func TestNoDetailsInPublicData(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	st := memstore.New()

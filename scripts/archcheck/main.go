@@ -63,13 +63,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if errs := check(graph, rules, known); len(errs) > 0 {
+	errs := append(check(graph, rules, known), checkEntry(graph, entryPoints)...)
+	long, err := checkLengths(".")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	errs = append(errs, long...)
+	if len(errs) > 0 {
 		for _, e := range errs {
 			fmt.Fprintln(os.Stderr, e)
 		}
 		os.Exit(1)
 	}
-	fmt.Printf("archcheck: %d packages, %d rules, %d known violations\n", len(graph), len(rules), len(known))
+	fmt.Printf("archcheck: %d packages, %d rules, %d known violations, %d entry points for cmd; no file over %d lines, no function over %d, without a comment saying why\n",
+		len(graph), len(rules), len(known), len(entryPoints), maxFileLines, maxFuncLines)
 }
 
 // load returns the module's direct import graph, module-relative.

@@ -49,3 +49,18 @@ func TestMatch(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckEntry(t *testing.T) {
+	graph := map[string][]string{
+		"cmd/opentrack": {"node", "node/platform", "protocol"},
+		"node":          {"node/host"},
+	}
+	if errs := checkEntry(graph, []string{"node", "node/platform", "protocol"}); len(errs) != 0 {
+		t.Fatalf("entry points only: got %v", errs)
+	}
+	graph["cmd/opentrack"] = append(graph["cmd/opentrack"], "node/host")
+	errs := checkEntry(graph, []string{"node", "node/platform", "protocol"})
+	if len(errs) != 1 || !errors.Is(errs[0], errNotEntry) {
+		t.Fatalf("a direct import past the entry points: got %v", errs)
+	}
+}
