@@ -3,7 +3,7 @@ package testnet
 import (
 	"sync"
 
-	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/platform"
 )
 
 // Followed is one verified event of the parcel the testnet follows, as
@@ -12,7 +12,7 @@ type Followed struct {
 	Platform string // the platform's name, also its repo's directory under DIR/platforms
 	Carrier  string
 	Number   string
-	Event    client.EventView
+	Event    platform.EventView
 }
 
 // FollowedParcel is the report's summary of the followed parcel, with the
@@ -39,7 +39,7 @@ type follower struct {
 // event is called by a platform's watch consumer for each event it sees
 // the first time; a carrier's events reach one consumer per platform, in
 // seq order, so the followed parcel's events arrive in order.
-func (f *follower) event(pi int, platform, carrier, number string, e client.EventView) {
+func (f *follower) event(pi int, platform, carrier, number string, e platform.EventView) {
 	if pi != 0 {
 		return
 	}

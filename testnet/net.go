@@ -27,9 +27,6 @@ import (
 
 	"github.com/opentrack/opentrack/node"
 	"github.com/opentrack/opentrack/node/admin"
-	"github.com/opentrack/opentrack/node/client"
-	"github.com/opentrack/opentrack/node/discovery"
-	"github.com/opentrack/opentrack/node/ingest"
 	"github.com/opentrack/opentrack/node/keyfile"
 	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/node/repo"
@@ -48,8 +45,8 @@ var (
 // Loopback tuning: a restarted node is found again at once and a dead
 // one is given up on quickly, so scenarios fit in seconds.
 var (
-	routerOptions = discovery.RouterOptions{BootstrapInterval: time.Second, DialTimeout: 2 * time.Second, LookupTimeout: 4 * time.Second}
-	clientOptions = client.Options{RequestTimeout: 4 * time.Second, ConnectTimeout: 4 * time.Second}
+	routerOptions = platform.RouterOptions{BootstrapInterval: time.Second, DialTimeout: 2 * time.Second, LookupTimeout: 4 * time.Second}
+	clientOptions = platform.ClientOptions{RequestTimeout: 4 * time.Second, ConnectTimeout: 4 * time.Second}
 )
 
 // Small stores: a testnet runs dozens of carriers in one process.
@@ -603,7 +600,7 @@ func (c *Carrier) resume() error {
 
 // Ingest posts events to c's admin API, as the carrier's own systems do,
 // and returns one result per event.
-func (c *Carrier) Ingest(ctx context.Context, events []ingest.InputEvent) ([]ingest.Result, error) {
+func (c *Carrier) Ingest(ctx context.Context, events []admin.Event) ([]admin.Result, error) {
 	res, err := c.admin.Ingest(ctx, events)
 	var unreachable *url.Error
 	switch {
@@ -624,8 +621,6 @@ type Platform struct {
 	// Platform is the node's: its trust, routing and client, to look up
 	// and watch through.
 	Platform *platform.Platform
-	// Client is Platform's client, for calls that take trust of their own.
-	Client *client.Client
 
 	net    *Net
 	gater  *gater
@@ -649,31 +644,27 @@ func (p *Platform) start() error {
 	if err != nil {
 		return fmt.Errorf("testnet: platform %s: %w", p.Name, err)
 	}
-	p.Node, p.Platform, p.Client = nd, nd.Platform, nd.Platform.Client()
+	p.Node, p.Platform = nd, nd.Platform
 	return nil
 }
 
-// Trust is the platform's registry state.
-func (p *Platform) Trust() *discovery.Trust { return p.Node.Trust }
-
 // Track looks numbers up the way a platform does: resolve each through
 // the registry, ask the carrier directly, verify.
-func (p *Platform) Track(ctx context.Context, grant []byte, numbers ...string) ([]client.ParcelView, error) {
-	return p.Client.TrackNumbers(ctx, p.Node.Trust, p.Node.Router(), numbers, grant)
+func (p *Platform) Track(ctx context.Context, grant []byte, numbers ...string) ([]platform.ParcelView, error) {
+	return p.Platform.Track(ctx, numbers, grant)
 }
 
 // WatchAudience subscribes to every parcel of c that names p in its
 // audience, from now; with grant, its updates carry the details the
 // grant names.
-func (p *Platform) WatchAudience(ctx context.Context, c *Carrier, grant ...[]byte) (*client.Watcher, error) {
-	o := client.WatchOptions{
-		Carrier: c.Code, Peers: []peer.ID{c.ID}, Connector: p.Node.Router(), Keys: p.Node.Trust,
-		Audience: true, MaxBackoff: 2 * time.Second,
+func (p *Platform) WatchAudience(ctx context.Context, c *Carrier, grant ...[]byte) (*platform.Watcher, error) {
+	o := platform.WatchOptions{
+		Carrier: c.Code, Peers: []peer.ID{c.ID}, Audience: true, MaxBackoff: 2 * time.Second,
 	}
 	if len(grant) > 0 {
 		o.Grant = grant[0]
 	}
-	return p.Client.Watch(ctx, o)
+	return p.Platform.Watch(ctx, o) // its registry checks the heads, its router finds c
 }
 
 // Closed reports whether Close was called: the platform has gone.
@@ -691,14 +682,10 @@ func (p *Platform) Close() error {
 		return nil
 	}
 	p.closed = true
-	var errs []error
-	if p.Client != nil {
-		errs = append(errs, p.Client.Close())
+	if p.Node == nil {
+		return nil
 	}
-	if p.Node != nil {
-		errs = append(errs, p.Node.Close())
-	}
-	return errors.Join(errs...)
+	return p.Node.Close() // and with it the platform and its client
 }
 
 // watchWait bounds the wait for subs watch subscriptions to go live: a

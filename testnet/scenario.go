@@ -12,8 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
-	"github.com/opentrack/opentrack/node/client"
-	"github.com/opentrack/opentrack/node/ingest"
+	"github.com/opentrack/opentrack/node/admin"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -269,7 +269,7 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 		return
 	}
 	s.note("rogue recorded \"delivered\" for %d of %s's parcels", len(numbers), victim.Code)
-	var watchers []*client.Watcher
+	var watchers []*platform.Watcher
 	var readers sync.WaitGroup
 	// The readers count into the report: they end before rogue returns.
 	defer func() {
@@ -282,7 +282,7 @@ func (s *sim) rogue(ctx context.Context, victim *Carrier) {
 		p.Node.Host.Peerstore().AddAddrs(rg.ID, rg.AddrInfo().Addrs, peerstore.PermanentAddrTTL)
 		// A platform fooled into subscribing at the rogue still verifies
 		// against the registry.
-		w, err := p.Client.Watch(ctx, client.WatchOptions{Carrier: victim.Code, Peers: []peer.ID{rg.ID}, Keys: p.Node.Trust, Numbers: numbers, MaxBackoff: 2 * time.Second})
+		w, err := p.Platform.Client().Watch(ctx, platform.WatchOptions{Carrier: victim.Code, Peers: []peer.ID{rg.ID}, Keys: p.Node.Trust, Numbers: numbers, MaxBackoff: 2 * time.Second})
 		if err != nil {
 			s.fail("rogue watch: %v", err)
 			continue
@@ -325,12 +325,12 @@ func (s *sim) forge(ctx context.Context, rg *Carrier, numbers []string) bool {
 	if s.planted(FaultSilentRogue) {
 		return true
 	}
-	evs := make([]ingest.InputEvent, len(numbers))
+	evs := make([]admin.Event, len(numbers))
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for i, n := range numbers {
 		id := make([]byte, 8)
 		_, _ = rand.Read(id)
-		evs[i] = ingest.InputEvent{ID: fmt.Sprintf("forged-%x", id), Number: n, Time: now, Status: string(protocol.StatusDelivered),
+		evs[i] = admin.Event{ID: fmt.Sprintf("forged-%x", id), Number: n, Time: now, Status: string(protocol.StatusDelivered),
 			Reason: "to_safe_place", Location: protocol.Location{Country: "ZZ", City: "Nowhere"}}
 	}
 	if _, err := rg.Ingest(ctx, evs); err != nil {
@@ -348,7 +348,7 @@ func (s *sim) askRogue(ctx context.Context, pi int, rg *Carrier, numbers []strin
 	p := s.net.Platforms[pi]
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	views, err := p.Client.TrackPeer(qctx, rg.ID, p.Node.Trust, numbers, nil)
+	views, err := p.Platform.Client().TrackPeer(qctx, rg.ID, p.Node.Trust, numbers, nil)
 	if err != nil {
 		// The rogue is the adversary: a platform that cannot reach it
 		// has lost nothing. forged_records_rejected > 0 shows the rogue

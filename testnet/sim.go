@@ -2,8 +2,6 @@ package testnet
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -16,9 +14,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/opentrack/opentrack/node/client"
-	"github.com/opentrack/opentrack/node/ingest"
-	"github.com/opentrack/opentrack/node/policy"
+	"github.com/opentrack/opentrack/node"
+	"github.com/opentrack/opentrack/node/admin"
+	"github.com/opentrack/opentrack/node/platform"
 	"github.com/opentrack/opentrack/protocol"
 )
 
@@ -108,7 +106,7 @@ type sim struct {
 	grants []map[string][]byte // platform -> carrier code -> grant
 
 	watchMu  sync.Mutex
-	watchers [][]*client.Watcher // platform -> its watchers
+	watchers [][]*platform.Watcher // platform -> its watchers
 	consumed sync.WaitGroup
 
 	parcels, events, updates, nqueries atomic.Int64
@@ -197,16 +195,10 @@ func (s *sim) issueGrants(ctx context.Context) error {
 	g.SetLimit(8)
 	for i, c := range s.net.Carriers {
 		g.Go(func() error {
-			signer, err := c.Repo.Signer()
-			if err != nil {
-				return err
-			}
-			id := make([]byte, 16)
-			_, _ = rand.Read(id)
-			b, _, err := policy.IssueGrant(signer, protocol.Grant{
-				ID: hex.EncodeToString(id), Carrier: c.Code, Holder: holder.ID.String(), Audience: true,
+			b, _, err := node.IssueGrant(c.Repo, protocol.Grant{
+				Holder: holder.ID.String(), Audience: true,
 				Fields: []string{protocol.FieldRecipientName, protocol.FieldRecipientAddress},
-			}, time.Now(), 24*time.Hour)
+			}, 24*time.Hour)
 			if err != nil {
 				return fmt.Errorf("testnet: grant of %s: %w", c.Code, err)
 			}
@@ -231,7 +223,7 @@ func (s *sim) issueGrants(ctx context.Context) error {
 // waits until each subscription is live, so that no event of the run
 // falls before its watch began.
 func (s *sim) watchAll(ctx context.Context) error {
-	s.watchers = make([][]*client.Watcher, len(s.net.Platforms))
+	s.watchers = make([][]*platform.Watcher, len(s.net.Platforms))
 	for pi, p := range s.net.Platforms {
 		for _, c := range s.net.Carriers {
 			w, err := p.WatchAudience(ctx, c, s.grants[pi][c.Code])
@@ -260,7 +252,7 @@ func (s *sim) watchAll(ctx context.Context) error {
 }
 
 // consume checks and records what a watcher hands over.
-func (s *sim) consume(pi int, c *Carrier, w *client.Watcher) {
+func (s *sim) consume(pi int, c *Carrier, w *platform.Watcher) {
 	for u := range w.Updates() {
 		now := time.Now()
 		if !u.Verified {
@@ -398,12 +390,12 @@ func (s *sim) book(c *Carrier, r *mrand.Rand) *parcel {
 
 // nextScans is the next scan of each parcel of batch, for its booking
 // platform only, with the faults planted.
-func (s *sim) nextScans(batch []*parcel) []ingest.InputEvent {
-	evs := make([]ingest.InputEvent, len(batch))
+func (s *sim) nextScans(batch []*parcel) []admin.Event {
+	evs := make([]admin.Event, len(batch))
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for i, p := range batch {
 		st := p.steps[p.next]
-		evs[i] = ingest.InputEvent{
+		evs[i] = admin.Event{
 			ID: fmt.Sprintf("%s-%d", p.number, p.next), Number: p.number, Time: now,
 			Status: string(st.status), Reason: st.reason, Location: st.loc,
 			Audience: []string{s.net.Platforms[p.platform].ID.String()},
@@ -424,11 +416,11 @@ func (s *sim) nextScans(batch []*parcel) []ingest.InputEvent {
 
 // acked moves each parcel of batch whose event was stored to its next
 // step and notes the event in the ledger; a refused honest event fails.
-func (s *sim) acked(c *Carrier, batch []*parcel, evs []ingest.InputEvent, results []ingest.Result) {
+func (s *sim) acked(c *Carrier, batch []*parcel, evs []admin.Event, results []admin.Result) {
 	for i, res := range results {
 		p := batch[i]
 		switch res.Status {
-		case ingest.StatusAccepted, ingest.StatusDuplicate:
+		case admin.StatusAccepted, admin.StatusDuplicate:
 			s.events.Add(1)
 			s.led.ack(res.CID, p.number, p.platform, time.Now())
 			p.next++
@@ -442,7 +434,7 @@ func (s *sim) acked(c *Carrier, batch []*parcel, evs []ingest.InputEvent, result
 // post sends a batch until it is acknowledged or ctx ends; false means
 // ctx ended first. A node that a scenario has down, paused or restarting
 // costs retries, not errors; any other failure is an error too.
-func (s *sim) post(ctx context.Context, c *Carrier, evs []ingest.InputEvent) ([]ingest.Result, bool) {
+func (s *sim) post(ctx context.Context, c *Carrier, evs []admin.Event) ([]admin.Result, bool) {
 	for {
 		// The batch is the carrier's: it goes through even after traffic
 		// time is up, so that what was scanned is never dropped.
@@ -593,7 +585,7 @@ func (s *sim) queryParcel(ctx context.Context, pi int, number string, stolen boo
 // badAnswer classifies a failed answer for an existing parcel: expected
 // while the carrier is down or cut off, a verification failure when the
 // record itself failed, an error otherwise.
-func (s *sim) badAnswer(pi int, c *Carrier, v client.ParcelView, took time.Duration) {
+func (s *sim) badAnswer(pi int, c *Carrier, v platform.ParcelView, took time.Duration) {
 	switch v.Error {
 	case protocol.CodeUnavailable, protocol.CodeInternal:
 		if s.disruptedAt(pi, c) {

@@ -268,7 +268,7 @@ func TestCarrierSchemes(t *testing.T) {
 		for range 3 {
 			number, err := c.NewNumber()
 			require.NoError(t, err)
-			got, err := p.Trust().Resolve(number)
+			got, err := p.Platform.Trust().Resolve(number)
 			require.NoError(t, err, number)
 			require.Len(t, got, 1, "%s resolves to one carrier", number)
 			require.Equal(t, c.Code, got[0].Code, number)

@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/opentrack/opentrack/node/ingest"
-	"github.com/opentrack/opentrack/node/store"
 )
 
 // Client-side limits of Events.
@@ -250,10 +249,6 @@ func (c *Client) ListGrants(ctx context.Context) ([]GrantInfo, error) {
 	var out []GrantInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/grants", nil, &out)
 }
-
-// AuditQuery selects audit entries (store.AuditQuery): by peer, since
-// a time, up to a limit.
-type AuditQuery = store.AuditQuery
 
 // Audit returns the audit entries matching q, oldest first.
 func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]AuditInfo, error) {

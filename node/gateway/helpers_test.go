@@ -36,7 +36,7 @@ func newFixture(t testing.TB, carriers int, opts *Options) *fixture {
 	t.Helper()
 	n := testnet.New(t, testnet.Options{Carriers: carriers, Platforms: 1})
 	f := &fixture{net: n, plat: n.Platforms[0], http: &http.Client{Timeout: 30 * time.Second}}
-	f.gw = f.start(t, Config{Client: f.plat.Client}, opts)
+	f.gw = f.start(t, Config{Client: f.plat.Platform.Client()}, opts)
 	f.url = f.gw.url
 	return f
 }

@@ -22,7 +22,7 @@ func TestHandlerMounted(t *testing.T) {
 	f := newFixture(t, 1, nil)
 	number := book(t, f.net.Carriers[0], "", protocol.StatusInfoReceived, protocol.StatusPickedUp)
 
-	g, err := New(Config{Client: f.plat.Client, Trust: f.plat.Node.Trust, Connector: f.plat.Node.Router()}, nil)
+	g, err := New(Config{Client: f.plat.Platform.Client(), Trust: f.plat.Node.Trust, Connector: f.plat.Node.Router()}, nil)
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/tracking/", http.StripPrefix("/tracking", g.Handler()))

@@ -1,6 +1,9 @@
 package platform
 
-import "github.com/opentrack/opentrack/node/client"
+import (
+	"github.com/opentrack/opentrack/node/client"
+	"github.com/opentrack/opentrack/node/discovery"
+)
 
 // The values a Platform's queries take and give are the client's; they
 // are named here too, so that a program built on a Platform needs no
@@ -16,6 +19,10 @@ type (
 	WatchUpdate = client.WatchUpdate
 	// Watcher is a running watch (client.Watcher).
 	Watcher = client.Watcher
+	// ClientOptions tune the platform's client (client.Options).
+	ClientOptions = client.Options
+	// RouterOptions tune its peer routing (discovery.RouterOptions).
+	RouterOptions = discovery.RouterOptions
 )
 
 // ErrSeveralCarriers means the numbers of one Watch belong to more than

@@ -63,7 +63,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	errs := append(check(graph, rules, known), checkEntry(graph, entryPoints)...)
+	errs := append(check(graph, rules, known), checkEntry(graph, entries)...)
 	long, err := checkLengths(".")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -76,8 +76,8 @@ func main() {
 		}
 		os.Exit(1)
 	}
-	fmt.Printf("archcheck: %d packages, %d rules, %d known violations, %d entry points for cmd; no file over %d lines, no function over %d, without a comment saying why\n",
-		len(graph), len(rules), len(known), len(entryPoints), maxFileLines, maxFuncLines)
+	fmt.Printf("archcheck: %d packages, %d rules, %d known violations, %d entry point lists; no file over %d lines, no function over %d, without a comment saying why\n",
+		len(graph), len(rules), len(known), len(entries), maxFileLines, maxFuncLines)
 }
 
 // load returns the module's direct import graph, module-relative.

@@ -55,11 +55,12 @@ func TestCheckEntry(t *testing.T) {
 		"cmd/opentrack": {"node", "node/platform", "protocol"},
 		"node":          {"node/host"},
 	}
-	if errs := checkEntry(graph, []string{"node", "node/platform", "protocol"}); len(errs) != 0 {
+	entries := []entry{{"cmd/...", []string{"node", "node/platform", "protocol"}}}
+	if errs := checkEntry(graph, entries); len(errs) != 0 {
 		t.Fatalf("entry points only: got %v", errs)
 	}
 	graph["cmd/opentrack"] = append(graph["cmd/opentrack"], "node/host")
-	errs := checkEntry(graph, []string{"node", "node/platform", "protocol"})
+	errs := checkEntry(graph, entries)
 	if len(errs) != 1 || !errors.Is(errs[0], errNotEntry) {
 		t.Fatalf("a direct import past the entry points: got %v", errs)
 	}
