@@ -2,42 +2,21 @@ package admin_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
 
 	"github.com/opentrack/opentrack/node/admin"
 	"github.com/opentrack/opentrack/node/policy"
+	"github.com/opentrack/opentrack/node/service/servicetest"
 	"github.com/opentrack/opentrack/node/store"
 	"github.com/opentrack/opentrack/node/store/memstore"
 	"github.com/opentrack/opentrack/protocol"
 )
-
-func otherSigner(t *testing.T) *protocol.Signer {
-	t.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	s, err := protocol.NewSigner(k)
-	require.NoError(t, err)
-	return s
-}
-
-func randomPeer(t *testing.T) string {
-	t.Helper()
-	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
-	require.NoError(t, err)
-	id, err := peer.IDFromPublicKey(pub)
-	require.NoError(t, err)
-	return id.String()
-}
 
 func TestGrantsHTTP(t *testing.T) {
 	st := memstore.New()
@@ -46,7 +25,7 @@ func TestGrantsHTTP(t *testing.T) {
 	t.Cleanup(srv.Close)
 	c := &admin.Client{URL: srv.URL}
 	ctx := context.Background()
-	holder := randomPeer(t)
+	holder := servicetest.RandomPeer(t)
 	b, g, err := policy.IssueGrant(testSigner(t), protocol.Grant{Carrier: testCarrier, Holder: holder, Audience: true,
 		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
@@ -55,7 +34,7 @@ func TestGrantsHTTP(t *testing.T) {
 	require.Equal(t, g.ID, got.ID)
 	_, err = c.PutGrant(ctx, b)
 	require.ErrorContains(t, err, "409")
-	forged, _, err := policy.IssueGrant(otherSigner(t), protocol.Grant{Carrier: testCarrier, Holder: holder, Audience: true,
+	forged, _, err := policy.IssueGrant(servicetest.OtherSigner(t), protocol.Grant{Carrier: testCarrier, Holder: holder, Audience: true,
 		Fields: []string{protocol.FieldPOD}}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	_, err = c.PutGrant(ctx, forged)

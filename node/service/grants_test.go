@@ -3,14 +3,11 @@ package service_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	mrand "math/rand/v2"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -111,24 +108,6 @@ func (e *grantEnv) audit(t *testing.T) []store.AuditEntry {
 	return a
 }
 
-func otherSigner(t *testing.T) *protocol.Signer {
-	t.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	s, err := protocol.NewSigner(k)
-	require.NoError(t, err)
-	return s
-}
-
-func randomPeer(t *testing.T) string {
-	t.Helper()
-	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
-	require.NoError(t, err)
-	id, err := peer.IDFromPublicKey(pub)
-	require.NoError(t, err)
-	return id.String()
-}
-
 func TestGrantNoGrantPublicOnly(t *testing.T) {
 	servicetest.CheckLeaks(t)
 	e := newGrantEnv(t, false, nil)
@@ -193,10 +172,10 @@ func TestGrantRefused(t *testing.T) {
 			require.NoError(t, e.srv.Store.RevokeGrant(context.Background(), gr.ID, time.Now().UnixMilli()))
 			return g
 		}},
-		{"forged", func() []byte { g, _ := e.issue(t, otherSigner(t), scope, time.Now(), time.Hour); return g }},
+		{"forged", func() []byte { g, _ := e.issue(t, servicetest.OtherSigner(t), scope, time.Now(), time.Hour); return g }},
 		{"other holder", func() []byte {
 			s := scope
-			s.Holder = randomPeer(t)
+			s.Holder = servicetest.RandomPeer(t)
 			g, _ := e.issue(t, nil, s, time.Now(), time.Hour)
 			return g
 		}},
@@ -354,7 +333,7 @@ func TestNoDetailsInPublicData(t *testing.T) {
 				ID: "ev-" + word(), Number: n, Status: statuses[rng.IntN(len(statuses))],
 				Time:     time.Date(2026, 1, 1, 0, round, i, 0, time.UTC).Format(time.RFC3339),
 				Location: protocol.Location{Country: "DE", Locode: "DEFRA", City: "Frankfurt am Main"},
-				Details:  d, Audience: []string{randomPeer(t)},
+				Details:  d, Audience: []string{servicetest.RandomPeer(t)},
 			})
 		}
 		res, err := ing.Ingest(context.Background(), batch)

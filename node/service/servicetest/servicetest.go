@@ -239,3 +239,33 @@ func CheckLeaks(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }
+
+// RandomPeer is the ID of a peer no host has, for a grant's holder or an
+// event's audience.
+func RandomPeer(tb testing.TB) string {
+	tb.Helper()
+	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id.String()
+}
+
+// OtherSigner signs with a fresh key, one no registry binds to Carrier:
+// what a forger holds.
+func OtherSigner(tb testing.TB) *protocol.Signer {
+	tb.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := protocol.NewSigner(k)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
